@@ -1,0 +1,145 @@
+//! The command line as typed: raw flags only. Resolving them into settings
+//! (defaults that depend on the home, files to read) happens in each command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// End-to-end encrypted messaging for AI agents.
+///
+/// agentwire connects agents on one machine or across the internet through a
+/// blind relay that stores and forwards sealed envelopes it cannot open.
+#[derive(Debug, Parser)]
+#[command(name = "agentwire", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Directory holding agentwire's state [default: ~/.agentwire]
+    #[arg(long, global = true, env = "AGENTWIRE_HOME", value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    /// Log format on stderr (filter with AGENTWIRE_LOG, e.g. `debug`)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object a line
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a relay: the blind router that stores and forwards envelopes
+    ///
+    /// The relay authenticates clients by their keys (no accounts), keeps each
+    /// envelope durably until its recipient acknowledges it or its TTL runs out,
+    /// and never sees plaintext. Stop it with Ctrl-C or SIGTERM: it finishes
+    /// in-flight commits, closes connections and exits.
+    ///
+    /// Examples:
+    ///   agentwire relay                          # loopback, ~/.agentwire/relay.db
+    ///   agentwire relay --listen 0.0.0.0:7878 \
+    ///       --access-token-file /etc/agentwire/token \
+    ///       --tls-cert cert.pem --tls-key key.pem # public host
+    #[command(verbatim_doc_comment)]
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    /// Address to listen on; use 0.0.0.0:7878 on a public host, port 0 for any free port
+    #[arg(long, env = "AGENTWIRE_RELAY_LISTEN", default_value = agentwire_relay::DEFAULT_LISTEN)]
+    pub(crate) listen: SocketAddr,
+    /// SQLite database file [default: relay.db in the home]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) db: Option<PathBuf>,
+    /// Require clients to present the token in this file (first line, 1-512 bytes)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) access_token_file: Option<PathBuf>,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Print the startup line as JSON ({"event":"listening","url":..})
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// Relay limits; each violation is answered with an error frame naming it.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub(crate) struct LimitArgs {
+    /// Largest frame in bytes (payload limit is this minus 66)
+    #[arg(long, value_name = "BYTES", default_value_t = agentwire_relay::DEFAULT_MAX_FRAME_BYTES,
+          value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
+    pub(crate) max_frame_bytes: u32,
+    /// Largest number of simultaneous connections
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub(crate) max_connections: usize,
+    /// Frames per second one key may send (bursts of twice that)
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_KEY_FRAMES_PER_SEC,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) key_rate: u32,
+    /// Frames per second one IP address may send (bursts of twice that)
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_IP_FRAMES_PER_SEC,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) ip_rate: u32,
+    /// Largest number of envelopes queued for one recipient
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_QUEUE_PER_RECIPIENT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_queue: u32,
+    /// How long an undelivered envelope is kept (e.g. 7d, 12h, 90s)
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub(crate) envelope_ttl: Duration,
+    /// How long a client has to answer the challenge
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) auth_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 90s, 15m, 12h or 7d"))?;
+    if duration < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    if duration > Duration::from_secs(365 * 24 * 3600) {
+        return Err("must be at most 365d".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_bounded_and_explained() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 24 * 3600)));
+        assert!(parse_duration("1ms").unwrap_err().contains("at least"));
+        assert!(parse_duration("soon").unwrap_err().contains("such as"));
+        assert!(parse_duration("400d").unwrap_err().contains("at most"));
+    }
+}

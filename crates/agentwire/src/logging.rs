@@ -1,0 +1,22 @@
+//! Log setup: human-readable text or JSON lines on stderr, filtered by
+//! `AGENTWIRE_LOG` (tracing's env-filter syntax, default `info`).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+pub(crate) fn init(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("AGENTWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

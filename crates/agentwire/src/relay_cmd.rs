@@ -1,0 +1,130 @@
+//! `agentwire relay`: resolve flags into a [`RelayConfig`], run the relay until
+//! SIGINT or SIGTERM, then shut it down gracefully.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use agentwire_relay::{AccessToken, Limits, RateLimit, Relay, RelayConfig, RelayError, TlsFiles};
+use anyhow::{Context, anyhow};
+
+use crate::cli::{GlobalArgs, RelayArgs};
+use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
+use crate::home;
+
+pub(crate) fn run(global: &GlobalArgs, args: RelayArgs) -> Result<(), Failure> {
+    let config = resolve(global, &args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(CANNOT_START)?;
+    runtime.block_on(serve(config, args.json))
+}
+
+fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure> {
+    let db_path = match &args.db {
+        Some(path) => path.clone(),
+        None => {
+            let home = home::resolve(global.home.as_deref()).code(CONFIG)?;
+            home::ensure(&home).code(CONFIG)?;
+            home.join("relay.db")
+        }
+    };
+    let access_token = args
+        .access_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()
+        .code(CONFIG)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let l = &args.limits;
+    Ok(RelayConfig {
+        listen: args.listen,
+        db_path,
+        access_token,
+        tls,
+        limits: Limits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_connections: l.max_connections,
+            key_rate: RateLimit::per_second(l.key_rate),
+            ip_rate: RateLimit::per_second(l.ip_rate),
+            max_queue_per_recipient: l.max_queue,
+            envelope_ttl: l.envelope_ttl,
+            auth_timeout: l.auth_timeout,
+        },
+    })
+}
+
+/// Reads the token: the file's first line without surrounding whitespace.
+fn read_token(path: &Path) -> anyhow::Result<AccessToken> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the access token file {}", path.display()))?;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the access token file is readable by others; run `chmod 600` on it"
+        );
+    }
+    let token = text.lines().next().unwrap_or("").trim();
+    AccessToken::new(token.as_bytes().to_vec()).ok_or_else(|| {
+        anyhow!(
+            "the access token in {} must be 1 to {} bytes on its first line (it is {} bytes)",
+            path.display(),
+            agentwire_wire::MAX_ACCESS_TOKEN_LEN,
+            token.len()
+        )
+    })
+}
+
+async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
+    let db = config.db_path.display().to_string();
+    let relay = Relay::spawn(config).await.map_err(|error| {
+        let code = match error {
+            RelayError::Tls(_) => CONFIG,
+            RelayError::Store { .. } | RelayError::Bind { .. } => CANNOT_START,
+        };
+        Failure::new(code, error)
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "listening",
+                "url": relay.url(),
+                "addr": relay.local_addr().to_string(),
+                "relay_id": relay.relay_id().to_hex(),
+                "db": db,
+            })
+        );
+    } else {
+        println!(
+            "agentwire relay listening on {} (relay id {}, database {db})",
+            relay.url(),
+            relay.relay_id()
+        );
+    }
+    wait_for_signal().await.code(CANNOT_START)?;
+    tracing::info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

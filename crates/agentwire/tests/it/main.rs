@@ -1,0 +1,20 @@
+//! Integration tests: real relays on 127.0.0.1 port 0, real WebSocket
+//! clients, and the real `agentwire` binary. One test binary, shared fixtures
+//! in `util`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub,
+    dead_code
+)]
+
+mod relay_auth;
+mod relay_client;
+mod relay_delivery;
+mod relay_garbage;
+mod relay_limits;
+mod relay_process;
+mod util;

@@ -1,0 +1,194 @@
+//! Store-and-forward: durable accept, delivery order, acks, duplicates, expiry.
+
+use std::time::Duration;
+
+use agentwire_client::Event;
+use agentwire_wire::{Body, ErrorCode, Frame};
+
+use crate::util::*;
+
+#[tokio::test]
+async fn envelope_to_a_connected_recipient_is_pushed_and_removed_by_ack() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let (client_b, mut events_b) = relay.client(&b).await;
+
+    let id = new_id();
+    client_a
+        .send(public(&b), id, b"sealed".to_vec())
+        .await
+        .unwrap();
+    let envelope = next_envelope(&mut events_b).await;
+    assert_eq!(envelope.id, id);
+    assert_eq!(envelope.from, public(&a));
+    assert_eq!(envelope.payload, b"sealed");
+    assert_eq!(relay.health().await["queued_envelopes"], 1);
+
+    client_b.ack(id).await.unwrap();
+    assert_eq!(relay.health().await["queued_envelopes"], 0);
+}
+
+#[tokio::test]
+async fn queued_envelopes_arrive_oldest_first_on_connect() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let ids: Vec<_> = (0..300).map(|_| new_id()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        client_a
+            .send(public(&b), *id, format!("#{n}").into_bytes())
+            .await
+            .unwrap();
+    }
+    // More than the delivery window: acks must keep the pipe moving.
+    let (client_b, mut events_b) = relay.client(&b).await;
+    for (n, id) in ids.iter().enumerate() {
+        let envelope = next_envelope(&mut events_b).await;
+        assert_eq!(envelope.id, *id, "envelope #{n} out of order");
+        client_b.ack(envelope.id).await.unwrap();
+    }
+    assert_eq!(relay.health().await["queued_envelopes"], 0);
+}
+
+#[tokio::test]
+async fn unacknowledged_envelopes_are_delivered_again_on_reconnect() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let id = new_id();
+    client_a.send(public(&b), id, b"x".to_vec()).await.unwrap();
+    {
+        let (_client_b, mut events_b) = relay.client(&b).await;
+        assert_eq!(next_envelope(&mut events_b).await.id, id);
+        // Dropped without ack: a crash before the envelope was stored.
+    }
+    let (client_b, mut events_b) = relay.client(&b).await;
+    assert_eq!(next_envelope(&mut events_b).await.id, id);
+    client_b.ack(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_envelope_id_is_stored_once() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let id = new_id();
+    client_a
+        .send(public(&b), id, b"first".to_vec())
+        .await
+        .unwrap();
+    client_a
+        .send(public(&b), id, b"again".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(relay.health().await["queued_envelopes"], 1);
+
+    let (client_b, mut events_b) = relay.client(&b).await;
+    let envelope = next_envelope(&mut events_b).await;
+    assert_eq!(envelope.payload, b"first");
+    client_b.ack(id).await.unwrap();
+    // A resend after delivery is recognised too: not stored, not delivered.
+    client_a
+        .send(public(&b), id, b"late".to_vec())
+        .await
+        .unwrap();
+    assert_no_envelope(&mut events_b, Duration::from_millis(300)).await;
+    assert_eq!(relay.health().await["queued_envelopes"], 0);
+}
+
+#[tokio::test]
+async fn envelope_id_of_another_sender_is_a_conflict_not_a_silent_drop() {
+    let relay = TestRelay::start().await;
+    let (a, b, c) = (new_key(), new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let (client_c, _) = relay.client(&c).await;
+    let id = new_id();
+    client_a.send(public(&b), id, b"a".to_vec()).await.unwrap();
+    let (code, _) = rejected_code(client_c.send(public(&b), id, b"c".to_vec()).await);
+    assert_eq!(code, ErrorCode::IdConflict);
+}
+
+#[tokio::test]
+async fn ack_by_someone_other_than_the_recipient_has_no_effect() {
+    let relay = TestRelay::start().await;
+    let (a, b, mallory) = (new_key(), new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let (client_m, _) = relay.client(&mallory).await;
+    let id = new_id();
+    client_a
+        .send(public(&b), id, b"for b".to_vec())
+        .await
+        .unwrap();
+    // The sender and a stranger both try to remove it.
+    client_m.ack(id).await.unwrap();
+    client_a.ack(id).await.unwrap();
+    assert_eq!(relay.health().await["queued_envelopes"], 1);
+    let (_client_b, mut events_b) = relay.client(&b).await;
+    assert_eq!(next_envelope(&mut events_b).await.id, id);
+}
+
+#[tokio::test]
+async fn expiry_is_reported_to_a_connected_sender_and_again_until_dismissed() {
+    let relay = limits_relay(|l| l.envelope_ttl = Duration::from_millis(400)).await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, mut events_a) = relay.client(&a).await;
+    let id = new_id();
+    client_a
+        .send(public(&b), id, b"too late".to_vec())
+        .await
+        .unwrap();
+
+    let expired = loop {
+        match next_event(&mut events_a).await {
+            Event::Expired { id, to, .. } => break (id, to),
+            _ => continue,
+        }
+    };
+    assert_eq!(expired, (id, public(&b)));
+    assert_eq!(relay.health().await["queued_envelopes"], 0);
+    drop((client_a, events_a));
+
+    // Not dismissed: reported again on the next connect.
+    let (client_a, mut events_a) = relay.client(&a).await;
+    match next_event(&mut events_a).await {
+        Event::Expired { id: again, .. } => assert_eq!(again, id),
+        other => panic!("expected the expiry notice again, got {other:?}"),
+    }
+    client_a.dismiss(id, public(&b)).await.unwrap();
+    drop((client_a, events_a));
+    let (_client_a, mut events_a) = relay.client(&a).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events_a.recv())
+            .await
+            .is_err(),
+        "a dismissed notice came back"
+    );
+
+    // The recipient never sees the expired envelope.
+    let (_client_b, mut events_b) = relay.client(&b).await;
+    assert_no_envelope(&mut events_b, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn every_request_answer_echoes_its_request_id() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (new_key(), new_key());
+    let mut raw = RawWs::connect(&relay).await;
+    let welcome = raw.authenticate(&a).await;
+    assert_eq!(welcome.request_id, 1);
+    let id = new_id();
+    raw.send(Frame::new(
+        0xdead_beef,
+        Body::Send {
+            to: public(&b),
+            id,
+            payload: vec![1, 2, 3],
+        },
+    ))
+    .await;
+    let answer = raw.expect().await;
+    assert_eq!(answer, Frame::new(0xdead_beef, Body::Accepted { id }));
+    raw.send(Frame::new(77, Body::Ack { id })).await;
+    assert_eq!(raw.expect().await, Frame::new(77, Body::Acked { id }));
+}

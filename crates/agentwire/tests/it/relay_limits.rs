@@ -1,0 +1,213 @@
+//! Every limit is hit and answered with an error frame that names it and its
+//! value, tied to the request; other clients are unaffected.
+
+use agentwire_relay::RateLimit;
+use agentwire_wire::{Body, ErrorCode, Frame};
+use futures_util::SinkExt;
+
+use crate::util::*;
+
+fn send_frame(request_id: u32, payload_len: usize) -> Frame {
+    Frame::new(
+        request_id,
+        Body::Send {
+            to: public(&new_key()),
+            id: new_id(),
+            payload: vec![0x5a; payload_len],
+        },
+    )
+}
+
+#[tokio::test]
+async fn frame_over_the_limit_is_refused_and_the_connection_stays_usable() {
+    let relay = limits_relay(|l| l.max_frame_bytes = 4096).await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    raw.send(send_frame(7, 5000)).await;
+    let (limit, message) = raw.expect_error(7, ErrorCode::FrameTooLarge).await;
+    assert_eq!(limit, 4096);
+    assert!(message.contains("5058 bytes"), "{message}");
+    raw.send(send_frame(8, 10)).await;
+    assert!(matches!(raw.expect().await.body, Body::Accepted { .. }));
+}
+
+#[tokio::test]
+async fn frame_far_over_the_limit_closes_the_connection_alone() {
+    let relay = limits_relay(|l| l.max_frame_bytes = 4096).await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    raw.send(send_frame(7, 64 * 1024)).await;
+    let (limit, _) = raw.expect_error(0, ErrorCode::FrameTooLarge).await;
+    assert_eq!(limit, 4096);
+    raw.expect_closed().await;
+    relay.assert_serving().await;
+}
+
+#[tokio::test]
+async fn payload_that_could_not_be_delivered_is_refused() {
+    let relay = limits_relay(|l| l.max_frame_bytes = 4096).await;
+    let max_payload = 4096 - agentwire_wire::DELIVER_OVERHEAD;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    raw.send(send_frame(3, max_payload + 1)).await;
+    let (limit, _) = raw.expect_error(3, ErrorCode::PayloadTooLarge).await;
+    assert_eq!(limit, max_payload as u64);
+    raw.send(send_frame(4, max_payload)).await;
+    assert!(matches!(raw.expect().await.body, Body::Accepted { .. }));
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_and_others_keep_working() {
+    let relay = limits_relay(|l| l.max_connections = 2).await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _events_a) = relay.client(&a).await;
+    let (client_b, mut events_b) = relay.client(&b).await;
+
+    let mut third = RawWs::connect(&relay).await;
+    let (limit, _) = third.expect_error(0, ErrorCode::TooManyConnections).await;
+    assert_eq!(limit, 2);
+    third.expect_closed().await;
+
+    let id = new_id();
+    client_a.send(public(&b), id, b"hi".to_vec()).await.unwrap();
+    assert_eq!(next_envelope(&mut events_b).await.id, id);
+    client_b.ack(id).await.unwrap();
+
+    // A slot frees up when a client leaves.
+    drop(client_a);
+    drop(_events_a);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut raw = RawWs::connect(&relay).await;
+        match raw.expect().await.body {
+            Body::Challenge { .. } => break,
+            _ => assert!(std::time::Instant::now() < deadline, "slot never freed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn frames_over_the_key_rate_are_refused_and_other_keys_are_unaffected() {
+    let relay = limits_relay(|l| {
+        l.key_rate = RateLimit {
+            per_sec: 5,
+            burst: 10,
+        }
+    })
+    .await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    for n in 0..30 {
+        raw.send(Frame::new(100 + n, Body::Ack { id: new_id() }))
+            .await;
+    }
+    let (mut acked, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let frame = raw.expect().await;
+        match frame.body {
+            Body::Acked { .. } => acked += 1,
+            Body::Error { code, limit, .. } => {
+                assert_eq!((code, limit), (ErrorCode::KeyRateLimited, 5));
+                assert!((100..130).contains(&frame.request_id));
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited >= 10, "only {limited} refused");
+    assert!(acked >= 10, "only {acked} answered");
+    relay.assert_serving().await;
+}
+
+#[tokio::test]
+async fn frames_over_the_ip_rate_are_refused_and_other_addresses_are_unaffected() {
+    let relay = limits_relay(|l| {
+        l.ip_rate = RateLimit {
+            per_sec: 5,
+            burst: 10,
+        }
+    })
+    .await;
+    let mut raw = RawWs::connect_from(&relay, [127, 0, 0, 2]).await;
+    raw.authenticate(&new_key()).await;
+    for n in 0..30 {
+        raw.send(Frame::new(n + 1, Body::Ack { id: new_id() }))
+            .await;
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        if let Body::Error { code, limit, .. } = raw.expect().await.body {
+            assert_eq!((code, limit), (ErrorCode::IpRateLimited, 5));
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "only {limited} refused");
+    // 127.0.0.1 has its own bucket.
+    relay.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_ignores_rate_limits_is_closed_alone() {
+    let relay = limits_relay(|l| {
+        l.key_rate = RateLimit {
+            per_sec: 1,
+            burst: 1,
+        }
+    })
+    .await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    for n in 0..200 {
+        if raw
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                Frame::new(n, Body::Ack { id: new_id() }).encode().into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut refused = 0;
+    while let Some(frame) = raw.recv().await {
+        if let Body::Error { code, .. } = frame.body {
+            assert_eq!(code, ErrorCode::KeyRateLimited);
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= agentwire_relay::MAX_CONSECUTIVE_VIOLATIONS,
+        "closed after {refused} violations"
+    );
+    relay.assert_serving().await;
+}
+
+#[tokio::test]
+async fn full_recipient_queue_refuses_more_until_acked() {
+    let relay = limits_relay(|l| l.max_queue_per_recipient = 3).await;
+    let (a, b, c) = (new_key(), new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = new_id();
+        client_a.send(public(&b), id, b"q".to_vec()).await.unwrap();
+        ids.push(id);
+    }
+    let (code, limit) = rejected_code(client_a.send(public(&b), new_id(), b"q".to_vec()).await);
+    assert_eq!((code, limit), (ErrorCode::QueueFull, 3));
+    // Another recipient's queue is its own.
+    client_a
+        .send(public(&c), new_id(), b"q".to_vec())
+        .await
+        .unwrap();
+
+    let (client_b, mut events_b) = relay.client(&b).await;
+    let first = next_envelope(&mut events_b).await;
+    client_b.ack(first.id).await.unwrap();
+    client_a
+        .send(public(&b), new_id(), b"q".to_vec())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,232 @@
+//! The real `agentwire relay` process: durability across restarts and
+//! SIGKILL, graceful shutdown, TLS, and exit codes for bad configuration.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use agentwire_client::{ClientConfig, Event, RelayClient};
+
+use crate::util::*;
+
+#[tokio::test]
+async fn envelope_for_an_offline_recipient_survives_relay_restarts_and_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (a, b) = (new_key(), new_key());
+    let id = new_id();
+
+    let mut relay = RelayProcess::spawn(&home, "127.0.0.1:0", &[]);
+    let (client_a, _events_a) = RelayClient::connect(relay.client_config(), Arc::new(a.clone()))
+        .await
+        .unwrap();
+    client_a
+        .send(public(&b), id, b"while you were out".to_vec())
+        .await
+        .unwrap();
+    // Accepted means durable: killing the relay at once loses nothing.
+    relay.signal("-KILL");
+    relay.wait();
+    drop(client_a);
+
+    // A clean restart in between, then B comes online.
+    let mut relay = RelayProcess::spawn(&home, "127.0.0.1:0", &[]);
+    relay.signal("-TERM");
+    assert!(relay.wait().success());
+    let relay = RelayProcess::spawn(&home, "127.0.0.1:0", &[]);
+    let (client_b, mut events_b) = RelayClient::connect(relay.client_config(), Arc::new(b.clone()))
+        .await
+        .unwrap();
+    match next_event(&mut events_b).await {
+        Event::Connected { queued } => assert_eq!(queued, 1),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    let envelope = next_envelope(&mut events_b).await;
+    assert_eq!((envelope.id, envelope.from), (id, public(&a)));
+    assert_eq!(envelope.payload, b"while you were out");
+    client_b.ack(id).await.unwrap();
+    drop((client_b, events_b));
+
+    // Gone for good: not delivered again after another restart.
+    drop(relay);
+    let relay = RelayProcess::spawn(&home, "127.0.0.1:0", &[]);
+    let (status, body) = http_get(relay.addr, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["queued_envelopes"], 0);
+
+    // The database is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("relay.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "relay.db has mode {mode:o}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = RelayProcess::spawn(&dir.path().join("home"), "127.0.0.1:0", &[]);
+    let (_client, mut events) = RelayClient::connect(relay.client_config(), Arc::new(new_key()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Connected { .. }
+    ));
+    let started = std::time::Instant::now();
+    relay.signal("-TERM");
+    match next_event(&mut events).await {
+        Event::Disconnected { .. } => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let status = relay.wait();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < agentwire_relay::SHUTDOWN_GRACE * 2);
+}
+
+#[tokio::test]
+async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let relay = RelayProcess::spawn(
+        &dir.path().join("home"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    assert!(relay.url.starts_with("wss://"), "{}", relay.url);
+    let url = format!("wss://localhost:{}/v1/ws", relay.addr.port());
+
+    // Without trusting the certificate: refused.
+    let untrusted = RelayClient::connect(ClientConfig::new(url.clone()), Arc::new(new_key())).await;
+    assert!(untrusted.is_err());
+
+    let mut config = ClientConfig::new(url);
+    config.extra_roots.push(cert.cert.der().to_vec());
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = RelayClient::connect(config.clone(), Arc::new(a))
+        .await
+        .unwrap();
+    let (client_b, mut events_b) = RelayClient::connect(config, Arc::new(b.clone()))
+        .await
+        .unwrap();
+    let id = new_id();
+    client_a
+        .send(public(&b), id, b"over tls".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(next_envelope(&mut events_b).await.id, id);
+    client_b.ack(id).await.unwrap();
+}
+
+/// Runs the binary with `args`; returns exit code and stderr.
+fn run(args: &[&str]) -> (i32, String) {
+    let output = Command::new(agentwire_bin()).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_relay_configuration_gets_a_specific_error_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+
+    let (code, stderr) = run(&["--home", home, "relay", "--listen", "not-an-address"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+
+    let (code, stderr) = run(&["--home", home, "relay", "--envelope-ttl", "forever"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("such as"), "{stderr}");
+
+    let (code, stderr) = run(&["--home", home, "relay", "--tls-cert", "c.pem"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+
+    let missing = dir.path().join("missing-token");
+    let (code, stderr) = run(&[
+        "--home",
+        home,
+        "relay",
+        "--access-token-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("cannot read the access token file"),
+        "{stderr}"
+    );
+
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, stderr) = run(&[
+        "--home",
+        home,
+        "relay",
+        "--access-token-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("1 to 512 bytes"), "{stderr}");
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not pem").unwrap();
+    let g = garbage.to_str().unwrap();
+    let (code, stderr) = run(&["--home", home, "relay", "--tls-cert", g, "--tls-key", g]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("TLS"), "{stderr}");
+
+    let open_home = dir.path().join("open-home");
+    std::fs::create_dir(&open_home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open_home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stderr) = run(&["--home", open_home.to_str().unwrap(), "relay"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("chmod 700"), "{stderr}");
+
+    // The port is taken by a listener of our own.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(&["--home", home, "relay", "--listen", &addr]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
+
+#[test]
+fn help_teaches_the_relay_flags() {
+    let output = Command::new(agentwire_bin())
+        .args(["relay", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--db",
+        "--access-token-file",
+        "--tls-cert",
+        "--tls-key",
+        "--log-format",
+        "--max-frame-bytes",
+        "--max-connections",
+        "--key-rate",
+        "--ip-rate",
+        "--max-queue",
+        "--envelope-ttl",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+}

@@ -1,0 +1,381 @@
+//! Fixtures shared by every integration test: real relays (in-process or as a
+//! child process of the real binary) on 127.0.0.1 port 0, real clients, and a
+//! raw WebSocket for tests that must see or forge individual frames.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_client::{ClientConfig, ClientError, Event, Events, RelayClient, Signer};
+use agentwire_relay::{Limits, Relay, RelayConfig};
+use agentwire_wire::{Body, EnvelopeId, ErrorCode, Frame, PublicKey};
+use ed25519_dalek::SigningKey;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh random identity key.
+pub fn new_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn public(key: &SigningKey) -> PublicKey {
+    Signer::public_key(key)
+}
+
+/// A fresh random envelope id.
+pub fn new_id() -> EnvelopeId {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).unwrap();
+    EnvelopeId::from_bytes(id)
+}
+
+/// An in-process relay with its own temporary database.
+pub struct TestRelay {
+    pub relay: Option<Relay>,
+    pub dir: tempfile::TempDir,
+    pub config: RelayConfig,
+}
+
+impl TestRelay {
+    pub async fn start() -> TestRelay {
+        Self::with(|_| {}).await
+    }
+
+    /// Starts a relay whose configuration `adjust` may change first.
+    pub async fn with(adjust: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            RelayConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("relay.db"));
+        adjust(&mut config);
+        let relay = Relay::spawn(config.clone()).await.unwrap();
+        // Restarts reuse the port the first start got.
+        config.listen = relay.local_addr();
+        TestRelay {
+            relay: Some(relay),
+            dir,
+            config,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.config.listen)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await;
+        }
+    }
+
+    /// Stops and starts again on the same port and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.relay = Some(Relay::spawn(self.config.clone()).await.unwrap());
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.url());
+        config.backoff.initial = Duration::from_millis(50);
+        config.backoff.max = Duration::from_millis(500);
+        config
+    }
+
+    /// A connected client for `key`.
+    pub async fn client(&self, key: &SigningKey) -> (RelayClient, Events) {
+        let (client, mut events) =
+            RelayClient::connect(self.client_config(), Arc::new(key.clone()))
+                .await
+                .unwrap();
+        match next_event(&mut events).await {
+            Event::Connected { .. } => {}
+            other => panic!("expected Connected, got {other:?}"),
+        }
+        (client, events)
+    }
+
+    pub async fn health(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.addr(), "/health").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.addr(), "/metrics").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Asserts the relay still serves: a fresh pair of clients exchanges an
+    /// envelope.
+    pub async fn assert_serving(&self) {
+        let (a, b) = (new_key(), new_key());
+        let (client_a, _events_a) = self.client(&a).await;
+        let (client_b, mut events_b) = self.client(&b).await;
+        let id = new_id();
+        client_a
+            .send(public(&b), id, b"still serving".to_vec())
+            .await
+            .unwrap();
+        let envelope = next_envelope(&mut events_b).await;
+        assert_eq!(envelope.id, id);
+        client_b.ack(id).await.unwrap();
+    }
+}
+
+pub async fn limits_relay(adjust: impl FnOnce(&mut Limits)) -> TestRelay {
+    TestRelay::with(|config| adjust(&mut config.limits)).await
+}
+
+/// The next event, failing the test after [`WAIT`].
+pub async fn next_event(events: &mut Events) -> Event {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("no event in time")
+        .expect("event stream ended")
+}
+
+/// The next delivered envelope, skipping other events.
+pub async fn next_envelope(events: &mut Events) -> agentwire_client::Envelope {
+    loop {
+        if let Event::Envelope(envelope) = next_event(events).await {
+            return envelope;
+        }
+    }
+}
+
+/// Asserts that no envelope arrives within `quiet`.
+pub async fn assert_no_envelope(events: &mut Events, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + quiet;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => return,
+            Ok(Some(Event::Envelope(envelope))) => panic!("unexpected envelope {envelope:?}"),
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended"),
+        }
+    }
+}
+
+/// The relay's refusal code of a failed request.
+pub fn rejected_code(result: Result<(), ClientError>) -> (ErrorCode, u64) {
+    match result {
+        Err(ClientError::Rejected { code, limit, .. }) => (code, limit),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// A WebSocket that speaks frames by hand.
+pub struct RawWs {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawWs {
+    pub async fn connect(relay: &TestRelay) -> RawWs {
+        let (ws, _) = tokio_tungstenite::connect_async(relay.url()).await.unwrap();
+        RawWs { ws }
+    }
+
+    /// Connects from another loopback address (a different "IP").
+    pub async fn connect_from(relay: &TestRelay, source: [u8; 4]) -> RawWs {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let stream = socket.connect(relay.addr()).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(relay.url(), MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        RawWs { ws }
+    }
+
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::Binary(bytes.into())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.send_bytes(frame.encode()).await;
+    }
+
+    /// The next frame, or `None` when the relay closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time");
+            match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                Some(Ok(Message::Binary(bytes))) => return Some(Frame::decode(&bytes).unwrap()),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn expect(&mut self) -> Frame {
+        self.recv().await.expect("connection closed")
+    }
+
+    /// The challenge, then a hello signed by `key`; returns the welcome.
+    pub async fn authenticate(&mut self, key: &SigningKey) -> Frame {
+        let hello = self.hello_for_challenge(key, Vec::new()).await;
+        self.send(hello).await;
+        self.expect().await
+    }
+
+    /// Reads the challenge and builds a correct hello for it.
+    pub async fn hello_for_challenge(&mut self, key: &SigningKey, token: Vec<u8>) -> Frame {
+        let Body::Challenge {
+            relay_id,
+            nonce,
+            issued_at_ms,
+        } = self.expect().await.body
+        else {
+            panic!("expected a challenge");
+        };
+        let public_key = public(key);
+        let message = agentwire_wire::auth_message(&relay_id, &nonce, issued_at_ms, &public_key);
+        Frame::new(
+            1,
+            Body::Hello {
+                nonce,
+                public_key,
+                signature: Signer::sign(key, &message),
+                access_token: token,
+            },
+        )
+    }
+
+    /// Asserts the next frame is an error with `code` for `request_id`;
+    /// returns its limit and message.
+    pub async fn expect_error(&mut self, request_id: u32, code: ErrorCode) -> (u64, String) {
+        let frame = self.expect().await;
+        match frame.body {
+            Body::Error {
+                code: got,
+                limit,
+                message,
+            } => {
+                assert_eq!(got, code, "{message}");
+                assert_eq!(frame.request_id, request_id, "{message}");
+                (limit, message)
+            }
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Asserts the relay closes the connection next.
+    pub async fn expect_closed(&mut self) {
+        if let Some(frame) = self.recv().await {
+            panic!("expected the connection to close, got {frame:?}");
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The `agentwire` binary under test.
+pub fn agentwire_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentwire"))
+}
+
+/// `agentwire relay` as a child process of the real binary.
+pub struct RelayProcess {
+    child: Child,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts `agentwire --home HOME relay --listen LISTEN --json EXTRA..` and
+    /// waits for its startup line.
+    pub fn spawn(home: &Path, listen: &str, extra: &[&str]) -> RelayProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["relay", "--listen", listen, "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let startup: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("bad startup line {line:?}: {e}"));
+        RelayProcess {
+            child,
+            url: startup["url"].as_str().unwrap().to_owned(),
+            addr: startup["addr"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most [`WAIT`].
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "relay did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.url.clone());
+        config.backoff.initial = Duration::from_millis(50);
+        config.backoff.max = Duration::from_millis(500);
+        config
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

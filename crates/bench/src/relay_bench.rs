@@ -1,0 +1,259 @@
+//! Relay benchmark: N senders send to M recipients through one in-process
+//! relay (real WebSocket connections on loopback, durable accept in SQLite).
+//! Prints throughput and latency percentiles; asserts nothing.
+//!
+//! ```text
+//! cargo run --release -p agentwire-bench --bin relay-bench -- --senders 8 --recipients 4
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentwire_client::{ClientConfig, Event, RelayClient, Signer};
+use agentwire_relay::{Limits, RateLimit, Relay, RelayConfig};
+use agentwire_wire::{EnvelopeId, PublicKey};
+use clap::Parser;
+use ed25519_dalek::SigningKey;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+/// Relay throughput and latency benchmark.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Sending clients
+    #[arg(long, default_value_t = 8)]
+    senders: usize,
+    /// Receiving clients (each sender spreads its messages over all of them)
+    #[arg(long, default_value_t = 4)]
+    recipients: usize,
+    /// Messages in total
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Payload bytes per message
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// Sends in flight per sender
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// A tiny run that only checks the benchmark works (used by CI)
+    #[arg(long)]
+    smoke: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// When each message was sent and accepted, by id.
+type Sent = Arc<Mutex<HashMap<EnvelopeId, (Instant, Option<Instant>)>>>;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.senders = 2;
+        args.recipients = 2;
+        args.messages = 200;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+fn key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap_or_default();
+    SigningKey::from_bytes(&seed)
+}
+
+fn envelope_id(sender: usize, n: usize) -> EnvelopeId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(sender as u64).to_be_bytes());
+    id[8..].copy_from_slice(&(n as u64).to_be_bytes());
+    EnvelopeId::from_bytes(id)
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut config = RelayConfig::new("127.0.0.1:0".parse()?, dir.path().join("bench.db"));
+    config.limits = Limits {
+        key_rate: RateLimit::per_second(1_000_000),
+        ip_rate: RateLimit::per_second(1_000_000),
+        max_queue_per_recipient: u32::try_from(args.messages)?.max(1),
+        ..Limits::default()
+    };
+    let relay = Relay::spawn(config).await?;
+    let client_config = ClientConfig::new(relay.url());
+
+    let sent: Sent = Arc::new(Mutex::new(HashMap::with_capacity(args.messages)));
+    let start = Instant::now();
+
+    let mut recipient_keys: Vec<PublicKey> = Vec::new();
+    let mut receivers = Vec::new();
+    let per_recipient = split(args.messages, args.senders, args.recipients);
+    for expected in per_recipient {
+        let signing = key();
+        recipient_keys.push(signing.public_key());
+        let (client, events) =
+            RelayClient::connect(client_config.clone(), Arc::new(signing)).await?;
+        receivers.push(tokio::spawn(receive(client, events, expected)));
+    }
+
+    let mut senders = Vec::new();
+    let per_sender = args.messages / args.senders.max(1);
+    for sender in 0..args.senders {
+        let (client, _events) =
+            RelayClient::connect(client_config.clone(), Arc::new(key())).await?;
+        let keys = recipient_keys.clone();
+        let sent = sent.clone();
+        let (payload, window) = (args.payload, args.window);
+        senders.push(tokio::spawn(async move {
+            let mut in_flight = FuturesUnordered::new();
+            for n in 0..per_sender {
+                let id = envelope_id(sender, n);
+                let to = keys[n % keys.len()];
+                let client = client.clone();
+                let sent = sent.clone();
+                in_flight.push(async move {
+                    let t0 = Instant::now();
+                    if let Ok(mut sent) = sent.lock() {
+                        sent.insert(id, (t0, None));
+                    }
+                    let result = client.send(to, id, vec![0xab; payload]).await;
+                    let accepted = Instant::now();
+                    if let Ok(mut sent) = sent.lock()
+                        && let Some(entry) = sent.get_mut(&id)
+                    {
+                        entry.1 = Some(accepted);
+                    }
+                    result
+                });
+                if in_flight.len() >= window
+                    && let Some(result) = in_flight.next().await
+                {
+                    result?;
+                }
+            }
+            while let Some(result) = in_flight.next().await {
+                result?;
+            }
+            Ok::<_, agentwire_client::ClientError>(())
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let send_done = start.elapsed();
+    let mut receive_latencies = Vec::new();
+    for receiver in receivers {
+        receive_latencies.extend(receiver.await??);
+    }
+    let elapsed = start.elapsed();
+
+    let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut accept: Vec<Duration> = sent
+        .values()
+        .filter_map(|(t0, accepted)| accepted.map(|a| a - *t0))
+        .collect();
+    let mut to_receive: Vec<Duration> = Vec::new();
+    let mut accept_to_receive: Vec<Duration> = Vec::new();
+    for (id, received) in receive_latencies {
+        if let Some((t0, accepted)) = sent.get(&id) {
+            to_receive.push(received.saturating_duration_since(*t0));
+            if let Some(accepted) = accepted {
+                accept_to_receive.push(received.saturating_duration_since(*accepted));
+            }
+        }
+    }
+    let total = to_receive.len();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let stats = |v: &mut Vec<Duration>| -> (f64, f64, f64) {
+        v.sort();
+        (pct(v, 50.0), pct(v, 99.0), pct(v, 100.0))
+    };
+    let (a50, a99, amax) = stats(&mut accept);
+    let (r50, r99, rmax) = stats(&mut to_receive);
+    let (x50, x99, xmax) = stats(&mut accept_to_receive);
+    relay.shutdown().await;
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "senders": args.senders, "recipients": args.recipients,
+                "messages": total, "payload_bytes": args.payload, "window": args.window,
+                "seconds": elapsed.as_secs_f64(), "send_seconds": send_done.as_secs_f64(),
+                "msgs_per_sec": rate,
+                "send_to_accepted_ms": {"p50": a50, "p99": a99, "max": amax},
+                "send_to_received_ms": {"p50": r50, "p99": r99, "max": rmax},
+                "accepted_to_received_ms": {"p50": x50, "p99": x99, "max": xmax},
+            })
+        );
+    } else {
+        println!(
+            "relay-bench: {} senders -> {} recipients, {} messages of {} bytes, window {}",
+            args.senders, args.recipients, total, args.payload, args.window
+        );
+        println!(
+            "  throughput           {rate:>10.0} msg/s ({:.2} s)",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  send -> accepted     p50 {a50:>8.2} ms   p99 {a99:>8.2} ms   max {amax:>8.2} ms"
+        );
+        println!(
+            "  send -> received     p50 {r50:>8.2} ms   p99 {r99:>8.2} ms   max {rmax:>8.2} ms"
+        );
+        println!(
+            "  accepted -> received p50 {x50:>8.2} ms   p99 {x99:>8.2} ms   max {xmax:>8.2} ms"
+        );
+    }
+    Ok(())
+}
+
+/// How many messages each recipient gets when every sender sends
+/// `messages / senders` round-robin over the recipients.
+fn split(messages: usize, senders: usize, recipients: usize) -> Vec<usize> {
+    let per_sender = messages / senders.max(1);
+    let recipients = recipients.max(1);
+    let mut counts = vec![0; recipients];
+    for n in 0..per_sender {
+        counts[n % recipients] += senders;
+    }
+    counts
+}
+
+/// Receives `expected` envelopes, acking each; returns when each arrived.
+async fn receive(
+    client: RelayClient,
+    mut events: agentwire_client::Events,
+    expected: usize,
+) -> Result<Vec<(EnvelopeId, Instant)>, agentwire_client::ClientError> {
+    let mut received = Vec::with_capacity(expected);
+    let mut acks = FuturesUnordered::new();
+    while received.len() < expected {
+        tokio::select! {
+            Some(result) = acks.next(), if !acks.is_empty() => { let () = result?; }
+            event = events.recv() => match event {
+                Some(Event::Envelope(envelope)) => {
+                    received.push((envelope.id, Instant::now()));
+                    let client = client.clone();
+                    acks.push(async move { client.ack(envelope.id).await });
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    while let Some(result) = acks.next().await {
+        result?;
+    }
+    Ok(received)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}

@@ -1,0 +1,234 @@
+//! One authenticated WebSocket connection to a relay, without reconnects.
+//!
+//! [`crate::RelayClient`] builds on this; tests and tools that need to see
+//! every frame can use it directly.
+
+use std::sync::Arc;
+
+use agentwire_wire::{Body, Frame, PublicKey, RelayId};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::{ClientConfig, ClientError, Signer};
+
+/// Largest message the client reads: the relay's frame limit with room for
+/// relays configured above the default.
+const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// What the relay said when it accepted the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    /// The relay's stable id.
+    pub relay_id: RelayId,
+    /// The largest frame the relay accepts.
+    pub max_frame_bytes: u32,
+    /// How long the relay keeps undelivered envelopes, in seconds.
+    pub envelope_ttl_secs: u64,
+    /// Envelopes queued for this key at connect time.
+    pub queued: u32,
+}
+
+/// An authenticated connection: frames in, frames out.
+pub struct Connection {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    public_key: PublicKey,
+}
+
+impl Connection {
+    /// Connects, answers the relay's challenge, and waits for its welcome.
+    pub async fn open(
+        config: &ClientConfig,
+        signer: &dyn Signer,
+    ) -> Result<(Connection, Welcome), ClientError> {
+        tokio::time::timeout(config.connect_timeout, Self::open_inner(config, signer))
+            .await
+            .map_err(|_| ClientError::Unreachable {
+                url: config.url.clone(),
+                reason: format!("no welcome within {:?}", config.connect_timeout),
+            })?
+    }
+
+    async fn open_inner(
+        config: &ClientConfig,
+        signer: &dyn Signer,
+    ) -> Result<(Connection, Welcome), ClientError> {
+        let url = normalize_url(&config.url)?;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_INBOUND_MESSAGE))
+            .max_frame_size(Some(MAX_INBOUND_MESSAGE));
+        let connector = if url.starts_with("wss://") {
+            Some(Connector::Rustls(tls_config(config)?))
+        } else {
+            None
+        };
+        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+            &url,
+            Some(ws_config),
+            true,
+            connector,
+        )
+        .await
+        .map_err(|error| ClientError::Unreachable {
+            url: url.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut connection = Connection {
+            ws,
+            public_key: signer.public_key(),
+        };
+        let challenge = connection.recv().await?;
+        let Body::Challenge {
+            relay_id,
+            nonce,
+            issued_at_ms,
+        } = challenge.body
+        else {
+            return Err(rejection_or(challenge.body, "expected a challenge"));
+        };
+        let public_key = signer.public_key();
+        let message = agentwire_wire::auth_message(&relay_id, &nonce, issued_at_ms, &public_key);
+        let hello = Body::Hello {
+            nonce,
+            public_key,
+            signature: signer.sign(&message),
+            access_token: config.access_token.clone().unwrap_or_default(),
+        };
+        connection.send(Frame::new(1, hello)).await?;
+        let answer = connection.recv().await?;
+        match answer.body {
+            Body::Welcome {
+                relay_id,
+                max_frame_bytes,
+                envelope_ttl_secs,
+                queued,
+            } => Ok((
+                connection,
+                Welcome {
+                    relay_id,
+                    max_frame_bytes,
+                    envelope_ttl_secs,
+                    queued,
+                },
+            )),
+            other => Err(rejection_or(other, "expected a welcome")),
+        }
+    }
+
+    /// The key this connection authenticated as.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: Frame) -> Result<(), ClientError> {
+        self.ws
+            .send(Message::Binary(frame.encode().into()))
+            .await
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    /// The next frame from the relay (control messages are handled here).
+    pub async fn recv(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            match self.ws.next().await {
+                None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+                    return Err(ClientError::Disconnected);
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    return Frame::decode(&bytes).map_err(|error| {
+                        ClientError::Protocol(format!("undecodable frame from the relay: {error}"))
+                    });
+                }
+                Some(Ok(Message::Text(_))) => {
+                    return Err(ClientError::Protocol(
+                        "the relay sent a text message".into(),
+                    ));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Accepts `ws://host:port` and appends the endpoint path when none is given.
+fn normalize_url(url: &str) -> Result<String, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| invalid("it must start with ws:// or wss://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid("it has no host"));
+    }
+    match rest.find('/') {
+        None => Ok(format!("{url}/v1/ws")),
+        Some(slash) if rest.len() == slash + 1 => Ok(format!("{url}v1/ws")),
+        Some(_) => Ok(url.to_owned()),
+    }
+}
+
+fn tls_config(config: &ClientConfig) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in &config.extra_roots {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|error| ClientError::InvalidUrl {
+                url: config.url.clone(),
+                reason: format!("an extra root certificate is invalid: {error}"),
+            })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ClientError::Protocol(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
+}
+
+fn rejection_or(body: Body, what: &str) -> ClientError {
+    match body {
+        Body::Error {
+            code,
+            limit,
+            message,
+        } => ClientError::Rejected {
+            code,
+            limit,
+            message,
+        },
+        other => ClientError::Protocol(format!("{what}, got {}", other.frame_type().name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_the_endpoint_path_when_they_have_none() {
+        let check = |input: &str, expected: Option<&str>| {
+            assert_eq!(normalize_url(input).ok().as_deref(), expected, "{input}");
+        };
+        check("ws://127.0.0.1:7878", Some("ws://127.0.0.1:7878/v1/ws"));
+        check("ws://127.0.0.1:7878/", Some("ws://127.0.0.1:7878/v1/ws"));
+        check(
+            "wss://relay.example/custom",
+            Some("wss://relay.example/custom"),
+        );
+        check("http://relay.example", None);
+        check("ws://", None);
+    }
+}

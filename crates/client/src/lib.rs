@@ -1,0 +1,555 @@
+//! A client for the agentwire relay: connect, authenticate, send, receive,
+//! acknowledge, and reconnect with backoff.
+//!
+//! [`RelayClient::connect`] opens one authenticated connection and returns a
+//! handle plus an [`Events`] stream. The handle's requests ([`RelayClient::send`],
+//! [`RelayClient::ack`], [`RelayClient::dismiss`]) each wait for the relay's
+//! answer. Envelopes arrive on [`Events`] and stay queued at the relay until
+//! acknowledged, so a consumer that crashes before acking receives them again.
+//! When the connection drops, the client reconnects by itself with exponential
+//! backoff and jitter; requests in flight at that moment fail with
+//! [`ClientError::Disconnected`] and are safe to retry (sends are idempotent by
+//! envelope id).
+//!
+//! This crate knows the relay protocol and nothing about what is inside
+//! envelopes: end-to-end encryption is a layer above it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agentwire_client::ClientError> {
+//! use std::sync::Arc;
+//! use agentwire_client::{ClientConfig, Event, RelayClient};
+//! use agentwire_wire::EnvelopeId;
+//!
+//! let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+//! let peer = agentwire_wire::PublicKey::from_bytes([9; 32]);
+//! let (client, mut events) =
+//!     RelayClient::connect(ClientConfig::new("ws://127.0.0.1:7878"), Arc::new(key)).await?;
+//! client.send(peer, EnvelopeId::from_bytes([1; 16]), b"sealed bytes".to_vec()).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Envelope(envelope) = event {
+//!         client.ack(envelope.id).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod error;
+
+pub use connection::{Connection, Welcome};
+pub use error::ClientError;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_wire::{Body, EnvelopeId, Frame, PublicKey, RequestId, Signature};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// Default time to open and authenticate a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to wait for the relay's answer to a request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events buffered for a slow consumer before the client stops reading from the
+/// relay (backpressure, nothing is dropped).
+pub const EVENT_BUFFER: usize = 1024;
+/// Requests buffered between handles and the connection task.
+const COMMAND_BUFFER: usize = 256;
+
+/// Signs authentication challenges with an identity's Ed25519 key.
+///
+/// Implemented for [`ed25519_dalek::SigningKey`]; an identity store can
+/// implement it over its own key type without handing the key out.
+pub trait Signer: Send + Sync + 'static {
+    /// The Ed25519 public key: the client's address on the relay.
+    fn public_key(&self) -> PublicKey;
+    /// An Ed25519 signature over `message`.
+    fn sign(&self, message: &[u8]) -> Signature;
+}
+
+impl Signer for ed25519_dalek::SigningKey {
+    fn public_key(&self) -> PublicKey {
+        PublicKey::from_bytes(self.verifying_key().to_bytes())
+    }
+
+    fn sign(&self, message: &[u8]) -> Signature {
+        Signature::from_bytes(ed25519_dalek::Signer::sign(self, message).to_bytes())
+    }
+}
+
+/// Exponential backoff with full jitter between reconnect attempts.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (0-based): a random duration
+    /// between half and all of `min(max, initial * 2^attempt)`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let mut random = [0u8; 4];
+        let fraction = if getrandom::fill(&mut random).is_ok() {
+            f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX)
+        } else {
+            1.0
+        };
+        ceiling.mul_f64(0.5 + fraction / 2.0)
+    }
+}
+
+/// How to reach a relay.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `ws://` or `wss://` URL; `/v1/ws` is appended when the URL has no path.
+    pub url: String,
+    /// The relay's access token, when it requires one.
+    pub access_token: Option<Vec<u8>>,
+    /// Time to open and authenticate a connection.
+    pub connect_timeout: Duration,
+    /// Time to wait for the answer to a request.
+    pub request_timeout: Duration,
+    /// Delays between reconnect attempts.
+    pub backoff: Backoff,
+    /// Extra trusted root certificates (DER) for `wss://`, e.g. a relay's
+    /// self-signed certificate. The Web PKI roots are always trusted.
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+impl ClientConfig {
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            access_token: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            backoff: Backoff::default(),
+            extra_roots: Vec::new(),
+        }
+    }
+
+    /// The same configuration with an access token.
+    pub fn with_access_token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.access_token = Some(token.into());
+        self
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("backoff", &self.backoff)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
+}
+
+/// An envelope delivered by the relay. Acknowledge it with
+/// [`RelayClient::ack`] once it is safely stored; until then the relay keeps it
+/// and delivers it again on the next connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender-chosen id.
+    pub id: EnvelopeId,
+    /// The key that sent it, as authenticated by the relay.
+    pub from: PublicKey,
+    /// When the relay accepted it, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// The opaque bytes, as sent.
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("received_at_ms", &self.received_at_ms)
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .finish()
+    }
+}
+
+/// What happens on a client's connection.
+#[derive(Debug)]
+pub enum Event {
+    /// A connection is authenticated (first or after a reconnect); `queued`
+    /// envelopes wait and will be delivered next.
+    Connected {
+        /// Envelopes queued for this key at that moment.
+        queued: u32,
+    },
+    /// An envelope for this key.
+    Envelope(Envelope),
+    /// One of this key's envelopes expired undelivered. Dismiss it with
+    /// [`RelayClient::dismiss`] to stop hearing about it.
+    Expired {
+        /// The expired envelope's id.
+        id: EnvelopeId,
+        /// Its recipient.
+        to: PublicKey,
+        /// When it expired, Unix milliseconds.
+        expired_at_ms: u64,
+    },
+    /// The connection dropped; the client is reconnecting.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The client gave up for good (the relay refused this key, or the client
+    /// was closed); no more events follow.
+    Stopped {
+        /// Why.
+        reason: ClientError,
+    },
+}
+
+/// The stream of [`Event`]s of one client. Dropping it does not close the
+/// client; it only stops the events.
+pub struct Events(mpsc::Receiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the client is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+}
+
+enum Command {
+    Request {
+        body: Body,
+        answer: oneshot::Sender<Result<Body, ClientError>>,
+    },
+}
+
+/// A handle to a relay connection that reconnects by itself. Cloning is cheap;
+/// the connection closes when the last handle is dropped.
+#[derive(Clone)]
+pub struct RelayClient {
+    commands: mpsc::Sender<Command>,
+    public_key: PublicKey,
+    request_timeout: Duration,
+    _stop: Arc<DropGuard>,
+}
+
+impl fmt::Debug for RelayClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayClient")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayClient {
+    /// Connects and authenticates once (failing with the relay's reason if it
+    /// refuses), then keeps the connection up in a background task owned by
+    /// the returned handles.
+    pub async fn connect(
+        config: ClientConfig,
+        signer: Arc<dyn Signer>,
+    ) -> Result<(RelayClient, Events), ClientError> {
+        let (connection, welcome) = Connection::open(&config, signer.as_ref()).await?;
+        let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
+        let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let stop = CancellationToken::new();
+        let client = RelayClient {
+            commands,
+            public_key: signer.public_key(),
+            request_timeout: config.request_timeout,
+            _stop: Arc::new(stop.clone().drop_guard()),
+        };
+        let actor = Actor {
+            config,
+            signer,
+            commands: command_rx,
+            events: event_tx,
+            stop,
+            next_request_id: 1,
+            waiting: HashMap::new(),
+        };
+        tokio::spawn(actor.run(connection, welcome));
+        Ok((client, Events(events)))
+    }
+
+    /// This client's key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    async fn request(&self, body: Body) -> Result<Body, ClientError> {
+        let (answer, answered) = oneshot::channel();
+        self.commands
+            .send(Command::Request { body, answer })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, answered).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout(self.request_timeout)),
+        }
+    }
+
+    /// Sends an envelope; returns once the relay has stored it durably.
+    /// Sending the same id to the same recipient again is a no-op that
+    /// succeeds, so retrying after an error is always safe.
+    pub async fn send(
+        &self,
+        to: PublicKey,
+        id: EnvelopeId,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        match self.request(Body::Send { to, id, payload }).await? {
+            Body::Accepted { id: accepted } if accepted == id => Ok(()),
+            other => Err(unexpected("accepted", &other)),
+        }
+    }
+
+    /// Acknowledges a delivered envelope: the relay deletes it.
+    pub async fn ack(&self, id: EnvelopeId) -> Result<(), ClientError> {
+        match self.request(Body::Ack { id }).await? {
+            Body::Acked { id: acked } if acked == id => Ok(()),
+            other => Err(unexpected("acked", &other)),
+        }
+    }
+
+    /// Dismisses an expiry notice.
+    pub async fn dismiss(&self, id: EnvelopeId, to: PublicKey) -> Result<(), ClientError> {
+        match self.request(Body::Dismiss { id, to }).await? {
+            Body::Dismissed { id: dismissed } if dismissed == id => Ok(()),
+            other => Err(unexpected("dismissed", &other)),
+        }
+    }
+}
+
+fn unexpected(expected: &str, got: &Body) -> ClientError {
+    ClientError::Protocol(format!(
+        "expected {expected}, the relay answered {}",
+        got.frame_type().name()
+    ))
+}
+
+/// The task that owns the connection.
+struct Actor {
+    config: ClientConfig,
+    signer: Arc<dyn Signer>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    stop: CancellationToken,
+    next_request_id: RequestId,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<Body, ClientError>>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut connection: Connection, mut welcome: Welcome) {
+        loop {
+            self.emit(Event::Connected {
+                queued: welcome.queued,
+            })
+            .await;
+            let reason = self.serve(&mut connection).await;
+            for (_, answer) in self.waiting.drain() {
+                let _ = answer.send(Err(ClientError::Disconnected));
+            }
+            let Some(reason) = reason else {
+                connection.close().await;
+                return;
+            };
+            tracing::debug!(%reason, "relay connection lost; reconnecting");
+            self.emit(Event::Disconnected { reason }).await;
+            match self.reconnect().await {
+                Ok((next, next_welcome)) => {
+                    connection = next;
+                    welcome = next_welcome;
+                }
+                Err(reason) => {
+                    let _ = self.events.send(Event::Stopped { reason }).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serves one connection until it drops (`Some(reason)`) or the client is
+    /// closed (`None`).
+    async fn serve(&mut self, connection: &mut Connection) -> Option<String> {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                command = self.commands.recv() => {
+                    let Some(Command::Request { body, answer }) = command else {
+                        return None;
+                    };
+                    let request_id = self.next_request_id;
+                    self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+                    if let Err(error) = connection.send(Frame::new(request_id, body)).await {
+                        let _ = answer.send(Err(ClientError::Disconnected));
+                        return Some(error.to_string());
+                    }
+                    self.waiting.insert(request_id, answer);
+                }
+                frame = connection.recv() => {
+                    let frame = match frame {
+                        Ok(frame) => frame,
+                        Err(error) => return Some(error.to_string()),
+                    };
+                    if let Some(reason) = self.dispatch(frame).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes one frame from the relay. `Some(..)` ends the connection.
+    async fn dispatch(&mut self, frame: Frame) -> Option<Option<String>> {
+        let event = match frame.body {
+            Body::Deliver {
+                id,
+                from,
+                received_at_ms,
+                payload,
+            } => Event::Envelope(Envelope {
+                id,
+                from,
+                received_at_ms,
+                payload,
+            }),
+            Body::Expired {
+                id,
+                to,
+                expired_at_ms,
+            } => Event::Expired {
+                id,
+                to,
+                expired_at_ms,
+            },
+            Body::Error {
+                code,
+                limit,
+                message,
+            } if !self.waiting.contains_key(&frame.request_id) => {
+                // An error not tied to a request of ours: the relay is about
+                // to close the connection.
+                return Some(Some(format!(
+                    "relay error {code}: {message} (limit {limit})"
+                )));
+            }
+            body => {
+                if let Some(answer) = self.waiting.remove(&frame.request_id) {
+                    let result = match body {
+                        Body::Error {
+                            code,
+                            limit,
+                            message,
+                        } => Err(ClientError::Rejected {
+                            code,
+                            limit,
+                            message,
+                        }),
+                        other => Ok(other),
+                    };
+                    let _ = answer.send(result);
+                }
+                return None;
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Some(None),
+            () = self.emit(event) => None,
+        }
+    }
+
+    /// Hands an event to the consumer, waiting while its buffer is full. A
+    /// consumer that dropped [`Events`] gets nothing; the connection keeps
+    /// serving requests, and envelopes it did not acknowledge stay queued at
+    /// the relay.
+    async fn emit(&self, event: Event) {
+        let _ = self.events.send(event).await;
+    }
+
+    /// Reconnects with backoff until it works, the client is closed, or the
+    /// relay refuses this client for a reason retrying cannot fix.
+    async fn reconnect(&mut self) -> Result<(Connection, Welcome), ClientError> {
+        let mut attempt = 0;
+        loop {
+            let delay = self.config.backoff.delay(attempt);
+            attempt = attempt.saturating_add(1);
+            let deadline = tokio::time::Instant::now() + delay;
+            // Requests made while disconnected fail at once instead of waiting.
+            loop {
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => return Err(ClientError::Closed),
+                    () = tokio::time::sleep_until(deadline) => break,
+                    command = self.commands.recv() => match command {
+                        Some(Command::Request { answer, .. }) => {
+                            let _ = answer.send(Err(ClientError::Disconnected));
+                        }
+                        None => return Err(ClientError::Closed),
+                    },
+                }
+            }
+            match Connection::open(&self.config, self.signer.as_ref()).await {
+                Ok(opened) => return Ok(opened),
+                Err(error) if error.is_permanent() => return Err(error),
+                Err(error) => tracing::debug!(%error, attempt, "reconnect failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for attempt in 0..40 {
+            let ceiling = Duration::from_millis(100)
+                .saturating_mul(1 << attempt.min(20))
+                .min(Duration::from_secs(2));
+            let delay = backoff.delay(attempt);
+            assert!(
+                delay <= ceiling && delay >= ceiling / 2,
+                "{attempt}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_of_a_config_hides_the_token() {
+        let config = ClientConfig::new("ws://x").with_access_token("hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

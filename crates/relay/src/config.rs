@@ -1,0 +1,173 @@
+//! Relay configuration: where to listen, where to store, and every limit, each
+//! with a named default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address: loopback only. Use `0.0.0.0:7878` on a public host.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Default largest frame, in bytes (256 KiB).
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = agentwire_wire::DEFAULT_MAX_FRAME_BYTES;
+/// Default largest number of simultaneous WebSocket connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default sustained frames per second one key may send (bursts up to twice).
+pub const DEFAULT_KEY_FRAMES_PER_SEC: u32 = 500;
+/// Default sustained frames per second one IP address may send (bursts up to
+/// twice).
+pub const DEFAULT_IP_FRAMES_PER_SEC: u32 = 2000;
+/// Default largest number of envelopes queued for one recipient.
+pub const DEFAULT_MAX_QUEUE_PER_RECIPIENT: u32 = 10_000;
+/// Default time an undelivered envelope is kept (7 days).
+pub const DEFAULT_ENVELOPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default time a client has to answer the challenge.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for connections to finish before it drops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the relay pings an idle connection; one silent for three
+/// intervals is closed.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long one write to a client may take before the connection is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deliveries sent to one connection and not yet acknowledged, at most.
+pub const DELIVERY_WINDOW: usize = 256;
+/// Requests of one connection waiting for the store, at most; the relay stops
+/// reading from a connection that has this many.
+pub const MAX_PENDING_REQUESTS_PER_CONNECTION: usize = 128;
+/// Rate-limit violations in a row after which a connection is closed as
+/// abusive.
+pub const MAX_CONSECUTIVE_VIOLATIONS: u32 = 64;
+/// Frames larger than this many times the frame limit are not even read: the
+/// connection is closed.
+pub const HARD_FRAME_FACTOR: usize = 2;
+
+/// Everything [`crate::Relay::spawn`] needs.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Path of the SQLite database (created if missing).
+    pub db_path: PathBuf,
+    /// When set, clients must present this token in their hello.
+    pub access_token: Option<AccessToken>,
+    /// When set, serve `wss://` with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// The limits.
+    pub limits: Limits,
+}
+
+impl RelayConfig {
+    /// A configuration with default limits, no token and no TLS.
+    pub fn new(listen: SocketAddr, db_path: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            db_path: db_path.into(),
+            access_token: None,
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// A relay access token. `Debug` never prints it.
+#[derive(Clone)]
+pub struct AccessToken(Vec<u8>);
+
+impl AccessToken {
+    /// Wraps a token; `None` if it is empty or longer than
+    /// [`agentwire_wire::MAX_ACCESS_TOKEN_LEN`].
+    pub fn new(token: impl Into<Vec<u8>>) -> Option<Self> {
+        let token = token.into();
+        (!token.is_empty() && token.len() <= agentwire_wire::MAX_ACCESS_TOKEN_LEN)
+            .then_some(Self(token))
+    }
+
+    /// Whether `presented` equals this token, in constant time.
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+/// A token-bucket rate: `per_sec` sustained, bursts up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens added per second.
+    pub per_sec: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_sec` sustained with bursts of twice that.
+    pub const fn per_second(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            burst: per_sec.saturating_mul(2),
+        }
+    }
+}
+
+/// Every limit the relay enforces. Each violation is answered with an error
+/// frame that names the limit and its value.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame in bytes.
+    pub max_frame_bytes: u32,
+    /// Largest number of simultaneous connections.
+    pub max_connections: usize,
+    /// Frames per second per authenticated key.
+    pub key_rate: RateLimit,
+    /// Frames per second per IP address.
+    pub ip_rate: RateLimit,
+    /// Largest number of envelopes queued for one recipient.
+    pub max_queue_per_recipient: u32,
+    /// How long an undelivered envelope is kept.
+    pub envelope_ttl: Duration,
+    /// How long a client has to answer the challenge.
+    pub auth_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            key_rate: RateLimit::per_second(DEFAULT_KEY_FRAMES_PER_SEC),
+            ip_rate: RateLimit::per_second(DEFAULT_IP_FRAMES_PER_SEC),
+            max_queue_per_recipient: DEFAULT_MAX_QUEUE_PER_RECIPIENT,
+            envelope_ttl: DEFAULT_ENVELOPE_TTL,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest payload a `Send` may carry: what still fits in a
+    /// `Deliver` frame under the frame limit.
+    pub fn max_payload_bytes(&self) -> usize {
+        (self.max_frame_bytes as usize).saturating_sub(agentwire_wire::DELIVER_OVERHEAD)
+    }
+
+    /// How often expired envelopes are swept: a quarter of the TTL, between
+    /// 100 ms and one minute.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.envelope_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    }
+}

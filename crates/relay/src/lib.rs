@@ -1,0 +1,42 @@
+//! The agentwire relay: a blind router with store-and-forward.
+//!
+//! The relay authenticates clients by their Ed25519 keys (a signed challenge,
+//! no accounts), accepts opaque envelopes addressed to other keys, stores each
+//! durably before it says `accepted`, pushes it to the recipient when it is
+//! connected (or when it next connects, oldest first), and deletes it only when
+//! the recipient acknowledges it or its time to live runs out — in which case
+//! the sender is told.
+//!
+//! It is blind by construction: this crate does not depend on any end-to-end
+//! session code, so it has nothing to decrypt with; payloads are bytes it
+//! stores and forwards. It enforces [`Limits`], each violation answered with an
+//! error frame naming the limit and its value.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), agentwire_relay::RelayError> {
+//! use agentwire_relay::{Relay, RelayConfig};
+//!
+//! let config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp/relay.db");
+//! let relay = Relay::spawn(config).await?;
+//! println!("clients connect to {}", relay.url());
+//! relay.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod conn;
+mod metrics;
+mod rate;
+mod server;
+mod store;
+mod wakers;
+
+pub use config::{
+    AccessToken, DEFAULT_AUTH_TIMEOUT, DEFAULT_ENVELOPE_TTL, DEFAULT_IP_FRAMES_PER_SEC,
+    DEFAULT_KEY_FRAMES_PER_SEC, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_QUEUE_PER_RECIPIENT, DELIVERY_WINDOW, HARD_FRAME_FACTOR, Limits,
+    MAX_CONSECUTIVE_VIOLATIONS, MAX_PENDING_REQUESTS_PER_CONNECTION, PING_INTERVAL, RateLimit,
+    RelayConfig, SHUTDOWN_GRACE, TlsFiles, WRITE_TIMEOUT,
+};
+pub use server::{Relay, RelayError};
+pub use store::StoreError;

@@ -1,0 +1,105 @@
+//! Token-bucket rate limits, kept per key and per IP address.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::config::RateLimit;
+
+/// One bucket: refills at `per_sec`, holds at most `burst`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Buckets for many keys under one limit. Buckets that are full again are
+/// equivalent to fresh ones and are pruned, so memory follows recent activity
+/// only.
+pub(crate) struct RateLimiter<K> {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// Takes one token for `key`; false when the bucket is empty.
+    pub(crate) fn allow(&self, key: K, now: Instant) -> bool {
+        let burst = f64::from(self.limit.burst.max(1));
+        let per_sec = f64::from(self.limit.per_sec);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets buckets that have refilled completely.
+    pub(crate) fn prune(&self, now: Instant) {
+        let burst = f64::from(self.limit.burst.max(1));
+        let per_sec = f64::from(self.limit.per_sec);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.retain(|_, bucket| {
+            let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+            bucket.tokens + elapsed * per_sec < burst
+        });
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets.lock().map(|b| b.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_sec: 10,
+            burst: 5,
+        });
+        let t0 = Instant::now();
+        assert_eq!((0..8).filter(|_| limiter.allow("a", t0)).count(), 5);
+        // Another key has its own bucket.
+        assert!(limiter.allow("b", t0));
+        // 10 per second: one more token after 100 ms.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(limiter.allow("a", t1));
+        assert!(!limiter.allow("a", t1));
+    }
+
+    #[test]
+    fn full_buckets_are_pruned() {
+        let limiter = RateLimiter::new(RateLimit::per_second(10));
+        let t0 = Instant::now();
+        limiter.allow(1, t0);
+        limiter.prune(t0);
+        assert_eq!(limiter.tracked(), 1);
+        limiter.prune(t0 + Duration::from_secs(1));
+        assert_eq!(limiter.tracked(), 0);
+    }
+}

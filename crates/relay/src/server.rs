@@ -1,0 +1,477 @@
+//! The relay service: HTTP routes, the listener (plain or TLS), background
+//! sweeping, and graceful shutdown.
+//!
+//! Every task the relay starts (the HTTP server, the sweeper, TLS handshakes,
+//! one actor per WebSocket connection) is tracked by one [`TaskTracker`] and
+//! watches one [`CancellationToken`]; [`Relay::shutdown`] cancels the token and
+//! waits, bounded by [`SHUTDOWN_GRACE`], for all of them. Dropping a [`Relay`]
+//! cancels the token too, so no task outlives its owner for long.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentwire_wire::{PublicKey, RelayId};
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{
+    AccessToken, HARD_FRAME_FACTOR, Limits, RelayConfig, SHUTDOWN_GRACE, TlsFiles,
+};
+use crate::metrics::Metrics;
+use crate::rate::RateLimiter;
+use crate::store::{Store, StoreError, StoreThread};
+use crate::wakers::Wakers;
+
+/// TLS handshakes in progress at once, at most.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Time a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the relay could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database could not be opened.
+    #[error("cannot open the relay database {path}: {source}")]
+    Store {
+        /// The database path.
+        path: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// State shared by all connections of one relay.
+pub(crate) struct Shared {
+    pub(crate) limits: Limits,
+    pub(crate) access_token: Option<AccessToken>,
+    pub(crate) relay_id: RelayId,
+    pub(crate) store: Store,
+    pub(crate) wakers: Wakers,
+    pub(crate) ip_rate: RateLimiter<IpAddr>,
+    pub(crate) key_rate: RateLimiter<PublicKey>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    started: Instant,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn open_connections(&self) -> usize {
+        self.limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A running relay. Obtain with [`Relay::spawn`]; stop with
+/// [`Relay::shutdown`].
+pub struct Relay {
+    local_addr: SocketAddr,
+    tls: bool,
+    relay_id: RelayId,
+    shared: Option<Arc<Shared>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    store_thread: Option<StoreThread>,
+}
+
+impl Relay {
+    /// Opens the store, binds the listener and starts serving.
+    pub async fn spawn(config: RelayConfig) -> Result<Relay, RelayError> {
+        let metrics = Arc::new(Metrics::new());
+        let (store, store_thread, relay_id) = Store::open(&config.db_path, metrics.clone())
+            .map_err(|source| RelayError::Store {
+                path: config.db_path.display().to_string(),
+                source,
+            })?;
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let tcp = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RelayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = tcp.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let limits = config.limits;
+        let shared = Arc::new(Shared {
+            ip_rate: RateLimiter::new(limits.ip_rate),
+            key_rate: RateLimiter::new(limits.key_rate),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            access_token: config.access_token,
+            relay_id,
+            store,
+            wakers: Wakers::default(),
+            metrics,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            started: Instant::now(),
+            next_conn_id: AtomicU64::new(1),
+        });
+
+        let app = Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics_handler))
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let make_service = app.into_make_service_with_connect_info::<PeerAddr>();
+        let stop = shutdown.clone().cancelled_owned();
+        match tls {
+            None => {
+                tasks.spawn(async move {
+                    let served = axum::serve(tcp, make_service)
+                        .with_graceful_shutdown(stop)
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "relay server stopped");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let listener = TlsListener::spawn(tcp, acceptor, &tasks, shutdown.clone());
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, make_service)
+                        .with_graceful_shutdown(stop)
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "relay server stopped");
+                    }
+                });
+            }
+        }
+        tasks.spawn(sweeper(shared.clone()));
+        tracing::info!(
+            addr = %local_addr,
+            relay_id = %relay_id,
+            tls = config.tls.is_some(),
+            "relay listening"
+        );
+        Ok(Relay {
+            local_addr,
+            tls: config.tls.is_some(),
+            relay_id,
+            shared: Some(shared),
+            shutdown,
+            tasks,
+            store_thread: Some(store_thread),
+        })
+    }
+
+    /// The address the relay listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The WebSocket URL clients connect to, e.g. `ws://127.0.0.1:7878/v1/ws`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/ws", self.local_addr)
+    }
+
+    /// The relay's stable id (persisted in its database).
+    pub fn relay_id(&self) -> RelayId {
+        self.relay_id
+    }
+
+    /// Resolves once shutdown has begun (by [`Relay::shutdown`] or a fatal
+    /// server error).
+    pub async fn cancelled(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// Stops accepting, lets connections finish their in-flight commits and
+    /// close, then waits for the store's last commit. Bounded by
+    /// [`SHUTDOWN_GRACE`] for connections plus the same again for the store.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "connections did not finish within the shutdown grace period"
+            );
+        }
+        // The store thread ends once every handle is gone.
+        drop(self.shared.take());
+        if let Some(thread) = self.store_thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+                tracing::warn!("the store did not finish within the shutdown grace period");
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Removes expired envelopes and wakes their senders; prunes idle rate-limit
+/// buckets.
+async fn sweeper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.limits.sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let notice_ttl_ms = u64::try_from(shared.limits.envelope_ttl.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        shared.ip_rate.prune(now);
+        shared.key_rate.prune(now);
+        match shared.store.sweep(now_ms(), notice_ttl_ms).await {
+            Ok(notices) => {
+                for notice in &notices {
+                    tracing::debug!(
+                        sender = %notice.sender.short_id(),
+                        recipient = %notice.recipient.short_id(),
+                        "envelope expired undelivered"
+                    );
+                    shared.wakers.wake_notices(&notice.sender);
+                }
+            }
+            Err(error) => tracing::error!(%error, "expiry sweep failed"),
+        }
+    }
+}
+
+/// The peer's socket address, for per-IP limits and logs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+async fn ws_handler(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            shared.metrics.reject("not_websocket");
+            tracing::debug!(%peer, %rejection, "plain HTTP request on /v1/ws");
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                format!(
+                    "/v1/ws speaks the agentwire relay protocol over WebSocket \
+                     ({rejection}); connect with a WebSocket client and send binary \
+                     frames as described in PROTOCOL.md\n"
+                ),
+            )
+                .into_response();
+        }
+    };
+    if shared.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "relay is shutting down\n").into_response();
+    }
+    let permit = shared.connections.clone().try_acquire_owned().ok();
+    let hard_limit = (shared.limits.max_frame_bytes as usize).saturating_mul(HARD_FRAME_FACTOR);
+    let tasks = shared.tasks.clone();
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| {
+            tasks.track_future(crate::conn::run(socket, peer, shared, permit))
+        })
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let body = serde_json::json!({
+        "status": if shared.shutdown.is_cancelled() { "stopping" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "relay_id": shared.relay_id.to_hex(),
+        "uptime_secs": shared.started.elapsed().as_secs(),
+        "connections": shared.open_connections(),
+        "queued_envelopes": shared.store.queued(),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; this relay serves /v1/ws (WebSocket), /health and /metrics\n",
+    )
+        .into_response()
+}
+
+fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RelayError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            RelayError::Tls(format!(
+                "cannot read certificates from {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(RelayError::Tls(format!(
+            "{} holds no PEM certificate",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        RelayError::Tls(format!(
+            "cannot read a private key from {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RelayError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| RelayError::Tls(format!("certificate and key do not fit together: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A listener whose connections have completed a TLS handshake. Handshakes run
+/// in their own tracked tasks so a slow client cannot hold up others.
+pub(crate) struct TlsListener {
+    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn spawn(
+        tcp: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let local_addr = tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0; 4], 0)));
+        let (ready_tx, ready) = mpsc::channel(MAX_PENDING_HANDSHAKES);
+        let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let inner_tasks = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
+                let accepted = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    accepted = tcp.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let ready_tx = ready_tx.clone();
+                inner_tasks.spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready_tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Self { ready, local_addr }
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The acceptor stopped (shutdown): accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}

@@ -1,0 +1,601 @@
+//! The relay's storage boundary: queued envelopes, delivery tombstones and
+//! expiry notices in SQLite.
+//!
+//! This module is the only place that knows SQL. The rest of the relay sees
+//! [`Store`], a cheap cloneable handle whose async methods each answer only
+//! once their effect is committed to disk. A second storage engine (for a relay
+//! cluster) would implement the same methods.
+//!
+//! One dedicated thread owns the connection. It takes requests from a bounded
+//! channel, runs every request that is waiting in one transaction (each in its
+//! own savepoint, so one failing request cannot undo another) and commits once:
+//! group commit, so many concurrent senders share one `fsync`. The database runs
+//! in WAL mode with `synchronous=FULL`: an accepted envelope survives a power
+//! cut, not just a crash.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use agentwire_wire::{EnvelopeId, PublicKey, RelayId};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// Requests waiting for the store thread, at most; senders wait beyond this.
+const STORE_QUEUE: usize = 4096;
+/// Requests run in one transaction, at most.
+const MAX_BATCH: usize = 512;
+/// Expired envelopes moved to notices per sweep transaction, at most.
+const SWEEP_BATCH: usize = 1000;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store thread has stopped.
+    #[error("the store is closed")]
+    Closed,
+    /// The transaction could not be committed.
+    #[error("commit failed: {0}")]
+    Commit(String),
+}
+
+/// The result of offering an envelope to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PutOutcome {
+    /// Stored now.
+    Stored,
+    /// The same sender already sent this id to this recipient (queued or
+    /// delivered); nothing changed.
+    Duplicate,
+    /// Another sender already used this id for this recipient.
+    IdConflict,
+    /// The recipient's queue is full.
+    QueueFull,
+}
+
+/// An envelope as it sits in a recipient's queue.
+#[derive(Clone, Debug)]
+pub(crate) struct Queued {
+    pub(crate) seq: i64,
+    pub(crate) id: EnvelopeId,
+    pub(crate) sender: PublicKey,
+    pub(crate) received_at_ms: u64,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// A notice for a sender that one of its envelopes expired undelivered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ExpiryNotice {
+    pub(crate) sender: PublicKey,
+    pub(crate) recipient: PublicKey,
+    pub(crate) id: EnvelopeId,
+    pub(crate) expired_at_ms: u64,
+}
+
+/// A new envelope for [`Store::put`].
+pub(crate) struct NewEnvelope {
+    pub(crate) sender: PublicKey,
+    pub(crate) recipient: PublicKey,
+    pub(crate) id: EnvelopeId,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) received_at_ms: u64,
+    pub(crate) expires_at_ms: u64,
+}
+
+/// `(seq, sender, recipient, id)` of an envelope whose time is up.
+type ExpiredRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+
+type Finish = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
+
+/// What one request did inside the transaction.
+struct Ran {
+    /// Whether to keep its changes.
+    ok: bool,
+    /// Change to the number of queued envelopes, applied after commit.
+    queued_delta: i64,
+    /// Delivers the answer once the commit's outcome is known.
+    finish: Finish,
+}
+
+type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
+
+/// Handle to the store thread. Cloning is cheap; the thread ends when the last
+/// handle is dropped (after finishing what was asked of it).
+#[derive(Clone)]
+pub(crate) struct Store {
+    jobs: mpsc::Sender<Job>,
+    queued: Arc<AtomicI64>,
+}
+
+/// The store thread, to be joined after the last [`Store`] handle is gone.
+pub(crate) struct StoreThread(thread::JoinHandle<()>);
+
+impl StoreThread {
+    /// Waits (blocking) until the thread has committed its last batch.
+    pub(crate) fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("store thread panicked");
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and starts the store thread.
+    pub(crate) fn open(
+        path: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, StoreThread, RelayId), StoreError> {
+        create_private(path)
+            .map_err(|e| StoreError::Commit(format!("cannot create {}: {e}", path.display())))?;
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        let relay_id = relay_id(&conn)?;
+        let queued_now: i64 = conn.query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))?;
+        let queued = Arc::new(AtomicI64::new(queued_now));
+        metrics.queued.set(queued_now);
+
+        let (jobs, rx) = mpsc::channel(STORE_QUEUE);
+        let thread_queued = queued.clone();
+        let handle = thread::Builder::new()
+            .name("relay-store".into())
+            .spawn(move || run(conn, rx, thread_queued, metrics))
+            .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
+        Ok((Store { jobs, queued }, StoreThread(handle), relay_id))
+    }
+
+    /// Envelopes queued across all recipients, as of the last commit.
+    pub(crate) fn queued(&self) -> u64 {
+        u64::try_from(self.queued.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Runs `f` in the store thread's transaction and answers after commit.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<(T, i64)> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| match f(conn) {
+            Ok((value, queued_delta)) => Ran {
+                ok: true,
+                queued_delta,
+                finish: Box::new(move |committed| {
+                    let _ = tx.send(committed.map(|()| value).map_err(unwrap_shared));
+                }),
+            },
+            Err(error) => Ran {
+                ok: false,
+                queued_delta: 0,
+                finish: Box::new(move |_| {
+                    let _ = tx.send(Err(StoreError::Sqlite(error)));
+                }),
+            },
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores an envelope unless its id is a duplicate, conflicts, or the
+    /// recipient's queue holds `max_queue` already.
+    pub(crate) async fn put(
+        &self,
+        envelope: NewEnvelope,
+        max_queue: u32,
+    ) -> Result<PutOutcome, StoreError> {
+        self.call(move |conn| {
+            let e = &envelope;
+            let existing: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT sender FROM envelopes WHERE recipient = ?1 AND id = ?2
+                     UNION ALL
+                     SELECT sender FROM delivered WHERE recipient = ?1 AND id = ?2",
+                    params![e.recipient.as_bytes(), e.id.as_bytes()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(sender) = existing {
+                let outcome = if sender == e.sender.as_bytes() {
+                    PutOutcome::Duplicate
+                } else {
+                    PutOutcome::IdConflict
+                };
+                return Ok((outcome, 0));
+            }
+            let depth: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1",
+                params![e.recipient.as_bytes()],
+                |row| row.get(0),
+            )?;
+            if depth >= i64::from(max_queue) {
+                return Ok((PutOutcome::QueueFull, 0));
+            }
+            conn.prepare_cached(
+                "INSERT INTO envelopes (recipient, id, sender, payload, received_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                e.recipient.as_bytes(),
+                e.id.as_bytes(),
+                e.sender.as_bytes(),
+                e.payload,
+                to_sql_time(e.received_at_ms),
+                to_sql_time(e.expires_at_ms),
+            ])?;
+            Ok((PutOutcome::Stored, 1))
+        })
+        .await
+    }
+
+    /// Up to `limit` unexpired envelopes for `recipient` after `after_seq`,
+    /// oldest first.
+    pub(crate) async fn fetch(
+        &self,
+        recipient: PublicKey,
+        after_seq: i64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, id, sender, received_at, payload FROM envelopes
+                 WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3
+                 ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    recipient.as_bytes(),
+                    after_seq,
+                    to_sql_time(now_ms),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok(Queued {
+                        seq: row.get(0)?,
+                        id: EnvelopeId::from_bytes(row.get(1)?),
+                        sender: PublicKey::from_bytes(row.get(2)?),
+                        received_at_ms: from_sql_time(row.get(3)?),
+                        payload: row.get(4)?,
+                    })
+                },
+            )?;
+            Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, 0))
+        })
+        .await
+    }
+
+    /// How many envelopes wait for `recipient`.
+    pub(crate) async fn depth(&self, recipient: PublicKey) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            let depth: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1",
+                params![recipient.as_bytes()],
+                |row| row.get(0),
+            )?;
+            Ok((u64::try_from(depth).unwrap_or(0), 0))
+        })
+        .await
+    }
+
+    /// The recipient acknowledges `id`: delete it, keeping a tombstone until
+    /// it would have expired so that a resend of the same id is recognised.
+    /// Returns whether an envelope was removed. Only the recipient's own
+    /// queue is touched, so anyone else's ack has no effect.
+    pub(crate) async fn ack(
+        &self,
+        recipient: PublicKey,
+        id: EnvelopeId,
+    ) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let removed: Option<(Vec<u8>, i64)> = conn
+                .prepare_cached(
+                    "DELETE FROM envelopes WHERE recipient = ?1 AND id = ?2
+                     RETURNING sender, expires_at",
+                )?
+                .query_row(params![recipient.as_bytes(), id.as_bytes()], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let Some((sender, expires_at)) = removed else {
+                return Ok((false, 0));
+            };
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO delivered (recipient, id, sender, forget_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                recipient.as_bytes(),
+                id.as_bytes(),
+                sender,
+                expires_at
+            ])?;
+            Ok((true, -1))
+        })
+        .await
+    }
+
+    /// Moves envelopes whose time is up into expiry notices (kept for one
+    /// more TTL, or until the sender dismisses them), forgets old tombstones
+    /// and notices, and returns the new notices.
+    pub(crate) async fn sweep(
+        &self,
+        now_ms: u64,
+        notice_ttl_ms: u64,
+    ) -> Result<Vec<ExpiryNotice>, StoreError> {
+        self.call(move |conn| {
+            let now = to_sql_time(now_ms);
+            let expired: Vec<ExpiredRow> = conn
+                .prepare_cached(
+                    "SELECT seq, sender, recipient, id FROM envelopes
+                     WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                )?
+                .query_map(params![now, SWEEP_BATCH as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut notices = Vec::with_capacity(expired.len());
+            for (seq, sender, recipient, id) in expired {
+                conn.prepare_cached("DELETE FROM envelopes WHERE seq = ?1")?
+                    .execute(params![seq])?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO expired (sender, recipient, id, expired_at, forget_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    sender,
+                    recipient,
+                    id,
+                    now,
+                    to_sql_time(now_ms.saturating_add(notice_ttl_ms))
+                ])?;
+                notices.push(ExpiryNotice {
+                    sender: PublicKey::from_bytes(to_array(sender)),
+                    recipient: PublicKey::from_bytes(to_array(recipient)),
+                    id: EnvelopeId::from_bytes(to_array(id)),
+                    expired_at_ms: now_ms,
+                });
+            }
+            conn.prepare_cached("DELETE FROM delivered WHERE forget_at <= ?1")?
+                .execute(params![now])?;
+            conn.prepare_cached("DELETE FROM expired WHERE forget_at <= ?1")?
+                .execute(params![now])?;
+            let delta = -i64::try_from(notices.len()).unwrap_or(0);
+            Ok((notices, delta))
+        })
+        .await
+    }
+
+    /// Up to `limit` undismissed expiry notices for `sender`.
+    pub(crate) async fn notices(
+        &self,
+        sender: PublicKey,
+        limit: usize,
+    ) -> Result<Vec<ExpiryNotice>, StoreError> {
+        self.call(move |conn| {
+            let notices = conn
+                .prepare_cached(
+                    "SELECT recipient, id, expired_at FROM expired WHERE sender = ?1
+                     ORDER BY expired_at LIMIT ?2",
+                )?
+                .query_map(
+                    params![sender.as_bytes(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |row| {
+                        Ok(ExpiryNotice {
+                            sender,
+                            recipient: PublicKey::from_bytes(row.get(0)?),
+                            id: EnvelopeId::from_bytes(row.get(1)?),
+                            expired_at_ms: from_sql_time(row.get(2)?),
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((notices, 0))
+        })
+        .await
+    }
+
+    /// The sender has seen the notice for `id` to `recipient`; forget it.
+    pub(crate) async fn dismiss(
+        &self,
+        sender: PublicKey,
+        recipient: PublicKey,
+        id: EnvelopeId,
+    ) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let removed = conn
+                .prepare_cached(
+                    "DELETE FROM expired WHERE sender = ?1 AND recipient = ?2 AND id = ?3",
+                )?
+                .execute(params![
+                    sender.as_bytes(),
+                    recipient.as_bytes(),
+                    id.as_bytes()
+                ])?;
+            Ok((removed > 0, 0))
+        })
+        .await
+    }
+}
+
+fn unwrap_shared(error: Arc<StoreError>) -> StoreError {
+    Arc::try_unwrap(error).unwrap_or_else(|shared| StoreError::Commit(shared.to_string()))
+}
+
+/// The store thread: batch, run, commit, answer.
+fn run(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    queued: Arc<AtomicI64>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let (finishes, delta, outcome) = run_batch(&mut conn, batch.drain(..));
+        metrics
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = outcome.map_err(Arc::new);
+        if outcome.is_ok() && delta != 0 {
+            let now = queued.fetch_add(delta, Ordering::Relaxed) + delta;
+            metrics.queued.set(now);
+        }
+        for finish in finishes {
+            finish(outcome.clone());
+        }
+    }
+    tracing::debug!("store thread finished");
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: impl Iterator<Item = Job>,
+) -> (Vec<Finish>, i64, Result<(), StoreError>) {
+    let mut finishes = Vec::new();
+    let mut delta = 0;
+    // A request that cannot even be started is dropped: its caller's answer
+    // channel closes and it sees an error.
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(error) => return (finishes, 0, Err(StoreError::Sqlite(error))),
+    };
+    for job in batch {
+        let Ok(savepoint) = tx.savepoint() else {
+            continue;
+        };
+        let ran = job(&savepoint);
+        let kept = if ran.ok {
+            savepoint.commit().is_ok()
+        } else {
+            drop(savepoint);
+            false
+        };
+        if kept {
+            delta += ran.queued_delta;
+            finishes.push(ran.finish);
+        } else if ran.ok {
+            // Its changes were rolled back although it succeeded: say so.
+            let finish = ran.finish;
+            finishes.push(Box::new(move |_| {
+                finish(Err(Arc::new(StoreError::Commit(
+                    "could not release a savepoint".into(),
+                ))));
+            }));
+        } else {
+            finishes.push(ran.finish);
+        }
+    }
+    let committed = tx
+        .commit()
+        .map_err(|error| StoreError::Commit(error.to_string()));
+    (finishes, delta, committed)
+}
+
+/// Creates the database file readable by its owner only, so that SQLite's
+/// `-wal` and `-shm` files (which copy its mode) are private too.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS envelopes (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 recipient BLOB NOT NULL,
+                 id BLOB NOT NULL,
+                 sender BLOB NOT NULL,
+                 payload BLOB NOT NULL,
+                 received_at INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL,
+                 UNIQUE (recipient, id)
+             );
+             CREATE INDEX IF NOT EXISTS envelopes_by_recipient ON envelopes (recipient, seq);
+             CREATE INDEX IF NOT EXISTS envelopes_by_expiry ON envelopes (expires_at);
+             CREATE TABLE IF NOT EXISTS delivered (
+                 recipient BLOB NOT NULL,
+                 id BLOB NOT NULL,
+                 sender BLOB NOT NULL,
+                 forget_at INTEGER NOT NULL,
+                 PRIMARY KEY (recipient, id)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS delivered_by_forget ON delivered (forget_at);
+             CREATE TABLE IF NOT EXISTS expired (
+                 sender BLOB NOT NULL,
+                 recipient BLOB NOT NULL,
+                 id BLOB NOT NULL,
+                 expired_at INTEGER NOT NULL,
+                 forget_at INTEGER NOT NULL,
+                 PRIMARY KEY (sender, recipient, id)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS expired_by_forget ON expired (forget_at);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn relay_id(conn: &Connection) -> Result<RelayId, StoreError> {
+    let existing: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'relay_id'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(bytes) = existing
+        && let Ok(bytes) = <[u8; 16]>::try_from(bytes.as_slice())
+    {
+        return Ok(RelayId::from_bytes(bytes));
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| StoreError::Commit(format!("no randomness for the relay id: {e}")))?;
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('relay_id', ?1)",
+        params![bytes.as_slice()],
+    )?;
+    Ok(RelayId::from_bytes(bytes))
+}
+
+fn to_sql_time(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn from_sql_time(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Column values of key and id columns are always written from fixed-size
+/// arrays; a row that somehow holds another length reads as zeros.
+fn to_array<const N: usize>(bytes: Vec<u8>) -> [u8; N] {
+    <[u8; N]>::try_from(bytes.as_slice()).unwrap_or([0; N])
+}

@@ -1,0 +1,185 @@
+//! The numeric error codes carried by [`crate::Body::Error`] frames.
+
+/// Why the relay refused a request or a connection.
+///
+/// The numeric values are part of the protocol (see PROTOCOL.md). Codes this
+/// version does not know decode as [`ErrorCode::Unknown`] so that a client keeps
+/// working when a newer relay adds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The frame could not be decoded. The connection is closed.
+    Malformed,
+    /// The frame's protocol version is not spoken by this relay; `limit` is the
+    /// highest version it speaks. The connection is closed.
+    UnsupportedVersion,
+    /// The challenge signature does not verify for the presented key. The
+    /// connection is closed.
+    BadSignature,
+    /// The hello answers a different challenge than the one this connection
+    /// was given (a replayed hello). The connection is closed.
+    ChallengeMismatch,
+    /// The hello came too late; `limit` is the allowed time in milliseconds. The
+    /// connection is closed.
+    ChallengeExpired,
+    /// The relay requires an access token and none, or a wrong one, was
+    /// presented. The connection is closed.
+    AccessDenied,
+    /// A request arrived before a successful hello. The connection is closed.
+    NotAuthenticated,
+    /// A second hello arrived on an authenticated connection.
+    AlreadyAuthenticated,
+    /// The client sent a frame type only the relay may send. The connection is
+    /// closed.
+    UnexpectedFrame,
+    /// The frame is larger than `limit` bytes.
+    FrameTooLarge,
+    /// The relay already serves `limit` connections. The connection is closed.
+    TooManyConnections,
+    /// This key sent more than `limit` frames per second; the frame was dropped.
+    KeyRateLimited,
+    /// This IP address sent more than `limit` frames per second; the frame was
+    /// dropped.
+    IpRateLimited,
+    /// The recipient already has `limit` envelopes queued; try again later.
+    QueueFull,
+    /// Another sender already queued an envelope with this id for this
+    /// recipient; pick a fresh id.
+    IdConflict,
+    /// The payload is larger than `limit` bytes (the frame limit minus the
+    /// delivery overhead).
+    PayloadTooLarge,
+    /// The relay could not store or read the request; retry later.
+    Internal,
+    /// The relay is shutting down; reconnect later.
+    ShuttingDown,
+    /// A code this version of the protocol does not define.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Self::Malformed => 1,
+            Self::UnsupportedVersion => 2,
+            Self::BadSignature => 3,
+            Self::ChallengeMismatch => 4,
+            Self::ChallengeExpired => 5,
+            Self::AccessDenied => 6,
+            Self::NotAuthenticated => 7,
+            Self::AlreadyAuthenticated => 8,
+            Self::UnexpectedFrame => 9,
+            Self::FrameTooLarge => 20,
+            Self::TooManyConnections => 21,
+            Self::KeyRateLimited => 22,
+            Self::IpRateLimited => 23,
+            Self::QueueFull => 24,
+            Self::IdConflict => 25,
+            Self::PayloadTooLarge => 26,
+            Self::Internal => 30,
+            Self::ShuttingDown => 31,
+            Self::Unknown(code) => code,
+        }
+    }
+
+    /// The code for a number on the wire.
+    pub fn from_u16(code: u16) -> Self {
+        match code {
+            1 => Self::Malformed,
+            2 => Self::UnsupportedVersion,
+            3 => Self::BadSignature,
+            4 => Self::ChallengeMismatch,
+            5 => Self::ChallengeExpired,
+            6 => Self::AccessDenied,
+            7 => Self::NotAuthenticated,
+            8 => Self::AlreadyAuthenticated,
+            9 => Self::UnexpectedFrame,
+            20 => Self::FrameTooLarge,
+            21 => Self::TooManyConnections,
+            22 => Self::KeyRateLimited,
+            23 => Self::IpRateLimited,
+            24 => Self::QueueFull,
+            25 => Self::IdConflict,
+            26 => Self::PayloadTooLarge,
+            30 => Self::Internal,
+            31 => Self::ShuttingDown,
+            other => Self::Unknown(other),
+        }
+    }
+
+    /// A stable snake_case name, used in logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadSignature => "bad_signature",
+            Self::ChallengeMismatch => "challenge_mismatch",
+            Self::ChallengeExpired => "challenge_expired",
+            Self::AccessDenied => "access_denied",
+            Self::NotAuthenticated => "not_authenticated",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::UnexpectedFrame => "unexpected_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::TooManyConnections => "too_many_connections",
+            Self::KeyRateLimited => "key_rate_limited",
+            Self::IpRateLimited => "ip_rate_limited",
+            Self::QueueFull => "queue_full",
+            Self::IdConflict => "id_conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Internal => "internal",
+            Self::ShuttingDown => "shutting_down",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Whether the relay closes the connection after sending this error.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Self::Malformed
+                | Self::UnsupportedVersion
+                | Self::BadSignature
+                | Self::ChallengeMismatch
+                | Self::ChallengeExpired
+                | Self::AccessDenied
+                | Self::NotAuthenticated
+                | Self::UnexpectedFrame
+                | Self::TooManyConnections
+                | Self::ShuttingDown
+        )
+    }
+
+    /// Whether the same request may succeed if retried later unchanged.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::TooManyConnections
+                | Self::KeyRateLimited
+                | Self::IpRateLimited
+                | Self::QueueFull
+                | Self::Internal
+                | Self::ShuttingDown
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown(code) => write!(f, "unknown error code {code}"),
+            known => f.write_str(known.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_number() {
+        for number in 0..=u16::MAX {
+            assert_eq!(ErrorCode::from_u16(number).to_u16(), number);
+        }
+    }
+}
