@@ -35,6 +35,10 @@ struct Args {
     /// Sends in flight per sender
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// Send everything while the recipients are offline, then connect them
+    /// and drain: measures accept and drain throughput separately
+    #[arg(long)]
+    offline: bool,
     /// A tiny run that only checks the benchmark works (used by CI)
     #[arg(long)]
     smoke: bool,
@@ -87,23 +91,34 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let sent: Sent = Arc::new(Mutex::new(HashMap::with_capacity(args.messages)));
     let start = Instant::now();
 
-    let mut recipient_keys: Vec<PublicKey> = Vec::new();
-    let mut receivers = Vec::new();
+    let recipient_keys: Vec<SigningKey> = (0..args.recipients.max(1)).map(|_| key()).collect();
+    let recipient_addrs: Vec<PublicKey> = recipient_keys.iter().map(Signer::public_key).collect();
     let per_recipient = split(args.messages, args.senders, args.recipients);
-    for expected in per_recipient {
-        let signing = key();
-        recipient_keys.push(signing.public_key());
-        let (client, events) =
-            RelayClient::connect(client_config.clone(), Arc::new(signing)).await?;
-        receivers.push(tokio::spawn(receive(client, events, expected)));
-    }
+    let connect_recipients = |keys: Vec<SigningKey>| {
+        let client_config = client_config.clone();
+        let per_recipient = per_recipient.clone();
+        async move {
+            let mut receivers = Vec::new();
+            for (signing, expected) in keys.into_iter().zip(per_recipient) {
+                let (client, events) =
+                    RelayClient::connect(client_config.clone(), Arc::new(signing)).await?;
+                receivers.push(tokio::spawn(receive(client, events, expected)));
+            }
+            Ok::<_, agentwire_client::ClientError>(receivers)
+        }
+    };
+    let mut receivers = if args.offline {
+        Vec::new()
+    } else {
+        connect_recipients(recipient_keys.clone()).await?
+    };
 
     let mut senders = Vec::new();
     let per_sender = args.messages / args.senders.max(1);
     for sender in 0..args.senders {
         let (client, _events) =
             RelayClient::connect(client_config.clone(), Arc::new(key())).await?;
-        let keys = recipient_keys.clone();
+        let keys = recipient_addrs.clone();
         let sent = sent.clone();
         let (payload, window) = (args.payload, args.window);
         senders.push(tokio::spawn(async move {
@@ -143,11 +158,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         sender.await??;
     }
     let send_done = start.elapsed();
+    let drain_start = Instant::now();
+    if args.offline {
+        receivers = connect_recipients(recipient_keys).await?;
+    }
     let mut receive_latencies = Vec::new();
     for receiver in receivers {
         receive_latencies.extend(receiver.await??);
     }
     let elapsed = start.elapsed();
+    let drain = drain_start.elapsed();
 
     let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
     let mut accept: Vec<Duration> = sent
@@ -183,6 +203,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "messages": total, "payload_bytes": args.payload, "window": args.window,
                 "seconds": elapsed.as_secs_f64(), "send_seconds": send_done.as_secs_f64(),
                 "msgs_per_sec": rate,
+                "offline": args.offline,
+                "accept_msgs_per_sec": total as f64 / send_done.as_secs_f64(),
+                "drain_msgs_per_sec": total as f64 / drain.as_secs_f64(),
                 "send_to_accepted_ms": {"p50": a50, "p99": a99, "max": amax},
                 "send_to_received_ms": {"p50": r50, "p99": r99, "max": rmax},
                 "accepted_to_received_ms": {"p50": x50, "p99": x99, "max": xmax},
@@ -196,6 +219,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  throughput           {rate:>10.0} msg/s ({:.2} s)",
             elapsed.as_secs_f64()
+        );
+        println!(
+            "  accept phase         {:>10.0} msg/s   drain after it {:>8.0} msg/s{}",
+            total as f64 / send_done.as_secs_f64(),
+            total as f64 / drain.as_secs_f64(),
+            if args.offline {
+                " (recipients offline while sending)"
+            } else {
+                ""
+            }
         );
         println!(
             "  send -> accepted     p50 {a50:>8.2} ms   p99 {a99:>8.2} ms   max {amax:>8.2} ms"

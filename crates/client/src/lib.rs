@@ -290,6 +290,7 @@ impl RelayClient {
             events: event_tx,
             stop,
             next_request_id: 1,
+            max_payload: 0,
             waiting: HashMap::new(),
         };
         tokio::spawn(actor.run(connection, welcome));
@@ -361,6 +362,8 @@ struct Actor {
     events: mpsc::Sender<Event>,
     stop: CancellationToken,
     next_request_id: RequestId,
+    /// The largest payload the connected relay accepts.
+    max_payload: usize,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Body, ClientError>>>,
 }
 
@@ -371,6 +374,8 @@ impl Actor {
                 queued: welcome.queued,
             })
             .await;
+            self.max_payload =
+                (welcome.max_frame_bytes as usize).saturating_sub(agentwire_wire::DELIVER_OVERHEAD);
             let reason = self.serve(&mut connection).await;
             for (_, answer) in self.waiting.drain() {
                 let _ = answer.send(Err(ClientError::Disconnected));
@@ -405,6 +410,22 @@ impl Actor {
                     let Some(Command::Request { body, answer }) = command else {
                         return None;
                     };
+                    if let Body::Send { payload, .. } = &body
+                        && payload.len() > self.max_payload
+                    {
+                        // The relay would refuse it; a frame far over its limit
+                        // would even cost the connection. Refuse it here.
+                        let _ = answer.send(Err(ClientError::Rejected {
+                            code: agentwire_wire::ErrorCode::PayloadTooLarge,
+                            limit: self.max_payload as u64,
+                            message: format!(
+                                "payload of {} bytes exceeds the relay's limit of {} bytes",
+                                payload.len(),
+                                self.max_payload
+                            ),
+                        }));
+                        continue;
+                    }
                     let request_id = self.next_request_id;
                     self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
                     if let Err(error) = connection.send(Frame::new(request_id, body)).await {

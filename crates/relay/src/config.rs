@@ -171,3 +171,30 @@ impl Limits {
         (self.envelope_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_an_access_token_is_redacted() {
+        let token = AccessToken::new(b"hunter2".to_vec()).unwrap();
+        assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+        let config = RelayConfig {
+            access_token: Some(token),
+            ..RelayConfig::new("127.0.0.1:0".parse().unwrap(), "relay.db")
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn access_tokens_are_bounded_and_compared_exactly() {
+        assert!(AccessToken::new(Vec::new()).is_none());
+        assert!(AccessToken::new(vec![b'x'; agentwire_wire::MAX_ACCESS_TOKEN_LEN + 1]).is_none());
+        let token = AccessToken::new(b"abc".to_vec()).unwrap();
+        assert!(token.matches(b"abc"));
+        assert!(!token.matches(b"abd"));
+        assert!(!token.matches(b"abcd"));
+        assert!(!token.matches(b""));
+    }
+}

@@ -663,7 +663,10 @@ impl Conn {
                 Ok(_) => {
                     session.in_flight.remove(&id);
                     self.send(Frame::new(request_id, Body::Acked { id })).await?;
-                    if session.window_full {
+                    // Refill a full window only once half of it is acknowledged,
+                    // so that reads from the store come in batches rather than
+                    // one envelope per ack.
+                    if session.window_full && session.in_flight.len() <= DELIVERY_WINDOW / 2 {
                         self.pump_deliveries(session).await?;
                     }
                     Ok(())

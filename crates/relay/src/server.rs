@@ -162,8 +162,9 @@ impl Relay {
         let stop = shutdown.clone().cancelled_owned();
         match tls {
             None => {
+                let listener = PlainListener(tcp);
                 tasks.spawn(async move {
-                    let served = axum::serve(tcp, make_service)
+                    let served = axum::serve(listener, make_service)
                         .with_graceful_shutdown(stop)
                         .await;
                     if let Err(error) = served {
@@ -291,8 +292,8 @@ async fn sweeper(shared: Arc<Shared>) {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+impl axum::extract::connect_info::Connected<IncomingStream<'_, PlainListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }
@@ -403,6 +404,25 @@ fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RelayError> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A plain TCP listener that turns off Nagle's algorithm on each connection:
+/// frames are small and latency matters more than packet count.
+pub(crate) struct PlainListener(TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
 /// A listener whose connections have completed a TLS handshake. Handshakes run
 /// in their own tracked tasks so a slow client cannot hold up others.
 pub(crate) struct TlsListener {
@@ -441,6 +461,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let ready_tx = ready_tx.clone();
                 inner_tasks.spawn(async move {

@@ -211,14 +211,10 @@ impl Store {
                 };
                 return Ok((outcome, 0));
             }
-            let depth: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1",
-                params![e.recipient.as_bytes()],
-                |row| row.get(0),
-            )?;
-            if depth >= i64::from(max_queue) {
+            if queue_depth(conn, &e.recipient)? >= i64::from(max_queue) {
                 return Ok((PutOutcome::QueueFull, 0));
             }
+            adjust_depth(conn, e.recipient.as_bytes(), 1)?;
             conn.prepare_cached(
                 "INSERT INTO envelopes (recipient, id, sender, payload, received_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -276,11 +272,7 @@ impl Store {
     /// How many envelopes wait for `recipient`.
     pub(crate) async fn depth(&self, recipient: PublicKey) -> Result<u64, StoreError> {
         self.call(move |conn| {
-            let depth: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1",
-                params![recipient.as_bytes()],
-                |row| row.get(0),
-            )?;
+            let depth = queue_depth(conn, &recipient)?;
             Ok((u64::try_from(depth).unwrap_or(0), 0))
         })
         .await
@@ -308,6 +300,7 @@ impl Store {
             let Some((sender, expires_at)) = removed else {
                 return Ok((false, 0));
             };
+            adjust_depth(conn, recipient.as_bytes(), -1)?;
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO delivered (recipient, id, sender, forget_at)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -346,6 +339,7 @@ impl Store {
             for (seq, sender, recipient, id) in expired {
                 conn.prepare_cached("DELETE FROM envelopes WHERE seq = ?1")?
                     .execute(params![seq])?;
+                adjust_depth(conn, &recipient, -1)?;
                 conn.prepare_cached(
                     "INSERT OR REPLACE INTO expired (sender, recipient, id, expired_at, forget_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -424,6 +418,29 @@ impl Store {
         })
         .await
     }
+}
+
+/// Envelopes queued for `recipient`, from the `depth` table (kept in step with
+/// `envelopes` in the same transactions, so a put costs O(log n), not a count).
+fn queue_depth(conn: &Connection, recipient: &PublicKey) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT queued FROM depth WHERE recipient = ?1")?
+        .query_row(params![recipient.as_bytes()], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn adjust_depth(conn: &Connection, recipient: &[u8], delta: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO depth (recipient, queued) VALUES (?1, ?2)
+         ON CONFLICT (recipient) DO UPDATE SET queued = queued + excluded.queued",
+    )?
+    .execute(params![recipient, delta])?;
+    if delta < 0 {
+        conn.prepare_cached("DELETE FROM depth WHERE recipient = ?1 AND queued <= 0")?
+            .execute(params![recipient])?;
+    }
+    Ok(())
 }
 
 fn unwrap_shared(error: Arc<StoreError>) -> StoreError {
@@ -558,6 +575,10 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  PRIMARY KEY (sender, recipient, id)
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS expired_by_forget ON expired (forget_at);
+             CREATE TABLE IF NOT EXISTS depth (
+                 recipient BLOB PRIMARY KEY,
+                 queued INTEGER NOT NULL
+             ) WITHOUT ROWID;
              PRAGMA user_version = 1;
              COMMIT;",
         )?;

@@ -315,3 +315,49 @@ impl std::fmt::Debug for Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_tokens_or_payloads() {
+        let hello = Body::Hello {
+            nonce: Nonce::from_bytes([1; 32]),
+            public_key: PublicKey::from_bytes([2; 32]),
+            signature: Signature::from_bytes([3; 64]),
+            access_token: b"hunter2".to_vec(),
+        };
+        let printed = format!("{hello:?}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("<7 bytes>"),
+            "{printed}"
+        );
+        let send = Body::Send {
+            to: PublicKey::from_bytes([2; 32]),
+            id: EnvelopeId::from_bytes([4; 16]),
+            payload: b"ciphertext".to_vec(),
+        };
+        assert!(format!("{send:?}").contains("<10 bytes>"));
+    }
+
+    #[test]
+    fn only_hello_send_ack_and_dismiss_go_from_client_to_relay() {
+        let client_types: Vec<_> = FrameType::ALL
+            .into_iter()
+            .filter(|t| t.is_client_to_relay())
+            .collect();
+        assert_eq!(
+            client_types,
+            [
+                FrameType::Hello,
+                FrameType::Send,
+                FrameType::Ack,
+                FrameType::Dismiss
+            ]
+        );
+        for ty in FrameType::ALL {
+            assert_eq!(FrameType::from_u8(ty as u8), Some(ty));
+        }
+    }
+}

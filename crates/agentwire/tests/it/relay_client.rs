@@ -31,3 +31,24 @@ async fn client_reconnects_after_a_relay_restart_and_receives_what_waited() {
     assert_eq!(envelope.id, id);
     client_b.ack(id).await.unwrap();
 }
+
+#[tokio::test]
+async fn client_refuses_a_payload_the_relay_would_refuse_without_losing_the_connection() {
+    let relay = limits_relay(|l| l.max_frame_bytes = 4096).await;
+    let (a, b) = (new_key(), new_key());
+    let (client, _events) = relay.client(&a).await;
+    let max_payload = 4096 - agentwire_wire::DELIVER_OVERHEAD;
+    let (code, limit) = rejected_code(client.send(public(&b), new_id(), vec![0; 100 * 1024]).await);
+    assert_eq!(
+        (code, limit),
+        (
+            agentwire_wire::ErrorCode::PayloadTooLarge,
+            max_payload as u64
+        )
+    );
+    // Same connection, still working.
+    client
+        .send(public(&b), new_id(), vec![0; max_payload])
+        .await
+        .unwrap();
+}
