@@ -93,6 +93,10 @@ pub(crate) struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub(crate) max_connections: usize,
+    /// Largest number of simultaneous connections from one IP address
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_CONNECTIONS_PER_IP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub(crate) max_connections_per_ip: usize,
     /// Frames per second one key may send (bursts of twice that)
     #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_KEY_FRAMES_PER_SEC,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -53,11 +53,13 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
         limits: Limits {
             max_frame_bytes: l.max_frame_bytes,
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
             key_rate: RateLimit::per_second(l.key_rate),
             ip_rate: RateLimit::per_second(l.ip_rate),
             max_queue_per_recipient: l.max_queue,
             envelope_ttl: l.envelope_ttl,
             auth_timeout: l.auth_timeout,
+            ping_interval: agentwire_relay::DEFAULT_PING_INTERVAL,
         },
     })
 }

@@ -14,9 +14,10 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::{ClientConfig, ClientError, Signer};
 
-/// Largest message the client reads: the relay's frame limit with room for
-/// relays configured above the default.
-const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest message the client reads: the largest frame limit a relay can be
+/// configured with (16 MiB), so that no envelope a relay accepted is
+/// undeliverable.
+const MAX_INBOUND_MESSAGE: usize = 16 * 1024 * 1024 + 1024;
 
 /// What the relay said when it accepted the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct Welcome {
 
 /// An authenticated connection: frames in, frames out.
 pub struct Connection {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Ws,
     public_key: PublicKey,
 }
 
@@ -56,6 +57,15 @@ impl Connection {
         signer: &dyn Signer,
     ) -> Result<(Connection, Welcome), ClientError> {
         let url = normalize_url(&config.url)?;
+        if let Some(token) = &config.access_token
+            && (token.is_empty() || token.len() > agentwire_wire::MAX_ACCESS_TOKEN_LEN)
+        {
+            return Err(ClientError::InvalidConfig(format!(
+                "the access token must be 1 to {} bytes (it is {})",
+                agentwire_wire::MAX_ACCESS_TOKEN_LEN,
+                token.len()
+            )));
+        }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_INBOUND_MESSAGE))
             .max_frame_size(Some(MAX_INBOUND_MESSAGE));
@@ -132,29 +142,74 @@ impl Connection {
 
     /// The next frame from the relay (control messages are handled here).
     pub async fn recv(&mut self) -> Result<Frame, ClientError> {
-        loop {
-            match self.ws.next().await {
-                None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
-                    return Err(ClientError::Disconnected);
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    return Frame::decode(&bytes).map_err(|error| {
-                        ClientError::Protocol(format!("undecodable frame from the relay: {error}"))
-                    });
-                }
-                Some(Ok(Message::Text(_))) => {
-                    return Err(ClientError::Protocol(
-                        "the relay sent a text message".into(),
-                    ));
-                }
-                Some(Ok(_)) => continue,
-            }
-        }
+        next_frame(&mut self.ws).await
     }
 
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Splits into a sending and a receiving half, so that one task can write
+    /// while another reads.
+    pub fn into_parts(self) -> (FrameSink, FrameStream) {
+        let (sink, stream) = self.ws.split();
+        (FrameSink(sink), FrameStream(stream))
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The sending half of a [`Connection`].
+pub struct FrameSink(futures_util::stream::SplitSink<Ws, Message>);
+
+impl FrameSink {
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: Frame) -> Result<(), ClientError> {
+        self.0
+            .send(Message::Binary(frame.encode().into()))
+            .await
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.0.close().await;
+    }
+}
+
+/// The receiving half of a [`Connection`].
+pub struct FrameStream(futures_util::stream::SplitStream<Ws>);
+
+impl FrameStream {
+    /// The next frame from the relay (control messages are handled by the
+    /// WebSocket layer).
+    pub async fn recv(&mut self) -> Result<Frame, ClientError> {
+        next_frame(&mut self.0).await
+    }
+}
+
+async fn next_frame<S>(stream: &mut S) -> Result<Frame, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+                return Err(ClientError::Disconnected);
+            }
+            Some(Ok(Message::Binary(bytes))) => {
+                return Frame::decode(&bytes).map_err(|error| {
+                    ClientError::Protocol(format!("undecodable frame from the relay: {error}"))
+                });
+            }
+            Some(Ok(Message::Text(_))) => {
+                return Err(ClientError::Protocol(
+                    "the relay sent a text message".into(),
+                ));
+            }
+            Some(Ok(_)) => continue,
+        }
     }
 }
 

@@ -15,6 +15,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The client configuration is invalid.
+    #[error("invalid client configuration: {0}")]
+    InvalidConfig(String),
     /// The relay could not be reached or the WebSocket handshake failed.
     #[error("cannot reach the relay at {url}: {reason}")]
     Unreachable {
@@ -60,7 +63,7 @@ impl ClientError {
     /// is (bad key, wrong token, unsupported version) or the URL is wrong.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::InvalidUrl { .. } | Self::Closed => true,
+            Self::InvalidUrl { .. } | Self::InvalidConfig(_) | Self::Closed => true,
             Self::Rejected { code, .. } => matches!(
                 code,
                 ErrorCode::BadSignature

@@ -36,7 +36,7 @@
 mod connection;
 mod error;
 
-pub use connection::{Connection, Welcome};
+pub use connection::{Connection, FrameSink, FrameStream, Welcome};
 pub use error::ClientError;
 
 use std::collections::HashMap;
@@ -291,6 +291,7 @@ impl RelayClient {
             stop,
             next_request_id: 1,
             max_payload: 0,
+            failures: 0,
             waiting: HashMap::new(),
         };
         tokio::spawn(actor.run(connection, welcome));
@@ -303,16 +304,17 @@ impl RelayClient {
     }
 
     async fn request(&self, body: Body) -> Result<Body, ClientError> {
-        let (answer, answered) = oneshot::channel();
-        self.commands
-            .send(Command::Request { body, answer })
+        let exchange = async {
+            let (answer, answered) = oneshot::channel();
+            self.commands
+                .send(Command::Request { body, answer })
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            answered.await.map_err(|_| ClientError::Closed)?
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
             .await
-            .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(self.request_timeout, answered).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout(self.request_timeout)),
-        }
+            .map_err(|_| ClientError::Timeout(self.request_timeout))?
     }
 
     /// Sends an envelope; returns once the relay has stored it durably.
@@ -364,91 +366,141 @@ struct Actor {
     next_request_id: RequestId,
     /// The largest payload the connected relay accepts.
     max_payload: usize,
+    /// Connections in a row that failed or did not last
+    /// [`STABLE_CONNECTION`]; drives the backoff.
+    failures: u32,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Body, ClientError>>>,
+}
+
+/// A connection that lasted this long resets the backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// Frames queued for the writer task, at most.
+const WRITE_BUFFER: usize = 64;
+
+/// Why serving a connection ended.
+enum Ended {
+    /// The client was closed.
+    Closed,
+    /// The connection dropped; reconnect.
+    Lost(String),
 }
 
 impl Actor {
     async fn run(mut self, mut connection: Connection, mut welcome: Welcome) {
         loop {
-            self.emit(Event::Connected {
-                queued: welcome.queued,
-            })
-            .await;
             self.max_payload =
                 (welcome.max_frame_bytes as usize).saturating_sub(agentwire_wire::DELIVER_OVERHEAD);
-            let reason = self.serve(&mut connection).await;
+            let connected_at = tokio::time::Instant::now();
+            let ended = match self
+                .emit(Event::Connected {
+                    queued: welcome.queued,
+                })
+                .await
+            {
+                Some(ended) => ended,
+                None => self.serve(connection).await,
+            };
             for (_, answer) in self.waiting.drain() {
                 let _ = answer.send(Err(ClientError::Disconnected));
             }
-            let Some(reason) = reason else {
-                connection.close().await;
-                return;
+            let reason = match ended {
+                Ended::Closed => return,
+                Ended::Lost(reason) => reason,
             };
+            if connected_at.elapsed() < STABLE_CONNECTION {
+                self.failures = self.failures.saturating_add(1);
+            } else {
+                self.failures = 0;
+            }
             tracing::debug!(%reason, "relay connection lost; reconnecting");
-            self.emit(Event::Disconnected { reason }).await;
+            if let Some(Ended::Closed) = self.emit(Event::Disconnected { reason }).await {
+                return;
+            }
             match self.reconnect().await {
                 Ok((next, next_welcome)) => {
                     connection = next;
                     welcome = next_welcome;
                 }
                 Err(reason) => {
-                    let _ = self.events.send(Event::Stopped { reason }).await;
+                    let _ = self.events.try_send(Event::Stopped { reason });
                     return;
                 }
             }
         }
     }
 
-    /// Serves one connection until it drops (`Some(reason)`) or the client is
-    /// closed (`None`).
-    async fn serve(&mut self, connection: &mut Connection) -> Option<String> {
+    /// Serves one connection until it drops or the client is closed. A writer
+    /// task sends frames so that reading never waits on a write: relay and
+    /// client can both be sending large frames without blocking each other.
+    async fn serve(&mut self, connection: Connection) -> Ended {
+        let (mut sink, mut stream) = connection.into_parts();
+        let (frames, mut to_write) = mpsc::channel::<Frame>(WRITE_BUFFER);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = to_write.recv().await {
+                sink.send(frame).await?;
+            }
+            sink.close().await;
+            Ok::<(), ClientError>(())
+        });
+        let _abort_writer = AbortOnDrop(writer.abort_handle());
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = self.stop.cancelled() => return None,
-                command = self.commands.recv() => {
-                    let Some(Command::Request { body, answer }) = command else {
-                        return None;
-                    };
-                    if let Body::Send { payload, .. } = &body
-                        && payload.len() > self.max_payload
-                    {
-                        // The relay would refuse it; a frame far over its limit
-                        // would even cost the connection. Refuse it here.
-                        let _ = answer.send(Err(ClientError::Rejected {
-                            code: agentwire_wire::ErrorCode::PayloadTooLarge,
-                            limit: self.max_payload as u64,
-                            message: format!(
-                                "payload of {} bytes exceeds the relay's limit of {} bytes",
-                                payload.len(),
-                                self.max_payload
-                            ),
-                        }));
-                        continue;
-                    }
-                    let request_id = self.next_request_id;
-                    self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-                    if let Err(error) = connection.send(Frame::new(request_id, body)).await {
-                        let _ = answer.send(Err(ClientError::Disconnected));
-                        return Some(error.to_string());
-                    }
-                    self.waiting.insert(request_id, answer);
+                () = self.stop.cancelled() => Some(Ended::Closed),
+                frame = stream.recv() => match frame {
+                    Ok(frame) => self.dispatch(frame, &frames).await,
+                    Err(error) => Some(Ended::Lost(error.to_string())),
+                },
+                command = self.commands.recv() => self.request(command, &frames).await,
+            };
+            if let Some(ended) = step {
+                if matches!(ended, Ended::Closed) {
+                    drop(frames);
+                    // Let the writer flush and close politely, briefly.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
                 }
-                frame = connection.recv() => {
-                    let frame = match frame {
-                        Ok(frame) => frame,
-                        Err(error) => return Some(error.to_string()),
-                    };
-                    if let Some(reason) = self.dispatch(frame).await {
-                        return reason;
-                    }
-                }
+                return ended;
             }
         }
     }
 
-    /// Routes one frame from the relay. `Some(..)` ends the connection.
-    async fn dispatch(&mut self, frame: Frame) -> Option<Option<String>> {
+    /// Sends one request to the relay (or refuses it locally).
+    async fn request(
+        &mut self,
+        command: Option<Command>,
+        frames: &mpsc::Sender<Frame>,
+    ) -> Option<Ended> {
+        let Some(Command::Request { body, answer }) = command else {
+            return Some(Ended::Closed);
+        };
+        if let Body::Send { payload, .. } = &body
+            && payload.len() > self.max_payload
+        {
+            // The relay would refuse it; a frame far over its limit would even
+            // cost the connection. Refuse it here.
+            let _ = answer.send(Err(ClientError::Rejected {
+                code: agentwire_wire::ErrorCode::PayloadTooLarge,
+                limit: self.max_payload as u64,
+                message: format!(
+                    "payload of {} bytes exceeds the relay's limit of {} bytes",
+                    payload.len(),
+                    self.max_payload
+                ),
+            }));
+            return None;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        if frames.send(Frame::new(request_id, body)).await.is_err() {
+            let _ = answer.send(Err(ClientError::Disconnected));
+            return Some(Ended::Lost("the connection's writer stopped".into()));
+        }
+        self.waiting.insert(request_id, answer);
+        None
+    }
+
+    /// Routes one frame from the relay.
+    async fn dispatch(&mut self, frame: Frame, frames: &mpsc::Sender<Frame>) -> Option<Ended> {
         let event = match frame.body {
             Body::Deliver {
                 id,
@@ -477,7 +529,7 @@ impl Actor {
             } if !self.waiting.contains_key(&frame.request_id) => {
                 // An error not tied to a request of ours: the relay is about
                 // to close the connection.
-                return Some(Some(format!(
+                return Some(Ended::Lost(format!(
                     "relay error {code}: {message} (limit {limit})"
                 )));
             }
@@ -500,28 +552,49 @@ impl Actor {
                 return None;
             }
         };
-        tokio::select! {
-            biased;
-            () = self.stop.cancelled() => Some(None),
-            () = self.emit(event) => None,
+        self.emit_serving(event, frames).await
+    }
+
+    /// Hands an event to the consumer. While its buffer is full, requests are
+    /// still sent (a consumer typically acks from its event loop), but the
+    /// relay is not read: backpressure, nothing is dropped.
+    async fn emit_serving(&mut self, event: Event, frames: &mpsc::Sender<Frame>) -> Option<Ended> {
+        let (events, stop) = (self.events.clone(), self.stop.clone());
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Some(Ended::Closed),
+                permit = events.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send(event);
+                    }
+                    return None;
+                }
+                command = self.commands.recv() => {
+                    if let Some(ended) = self.request(command, frames).await {
+                        return Some(ended);
+                    }
+                }
+            }
         }
     }
 
-    /// Hands an event to the consumer, waiting while its buffer is full. A
-    /// consumer that dropped [`Events`] gets nothing; the connection keeps
-    /// serving requests, and envelopes it did not acknowledge stay queued at
-    /// the relay.
-    async fn emit(&self, event: Event) {
-        let _ = self.events.send(event).await;
+    /// Hands an event to the consumer outside a connection. A consumer that
+    /// dropped [`Events`] gets nothing; envelopes it did not acknowledge stay
+    /// queued at the relay.
+    async fn emit(&self, event: Event) -> Option<Ended> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Some(Ended::Closed),
+            _ = self.events.send(event) => None,
+        }
     }
 
     /// Reconnects with backoff until it works, the client is closed, or the
     /// relay refuses this client for a reason retrying cannot fix.
     async fn reconnect(&mut self) -> Result<(Connection, Welcome), ClientError> {
-        let mut attempt = 0;
         loop {
-            let delay = self.config.backoff.delay(attempt);
-            attempt = attempt.saturating_add(1);
+            let delay = self.config.backoff.delay(self.failures.saturating_sub(1));
             let deadline = tokio::time::Instant::now() + delay;
             // Requests made while disconnected fail at once instead of waiting.
             loop {
@@ -540,9 +613,21 @@ impl Actor {
             match Connection::open(&self.config, self.signer.as_ref()).await {
                 Ok(opened) => return Ok(opened),
                 Err(error) if error.is_permanent() => return Err(error),
-                Err(error) => tracing::debug!(%error, attempt, "reconnect failed"),
+                Err(error) => {
+                    self.failures = self.failures.saturating_add(1);
+                    tracing::debug!(%error, failures = self.failures, "reconnect failed");
+                }
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = agentwire_wire::DEFAULT_MAX_FRAME_BYTES;
 /// Default largest number of simultaneous WebSocket connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default largest number of simultaneous connections from one IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Default sustained frames per second one key may send (bursts up to twice).
 pub const DEFAULT_KEY_FRAMES_PER_SEC: u32 = 500;
 /// Default sustained frames per second one IP address may send (bursts up to
@@ -25,9 +27,13 @@ pub const DEFAULT_ENVELOPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to finish before it drops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the relay pings an idle connection; one silent for three
-/// intervals is closed.
-pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Default interval of the relay's pings; a connection silent for three
+/// intervals is closed, and deliveries unacknowledged for one interval stop
+/// counting against the delivery window (they stay queued and are delivered
+/// again on the next connection).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Write timeout once shutdown has begun.
+pub const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one write to a client may take before the connection is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deliveries sent to one connection and not yet acknowledged, at most.
@@ -132,6 +138,8 @@ pub struct Limits {
     pub max_frame_bytes: u32,
     /// Largest number of simultaneous connections.
     pub max_connections: usize,
+    /// Largest number of simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
     /// Frames per second per authenticated key.
     pub key_rate: RateLimit,
     /// Frames per second per IP address.
@@ -142,6 +150,8 @@ pub struct Limits {
     pub envelope_ttl: Duration,
     /// How long a client has to answer the challenge.
     pub auth_timeout: Duration,
+    /// How often idle connections are pinged (see [`DEFAULT_PING_INTERVAL`]).
+    pub ping_interval: Duration,
 }
 
 impl Default for Limits {
@@ -149,11 +159,13 @@ impl Default for Limits {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             key_rate: RateLimit::per_second(DEFAULT_KEY_FRAMES_PER_SEC),
             ip_rate: RateLimit::per_second(DEFAULT_IP_FRAMES_PER_SEC),
             max_queue_per_recipient: DEFAULT_MAX_QUEUE_PER_RECIPIENT,
             envelope_ttl: DEFAULT_ENVELOPE_TTL,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 }

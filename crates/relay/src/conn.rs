@@ -8,7 +8,7 @@
 //! with this connection's input is answered with an error frame and, for the
 //! fatal kinds, a close — it never affects another connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,9 +26,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{
     DELIVERY_WINDOW, MAX_CONSECUTIVE_VIOLATIONS, MAX_PENDING_REQUESTS_PER_CONNECTION,
-    PING_INTERVAL, WRITE_TIMEOUT,
+    SHUTDOWN_WRITE_TIMEOUT, WRITE_TIMEOUT,
 };
 use crate::metrics::FrameLabel;
+use crate::rate::IpSlot;
 use crate::server::{Shared, now_ms};
 use crate::store::{NewEnvelope, PutOutcome, StoreError};
 
@@ -90,12 +91,20 @@ struct Conn {
     last_seen: Instant,
 }
 
+/// The connection slots a new connection got (or did not get).
+pub(crate) struct Admission {
+    /// One of the relay's `max_connections`.
+    pub(crate) global: Option<OwnedSemaphorePermit>,
+    /// One of its IP address's `max_connections_per_ip`.
+    pub(crate) ip: Option<IpSlot>,
+}
+
 /// Runs one connection to its end.
 pub(crate) async fn run(
     socket: WebSocket,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
 ) {
     let conn_id = shared.next_conn_id();
     let (sink, stream) = socket.split();
@@ -107,7 +116,7 @@ pub(crate) async fn run(
         violations: 0,
         last_seen: Instant::now(),
     };
-    let Some(_permit) = permit else {
+    let Some(_permit) = admission.global else {
         let limit = shared.limits.max_connections as u64;
         let _ = conn
             .refuse(
@@ -119,6 +128,20 @@ pub(crate) async fn run(
             .await;
         return;
     };
+    let Some(_ip_slot) = admission.ip else {
+        let limit = shared.ip_connections.limit() as u64;
+        let _ = conn
+            .refuse(
+                0,
+                ErrorCode::TooManyIpConnections,
+                limit,
+                format!(
+                    "this IP address already has its limit of {limit} connections open; close some"
+                ),
+            )
+            .await;
+        return;
+    };
     shared.metrics.connections.inc();
     if let Ok((key, hello_id)) = conn.authenticate().await {
         tracing::debug!(conn = conn_id, %peer, key = %key.short_id(), "authenticated");
@@ -126,7 +149,7 @@ pub(crate) async fn run(
         let mut session = Session {
             key,
             cursor: 0,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             window_full: false,
             notices_sent: HashSet::new(),
             pending: Pending::new(),
@@ -143,8 +166,8 @@ struct Session {
     key: PublicKey,
     /// Highest store sequence number pushed on this connection.
     cursor: i64,
-    /// Delivered on this connection and not yet acknowledged.
-    in_flight: HashSet<EnvelopeId>,
+    /// Delivered on this connection and not yet acknowledged, with when.
+    in_flight: HashMap<EnvelopeId, Instant>,
     /// The last delivery pump stopped because the window was full.
     window_full: bool,
     notices_sent: HashSet<(EnvelopeId, PublicKey)>,
@@ -152,6 +175,16 @@ struct Session {
 }
 
 impl Conn {
+    /// How long one write may take: short once shutdown has begun, so that
+    /// shutdown stays bounded even with a client that does not read.
+    fn write_timeout(&self) -> std::time::Duration {
+        if self.shared.shutdown.is_cancelled() {
+            SHUTDOWN_WRITE_TIMEOUT
+        } else {
+            WRITE_TIMEOUT
+        }
+    }
+
     /// Sends one frame; a failed or timed-out write ends the connection.
     async fn send(&mut self, frame: Frame) -> Step {
         let label = FrameLabel {
@@ -159,8 +192,11 @@ impl Conn {
         };
         let bytes = frame.encode();
         let len = bytes.len() as u64;
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Binary(bytes.into())))
-            .await
+        match tokio::time::timeout(
+            self.write_timeout(),
+            self.sink.send(Message::Binary(bytes.into())),
+        )
+        .await
         {
             Ok(Ok(())) => {
                 self.shared.metrics.frames_out.get_or_create(&label).inc();
@@ -208,8 +244,8 @@ impl Conn {
             code,
             reason: reason.into(),
         }));
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(frame)).await;
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.sink.close()).await;
+        let _ = tokio::time::timeout(self.write_timeout(), self.sink.send(frame)).await;
+        let _ = tokio::time::timeout(self.write_timeout(), self.sink.close()).await;
     }
 
     /// Interprets one message from the socket: limits, decoding, control
@@ -466,7 +502,14 @@ impl Conn {
         hello_id: RequestId,
         wakers: &crate::wakers::ConnWakers,
     ) -> Step {
-        let queued = self.shared.store.depth(session.key).await.unwrap_or(0);
+        let queued = match self.shared.store.depth(session.key).await {
+            Ok(queued) => queued,
+            Err(error) => {
+                self.internal(hello_id, error).await?;
+                self.close(1011, "internal").await;
+                return Err(Closed);
+            }
+        };
         let limits = &self.shared.limits;
         let welcome = Body::Welcome {
             relay_id: self.shared.relay_id,
@@ -479,7 +522,7 @@ impl Conn {
         self.pump_notices(session).await?;
 
         let shutdown = self.shared.shutdown.clone();
-        let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut ping = tokio::time::interval(self.shared.limits.ping_interval);
         ping.tick().await;
         let outcome = loop {
             let step = tokio::select! {
@@ -490,7 +533,7 @@ impl Conn {
                 }
                 () = wakers.deliveries.notified() => self.pump_deliveries(session).await,
                 () = wakers.notices.notified() => self.pump_notices(session).await,
-                _ = ping.tick() => self.keepalive().await,
+                _ = ping.tick() => self.keepalive(session).await,
                 message = self.stream.next(),
                     if session.pending.len() < MAX_PENDING_REQUESTS_PER_CONNECTION =>
                 {
@@ -512,19 +555,39 @@ impl Conn {
             let _ = self.complete(done, session).await;
         }
         if outcome.is_ok() {
-            self.close(CLOSE_GOING_AWAY, "relay shutting down").await;
+            let _ = self
+                .refuse(
+                    0,
+                    ErrorCode::ShuttingDown,
+                    0,
+                    "the relay is shutting down; reconnect later".into(),
+                )
+                .await;
         }
         outcome
     }
 
-    async fn keepalive(&mut self) -> Step {
-        if self.last_seen.elapsed() > PING_INTERVAL * 3 {
+    /// Pings the client, closes a silent connection, and stops counting
+    /// deliveries that have waited a whole interval for an ack against the
+    /// window (acked on another connection of the same key, or an ack that
+    /// was refused): they stay queued and come again on the next connection.
+    async fn keepalive(&mut self, session: &mut Session) -> Step {
+        let interval = self.shared.limits.ping_interval;
+        if session.window_full {
+            session
+                .in_flight
+                .retain(|_, sent| sent.elapsed() < interval);
+            if session.in_flight.len() < DELIVERY_WINDOW {
+                self.pump_deliveries(session).await?;
+            }
+        }
+        if self.last_seen.elapsed() > interval * 3 {
             tracing::debug!(peer = %self.peer, "closing a silent connection");
             self.close(CLOSE_POLICY, "idle").await;
             return Err(Closed);
         }
         tokio::time::timeout(
-            WRITE_TIMEOUT,
+            self.write_timeout(),
             self.sink.send(Message::Ping(Default::default())),
         )
         .await
@@ -683,10 +746,8 @@ impl Conn {
                     session.notices_sent.remove(&(id, to));
                     self.send(Frame::new(request_id, Body::Dismissed { id }))
                         .await?;
-                    if session.notices_sent.is_empty() {
-                        self.pump_notices(session).await?;
-                    }
-                    Ok(())
+                    // A dismissal makes room for notices beyond the last batch.
+                    self.pump_notices(session).await
                 }
                 Err(error) => self.internal(request_id, error).await,
             },
@@ -730,8 +791,11 @@ impl Conn {
             };
             let got = batch.len();
             for envelope in batch {
+                if self.shared.shutdown.is_cancelled() {
+                    return Ok(());
+                }
                 session.cursor = envelope.seq;
-                session.in_flight.insert(envelope.id);
+                session.in_flight.insert(envelope.id, Instant::now());
                 self.send(Frame::new(
                     0,
                     Body::Deliver {

@@ -103,3 +103,73 @@ mod tests {
         assert_eq!(limiter.tracked(), 0);
     }
 }
+
+/// Open connections per IP address, each held by an [`IpSlot`].
+pub(crate) struct IpConnections {
+    limit: usize,
+    counts: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's claim on its IP address's share; released on drop.
+pub(crate) struct IpSlot {
+    owner: std::sync::Arc<IpConnections>,
+    ip: std::net::IpAddr,
+}
+
+impl IpConnections {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot for `ip`, or `None` when it already holds `limit`.
+    pub(crate) fn try_acquire(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn slots_per_ip_are_bounded_and_released_on_drop() {
+        let ips = Arc::new(IpConnections::new(2));
+        let a: std::net::IpAddr = [127, 0, 0, 1].into();
+        let b: std::net::IpAddr = [127, 0, 0, 2].into();
+        let first = ips.try_acquire(a).unwrap();
+        let _second = ips.try_acquire(a).unwrap();
+        assert!(ips.try_acquire(a).is_none());
+        assert!(ips.try_acquire(b).is_some());
+        drop(first);
+        assert!(ips.try_acquire(a).is_some());
+    }
+}

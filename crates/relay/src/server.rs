@@ -30,7 +30,7 @@ use crate::config::{
     AccessToken, HARD_FRAME_FACTOR, Limits, RelayConfig, SHUTDOWN_GRACE, TlsFiles,
 };
 use crate::metrics::Metrics;
-use crate::rate::RateLimiter;
+use crate::rate::{IpConnections, RateLimiter};
 use crate::store::{Store, StoreError, StoreThread};
 use crate::wakers::Wakers;
 
@@ -74,6 +74,7 @@ pub(crate) struct Shared {
     pub(crate) key_rate: RateLimiter<PublicKey>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Semaphore>,
+    pub(crate) ip_connections: Arc<IpConnections>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     started: Instant,
@@ -140,6 +141,7 @@ impl Relay {
             ip_rate: RateLimiter::new(limits.ip_rate),
             key_rate: RateLimiter::new(limits.key_rate),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            ip_connections: Arc::new(IpConnections::new(limits.max_connections_per_ip)),
             limits,
             access_token: config.access_token,
             relay_id,
@@ -272,18 +274,29 @@ async fn sweeper(shared: Arc<Shared>) {
         let now = Instant::now();
         shared.ip_rate.prune(now);
         shared.key_rate.prune(now);
-        match shared.store.sweep(now_ms(), notice_ttl_ms).await {
-            Ok(notices) => {
-                for notice in &notices {
-                    tracing::debug!(
-                        sender = %notice.sender.short_id(),
-                        recipient = %notice.recipient.short_id(),
-                        "envelope expired undelivered"
-                    );
-                    shared.wakers.wake_notices(&notice.sender);
+        // A sweep moves at most SWEEP_BATCH envelopes per transaction; keep
+        // going until one comes back short, so a burst of expiries cannot
+        // build a backlog (other store work runs between the batches).
+        loop {
+            match shared.store.sweep(now_ms(), notice_ttl_ms).await {
+                Ok(notices) => {
+                    for notice in &notices {
+                        tracing::debug!(
+                            sender = %notice.sender.short_id(),
+                            recipient = %notice.recipient.short_id(),
+                            "envelope expired undelivered"
+                        );
+                        shared.wakers.wake_notices(&notice.sender);
+                    }
+                    if notices.len() < crate::store::SWEEP_BATCH || shared.shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "expiry sweep failed");
+                    break;
                 }
             }
-            Err(error) => tracing::error!(%error, "expiry sweep failed"),
         }
     }
 }
@@ -329,14 +342,17 @@ async fn ws_handler(
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "relay is shutting down\n").into_response();
     }
-    let permit = shared.connections.clone().try_acquire_owned().ok();
+    let admission = crate::conn::Admission {
+        global: shared.connections.clone().try_acquire_owned().ok(),
+        ip: shared.ip_connections.try_acquire(peer.ip()),
+    };
     let hard_limit = (shared.limits.max_frame_bytes as usize).saturating_mul(HARD_FRAME_FACTOR);
     let tasks = shared.tasks.clone();
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| {
-            tasks.track_future(crate::conn::run(socket, peer, shared, permit))
+            tasks.track_future(crate::conn::run(socket, peer, shared, admission))
         })
 }
 

@@ -30,7 +30,7 @@ const STORE_QUEUE: usize = 4096;
 /// Requests run in one transaction, at most.
 const MAX_BATCH: usize = 512;
 /// Expired envelopes moved to notices per sweep transaction, at most.
-const SWEEP_BATCH: usize = 1000;
+pub(crate) const SWEEP_BATCH: usize = 1000;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

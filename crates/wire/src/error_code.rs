@@ -35,6 +35,9 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// The relay already serves `limit` connections. The connection is closed.
     TooManyConnections,
+    /// This IP address already has `limit` connections open. The connection is
+    /// closed.
+    TooManyIpConnections,
     /// This key sent more than `limit` frames per second; the frame was dropped.
     KeyRateLimited,
     /// This IP address sent more than `limit` frames per second; the frame was
@@ -76,6 +79,7 @@ impl ErrorCode {
             Self::QueueFull => 24,
             Self::IdConflict => 25,
             Self::PayloadTooLarge => 26,
+            Self::TooManyIpConnections => 27,
             Self::Internal => 30,
             Self::ShuttingDown => 31,
             Self::Unknown(code) => code,
@@ -101,6 +105,7 @@ impl ErrorCode {
             24 => Self::QueueFull,
             25 => Self::IdConflict,
             26 => Self::PayloadTooLarge,
+            27 => Self::TooManyIpConnections,
             30 => Self::Internal,
             31 => Self::ShuttingDown,
             other => Self::Unknown(other),
@@ -126,6 +131,7 @@ impl ErrorCode {
             Self::QueueFull => "queue_full",
             Self::IdConflict => "id_conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyIpConnections => "too_many_ip_connections",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
             Self::Unknown(_) => "unknown",
@@ -145,6 +151,7 @@ impl ErrorCode {
                 | Self::NotAuthenticated
                 | Self::UnexpectedFrame
                 | Self::TooManyConnections
+                | Self::TooManyIpConnections
                 | Self::ShuttingDown
         )
     }
@@ -154,6 +161,7 @@ impl ErrorCode {
         matches!(
             self,
             Self::TooManyConnections
+                | Self::TooManyIpConnections
                 | Self::KeyRateLimited
                 | Self::IpRateLimited
                 | Self::QueueFull

@@ -192,3 +192,59 @@ async fn every_request_answer_echoes_its_request_id() {
     raw.send(Frame::new(77, Body::Ack { id })).await;
     assert_eq!(raw.expect().await, Frame::new(77, Body::Acked { id }));
 }
+
+#[tokio::test]
+async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key() {
+    let relay = limits_relay(|l| l.ping_interval = Duration::from_millis(300)).await;
+    let (a, b) = (new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let window = agentwire_relay::DELIVERY_WINDOW;
+    // Two connections of b: one acks, the other never does.
+    let mut silent = RawWs::connect(&relay).await;
+    silent.authenticate(&b).await;
+    let (client_b, mut events_b) = relay.client(&b).await;
+    for _ in 0..window {
+        client_a
+            .send(public(&b), new_id(), b"w".to_vec())
+            .await
+            .unwrap();
+    }
+    for _ in 0..window {
+        let envelope = next_envelope(&mut events_b).await;
+        client_b.ack(envelope.id).await.unwrap();
+    }
+    let mut delivered = 0;
+    while delivered < window {
+        if let Body::Deliver { .. } = silent.expect().await.body {
+            delivered += 1;
+        }
+    }
+    // The silent connection's window is full of envelopes acked elsewhere.
+    // Once they have waited a ping interval they stop counting, and new
+    // envelopes reach it.
+    let late = new_id();
+    client_a
+        .send(public(&b), late, b"late".to_vec())
+        .await
+        .unwrap();
+    loop {
+        match silent.expect().await.body {
+            Body::Deliver { id, .. } => {
+                assert_eq!(id, late);
+                break;
+            }
+            Body::Error { code, .. } => panic!("unexpected error {code}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_tells_connected_clients_before_closing() {
+    let mut relay = TestRelay::start().await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    relay.stop().await;
+    raw.expect_error(0, ErrorCode::ShuttingDown).await;
+    raw.expect_closed().await;
+}

@@ -211,3 +211,16 @@ async fn full_recipient_queue_refuses_more_until_acked() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_are_unaffected() {
+    let relay = limits_relay(|l| l.max_connections_per_ip = 2).await;
+    let mut first = RawWs::connect_from(&relay, [127, 0, 0, 3]).await;
+    let _second = RawWs::connect_from(&relay, [127, 0, 0, 3]).await;
+    let mut third = RawWs::connect_from(&relay, [127, 0, 0, 3]).await;
+    let (limit, _) = third.expect_error(0, ErrorCode::TooManyIpConnections).await;
+    assert_eq!(limit, 2);
+    third.expect_closed().await;
+    assert!(matches!(first.expect().await.body, Body::Challenge { .. }));
+    relay.assert_serving().await;
+}

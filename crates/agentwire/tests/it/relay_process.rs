@@ -222,6 +222,7 @@ fn help_teaches_the_relay_flags() {
         "--log-format",
         "--max-frame-bytes",
         "--max-connections",
+        "--max-connections-per-ip",
         "--key-rate",
         "--ip-rate",
         "--max-queue",

@@ -210,8 +210,9 @@ impl RawWs {
 
     /// The next frame, or `None` when the relay closed the connection.
     pub async fn recv(&mut self) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next())
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("no frame in time");
             match message {
