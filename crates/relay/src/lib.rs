@@ -41,3 +41,29 @@ pub use config::{
 };
 pub use server::{Relay, RelayError};
 pub use store::StoreError;
+
+#[cfg(test)]
+mod tests {
+    /// The relay is blind by construction: it must never link end-to-end
+    /// session code. This reads the crate's own manifest, so adding such a
+    /// dependency fails the build's tests, not a code review.
+    #[test]
+    fn the_relay_does_not_depend_on_session_code() {
+        let manifest = include_str!("../Cargo.toml");
+        let dependencies = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_default();
+        assert!(
+            dependencies.contains("agentwire-wire"),
+            "manifest not parsed"
+        );
+        for forbidden in ["agentwire-session", "vodozemac", "olm", "megolm"] {
+            assert!(
+                !dependencies.contains(forbidden),
+                "agentwire-relay must not depend on {forbidden}"
+            );
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The plaintext format of a message: what travels inside the end-to-end
+//! encryption. Kind, ids, thread, time and body are all in here; the relay sees
+//! only the padded ciphertext.
+//!
+//! Layout (PROTOCOL.md, "Messages inside the encryption"): `version:u8
+//! kind:u8 flags:u8 id:[16] sent_at_ms:u64be [reply_to:[16]] [thread:[16]]
+//! body_len:u32be body` followed by zero bytes up to the next size bucket, so
+//! that the ciphertext's length says little about the body's.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// Version byte of the plaintext layout.
+pub const MESSAGE_VERSION: u8 = 1;
+/// Largest body, in bytes (128 KiB).
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+/// Plaintext sizes are padded up to the first of these that fits.
+pub const PADDING_BUCKETS: [usize; 6] = [256, 1024, 4096, 16 * 1024, 64 * 1024, 192 * 1024];
+
+const FLAG_REPLY_TO: u8 = 0b01;
+const FLAG_THREAD: u8 = 0b10;
+const FIXED_LEN: usize = 1 + 1 + 1 + 16 + 8 + 4;
+
+/// A message id: a UUIDv7, so ids sort by creation time. Also the relay
+/// envelope id of the message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId([u8; 16]);
+
+impl MessageId {
+    /// A new time-ordered id.
+    pub fn new_v7() -> MessageId {
+        MessageId(*Uuid::now_v7().as_bytes())
+    }
+
+    /// Wraps raw bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> MessageId {
+        MessageId(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Parses the hyphenated (or plain hex) UUID form.
+    pub fn parse(text: &str) -> Option<MessageId> {
+        Uuid::parse_str(text).ok().map(|u| MessageId(*u.as_bytes()))
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Uuid::from_bytes(self.0).hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// What a message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Conversation.
+    Chat,
+    /// A task for the peer to carry out.
+    Task,
+    /// The result of a task.
+    Result,
+    /// A question expecting an answer.
+    Query,
+    /// A file.
+    File,
+    /// A delivery or read receipt.
+    Receipt,
+    /// The first message of a pairing, redeeming an invite. Never shown to an
+    /// agent.
+    Redeem,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 7] = [
+        Kind::Chat,
+        Kind::Task,
+        Kind::Result,
+        Kind::Query,
+        Kind::File,
+        Kind::Receipt,
+        Kind::Redeem,
+    ];
+
+    /// Its byte in the layout.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Kind::Chat => 1,
+            Kind::Task => 2,
+            Kind::Result => 3,
+            Kind::Query => 4,
+            Kind::File => 5,
+            Kind::Receipt => 6,
+            Kind::Redeem => 16,
+        }
+    }
+
+    /// The kind for a byte.
+    pub fn from_u8(byte: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.to_u8() == byte)
+    }
+
+    /// Its name, as used by the CLI and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Task => "task",
+            Kind::Result => "result",
+            Kind::Query => "query",
+            Kind::File => "file",
+            Kind::Receipt => "receipt",
+            Kind::Redeem => "redeem",
+        }
+    }
+
+    /// The kind with this name.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A message as its sender wrote it. The sender is not in here: it is the
+/// contact whose session decrypted it, which no message can claim otherwise.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Plaintext {
+    /// Unique, time-ordered id.
+    pub id: MessageId,
+    /// What it is for.
+    pub kind: Kind,
+    /// When the sender wrote it, Unix milliseconds (the sender's clock).
+    pub sent_at_ms: u64,
+    /// The message this answers.
+    pub reply_to: Option<MessageId>,
+    /// The conversation thread.
+    pub thread: Option<MessageId>,
+    /// The content.
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plaintext")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("sent_at_ms", &self.sent_at_ms)
+            .field("reply_to", &self.reply_to)
+            .field("thread", &self.thread)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
+/// Why bytes are not a valid plaintext message, or a body is too big.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// The body is over [`MAX_BODY_BYTES`].
+    #[error("the message body is {len} bytes; the limit is {MAX_BODY_BYTES} bytes (128 KiB)")]
+    BodyTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// The bytes do not follow the layout.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A newer layout.
+    #[error("message format version {0} is not supported")]
+    UnsupportedVersion(u8),
+}
+
+impl Plaintext {
+    /// The padded bytes to encrypt.
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(MessageError::BodyTooLarge {
+                len: self.body.len(),
+            });
+        }
+        let mut flags = 0;
+        if self.reply_to.is_some() {
+            flags |= FLAG_REPLY_TO;
+        }
+        if self.thread.is_some() {
+            flags |= FLAG_THREAD;
+        }
+        let mut out = Vec::with_capacity(FIXED_LEN + 32 + self.body.len());
+        out.push(MESSAGE_VERSION);
+        out.push(self.kind.to_u8());
+        out.push(flags);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
+        for id in [self.reply_to, self.thread].into_iter().flatten() {
+            out.extend_from_slice(id.as_bytes());
+        }
+        out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.body);
+        let padded = PADDING_BUCKETS
+            .into_iter()
+            .find(|bucket| *bucket >= out.len())
+            .unwrap_or(out.len());
+        out.resize(padded, 0);
+        Ok(out)
+    }
+
+    /// Parses decrypted bytes (padding included).
+    pub fn decode(bytes: &[u8]) -> Result<Plaintext, MessageError> {
+        let mut r = Reader::new(bytes);
+        let short = MessageError::Malformed("cut short");
+        let version = r.u8().ok_or(short.clone())?;
+        if version != MESSAGE_VERSION {
+            return Err(MessageError::UnsupportedVersion(version));
+        }
+        let kind = Kind::from_u8(r.u8().ok_or(short.clone())?)
+            .ok_or(MessageError::Malformed("unknown kind"))?;
+        let flags = r.u8().ok_or(short.clone())?;
+        if flags & !(FLAG_REPLY_TO | FLAG_THREAD) != 0 {
+            return Err(MessageError::Malformed("unknown flags"));
+        }
+        let id = MessageId(r.array().ok_or(short.clone())?);
+        let sent_at_ms = u64::from_be_bytes(r.array().ok_or(short.clone())?);
+        let mut optional_id = |flag: u8| -> Result<Option<MessageId>, MessageError> {
+            if flags & flag == 0 {
+                return Ok(None);
+            }
+            Ok(Some(MessageId(r.array().ok_or(short.clone())?)))
+        };
+        let reply_to = optional_id(FLAG_REPLY_TO)?;
+        let thread = optional_id(FLAG_THREAD)?;
+        let body_len = u32::from_be_bytes(r.array().ok_or(short.clone())?) as usize;
+        if body_len > MAX_BODY_BYTES {
+            return Err(MessageError::BodyTooLarge { len: body_len });
+        }
+        let body = r.take(body_len).ok_or(short)?.to_vec();
+        if r.rest().iter().any(|b| *b != 0) {
+            return Err(MessageError::Malformed("non-zero bytes after the body"));
+        }
+        Ok(Plaintext {
+            id,
+            kind,
+            sent_at_ms,
+            reply_to,
+            thread,
+            body,
+        })
+    }
+}
+
+/// A cursor over bytes for the decoders of this crate; every read is checked.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+
+    pub(crate) fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < len {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Some(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_id() -> impl Strategy<Value = MessageId> {
+        any::<[u8; 16]>().prop_map(MessageId)
+    }
+
+    fn arb_plaintext() -> impl Strategy<Value = Plaintext> {
+        (
+            arb_id(),
+            proptest::sample::select(Kind::ALL.to_vec()),
+            any::<u64>(),
+            proptest::option::of(arb_id()),
+            proptest::option::of(arb_id()),
+            proptest::collection::vec(any::<u8>(), 0..3000),
+        )
+            .prop_map(|(id, kind, sent_at_ms, reply_to, thread, body)| Plaintext {
+                id,
+                kind,
+                sent_at_ms,
+                reply_to,
+                thread,
+                body,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_round_trips_padded_to_a_bucket(message in arb_plaintext()) {
+            let bytes = message.encode().unwrap();
+            prop_assert!(PADDING_BUCKETS.contains(&bytes.len()));
+            prop_assert_eq!(Plaintext::decode(&bytes), Ok(message));
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Plaintext::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_body_limit_is_enforced_with_a_clear_error() {
+        let message = Plaintext {
+            id: MessageId::new_v7(),
+            kind: Kind::Chat,
+            sent_at_ms: 0,
+            reply_to: None,
+            thread: None,
+            body: vec![b'x'; MAX_BODY_BYTES + 1],
+        };
+        let error = message.encode().unwrap_err();
+        assert!(
+            error.to_string().contains("limit is 131072 bytes"),
+            "{error}"
+        );
+        let fits = Plaintext {
+            body: vec![b'x'; MAX_BODY_BYTES],
+            ..message
+        };
+        assert_eq!(fits.encode().unwrap().len(), 192 * 1024);
+    }
+
+    #[test]
+    fn ids_are_time_ordered_and_print_as_uuids() {
+        let first = MessageId::new_v7();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = MessageId::new_v7();
+        assert!(first < second);
+        let text = first.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(MessageId::parse(&text), Some(first));
+    }
+
+    #[test]
+    fn kinds_round_trip_by_byte_and_name() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_u8(kind.to_u8()), Some(kind));
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Olm sessions between two identities, and how a message becomes an
+//! envelope payload and back.
+//!
+//! An envelope payload is `olm_type:u8 || olm_ciphertext`: type 0 is a
+//! pre-key message (the first messages of a session, which carry what the
+//! receiver needs to create its side), type 1 a normal message. The sender of
+//! a message is whoever owns the session that decrypts it; nothing inside a
+//! message can claim otherwise.
+
+use std::fmt;
+
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{OlmMessage, PreKeyMessage, Session, SessionConfig, SessionPickle};
+
+use crate::identity::{Identity, PickleKey};
+use crate::message::{MessageError, Plaintext};
+
+/// Why a payload could not be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The payload is not an Olm message.
+    #[error("not an encrypted agentwire message: {0}")]
+    Malformed(String),
+    /// The session could not be created from the keys offered.
+    #[error("cannot set up an encrypted session: {0}")]
+    Setup(String),
+    /// Decryption failed: not encrypted for this session (a forged or
+    /// misaddressed message), or a replay of an old one.
+    #[error("cannot decrypt: {0}")]
+    Decrypt(String),
+    /// The decrypted bytes are not a message.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A stored session does not decrypt with the key.
+    #[error("cannot restore a session: {0}")]
+    Unpickle(String),
+}
+
+/// One side of an Olm session with one contact.
+pub struct PeerSession(Session);
+
+impl fmt::Debug for PeerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerSession({})", self.0.session_id())
+    }
+}
+
+impl PeerSession {
+    /// Encrypts a message into an envelope payload.
+    pub fn seal(&mut self, message: &Plaintext) -> Result<Vec<u8>, SessionError> {
+        let bytes = message.encode()?;
+        let sealed = self
+            .0
+            .encrypt(bytes)
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let (olm_type, ciphertext) = sealed.to_parts();
+        let mut payload = Vec::with_capacity(1 + ciphertext.len());
+        payload.push(olm_type as u8);
+        payload.extend_from_slice(&ciphertext);
+        Ok(payload)
+    }
+
+    /// Decrypts an envelope payload sent in this session.
+    pub fn open(&mut self, payload: &[u8]) -> Result<Plaintext, SessionError> {
+        let message = parse_payload(payload)?;
+        let bytes = self
+            .0
+            .decrypt(&message)
+            .map_err(|e| SessionError::Decrypt(e.to_string()))?;
+        Ok(Plaintext::decode(&bytes)?)
+    }
+
+    /// Whether `payload` is a pre-key message that starts this very session
+    /// (so a redelivered first message can be recognised).
+    pub fn started_by(&self, payload: &[u8]) -> bool {
+        matches!(parse_payload(payload), Ok(OlmMessage::PreKey(m)) if m.session_id() == self.0.session_id())
+    }
+
+    /// The session's state, encrypted with `key`, for storage.
+    pub fn to_encrypted_pickle(&self, key: &PickleKey) -> String {
+        self.0.pickle().encrypt(key.as_bytes())
+    }
+
+    /// Restores a session from [`PeerSession::to_encrypted_pickle`]'s output.
+    pub fn from_encrypted_pickle(
+        pickle: &str,
+        key: &PickleKey,
+    ) -> Result<PeerSession, SessionError> {
+        SessionPickle::from_encrypted(pickle, key.as_bytes())
+            .map(|p| PeerSession(Session::from_pickle(p)))
+            .map_err(|e| SessionError::Unpickle(e.to_string()))
+    }
+}
+
+fn parse_payload(payload: &[u8]) -> Result<OlmMessage, SessionError> {
+    let (olm_type, ciphertext) = payload
+        .split_first()
+        .ok_or_else(|| SessionError::Malformed("empty payload".into()))?;
+    OlmMessage::from_parts(usize::from(*olm_type), ciphertext)
+        .map_err(|e| SessionError::Malformed(e.to_string()))
+}
+
+/// The one-time key a pre-key payload was encrypted to, if it is one: lets a
+/// receiver find the invite it redeems before creating any session.
+pub fn prekey_one_time_key(payload: &[u8]) -> Option<[u8; 32]> {
+    match parse_payload(payload) {
+        Ok(OlmMessage::PreKey(message)) => Some(message.one_time_key().to_bytes()),
+        _ => None,
+    }
+}
+
+/// The sender's Curve25519 identity key in a pre-key payload, if it is one.
+pub fn prekey_identity_key(payload: &[u8]) -> Option<[u8; 32]> {
+    match parse_payload(payload) {
+        Ok(OlmMessage::PreKey(message)) => Some(message.identity_key().to_bytes()),
+        _ => None,
+    }
+}
+
+impl Identity {
+    /// A fresh one-time key for someone to open a session with (an invite's,
+    /// or a sibling's). The private half stays in this identity until a
+    /// session consumes it.
+    pub fn new_one_time_key(&mut self) -> [u8; 32] {
+        let generated = self.account_mut().generate_one_time_keys(1);
+        self.account_mut().mark_keys_as_published();
+        generated
+            .created
+            .first()
+            .map(|key| key.to_bytes())
+            .unwrap_or([0; 32])
+    }
+
+    /// Opens a session to a peer from its identity key and one of its
+    /// one-time keys.
+    pub fn open_session(
+        &self,
+        their_curve25519: [u8; 32],
+        their_one_time_key: [u8; 32],
+    ) -> Result<PeerSession, SessionError> {
+        self.account()
+            .create_outbound_session(
+                SessionConfig::version_1(),
+                Curve25519PublicKey::from_bytes(their_curve25519),
+                Curve25519PublicKey::from_bytes(their_one_time_key),
+            )
+            .map(PeerSession)
+            .map_err(|e| SessionError::Setup(e.to_string()))
+    }
+
+    /// Creates this side of a session from a peer's first (pre-key) payload,
+    /// consuming the one-time key it used, and returns the first message.
+    /// Fails unless the payload comes from `their_curve25519`.
+    pub fn accept_session(
+        &mut self,
+        their_curve25519: [u8; 32],
+        payload: &[u8],
+    ) -> Result<(PeerSession, Plaintext), SessionError> {
+        let OlmMessage::PreKey(message) = parse_payload(payload)? else {
+            return Err(SessionError::Setup(
+                "not the first message of a session".into(),
+            ));
+        };
+        let message: PreKeyMessage = message;
+        let created = self
+            .account_mut()
+            .create_inbound_session(
+                SessionConfig::version_1(),
+                Curve25519PublicKey::from_bytes(their_curve25519),
+                &message,
+            )
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let plaintext = Plaintext::decode(&created.plaintext)?;
+        Ok((PeerSession(created.session), plaintext))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Kind, MessageId};
+    use crate::names::Name;
+
+    fn identity(name: &str) -> Identity {
+        Identity::generate(Name::new(name).unwrap())
+    }
+
+    fn chat(body: &str) -> Plaintext {
+        Plaintext {
+            id: MessageId::new_v7(),
+            kind: Kind::Chat,
+            sent_at_ms: 1,
+            reply_to: None,
+            thread: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// Alice opens a session to Bob with one of Bob's one-time keys.
+    fn pair() -> (Identity, PeerSession, Identity, PeerSession) {
+        let alice = identity("alice");
+        let mut bob = identity("bob");
+        let otk = bob.new_one_time_key();
+        let mut to_bob = alice.open_session(bob.curve25519(), otk).unwrap();
+        let first = chat("hello bob");
+        let payload = to_bob.seal(&first).unwrap();
+        assert_eq!(prekey_one_time_key(&payload), Some(otk));
+        assert_eq!(prekey_identity_key(&payload), Some(alice.curve25519()));
+        let (to_alice, opened) = bob.accept_session(alice.curve25519(), &payload).unwrap();
+        assert_eq!(opened, first);
+        (alice, to_bob, bob, to_alice)
+    }
+
+    #[test]
+    fn messages_flow_both_ways_and_the_ciphertext_hides_the_body() {
+        let (_alice, mut to_bob, _bob, mut to_alice) = pair();
+        let reply = chat("hello alice, SECRET-MARKER");
+        let payload = to_alice.seal(&reply).unwrap();
+        assert!(!payload.windows(13).any(|w| w == b"SECRET-MARKER"));
+        assert_eq!(to_bob.open(&payload).unwrap(), reply);
+        let next = chat("again");
+        assert_eq!(to_alice.open(&to_bob.seal(&next).unwrap()).unwrap(), next);
+    }
+
+    #[test]
+    fn a_message_sealed_by_someone_else_does_not_open_in_a_contacts_session() {
+        // Carol knows Bob's keys and has her own session to him, then sends
+        // a payload as if it came from Alice: it does not decrypt in Bob's
+        // session with Alice.
+        let (_alice, _to_bob, mut bob, mut bob_to_alice) = pair();
+        let carol = identity("carol");
+        let otk = bob.new_one_time_key();
+        let mut carol_to_bob = carol.open_session(bob.curve25519(), otk).unwrap();
+        let forged = carol_to_bob.seal(&chat("I am alice")).unwrap();
+        assert!(matches!(
+            bob_to_alice.open(&forged),
+            Err(SessionError::Decrypt(_))
+        ));
+        // Nor can Carol's pre-key message pass as Alice's.
+        let alice_curve = _alice.curve25519();
+        assert!(bob.accept_session(alice_curve, &forged).is_err());
+    }
+
+    #[test]
+    fn a_replayed_payload_does_not_decrypt_twice() {
+        let (_alice, mut to_bob, _bob, mut to_alice) = pair();
+        let _ = to_alice.open(&to_bob.seal(&chat("warm up")).unwrap());
+        let payload = to_alice.seal(&chat("once")).unwrap();
+        assert!(to_bob.open(&payload).is_ok());
+        assert!(to_bob.open(&payload).is_err());
+    }
+
+    #[test]
+    fn sessions_survive_an_encrypted_pickle_round_trip() {
+        let (_alice, to_bob, _bob, mut to_alice) = pair();
+        let key = PickleKey::generate().unwrap();
+        let pickle = to_bob.to_encrypted_pickle(&key);
+        let mut restored = PeerSession::from_encrypted_pickle(&pickle, &key).unwrap();
+        let message = chat("after restore");
+        assert_eq!(
+            to_alice.open(&restored.seal(&message).unwrap()).unwrap(),
+            message
+        );
+        assert!(
+            PeerSession::from_encrypted_pickle(&pickle, &PickleKey::generate().unwrap()).is_err()
+        );
+    }
+
+    #[test]
+    fn garbage_payloads_are_refused_not_panicked_on() {
+        let (_alice, _to_bob, _bob, mut to_alice) = pair();
+        for payload in [&[][..], &[0][..], &[1, 2, 3][..], &[9; 100][..]] {
+            assert!(to_alice.open(payload).is_err());
+            assert_eq!(prekey_one_time_key(payload), None);
+        }
+    }
+}
