@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use agentwire_wire::{PublicKey, Signature};
+use agentwire_wire::{PublicKey, RelayId, Signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
@@ -119,6 +119,9 @@ pub struct Invite {
     pub permissions: Permissions,
     /// The relay both sides use, `ws://` or `wss://`.
     pub relay_url: String,
+    /// The id of the relay at that URL when the invite was made: an acceptor
+    /// that finds another relay there refuses the invite.
+    pub relay_id: RelayId,
     /// The inviter's suggested petname.
     pub inviter_name: Name,
 }
@@ -144,6 +147,18 @@ pub enum InviteError {
     /// Altered or damaged: the signature does not verify.
     #[error("the invite's signature does not verify: it was altered or damaged in transit")]
     BadSignature,
+    /// The relay at the invite's URL is not the one it was made for.
+    #[error(
+        "this invite is for another relay: the relay at {url} has id {found}, the invite was made for {expected}"
+    )]
+    WrongRelay {
+        /// The URL.
+        url: String,
+        /// The relay id the invite names.
+        expected: RelayId,
+        /// The relay id found there.
+        found: RelayId,
+    },
     /// Past its expiry.
     #[error(
         "the invite expired at {expired_at_ms} ms since the epoch; ask the inviter for a new one"
@@ -223,6 +238,7 @@ fn encode_unsigned(invite: &Invite) -> Vec<u8> {
     let url = &invite.relay_url.as_bytes()[..invite.relay_url.len().min(MAX_RELAY_URL_LEN)];
     out.extend_from_slice(&(url.len() as u16).to_be_bytes());
     out.extend_from_slice(url);
+    out.extend_from_slice(invite.relay_id.as_bytes());
     let name = invite.inviter_name.as_str().as_bytes();
     out.push(name.len() as u8);
     out.extend_from_slice(name);
@@ -259,6 +275,7 @@ fn decode_unsigned(bytes: &[u8]) -> Result<(Invite, usize), InviteError> {
             "its relay URL is not a ws:// or wss:// URL".into(),
         ));
     }
+    let relay_id = RelayId::from_bytes(r.array().ok_or_else(|| short("relay id"))?);
     let name_len = usize::from(r.u8().ok_or_else(|| short("name"))?);
     let name = std::str::from_utf8(r.take(name_len).ok_or_else(|| short("name"))?)
         .map_err(|_| InviteError::Malformed("its name is not UTF-8".into()))?;
@@ -274,6 +291,7 @@ fn decode_unsigned(bytes: &[u8]) -> Result<(Invite, usize), InviteError> {
             expires_at_ms,
             permissions,
             relay_url,
+            relay_id,
             inviter_name,
         },
         signed_len,
@@ -293,6 +311,7 @@ mod tests {
             expires_at_ms: 2_000_000_000_000,
             permissions: Permissions::DEFAULT,
             relay_url: "wss://relay.example:7878/v1/ws".into(),
+            relay_id: RelayId::from_bytes([5; 16]),
             inviter_name: Name::new("alice").unwrap(),
         };
         SignedInvite::sign(invite, inviter)

@@ -127,6 +127,7 @@ mod tests {
                 expires_at_ms: u64::MAX,
                 permissions: Permissions::DEFAULT,
                 relay_url: "ws://127.0.0.1:7878/v1/ws".into(),
+                relay_id: agentwire_wire::RelayId::from_bytes([1; 16]),
                 inviter_name: alice.name().clone(),
             },
             &alice,
@@ -180,6 +181,7 @@ mod tests {
             expires_at_ms: 0,
             permissions: Permissions::DEFAULT,
             relay_url: "ws://x".into(),
+            relay_id: agentwire_wire::RelayId::from_bytes([1; 16]),
             inviter_name: alice.name().clone(),
         };
         let bytes = Redeem::new(&invite, &bob).encode();
