@@ -26,6 +26,17 @@ pub(crate) struct GlobalArgs {
     /// Directory holding agentwire's state [default: ~/.agentwire]
     #[arg(long, global = true, env = "AGENTWIRE_HOME", value_name = "DIR")]
     pub(crate) home: Option<PathBuf>,
+    /// Act as this identity of the home [default: the first one created]
+    #[arg(
+        long = "as",
+        global = true,
+        env = "AGENTWIRE_AGENT",
+        value_name = "NAME"
+    )]
+    pub(crate) identity: Option<String>,
+    /// Print JSON instead of text (one object; lists as {"messages":[...]} etc.)
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
     /// Log format on stderr (filter with AGENTWIRE_LOG, e.g. `debug`)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
@@ -55,6 +66,93 @@ pub(crate) enum Command {
     ///       --tls-cert cert.pem --tls-key key.pem # public host
     #[command(verbatim_doc_comment)]
     Relay(RelayArgs),
+    /// Create an identity in this home (starting the daemon if needed)
+    ///
+    /// The first identity is the default; later ones are its siblings and are
+    /// contacts of each other at once. Without --relay, the daemon runs a relay
+    /// on loopback, so agents on this machine need nothing else.
+    Init {
+        /// Name of the identity [default: agent, agent-2, ...]
+        #[arg(long)]
+        name: Option<String>,
+        /// Relay to use, e.g. wss://relay.example:7878 (set once, for the home)
+        #[arg(long, value_name = "URL")]
+        relay: Option<String>,
+    },
+    /// Show this identity's name and address
+    Whoami,
+    /// List contacts, or rename or remove one
+    Contacts {
+        #[command(subcommand)]
+        action: Option<ContactsAction>,
+    },
+    /// Send a message to a contact (PEER: petname or unique key prefix)
+    ///
+    /// Returns once the message is stored in the local outbox; the daemon
+    /// delivers it. TEXT `-` reads the body from stdin.
+    Send {
+        /// The contact
+        peer: String,
+        /// The message; `-` reads stdin
+        text: String,
+        /// Kind: chat, task, result, query or file
+        #[arg(long, default_value = "chat")]
+        kind: String,
+    },
+    /// Receive (consume) unread messages; exit code 1 when there are none
+    Recv {
+        /// Only from this contact
+        #[arg(long)]
+        from: Option<String>,
+        /// At most N messages
+        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        max: usize,
+        /// Wait up to this long for a message to arrive (e.g. 30s)
+        #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+        wait: Option<Duration>,
+    },
+    /// Show unread messages without consuming them
+    Inbox {
+        /// Only from this contact
+        #[arg(long)]
+        from: Option<String>,
+        /// At most N messages
+        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        max: usize,
+    },
+    /// Start, stop or inspect the daemon (commands start it on demand)
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContactsAction {
+    /// Give a contact another name
+    Rename {
+        /// Current petname or unique key prefix
+        peer: String,
+        /// New petname
+        new_name: String,
+    },
+    /// Forget a contact (its messages stay)
+    Remove {
+        /// Petname or unique key prefix
+        peer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DaemonAction {
+    /// Start the daemon in the background (no-op if running)
+    Start,
+    /// Stop the daemon
+    Stop,
+    /// Is it running; identities, relay, queued and dropped counts
+    Status,
+    /// Run the daemon in the foreground (what `start` runs)
+    Run,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +223,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if duration > Duration::from_secs(365 * 24 * 3600) {
         return Err("must be at most 365d".into());
+    }
+    Ok(duration)
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 30s or 5m"))?;
+    if duration > agentwire_daemon::MAX_WAIT {
+        return Err("must be at most 10m".into());
     }
     Ok(duration)
 }

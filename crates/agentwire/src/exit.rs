@@ -4,6 +4,8 @@ use std::fmt;
 
 /// Success.
 pub(crate) const OK: u8 = 0;
+/// Nothing to receive.
+pub(crate) const NOTHING: u8 = 1;
 /// Bad flags or arguments (clap reports them).
 pub(crate) const USAGE: u8 = 2;
 /// A file named by a flag is missing, unreadable or invalid (access token,
@@ -12,24 +14,43 @@ pub(crate) const CONFIG: u8 = 3;
 /// The service could not start: address in use, database cannot be opened.
 pub(crate) const CANNOT_START: u8 = 4;
 
+/// The daemon cannot be reached or started.
+pub(crate) const DAEMON_UNREACHABLE: u8 = 10;
+/// The relay cannot be reached.
+pub(crate) const RELAY_UNREACHABLE: u8 = 11;
+/// No such contact or identity (or a key prefix matching several).
+pub(crate) const UNKNOWN_PEER: u8 = 12;
+/// No identity in this home yet.
+pub(crate) const NOT_INITIALIZED: u8 = 13;
+/// The daemon failed internally.
+pub(crate) const INTERNAL: u8 = 70;
+
 /// An error with the exit code it maps to.
 pub(crate) struct Failure {
     pub(crate) code: u8,
-    pub(crate) error: anyhow::Error,
+    pub(crate) error: Option<anyhow::Error>,
 }
 
 impl Failure {
     pub(crate) fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
         Self {
             code,
-            error: error.into(),
+            error: Some(error.into()),
         }
+    }
+
+    /// An exit code with nothing to print (e.g. "nothing to receive").
+    pub(crate) fn quiet(code: u8) -> Self {
+        Self { code, error: None }
     }
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exit {}: {:#}", self.code, self.error)
+        match &self.error {
+            Some(error) => write!(f, "exit {}: {error:#}", self.code),
+            None => write!(f, "exit {}", self.code),
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The `agentwire` binary: parses the command line and hands off to the
 //! library crates. Everything of substance lives in those crates.
 
+mod agent_cmd;
 mod cli;
+mod daemon_client;
 mod exit;
-mod home;
 mod logging;
 mod relay_cmd;
 
@@ -28,11 +29,14 @@ fn main() -> ExitCode {
     logging::init(cli.global.log_format);
     let result = match cli.command {
         cli::Command::Relay(args) => relay_cmd::run(&cli.global, args),
+        command => agent_cmd::run(&cli.global, command),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
-            eprintln!("agentwire: {:#}", failure.error);
+            if let Some(error) = &failure.error {
+                eprintln!("agentwire: {error:#}");
+            }
             ExitCode::from(failure.code)
         }
     }

@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow};
 
 use crate::cli::{GlobalArgs, RelayArgs};
 use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
-use crate::home;
+use agentwire_daemon::Home;
 
 pub(crate) fn run(global: &GlobalArgs, args: RelayArgs) -> Result<(), Failure> {
     let config = resolve(global, &args)?;
@@ -26,9 +26,9 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
     let db_path = match &args.db {
         Some(path) => path.clone(),
         None => {
-            let home = home::resolve(global.home.as_deref()).code(CONFIG)?;
-            home::ensure(&home).code(CONFIG)?;
-            home.join("relay.db")
+            let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
+            home.ensure().code(CONFIG)?;
+            home.relay_db()
         }
     };
     let access_token = args
@@ -114,19 +114,24 @@ async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
             relay.relay_id()
         );
     }
-    wait_for_signal().await.code(CANNOT_START)?;
+    signal().await;
     tracing::info!("shutting down");
     relay.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves on SIGINT or SIGTERM (never, if they cannot be watched).
+pub(crate) async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot watch SIGINT/SIGTERM");
+        return std::future::pending().await;
+    };
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    Ok(())
 }

@@ -11,6 +11,7 @@
     dead_code
 )]
 
+mod cli_agents;
 mod relay_auth;
 mod relay_client;
 mod relay_delivery;

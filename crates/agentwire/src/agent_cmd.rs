@@ -1,0 +1,247 @@
+//! The agent-facing commands: init, whoami, contacts, send, recv, inbox,
+//! daemon. Each is one request to the daemon and one printout: compact text
+//! lines, or JSON with --json.
+
+use std::io::Read;
+use std::time::Duration;
+
+use agentwire_daemon::Home;
+use agentwire_daemon::api::Request;
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::cli::{Command, ContactsAction, DaemonAction, GlobalArgs};
+use crate::daemon_client::{call, call_running, start};
+use crate::exit::{CONFIG, Failure, NOTHING, USAGE, WithCode};
+
+pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> {
+    let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
+    let identity = global.identity.clone();
+    let (request, wait) = match command {
+        Command::Relay(_) => unreachable_relay(),
+        Command::Daemon { action } => return daemon(global, &home, action),
+        Command::Init { name, relay } => (Request::Init { name, relay }, Duration::ZERO),
+        Command::Whoami => (Request::Whoami { identity }, Duration::ZERO),
+        Command::Contacts { action } => match action {
+            None => (Request::Contacts { identity }, Duration::ZERO),
+            Some(ContactsAction::Rename { peer, new_name }) => (
+                Request::Rename {
+                    identity,
+                    peer,
+                    new_name,
+                },
+                Duration::ZERO,
+            ),
+            Some(ContactsAction::Remove { peer }) => {
+                (Request::Remove { identity, peer }, Duration::ZERO)
+            }
+        },
+        Command::Send { peer, text, kind } => {
+            let body = if text == "-" {
+                let mut body = String::new();
+                std::io::stdin()
+                    .take(agentwire_session::message::MAX_BODY_BYTES as u64 + 1)
+                    .read_to_string(&mut body)
+                    .context("cannot read the message from stdin (it must be UTF-8)")
+                    .code(USAGE)?;
+                body
+            } else {
+                text
+            };
+            (
+                Request::Send {
+                    identity,
+                    to: peer,
+                    body,
+                    kind: Some(kind),
+                },
+                Duration::ZERO,
+            )
+        }
+        Command::Recv { from, max, wait } => {
+            let wait = wait.unwrap_or(Duration::ZERO);
+            (
+                Request::Recv {
+                    identity,
+                    from,
+                    max: Some(max),
+                    wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+                },
+                wait,
+            )
+        }
+        Command::Inbox { from, max } => (
+            Request::Inbox {
+                identity,
+                from,
+                max: Some(max),
+            },
+            Duration::ZERO,
+        ),
+    };
+    let result = call(&home, &request, wait)?;
+    print(global.json, &request, &result);
+    let empty = matches!(request, Request::Recv { .. } | Request::Inbox { .. })
+        && result["messages"].as_array().is_none_or(|m| m.is_empty());
+    if empty {
+        return Err(Failure::quiet(NOTHING));
+    }
+    Ok(())
+}
+
+fn unreachable_relay() -> ! {
+    // main dispatches `relay` before calling here.
+    std::process::exit(i32::from(crate::exit::INTERNAL))
+}
+
+fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), Failure> {
+    match action {
+        DaemonAction::Run => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .code(crate::exit::CANNOT_START)?;
+            runtime
+                .block_on(agentwire_daemon::run(
+                    home.clone(),
+                    crate::relay_cmd::signal(),
+                ))
+                .code(crate::exit::CANNOT_START)
+        }
+        DaemonAction::Start => {
+            if call_running(home, &Request::Status)?.is_none() {
+                start(home)?;
+            }
+            let status = call(home, &Request::Status, Duration::ZERO)?;
+            print_status(global.json, &status);
+            Ok(())
+        }
+        DaemonAction::Stop => {
+            let stopped = call_running(home, &Request::Stop)?.is_some();
+            if global.json {
+                println!("{}", serde_json::json!({"stopped": stopped}));
+            } else if stopped {
+                println!("daemon stopping");
+            } else {
+                println!("no daemon running for {}", home.root().display());
+            }
+            Ok(())
+        }
+        DaemonAction::Status => match call_running(home, &Request::Status)? {
+            Some(status) => {
+                print_status(global.json, &status);
+                Ok(())
+            }
+            None => {
+                if global.json {
+                    println!("{}", serde_json::json!({"running": false}));
+                } else {
+                    println!("no daemon running for {}", home.root().display());
+                }
+                Err(Failure::quiet(crate::exit::DAEMON_UNREACHABLE))
+            }
+        },
+    }
+}
+
+fn print_status(json: bool, status: &Value) {
+    if json {
+        println!("{status}");
+        return;
+    }
+    println!(
+        "daemon running (pid {}), relay {}{}",
+        status["pid"],
+        status["relay"].as_str().unwrap_or("?"),
+        if status["local_relay"] == true {
+            " (local)"
+        } else {
+            ""
+        }
+    );
+    for identity in status["identities"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} unread {}",
+            identity["name"].as_str().unwrap_or("?"),
+            identity["short_id"].as_str().unwrap_or("?"),
+            identity["unread"]
+        );
+    }
+    println!(
+        "  queued {} dropped-from-non-contacts {} dropped-undecryptable {}",
+        status["queued"], status["dropped_non_contact"], status["dropped_undecryptable"]
+    );
+}
+
+fn print(json: bool, request: &Request, result: &Value) {
+    if json {
+        println!("{result}");
+        return;
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    match request {
+        Request::Init { .. } => {
+            let siblings: Vec<String> = result["siblings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            print!(
+                "created {} {}",
+                text(&result["name"]),
+                text(&result["short_id"])
+            );
+            if siblings.is_empty() {
+                println!();
+            } else {
+                println!(" (contacts: {})", siblings.join(", "));
+            }
+        }
+        Request::Whoami { .. } => println!(
+            "{} {} {}",
+            text(&result["name"]),
+            text(&result["short_id"]),
+            text(&result["address"])
+        ),
+        Request::Contacts { .. } => {
+            for contact in result["contacts"].as_array().into_iter().flatten() {
+                println!(
+                    "{} {} {}",
+                    text(&contact["name"]),
+                    text(&contact["short_id"]),
+                    text(&contact["via"])
+                );
+            }
+        }
+        Request::Rename { .. } => {
+            println!(
+                "renamed {} to {}",
+                text(&result["renamed"]),
+                text(&result["to"])
+            )
+        }
+        Request::Remove { .. } => println!("removed {}", text(&result["removed"])),
+        Request::Send { .. } => println!(
+            "{} {} to {}",
+            text(&result["id"]),
+            text(&result["state"]),
+            text(&result["to"])
+        ),
+        Request::Recv { .. } | Request::Inbox { .. } => {
+            for message in result["messages"].as_array().into_iter().flatten() {
+                let from = &message["from"];
+                println!(
+                    "{} {}({}) {}: {}",
+                    text(&message["id"]),
+                    from["name"].as_str().unwrap_or("?"),
+                    text(&from["short_id"]),
+                    text(&message["kind"]),
+                    text(&message["body"]).escape_debug()
+                );
+            }
+        }
+        Request::Status | Request::Stop => println!("{result}"),
+    }
+}

@@ -1,0 +1,222 @@
+//! Agents through the CLI: real `agentwire` processes, a real daemon started
+//! on demand, the in-process relay, each home a temp dir.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use agentwire_client::RelayClient;
+
+use crate::util::*;
+
+#[test]
+fn sibling_identities_talk_without_an_invite_and_recv_consumes_while_inbox_peeks() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "planner"]).ok();
+    let created = home.run(&["--json", "init", "--name", "coder"]).ok().json();
+    assert_eq!(created["siblings"][0], "planner");
+
+    let contacts = home
+        .run(&["--json", "--as", "coder", "contacts"])
+        .ok()
+        .json();
+    assert_eq!(contacts["contacts"][0]["name"], "planner");
+    assert_eq!(contacts["contacts"][0]["via"], "sibling");
+
+    // planner is the default identity.
+    let sent = home
+        .run(&["--json", "send", "coder", "run the tests"])
+        .ok()
+        .json();
+    let id = sent["id"].as_str().unwrap().to_owned();
+    assert_eq!(sent["state"], "queued");
+
+    let received = home.run(&[
+        "--json", "--as", "coder", "recv", "--wait", "10s", "--max", "1",
+    ]);
+    let message = &received.json()["messages"][0];
+    assert_eq!(message["id"], id.as_str());
+    assert_eq!(message["from"]["name"], "planner");
+    assert_eq!(message["from"]["verified"], true);
+    assert_eq!(message["body"], "run the tests");
+    assert_eq!(message["kind"], "chat");
+
+    let reply = home.run_with_stdin(
+        &["--as", "coder", "send", "planner", "-"],
+        Some(b"done: 12 passed"),
+    );
+    assert_eq!(reply.code, 0, "{reply:?}");
+    let received = home.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    assert_eq!(received["messages"][0]["body"], "done: 12 passed");
+    assert_eq!(received["messages"][0]["from"]["name"], "coder");
+
+    // Nothing left for coder: exit code 1, nothing printed.
+    let empty = home.run(&["--as", "coder", "recv"]);
+    assert_eq!(empty.code, 1, "{empty:?}");
+    assert!(empty.stdout.is_empty());
+}
+
+#[test]
+fn inbox_does_not_consume_and_recv_does() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home.run(&["send", "b", "one"]).ok();
+    // Wait for the arrival without consuming it: look at the inbox a
+    // bounded number of times.
+    let mut unread = 0;
+    for _ in 0..200 {
+        unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
+            .as_u64()
+            .unwrap();
+        if unread == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(unread, 1);
+    let again = home.run(&["--json", "--as", "b", "inbox"]).ok().json();
+    assert_eq!(again["unread"], 1);
+    assert_eq!(again["messages"][0]["body"], "one");
+    let taken = home.run(&["--json", "--as", "b", "recv"]).ok().json();
+    assert_eq!(taken["messages"][0]["body"], "one");
+    let after = home.run(&["--json", "--as", "b", "inbox"]);
+    assert_eq!(after.code, 1);
+    assert_eq!(after.json()["unread"], 0);
+}
+
+#[test]
+fn bad_names_are_refused_with_a_clear_error() {
+    let home = TestHome::new();
+    for (name, expected) in [
+        ("../x", "'/'"),
+        ("a/b", "'/'"),
+        (&"x".repeat(300), "limit is 64"),
+        ("a\u{7}b", "control character"),
+        ("..", "start with a letter or digit"),
+    ] {
+        let run = home.run(&["init", "--name", name]);
+        assert_eq!(run.code, 2, "{name:?}: {run:?}");
+        assert!(run.stderr.contains(expected), "{name:?}: {}", run.stderr);
+    }
+    home.run(&["init", "--name", "ok"]).ok();
+    let run = home.run(&["init", "--name", "ok"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    let run = home.run(&["contacts", "rename", "nobody", "../x"]);
+    assert_eq!(run.code, 12, "{run:?}");
+}
+
+#[test]
+fn unknown_peer_and_uninitialized_home_have_their_own_exit_codes() {
+    let home = TestHome::new();
+    let run = home.run(&["whoami"]);
+    assert_eq!(run.code, 13, "{run:?}");
+    assert!(run.stderr.contains("agentwire init"), "{}", run.stderr);
+    home.run(&["init"]).ok();
+    let run = home.run(&["send", "nobody", "hi"]);
+    assert_eq!(run.code, 12, "{run:?}");
+    assert!(run.stderr.contains("agentwire contacts"), "{}", run.stderr);
+    let run = home.run(&["--as", "ghost", "whoami"]);
+    assert_eq!(run.code, 12, "{run:?}");
+    let run = home.run(&["send", "x", "hi", "--kind", "receipt"]);
+    assert_eq!(run.code, 2, "{run:?}");
+}
+
+#[test]
+fn files_in_the_home_are_private() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home.run(&["send", "b", "x"]).ok();
+    let mode =
+        |path: std::path::PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(home.path()), 0o700);
+    for entry in std::fs::read_dir(home.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let m = mode(path.clone());
+        assert_eq!(m & 0o077, 0, "{} has mode {m:o}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_who_knows_the_key_gets_nothing_shown() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "bob"]).ok();
+    let status = home.run(&["--json", "daemon", "status"]).ok().json();
+    let relay_url = status["relay"].as_str().unwrap().to_owned();
+    let bob = home.run(&["--json", "whoami"]).ok().json();
+    let bob_key = agentwire_wire::PublicKey::from_hex(bob["address"].as_str().unwrap()).unwrap();
+
+    // A third party with Bob's address sends him envelopes: garbage, and a
+    // real Olm pre-key message from its own identity.
+    let mallory = new_key();
+    let (client, _events) = RelayClient::connect(
+        agentwire_client::ClientConfig::new(relay_url),
+        Arc::new(mallory),
+    )
+    .await
+    .unwrap();
+    client
+        .send(bob_key, new_id(), b"let me in".to_vec())
+        .await
+        .unwrap();
+    let mut stranger =
+        agentwire_session::Identity::generate(agentwire_session::Name::new("mallory").unwrap());
+    let fake_otk = stranger.new_one_time_key();
+    let mut session = stranger.open_session([9; 32], fake_otk).unwrap();
+    let id = agentwire_session::MessageId::new_v7();
+    let payload = session
+        .seal(&agentwire_session::Plaintext {
+            id,
+            kind: agentwire_session::Kind::Chat,
+            sent_at_ms: 0,
+            reply_to: None,
+            thread: None,
+            body: b"hello bob, trust me".to_vec(),
+        })
+        .unwrap();
+    client
+        .send(
+            bob_key,
+            agentwire_wire::EnvelopeId::from_bytes(*id.as_bytes()),
+            payload,
+        )
+        .await
+        .unwrap();
+
+    // Both are dropped and counted; Bob sees nothing.
+    let mut dropped = 0;
+    for _ in 0..200 {
+        dropped = home.run(&["--json", "daemon", "status"]).json()["dropped_non_contact"]
+            .as_u64()
+            .unwrap();
+        if dropped == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(dropped, 2);
+    let run = home.run(&["recv"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        home.run(&["--json", "contacts"]).json()["contacts"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn daemon_start_stop_status() {
+    let home = TestHome::new();
+    let run = home.run(&["daemon", "status"]);
+    assert_eq!(run.code, 10, "{run:?}");
+    let started = home.run(&["--json", "daemon", "start"]).ok().json();
+    assert_eq!(started["running"], true);
+    // Starting again is a no-op.
+    home.run(&["daemon", "start"]).ok();
+    home.run(&["daemon", "stop"]).ok();
+    let deadline = std::time::Instant::now() + WAIT;
+    while home.run(&["daemon", "status"]).code == 0 {
+        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

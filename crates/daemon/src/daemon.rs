@@ -1,0 +1,855 @@
+//! The daemon's core: identities, contacts, sessions, the store, and one relay
+//! link per identity.
+//!
+//! All mutable state sits behind one async mutex ([`State`]); operations on it
+//! are short (local SQLite), and relay IO happens outside it. Each identity
+//! has a link task that keeps its relay connection, stores what arrives and
+//! pushes what is queued.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use agentwire_client::{ClientConfig, Event, RelayClient};
+use agentwire_relay::{Relay, RelayConfig};
+use agentwire_session::{Identity, Kind, MessageId, Name, PeerSession, PickleKey, Plaintext};
+use agentwire_wire::{PublicKey, Signature};
+use serde_json::json;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiError, ErrorCode, Request};
+use crate::home::Home;
+use crate::store::{self, Contact, Store, StoredMessage};
+
+/// Default number of messages `recv`/`inbox` return.
+pub const DEFAULT_MAX_MESSAGES: usize = 100;
+/// Longest `recv` wait the daemon grants.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Outgoing messages pushed to the relay per round.
+const OUTBOX_BATCH: usize = 64;
+
+/// Signs relay challenges with an identity held by the daemon.
+struct IdentitySigner {
+    identity: Arc<StdMutex<Identity>>,
+    address: PublicKey,
+}
+
+impl agentwire_client::Signer for IdentitySigner {
+    fn public_key(&self) -> PublicKey {
+        self.address
+    }
+
+    fn sign(&self, message: &[u8]) -> Signature {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sign(message)
+    }
+}
+
+/// Mutable state.
+pub(crate) struct State {
+    store: Store,
+    /// In creation order; the first is the default.
+    identities: Vec<(Name, Arc<StdMutex<Identity>>)>,
+}
+
+/// The daemon.
+pub struct Daemon {
+    home: Home,
+    key: PickleKey,
+    state: Mutex<State>,
+    /// Woken whenever a message is stored.
+    arrived: Notify,
+    /// Per identity: woken when a message is queued for sending (a stored
+    /// permit means a wake-up is never lost while the link is busy).
+    queued: StdMutex<std::collections::HashMap<Name, Arc<Notify>>>,
+    relay: Mutex<Option<Relay>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// Opens the home's store and restores the identities.
+    pub fn open(home: Home) -> Result<Arc<Daemon>, crate::DaemonError> {
+        home.ensure()?;
+        let key = home.load_or_create_key()?;
+        let store = Store::open(&home.db()).map_err(crate::DaemonError::Store)?;
+        let mut identities = Vec::new();
+        for (name, pickle) in store::identities(store.conn()).map_err(crate::DaemonError::Store)? {
+            let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
+            let identity = Identity::from_encrypted_pickle(name.clone(), &pickle, &key)
+                .map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
+            identities.push((name, Arc::new(StdMutex::new(identity))));
+        }
+        Ok(Arc::new(Daemon {
+            home,
+            key,
+            state: Mutex::new(State { store, identities }),
+            arrived: Notify::new(),
+            queued: StdMutex::new(std::collections::HashMap::new()),
+            relay: Mutex::new(None),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Starts a link for every identity.
+    pub async fn start_links(self: &Arc<Self>) {
+        let names: Vec<Name> = {
+            let state = self.state.lock().await;
+            state.identities.iter().map(|(n, _)| n.clone()).collect()
+        };
+        for name in names {
+            self.start_link(name);
+        }
+    }
+
+    fn start_link(self: &Arc<Self>, name: Name) {
+        let daemon = self.clone();
+        self.tasks.spawn(async move { daemon.link(name).await });
+    }
+
+    /// The relay URL: the configured one, or an in-process relay on loopback.
+    async fn relay_url(&self) -> Result<String, ApiError> {
+        if let Some(url) = store::setting(self.state.lock().await.store.conn(), "relay_url")? {
+            return Ok(url);
+        }
+        let mut relay = self.relay.lock().await;
+        if let Some(relay) = relay.as_ref() {
+            return Ok(relay.url());
+        }
+        let config = RelayConfig::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            self.home.local_relay_db(),
+        );
+        let started = Relay::spawn(config).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::RelayUnreachable,
+                format!("cannot start the local relay: {e}"),
+            )
+        })?;
+        let url = started.url();
+        tracing::info!(%url, "started the local relay");
+        *relay = Some(started);
+        Ok(url)
+    }
+
+    /// Stops links and the in-process relay.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        if let Some(relay) = self.relay.lock().await.take() {
+            relay.shutdown().await;
+        }
+    }
+
+    fn outbox_waker(&self, name: &Name) -> Arc<Notify> {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps one identity's relay connection: stores what arrives, pushes
+    /// what is queued.
+    async fn link(self: Arc<Self>, name: Name) {
+        let queued = self.outbox_waker(&name);
+        let mut attempt = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let connected = self.connect(&name).await;
+            let (client, mut events) = match connected {
+                Ok(connected) => connected,
+                Err(error) => {
+                    let delay = agentwire_client::Backoff::default().delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(identity = %name, %error, "cannot reach the relay; retrying");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            attempt = 0;
+            tracing::info!(identity = %name, "connected to the relay");
+            self.push_outbox(&name, &client).await;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => return,
+                    event = events.recv() => match event {
+                        Some(Event::Envelope(envelope)) => {
+                            let id = envelope.id;
+                            if self.receive(&name, envelope.from, envelope.id, &envelope.payload).await {
+                                let _ = client.ack(id).await;
+                            }
+                        }
+                        Some(Event::Connected { .. }) => self.push_outbox(&name, &client).await,
+                        Some(Event::Stopped { reason }) => {
+                            tracing::error!(identity = %name, %reason, "the relay refused this identity");
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    () = queued.notified() => self.push_outbox(&name, &client).await,
+                }
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        name: &Name,
+    ) -> Result<(RelayClient, agentwire_client::Events), ApiError> {
+        let url = self.relay_url().await?;
+        let signer = {
+            let state = self.state.lock().await;
+            let (_, identity) = state
+                .identities
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| ApiError::new(ErrorCode::UnknownIdentity, "identity removed"))?;
+            let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+            IdentitySigner {
+                identity: identity.clone(),
+                address,
+            }
+        };
+        RelayClient::connect(ClientConfig::new(url), Arc::new(signer))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
+    }
+
+    /// Sends what is queued for `name`, oldest first, until the outbox is
+    /// empty or the relay refuses (then the next wake-up retries).
+    async fn push_outbox(&self, name: &Name, client: &RelayClient) {
+        loop {
+            let batch = {
+                let state = self.state.lock().await;
+                match store::outbox(state.store.conn(), name, OUTBOX_BATCH) {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the outbox");
+                        return;
+                    }
+                }
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for outgoing in batch {
+                let envelope_id = agentwire_wire::EnvelopeId::from_bytes(*outgoing.id.as_bytes());
+                if let Err(error) = client
+                    .send(outgoing.peer, envelope_id, outgoing.payload)
+                    .await
+                {
+                    tracing::warn!(%error, "the relay did not accept a message; will retry");
+                    return;
+                }
+                let state = self.state.lock().await;
+                if let Err(error) = store::mark_relayed(state.store.conn(), name, &outgoing.id) {
+                    tracing::error!(%error, "cannot record a relayed message");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one envelope for `name`. Returns whether to acknowledge it
+    /// (it is stored, a duplicate, or dropped for good).
+    async fn receive(
+        &self,
+        name: &Name,
+        from: PublicKey,
+        id: agentwire_wire::EnvelopeId,
+        payload: &[u8],
+    ) -> bool {
+        let mut state = self.state.lock().await;
+        let Some(identity) = state.identity(name) else {
+            return false;
+        };
+        let contact = match store::contact(state.store.conn(), name, &from) {
+            Ok(contact) => contact,
+            Err(error) => {
+                tracing::error!(%error, "cannot read contacts");
+                return false;
+            }
+        };
+        // Redelivered after it was stored (the ack was lost): ack again, no
+        // second copy.
+        if contact.is_some()
+            && store::has_message(state.store.conn(), name, id.as_bytes()).unwrap_or(false)
+        {
+            return true;
+        }
+        let Some(contact) = contact else {
+            // Not a contact: never shown to an agent.
+            tracing::info!(identity = %name, from = %from.short_id(), "dropped a message from a non-contact");
+            let _ = store::bump(state.store.conn(), "dropped_non_contact");
+            return true;
+        };
+        let stored_session = match store::session(state.store.conn(), name, &from) {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::error!(%error, "cannot read a session");
+                return false;
+            }
+        };
+        let mut session = stored_session
+            .and_then(|pickle| PeerSession::from_encrypted_pickle(&pickle, &self.key).ok());
+        let mut identity_changed = false;
+        let opened = match session.as_mut().map(|s| s.open(payload)) {
+            Some(Ok(plaintext)) => Ok(plaintext),
+            _ => {
+                // A first message of a new session from this contact.
+                let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+                match guard.accept_session(contact.curve25519, payload) {
+                    Ok((new_session, plaintext)) => {
+                        session = Some(new_session);
+                        identity_changed = true;
+                        Ok(plaintext)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let plaintext = match opened {
+            Ok(plaintext) => plaintext,
+            Err(error) => {
+                tracing::info!(identity = %name, from = %from.short_id(), %error, "dropped an undecryptable message");
+                let _ = store::bump(state.store.conn(), "dropped_undecryptable");
+                return true;
+            }
+        };
+        if plaintext.id.as_bytes() != id.as_bytes() {
+            tracing::info!(identity = %name, from = %from.short_id(), "dropped a message whose id does not match its envelope");
+            let _ = store::bump(state.store.conn(), "dropped_mismatched");
+            return true;
+        }
+        let message = StoredMessage {
+            id: plaintext.id,
+            direction: "in".into(),
+            peer: from,
+            kind: plaintext.kind,
+            reply_to: plaintext.reply_to,
+            thread: plaintext.thread,
+            sent_at_ms: plaintext.sent_at_ms,
+            stored_at_ms: now_ms(),
+            body: plaintext.body,
+            state: "delivered".into(),
+        };
+        let key = &self.key;
+        let identity_pickle = identity_changed.then(|| {
+            let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+            (guard.address(), guard.to_encrypted_pickle(key))
+        });
+        let session_pickle = session.map(|s| s.to_encrypted_pickle(key));
+        let stored = state.store.transaction(|tx| {
+            if let Some((address, pickle)) = &identity_pickle {
+                store::save_identity(tx, name, address, pickle, now_ms())?;
+            }
+            if let Some(pickle) = &session_pickle {
+                store::save_session(tx, name, &from, pickle)?;
+            }
+            if message.kind != Kind::Redeem {
+                store::insert_message(tx, name, &message, None)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        });
+        drop(state);
+        match stored {
+            Ok(()) => {
+                self.arrived.notify_waiters();
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot store a message; it stays at the relay");
+                false
+            }
+        }
+    }
+
+    /// Answers one API request.
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Result<serde_json::Value, ApiError> {
+        match request {
+            Request::Status => self.status().await,
+            Request::Stop => {
+                self.shutdown.cancel();
+                Ok(json!({"stopping": true}))
+            }
+            Request::Init { name, relay } => self.init(name, relay).await,
+            Request::Whoami { identity } => {
+                let state = self.state.lock().await;
+                let (name, identity) = state.pick(identity.as_deref())?;
+                let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(json!({
+                    "name": name.as_str(),
+                    "address": guard.address().to_hex(),
+                    "short_id": guard.address().short_id(),
+                }))
+            }
+            Request::Contacts { identity } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let contacts = store::contacts(state.store.conn(), &name)?;
+                Ok(json!({"contacts": contacts.iter().map(contact_json).collect::<Vec<_>>()}))
+            }
+            Request::Rename {
+                identity,
+                peer,
+                new_name,
+            } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let contact = state.resolve_peer(&name, &peer)?;
+                let new_name = parse_name(&new_name)?;
+                match store::rename_contact(state.store.conn(), &name, &contact.address, &new_name)
+                {
+                    Ok(_) => {
+                        Ok(json!({"renamed": contact.petname.as_str(), "to": new_name.as_str()}))
+                    }
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        Err(ApiError::new(
+                            ErrorCode::NameTaken,
+                            format!("a contact is already named {new_name}"),
+                        ))
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+            Request::Remove { identity, peer } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let contact = state.resolve_peer(&name, &peer)?;
+                store::remove_contact(state.store.conn(), &name, &contact.address)?;
+                Ok(json!({"removed": contact.petname.as_str()}))
+            }
+            Request::Send {
+                identity,
+                to,
+                body,
+                kind,
+            } => self.send(identity, to, body, kind).await,
+            Request::Recv {
+                identity,
+                from,
+                max,
+                wait_ms,
+            } => self.recv(identity, from, max, wait_ms).await,
+            Request::Inbox {
+                identity,
+                from,
+                max,
+            } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let from = from
+                    .map(|peer| state.resolve_peer(&name, &peer))
+                    .transpose()?;
+                let messages = store::unread(
+                    state.store.conn(),
+                    &name,
+                    from.as_ref().map(|c| &c.address),
+                    max.unwrap_or(DEFAULT_MAX_MESSAGES),
+                )?;
+                let unread = store::unread_count(state.store.conn(), &name)?;
+                let contacts = store::contacts(state.store.conn(), &name)?;
+                Ok(json!({
+                    "unread": unread,
+                    "messages": messages.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
+                }))
+            }
+        }
+    }
+
+    async fn status(&self) -> Result<serde_json::Value, ApiError> {
+        let relay_url = self.relay_url().await.ok();
+        let local_relay = self.relay.lock().await.is_some();
+        let state = self.state.lock().await;
+        let conn = state.store.conn();
+        let mut identities = Vec::new();
+        for (name, identity) in &state.identities {
+            let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+            identities.push(json!({
+                "name": name.as_str(),
+                "short_id": address.short_id(),
+                "unread": store::unread_count(conn, name)?,
+            }));
+        }
+        Ok(json!({
+            "running": true,
+            "pid": std::process::id(),
+            "home": self.home.root().display().to_string(),
+            "relay": relay_url,
+            "local_relay": local_relay,
+            "identities": identities,
+            "queued": store::outbox_len(conn)?,
+            "dropped_non_contact": store::counter(conn, "dropped_non_contact")?,
+            "dropped_undecryptable": store::counter(conn, "dropped_undecryptable")?,
+        }))
+    }
+
+    async fn init(
+        self: &Arc<Self>,
+        name: Option<String>,
+        relay: Option<String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        if let Some(url) = &relay
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("relay URL {url:?} must start with ws:// or wss://"),
+            ));
+        }
+        let mut state = self.state.lock().await;
+        let name = match name {
+            Some(name) => parse_name(&name)?,
+            None => state.free_name()?,
+        };
+        if state.identities.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError::new(
+                ErrorCode::NameTaken,
+                format!("an identity named {name} already exists here; pick another with --name"),
+            ));
+        }
+        let mut identity = Identity::generate(name.clone());
+        let address = identity.address();
+        // Siblings in one home are contacts of each other from the start: set
+        // up a session pair locally, without any message over the network.
+        let mut pairs = Vec::new();
+        for (sibling_name, sibling) in &state.identities {
+            let sibling = sibling.lock().unwrap_or_else(|e| e.into_inner());
+            let otk = identity.new_one_time_key();
+            let mut outbound = sibling
+                .open_session(identity.curve25519(), otk)
+                .map_err(|e| ApiError::internal("cannot pair siblings", e))?;
+            let first = outbound
+                .seal(&Plaintext {
+                    id: MessageId::new_v7(),
+                    kind: Kind::Redeem,
+                    sent_at_ms: now_ms(),
+                    reply_to: None,
+                    thread: None,
+                    body: Vec::new(),
+                })
+                .map_err(|e| ApiError::internal("cannot pair siblings", e))?;
+            let (inbound, _) = identity
+                .accept_session(sibling.curve25519(), &first)
+                .map_err(|e| ApiError::internal("cannot pair siblings", e))?;
+            pairs.push((
+                sibling_name.clone(),
+                sibling.address(),
+                sibling.curve25519(),
+                outbound.to_encrypted_pickle(&self.key),
+                inbound.to_encrypted_pickle(&self.key),
+                sibling.to_encrypted_pickle(&self.key),
+            ));
+        }
+        let now = now_ms();
+        let pickle = identity.to_encrypted_pickle(&self.key);
+        let curve = identity.curve25519();
+        state.store.transaction(|tx| {
+            if let Some(url) = &relay {
+                store::set_setting(tx, "relay_url", url)?;
+            }
+            store::save_identity(tx, &name, &address, &pickle, now)?;
+            for (sibling_name, sibling_address, sibling_curve, outbound, inbound, sibling_pickle) in
+                &pairs
+            {
+                store::save_identity(tx, sibling_name, sibling_address, sibling_pickle, now)?;
+                store::add_contact(
+                    tx,
+                    &name,
+                    &Contact {
+                        address: *sibling_address,
+                        curve25519: *sibling_curve,
+                        petname: sibling_name.clone(),
+                        via: "sibling".into(),
+                        created_at_ms: now,
+                    },
+                )?;
+                store::add_contact(
+                    tx,
+                    sibling_name,
+                    &Contact {
+                        address,
+                        curve25519: curve,
+                        petname: name.clone(),
+                        via: "sibling".into(),
+                        created_at_ms: now,
+                    },
+                )?;
+                store::save_session(tx, sibling_name, &address, outbound)?;
+                store::save_session(tx, &name, sibling_address, inbound)?;
+            }
+            Ok::<_, ApiError>(())
+        })?;
+        state
+            .identities
+            .push((name.clone(), Arc::new(StdMutex::new(identity))));
+        let siblings: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+        let result = json!({
+            "name": name.as_str(),
+            "address": address.to_hex(),
+            "short_id": address.short_id(),
+            "siblings": siblings,
+        });
+        drop(state);
+        self.start_link(name);
+        Ok(result)
+    }
+
+    async fn send(
+        &self,
+        identity: Option<String>,
+        to: String,
+        body: String,
+        kind: Option<String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let kind = match kind.as_deref() {
+            None => Kind::Chat,
+            Some(name) => Kind::from_name(name)
+                .filter(|k| !matches!(k, Kind::Redeem | Kind::Receipt))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("unknown kind {name:?}; use chat, task, result, query or file"),
+                    )
+                })?,
+        };
+        let mut state = self.state.lock().await;
+        let (name, _) = state.pick(identity.as_deref())?;
+        let contact = state.resolve_peer(&name, &to)?;
+        let pickle = store::session(state.store.conn(), &name, &contact.address)?
+            .ok_or_else(|| ApiError::internal("no session with this contact", &contact.petname))?;
+        let mut session = PeerSession::from_encrypted_pickle(&pickle, &self.key)
+            .map_err(|e| ApiError::internal("cannot restore a session", e))?;
+        let plaintext = Plaintext {
+            id: MessageId::new_v7(),
+            kind,
+            sent_at_ms: now_ms(),
+            reply_to: None,
+            thread: None,
+            body: body.into_bytes(),
+        };
+        let payload = session.seal(&plaintext).map_err(|e| match e {
+            agentwire_session::SessionError::Message(m) => {
+                ApiError::new(ErrorCode::BodyTooLarge, m.to_string())
+            }
+            other => ApiError::internal("cannot encrypt", other),
+        })?;
+        let message = StoredMessage {
+            id: plaintext.id,
+            direction: "out".into(),
+            peer: contact.address,
+            kind,
+            reply_to: None,
+            thread: None,
+            sent_at_ms: plaintext.sent_at_ms,
+            stored_at_ms: plaintext.sent_at_ms,
+            body: plaintext.body,
+            state: "queued".into(),
+        };
+        let session_pickle = session.to_encrypted_pickle(&self.key);
+        state.store.transaction(|tx| {
+            store::save_session(tx, &name, &contact.address, &session_pickle)?;
+            store::insert_message(tx, &name, &message, Some(&payload))?;
+            Ok::<_, ApiError>(())
+        })?;
+        drop(state);
+        self.outbox_waker(&name).notify_one();
+        Ok(json!({"id": message.id.to_string(), "to": contact.petname.as_str(), "state": "queued"}))
+    }
+
+    async fn recv(
+        &self,
+        identity: Option<String>,
+        from: Option<String>,
+        max: Option<usize>,
+        wait_ms: Option<u64>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        loop {
+            // Register for wake-ups before looking, so an arrival in between
+            // is not missed.
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            {
+                let mut state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let from = from
+                    .as_ref()
+                    .map(|peer| state.resolve_peer(&name, peer))
+                    .transpose()?;
+                let contacts = store::contacts(state.store.conn(), &name)?;
+                let now = now_ms();
+                let taken = state.store.transaction(|tx| {
+                    let candidates = store::unread(
+                        tx,
+                        &name,
+                        from.as_ref().map(|c| &c.address),
+                        max.unwrap_or(DEFAULT_MAX_MESSAGES),
+                    )?;
+                    let mut taken = Vec::new();
+                    for message in candidates {
+                        if store::consume(tx, &name, &message.id, now)? {
+                            taken.push(message);
+                        }
+                    }
+                    Ok::<_, ApiError>(taken)
+                })?;
+                if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return Ok(json!({
+                        "messages": taken.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
+                    }));
+                }
+            }
+            tokio::select! {
+                () = arrived => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown.cancelled() => return Ok(json!({"messages": []})),
+            }
+        }
+    }
+}
+
+impl State {
+    fn identity(&self, name: &Name) -> Option<Arc<StdMutex<Identity>>> {
+        self.identities
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| i.clone())
+    }
+
+    /// The identity named, or the default one.
+    fn pick(&self, name: Option<&str>) -> Result<(Name, Arc<StdMutex<Identity>>), ApiError> {
+        match name {
+            None => self.identities.first().cloned().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotInitialized,
+                    "no identity in this home yet; run `agentwire init`",
+                )
+            }),
+            Some(name) => {
+                let name = parse_name(name)?;
+                self.identity(&name).map(|i| (name.clone(), i)).ok_or_else(|| {
+                    let known: Vec<&str> = self.identities.iter().map(|(n, _)| n.as_str()).collect();
+                    ApiError::new(
+                        ErrorCode::UnknownIdentity,
+                        format!("no identity named {name} in this home (have: {}); create it with `agentwire init --name {name}`", known.join(", ")),
+                    )
+                })
+            }
+        }
+    }
+
+    /// A contact by petname or by a unique prefix of its key (hex).
+    fn resolve_peer(&self, identity: &Name, peer: &str) -> Result<Contact, ApiError> {
+        let contacts = store::contacts(self.store.conn(), identity)?;
+        if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
+            return Ok(contact.clone());
+        }
+        let prefix = peer.to_ascii_lowercase();
+        let by_key: Vec<&Contact> =
+            if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+                contacts
+                    .iter()
+                    .filter(|c| c.address.to_hex().starts_with(&prefix))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        match by_key.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::new(
+                ErrorCode::UnknownPeer,
+                format!(
+                    "no contact named {peer:?} (or with a key starting so); see `agentwire contacts`"
+                ),
+            )),
+            many => Err(ApiError::new(
+                ErrorCode::AmbiguousPeer,
+                format!(
+                    "{peer:?} matches {} contacts ({}); give more of the key or the petname",
+                    many.len(),
+                    many.iter()
+                        .map(|c| c.petname.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `agent`, or `agent-2`, `agent-3`, … when taken.
+    fn free_name(&self) -> Result<Name, ApiError> {
+        let taken = |candidate: &str| self.identities.iter().any(|(n, _)| n.as_str() == candidate);
+        let mut candidate = "agent".to_owned();
+        let mut n = 2;
+        while taken(&candidate) {
+            candidate = format!("agent-{n}");
+            n += 1;
+        }
+        parse_name(&candidate)
+    }
+}
+
+fn parse_name(text: &str) -> Result<Name, ApiError> {
+    Name::new(text)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, format!("invalid name {text:?}: {e}")))
+}
+
+fn contact_json(contact: &Contact) -> serde_json::Value {
+    json!({
+        "name": contact.petname.as_str(),
+        "address": contact.address.to_hex(),
+        "short_id": contact.address.short_id(),
+        "via": contact.via,
+        "created_at_ms": contact.created_at_ms,
+    })
+}
+
+/// A message for an agent. The sender is the verified contact (petname and
+/// short key id, filled in by the daemon); the body is untrusted content from
+/// that contact.
+fn message_json(message: &StoredMessage, contacts: &[Contact]) -> serde_json::Value {
+    let petname = contacts
+        .iter()
+        .find(|c| c.address == message.peer)
+        .map(|c| c.petname.as_str().to_owned());
+    json!({
+        "id": message.id.to_string(),
+        "from": {
+            "name": petname,
+            "short_id": message.peer.short_id(),
+            "address": message.peer.to_hex(),
+            "verified": true,
+        },
+        "kind": message.kind.name(),
+        "sent_at_ms": message.sent_at_ms,
+        "stored_at_ms": message.stored_at_ms,
+        "reply_to": message.reply_to.map(|id| id.to_string()),
+        "thread": message.thread.map(|id| id.to_string()),
+        "body": String::from_utf8_lossy(&message.body),
+    })
+}

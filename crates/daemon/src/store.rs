@@ -1,0 +1,475 @@
+//! The daemon's local store (SQLite, WAL, `synchronous=FULL`): identities
+//! (as encrypted pickles), contacts, session state (encrypted pickles),
+//! invites, and messages in both directions. The only module that knows SQL.
+//!
+//! Changes that must stand or fall together — a decrypted message and the
+//! session state that decrypted it; a new contact and the spent invite — are
+//! written in one transaction by the caller through [`Store::transaction`].
+
+use std::path::Path;
+
+use agentwire_session::{Kind, MessageId, Name};
+use agentwire_wire::PublicKey;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+/// A stored contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// The contact's address.
+    pub address: PublicKey,
+    /// Its Curve25519 identity key.
+    pub curve25519: [u8; 32],
+    /// The local name for it.
+    pub petname: Name,
+    /// How it became a contact: `sibling` or `invite`.
+    pub via: String,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// `in` or `out`.
+    pub direction: String,
+    /// The other side.
+    pub peer: PublicKey,
+    /// Its kind.
+    pub kind: Kind,
+    /// What it answers.
+    pub reply_to: Option<MessageId>,
+    /// Its thread.
+    pub thread: Option<MessageId>,
+    /// The sender's clock, Unix ms.
+    pub sent_at_ms: u64,
+    /// When this daemon stored it, Unix ms.
+    pub stored_at_ms: u64,
+    /// The content.
+    pub body: Vec<u8>,
+    /// For outgoing messages: `queued` or `relayed`.
+    pub state: String,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating, 0600) and migrates the database.
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        if let Err(error) = crate::home::create_private_file(path) {
+            return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(error)));
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Store { conn })
+    }
+
+    /// Runs `f` in one transaction; commits if it returns `Ok`.
+    pub fn transaction<T, E: From<rusqlite::Error>>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.transaction()?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// The connection, for reads.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS identities (
+                 name TEXT PRIMARY KEY,
+                 address BLOB NOT NULL UNIQUE,
+                 pickle TEXT NOT NULL,
+                 created_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS contacts (
+                 identity TEXT NOT NULL,
+                 address BLOB NOT NULL,
+                 curve25519 BLOB NOT NULL,
+                 petname TEXT NOT NULL,
+                 via TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 PRIMARY KEY (identity, address),
+                 UNIQUE (identity, petname)
+             );
+             CREATE TABLE IF NOT EXISTS sessions (
+                 identity TEXT NOT NULL,
+                 address BLOB NOT NULL,
+                 pickle TEXT NOT NULL,
+                 PRIMARY KEY (identity, address)
+             );
+             CREATE TABLE IF NOT EXISTS messages (
+                 identity TEXT NOT NULL,
+                 id BLOB NOT NULL,
+                 direction TEXT NOT NULL,
+                 peer BLOB NOT NULL,
+                 kind TEXT NOT NULL,
+                 reply_to BLOB,
+                 thread BLOB,
+                 sent_at INTEGER NOT NULL,
+                 stored_at INTEGER NOT NULL,
+                 body BLOB NOT NULL,
+                 payload BLOB,
+                 state TEXT NOT NULL,
+                 consumed_at INTEGER,
+                 PRIMARY KEY (identity, id)
+             );
+             CREATE INDEX IF NOT EXISTS messages_unread
+                 ON messages (identity, direction, consumed_at, id);
+             CREATE INDEX IF NOT EXISTS messages_outbox ON messages (state, identity);
+             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads a setting.
+pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM settings WHERE key = ?1",
+        params![key],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Writes a setting.
+pub fn set_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Adds one to a counter.
+pub fn bump(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        params![name],
+    )?;
+    Ok(())
+}
+
+/// A counter's value.
+pub fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    let value: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM counters WHERE name = ?1",
+            params![name],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
+}
+
+/// `(name, pickle)` of every identity, oldest first (the first is the default).
+pub fn identities(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    conn.prepare("SELECT name, pickle FROM identities ORDER BY created_at, rowid")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// Stores or replaces an identity's pickle.
+pub fn save_identity(
+    conn: &Connection,
+    name: &Name,
+    address: &PublicKey,
+    pickle: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO identities (name, address, pickle, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET pickle = excluded.pickle",
+        params![name.as_str(), address.as_bytes(), pickle, ms(now_ms)],
+    )?;
+    Ok(())
+}
+
+/// Adds a contact; fails on a duplicate address or petname.
+pub fn add_contact(conn: &Connection, identity: &Name, contact: &Contact) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO contacts (identity, address, curve25519, petname, via, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            identity.as_str(),
+            contact.address.as_bytes(),
+            contact.curve25519,
+            contact.petname.as_str(),
+            contact.via,
+            ms(contact.created_at_ms)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every contact of an identity, by petname.
+pub fn contacts(conn: &Connection, identity: &Name) -> rusqlite::Result<Vec<Contact>> {
+    conn.prepare(
+        "SELECT address, curve25519, petname, via, created_at FROM contacts
+         WHERE identity = ?1 ORDER BY petname",
+    )?
+    .query_map(params![identity.as_str()], contact_row)?
+    .collect()
+}
+
+/// The contact with this address.
+pub fn contact(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+) -> rusqlite::Result<Option<Contact>> {
+    conn.query_row(
+        "SELECT address, curve25519, petname, via, created_at FROM contacts
+         WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes()],
+        contact_row,
+    )
+    .optional()
+}
+
+fn contact_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+    let petname: String = row.get(2)?;
+    Ok(Contact {
+        address: PublicKey::from_bytes(row.get(0)?),
+        curve25519: row.get(1)?,
+        petname: Name::new(&petname)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        via: row.get(3)?,
+        created_at_ms: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+    })
+}
+
+/// Renames a contact; returns whether it existed.
+pub fn rename_contact(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+    petname: &Name,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE contacts SET petname = ?3 WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes(), petname.as_str()],
+    )? > 0)
+}
+
+/// Removes a contact and its session.
+pub fn remove_contact(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+) -> rusqlite::Result<bool> {
+    conn.execute(
+        "DELETE FROM sessions WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes()],
+    )?;
+    Ok(conn.execute(
+        "DELETE FROM contacts WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes()],
+    )? > 0)
+}
+
+/// The pickled session with a contact.
+pub fn session(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT pickle FROM sessions WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes()],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Stores a session's pickle.
+pub fn save_session(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+    pickle: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO sessions (identity, address, pickle) VALUES (?1, ?2, ?3)
+         ON CONFLICT (identity, address) DO UPDATE SET pickle = excluded.pickle",
+        params![identity.as_str(), address.as_bytes(), pickle],
+    )?;
+    Ok(())
+}
+
+/// Stores a message unless one with its id exists; returns whether it was new.
+pub fn insert_message(
+    conn: &Connection,
+    identity: &Name,
+    message: &StoredMessage,
+    payload: Option<&[u8]>,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO messages
+             (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            identity.as_str(),
+            message.id.as_bytes(),
+            message.direction,
+            message.peer.as_bytes(),
+            message.kind.name(),
+            message.reply_to.map(|id| *id.as_bytes()),
+            message.thread.map(|id| *id.as_bytes()),
+            ms(message.sent_at_ms),
+            ms(message.stored_at_ms),
+            message.body,
+            payload,
+            message.state,
+        ],
+    )? > 0)
+}
+
+/// Whether a message with this id is stored for `identity`.
+pub fn has_message(conn: &Connection, identity: &Name, id: &[u8; 16]) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM messages WHERE identity = ?1 AND id = ?2",
+            params![identity.as_str(), id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// An outgoing message waiting for the relay to accept it.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// Its id (also the envelope id).
+    pub id: MessageId,
+    /// The recipient.
+    pub peer: PublicKey,
+    /// The sealed payload, exactly as it will be sent (and resent).
+    pub payload: Vec<u8>,
+}
+
+/// `identity`'s outgoing messages not yet accepted by the relay, oldest first.
+pub fn outbox(conn: &Connection, identity: &Name, limit: usize) -> rusqlite::Result<Vec<Outgoing>> {
+    conn.prepare(
+        "SELECT id, peer, payload FROM messages
+         WHERE identity = ?1 AND state = 'queued' AND direction = 'out' ORDER BY id LIMIT ?2",
+    )?
+    .query_map(params![identity.as_str(), limit as i64], |row| {
+        Ok(Outgoing {
+            id: MessageId::from_bytes(row.get(0)?),
+            peer: PublicKey::from_bytes(row.get(1)?),
+            payload: row.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// Outgoing messages of all identities not yet accepted by the relay.
+pub fn outbox_len(conn: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE state = 'queued' AND direction = 'out'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Marks an outgoing message accepted by the relay.
+pub fn mark_relayed(conn: &Connection, identity: &Name, id: &MessageId) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET state = 'relayed', payload = NULL
+         WHERE identity = ?1 AND id = ?2 AND state = 'queued'",
+        params![identity.as_str(), id.as_bytes()],
+    )?;
+    Ok(())
+}
+
+/// Unread incoming messages, oldest first (optionally from one peer).
+pub fn unread(
+    conn: &Connection,
+    identity: &Name,
+    from: Option<&PublicKey>,
+    limit: usize,
+) -> rusqlite::Result<Vec<StoredMessage>> {
+    conn.prepare(
+        "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state
+         FROM messages
+         WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
+           AND (?2 IS NULL OR peer = ?2)
+         ORDER BY id LIMIT ?3",
+    )?
+    .query_map(
+        params![identity.as_str(), from.map(|k| *k.as_bytes()), limit as i64],
+        message_row,
+    )?
+    .collect()
+}
+
+/// Counts unread incoming messages.
+pub fn unread_count(conn: &Connection, identity: &Name) -> rusqlite::Result<u64> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL",
+        params![identity.as_str()],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Marks messages consumed; returns how many were still unread (a message
+/// claimed by another reader in between is not returned twice).
+pub fn consume(
+    conn: &Connection,
+    identity: &Name,
+    id: &MessageId,
+    now_ms: u64,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE messages SET consumed_at = ?3
+         WHERE identity = ?1 AND id = ?2 AND consumed_at IS NULL",
+        params![identity.as_str(), id.as_bytes(), ms(now_ms)],
+    )? > 0)
+}
+
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let kind: String = row.get(3)?;
+    let optional_id = |value: Option<[u8; 16]>| value.map(MessageId::from_bytes);
+    Ok(StoredMessage {
+        id: MessageId::from_bytes(row.get(0)?),
+        direction: row.get(1)?,
+        peer: PublicKey::from_bytes(row.get(2)?),
+        kind: Kind::from_name(&kind).unwrap_or(Kind::Chat),
+        reply_to: optional_id(row.get(4)?),
+        thread: optional_id(row.get(5)?),
+        sent_at_ms: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+        stored_at_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+        body: row.get(8)?,
+        state: row.get(9)?,
+    })
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
