@@ -36,6 +36,22 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 (Request::Remove { identity, peer }, Duration::ZERO)
             }
         },
+        Command::Invite { ttl } => (
+            Request::Invite {
+                identity,
+                ttl_ms: Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            },
+            Duration::ZERO,
+        ),
+        Command::Accept { link, name, wait } => (
+            Request::Accept {
+                identity,
+                token: link,
+                name,
+                wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            },
+            wait,
+        ),
         Command::Send { peer, text, kind } => {
             let body = if text == "-" {
                 let mut body = String::new();
@@ -103,10 +119,10 @@ fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), 
                 .context("cannot start the async runtime")
                 .code(crate::exit::CANNOT_START)?;
             runtime
-                .block_on(agentwire_daemon::run(
-                    home.clone(),
-                    crate::relay_cmd::signal(),
-                ))
+                .block_on(async {
+                    let stop = crate::relay_cmd::shutdown_signal();
+                    agentwire_daemon::run(home.clone(), stop).await
+                })
                 .code(crate::exit::CANNOT_START)
         }
         DaemonAction::Start => {
@@ -208,10 +224,27 @@ fn print(json: bool, request: &Request, result: &Value) {
         Request::Contacts { .. } => {
             for contact in result["contacts"].as_array().into_iter().flatten() {
                 println!(
-                    "{} {} {}",
+                    "{} {} {} {}",
                     text(&contact["name"]),
                     text(&contact["short_id"]),
-                    text(&contact["via"])
+                    text(&contact["via"]),
+                    text(&contact["state"])
+                );
+            }
+        }
+        Request::Invite { .. } => println!("{}", text(&result["invite"])),
+        Request::Accept { .. } => {
+            if result["state"] == "active" {
+                println!(
+                    "paired with {} {}",
+                    text(&result["name"]),
+                    text(&result["short_id"])
+                );
+            } else {
+                println!(
+                    "sent; {} {} is pending until the inviter's daemon answers",
+                    text(&result["name"]),
+                    text(&result["short_id"])
                 );
             }
         }

@@ -86,6 +86,31 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Option<ContactsAction>,
     },
+    /// Make a single-use invite link for another agent to pair with this one
+    ///
+    /// Prints one line (aw1:...) to hand over out of band. It carries this
+    /// identity's keys, a fresh one-time key, the relay and a secret, signed;
+    /// it works once, until it expires.
+    Invite {
+        /// How long the invite stays valid (1s to 30d)
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Accept an invite link: the inviter becomes a contact
+    ///
+    /// Waits for the inviter's daemon to confirm (or refuse: already used,
+    /// expired). If it does not answer in time, the contact stays pending and
+    /// becomes active when it does.
+    Accept {
+        /// The aw1:... link
+        link: String,
+        /// Petname for the inviter [default: the name it suggests]
+        #[arg(long)]
+        name: Option<String>,
+        /// How long to wait for the inviter's answer
+        #[arg(long, default_value = "30s", value_parser = parse_wait)]
+        wait: Duration,
+    },
     /// Send a message to a contact (PEER: petname or unique key prefix)
     ///
     /// Returns once the message is stored in the local outbox; the daemon
@@ -223,6 +248,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if duration > Duration::from_secs(365 * 24 * 3600) {
         return Err("must be at most 365d".into());
+    }
+    Ok(duration)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 15m, 24h or 7d"))?;
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(30 * 24 * 3600) {
+        return Err("must be between 1s and 30d".into());
     }
     Ok(duration)
 }

@@ -12,8 +12,8 @@ use agentwire_daemon::api::{ErrorCode, Request, Response};
 use anyhow::{Context, anyhow};
 
 use crate::exit::{
-    CONFIG, DAEMON_UNREACHABLE, Failure, INTERNAL, NOT_INITIALIZED, RELAY_UNREACHABLE,
-    UNKNOWN_PEER, USAGE, WithCode,
+    CONFIG, DAEMON_UNREACHABLE, Failure, INTERNAL, INVITE_EXPIRED, INVITE_INVALID, INVITE_SPENT,
+    INVITE_WRONG_RELAY, NOT_INITIALIZED, RELAY_UNREACHABLE, UNKNOWN_PEER, USAGE, WithCode,
 };
 
 /// How long a command waits for a daemon it started to come up.
@@ -95,6 +95,10 @@ fn exchange(
                     UNKNOWN_PEER
                 }
                 ErrorCode::RelayUnreachable => RELAY_UNREACHABLE,
+                ErrorCode::InviteInvalid => INVITE_INVALID,
+                ErrorCode::InviteExpired => INVITE_EXPIRED,
+                ErrorCode::InviteSpent => INVITE_SPENT,
+                ErrorCode::InviteWrongRelay => INVITE_WRONG_RELAY,
                 ErrorCode::Internal => INTERNAL,
             };
             Err(Failure::new(code, anyhow!(error.message)))

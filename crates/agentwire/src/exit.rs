@@ -22,6 +22,14 @@ pub(crate) const RELAY_UNREACHABLE: u8 = 11;
 pub(crate) const UNKNOWN_PEER: u8 = 12;
 /// No identity in this home yet.
 pub(crate) const NOT_INITIALIZED: u8 = 13;
+/// The invite is damaged, altered or not an invite.
+pub(crate) const INVITE_INVALID: u8 = 14;
+/// The invite has expired.
+pub(crate) const INVITE_EXPIRED: u8 = 15;
+/// The invite was already used.
+pub(crate) const INVITE_SPENT: u8 = 16;
+/// The invite is for another relay.
+pub(crate) const INVITE_WRONG_RELAY: u8 = 17;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 

@@ -89,6 +89,7 @@ fn read_token(path: &Path) -> anyhow::Result<AccessToken> {
 
 async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
     let db = config.db_path.display().to_string();
+    let stop = shutdown_signal();
     let relay = Relay::spawn(config).await.map_err(|error| {
         let code = match error {
             RelayError::Tls(_) => CONFIG,
@@ -114,24 +115,28 @@ async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
             relay.relay_id()
         );
     }
-    signal().await;
+    stop.await;
     tracing::info!("shutting down");
     relay.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM (never, if they cannot be watched).
-pub(crate) async fn signal() {
+/// Watches SIGINT and SIGTERM from now on (so a signal that arrives before the
+/// returned future is first polled is not lost); resolves on the first.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
+    let watched = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot watch SIGINT/SIGTERM");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    );
+    async move {
+        let (Ok(mut terminate), Ok(mut interrupt)) = watched else {
+            tracing::warn!("cannot watch SIGINT/SIGTERM");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
     }
 }

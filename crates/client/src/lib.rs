@@ -203,6 +203,8 @@ pub enum Event {
     Connected {
         /// Envelopes queued for this key at that moment.
         queued: u32,
+        /// The relay's stable id.
+        relay_id: agentwire_wire::RelayId,
     },
     /// An envelope for this key.
     Envelope(Envelope),
@@ -394,6 +396,7 @@ impl Actor {
             let ended = match self
                 .emit(Event::Connected {
                     queued: welcome.queued,
+                    relay_id: welcome.relay_id,
                 })
                 .await
             {

@@ -73,6 +73,29 @@ pub enum Request {
         #[serde(default)]
         kind: Option<String>,
     },
+    /// Make an invite.
+    Invite {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+        /// How long it stays valid (default 24 h).
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+    },
+    /// Accept an invite.
+    Accept {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+        /// The `aw1:` token.
+        token: String,
+        /// Petname for the inviter (default: the name it suggests).
+        #[serde(default)]
+        name: Option<String>,
+        /// How long to wait for the inviter's answer.
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
     /// Consume unread messages.
     Recv {
         /// Identity name.
@@ -124,6 +147,14 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// The relay cannot be reached.
     RelayUnreachable,
+    /// The invite is not valid (damaged, altered, or not an invite).
+    InviteInvalid,
+    /// The invite has expired.
+    InviteExpired,
+    /// The invite was already used.
+    InviteSpent,
+    /// The invite is for another relay.
+    InviteWrongRelay,
     /// Something failed inside the daemon.
     Internal,
 }

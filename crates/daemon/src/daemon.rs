@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use agentwire_client::{ClientConfig, Event, RelayClient};
 use agentwire_relay::{Relay, RelayConfig};
-use agentwire_session::{Identity, Kind, MessageId, Name, PeerSession, PickleKey, Plaintext};
-use agentwire_wire::{PublicKey, Signature};
+use agentwire_session::{
+    Identity, Invite, InviteError, InviteSecret, Kind, MessageId, Name, PeerSession, Permissions,
+    PickleKey, Plaintext, Redeem, SignedInvite, prekey_identity_key, prekey_one_time_key,
+};
+use agentwire_wire::{PublicKey, RelayId, Signature};
 use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiError, ErrorCode, Request};
 use crate::home::Home;
+use crate::pairing::{self, Answer};
 use crate::store::{self, Contact, Store, StoredMessage};
 
 /// Default number of messages `recv`/`inbox` return.
@@ -28,6 +32,10 @@ pub const DEFAULT_MAX_MESSAGES: usize = 100;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Outgoing messages pushed to the relay per round.
 const OUTBOX_BATCH: usize = 64;
+/// Default lifetime of an invite.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long `invite` and `accept` wait for the identity's relay link.
+const LINK_WAIT: Duration = Duration::from_secs(10);
 
 /// Signs relay challenges with an identity held by the daemon.
 struct IdentitySigner {
@@ -66,6 +74,12 @@ pub struct Daemon {
     /// permit means a wake-up is never lost while the link is busy).
     queued: StdMutex<std::collections::HashMap<Name, Arc<Notify>>>,
     relay: Mutex<Option<Relay>>,
+    /// The id of the relay each identity is connected to, once connected.
+    relay_ids: StdMutex<std::collections::HashMap<Name, RelayId>>,
+    /// Woken when a link connects or a pairing answer arrives.
+    pairing: Notify,
+    /// Refusals of our redemptions, by (identity, inviter), for `accept`.
+    refusals: StdMutex<std::collections::HashMap<(Name, PublicKey), Answer>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -97,6 +111,9 @@ impl Daemon {
             arrived: Notify::new(),
             queued: StdMutex::new(std::collections::HashMap::new()),
             relay: Mutex::new(None),
+            relay_ids: StdMutex::new(std::collections::HashMap::new()),
+            pairing: Notify::new(),
+            refusals: StdMutex::new(std::collections::HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -198,7 +215,14 @@ impl Daemon {
                                 let _ = client.ack(id).await;
                             }
                         }
-                        Some(Event::Connected { .. }) => self.push_outbox(&name, &client).await,
+                        Some(Event::Connected { relay_id, .. }) => {
+                            self.relay_ids
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), relay_id);
+                            self.pairing.notify_waiters();
+                            self.push_outbox(&name, &client).await;
+                        }
                         Some(Event::Stopped { reason }) => {
                             tracing::error!(identity = %name, %reason, "the relay refused this identity");
                             break;
@@ -298,11 +322,11 @@ impl Daemon {
             return true;
         }
         let Some(contact) = contact else {
-            // Not a contact: never shown to an agent.
-            tracing::info!(identity = %name, from = %from.short_id(), "dropped a message from a non-contact");
-            let _ = store::bump(state.store.conn(), "dropped_non_contact");
-            return true;
+            return self.redeem(&mut state, name, &identity, from, payload);
         };
+        if payload.first() == Some(&pairing::NOTICE_TAG) {
+            return self.answered(&mut state, name, &identity, &contact, payload);
+        }
         let stored_session = match store::session(state.store.conn(), name, &from) {
             Ok(session) => session,
             Err(error) => {
@@ -384,6 +408,451 @@ impl Daemon {
         }
     }
 
+    /// A first message from a non-contact: the redemption of one of our
+    /// invites, or dropped (and counted) — never shown to an agent.
+    fn redeem(
+        &self,
+        state: &mut State,
+        name: &Name,
+        identity: &Arc<StdMutex<Identity>>,
+        from: PublicKey,
+        payload: &[u8],
+    ) -> bool {
+        let drop_it = |state: &mut State, why: &str| {
+            tracing::info!(identity = %name, from = %from.short_id(), why, "dropped a message from a non-contact");
+            let _ = store::bump(state.store.conn(), "dropped_non_contact");
+            true
+        };
+        let (Some(one_time_key), Some(their_curve)) =
+            (prekey_one_time_key(payload), prekey_identity_key(payload))
+        else {
+            return drop_it(state, "not a first message");
+        };
+        let record = match store::invite_by_key(state.store.conn(), name, &one_time_key) {
+            Ok(Some(record)) => record,
+            Ok(None) => return drop_it(state, "no invite of ours"),
+            Err(error) => {
+                tracing::error!(%error, "cannot read invites");
+                return false;
+            }
+        };
+        if record.spent_by == Some(from) {
+            // A redelivery of the redemption we accepted; our answer is queued.
+            return true;
+        }
+        let refusal = if record.spent_by.is_some() {
+            Some(Answer::Spent)
+        } else if now_ms() >= record.expires_at_ms {
+            Some(Answer::Expired)
+        } else {
+            None
+        };
+        if let Some(answer) = refusal {
+            let notice = {
+                let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+                pairing::notice(&guard, &one_time_key, &from, answer)
+            };
+            tracing::info!(identity = %name, from = %from.short_id(), ?answer, "refused a redemption");
+            return self.queue_notice(state, name, from, notice);
+        }
+        let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok((session, first)) = guard.accept_session(their_curve, payload) else {
+            drop(guard);
+            return drop_it(state, "redemption does not decrypt");
+        };
+        let redeem = match (first.kind, Redeem::decode(&first.body)) {
+            (Kind::Redeem, Ok(redeem)) => redeem,
+            _ => {
+                drop(guard);
+                return drop_it(state, "first message is not a redemption");
+            }
+        };
+        if redeem.acceptor != from
+            || !redeem.verify(&guard.address(), &their_curve)
+            || redeem.secret.as_bytes() != &record.secret
+        {
+            drop(guard);
+            return drop_it(state, "redemption does not prove the invite");
+        }
+        let notice = pairing::notice(&guard, &one_time_key, &from, Answer::Accepted);
+        let identity_pickle = guard.to_encrypted_pickle(&self.key);
+        let address = guard.address();
+        drop(guard);
+        let now = now_ms();
+        let session_pickle = session.to_encrypted_pickle(&self.key);
+        let stored = state.store.transaction(|tx| {
+            let petname = store::free_petname(tx, name, &redeem.acceptor_name)?;
+            store::add_contact(
+                tx,
+                name,
+                &Contact {
+                    address: from,
+                    curve25519: their_curve,
+                    petname,
+                    via: "invited".into(),
+                    state: "active".into(),
+                    invite_key: None,
+                    created_at_ms: now,
+                },
+            )?;
+            store::save_session(tx, name, &from, &session_pickle)?;
+            store::save_identity(tx, name, &address, &identity_pickle, now)?;
+            store::spend_invite(tx, name, &one_time_key, &from, now)?;
+            insert_notice(tx, name, from, &notice, now)?;
+            Ok::<_, rusqlite::Error>(())
+        });
+        match stored {
+            Ok(()) => {
+                tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact");
+                self.outbox_waker(name).notify_one();
+                true
+            }
+            Err(error) => {
+                // The account in memory consumed the one-time key; reload it
+                // from the store so memory matches what is committed.
+                tracing::error!(%error, "cannot store a new contact");
+                if let Ok(Some(pickle)) = store::identities(state.store.conn()).map(|all| {
+                    all.into_iter()
+                        .find(|(n, _)| n == name.as_str())
+                        .map(|(_, p)| p)
+                }) && let Ok(restored) =
+                    Identity::from_encrypted_pickle(name.clone(), &pickle, &self.key)
+                {
+                    *identity.lock().unwrap_or_else(|e| e.into_inner()) = restored;
+                }
+                false
+            }
+        }
+    }
+
+    fn queue_notice(&self, state: &mut State, name: &Name, to: PublicKey, notice: Vec<u8>) -> bool {
+        let now = now_ms();
+        match state
+            .store
+            .transaction(|tx| insert_notice(tx, name, to, &notice, now))
+        {
+            Ok(()) => {
+                self.outbox_waker(name).notify_one();
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot queue a pairing answer");
+                false
+            }
+        }
+    }
+
+    /// The inviter's answer to our redemption.
+    fn answered(
+        &self,
+        state: &mut State,
+        name: &Name,
+        identity: &Arc<StdMutex<Identity>>,
+        contact: &Contact,
+        payload: &[u8],
+    ) -> bool {
+        let me = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+        let answer = contact
+            .invite_key
+            .and_then(|key| pairing::read_notice(payload, &contact.address, &me, &key));
+        let Some(answer) = answer else {
+            let _ = store::bump(state.store.conn(), "dropped_undecryptable");
+            return true;
+        };
+        let result = match answer {
+            Answer::Accepted => {
+                store::set_contact_state(state.store.conn(), name, &contact.address, "active")
+            }
+            refused => {
+                self.refusals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((name.clone(), contact.address), refused);
+                if contact.state == "pending" {
+                    store::remove_contact(state.store.conn(), name, &contact.address).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot record a pairing answer");
+            return false;
+        }
+        tracing::info!(identity = %name, inviter = %contact.address.short_id(), ?answer, "pairing answered");
+        self.pairing.notify_waiters();
+        true
+    }
+
+    /// The relay id this identity's link is connected to, waiting for the link
+    /// up to [`LINK_WAIT`].
+    async fn connected_relay_id(&self, name: &Name) -> Result<RelayId, ApiError> {
+        let deadline = tokio::time::Instant::now() + LINK_WAIT;
+        loop {
+            let connected = self.pairing.notified();
+            tokio::pin!(connected);
+            connected.as_mut().enable();
+            if let Some(id) = self
+                .relay_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+            {
+                return Ok(*id);
+            }
+            tokio::select! {
+                () = connected => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ApiError::new(
+                        ErrorCode::RelayUnreachable,
+                        format!("{name} is not connected to its relay; check `agentwire daemon status` and daemon.log"),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn invite(
+        &self,
+        identity: Option<String>,
+        ttl_ms: Option<u64>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let ttl = ttl_ms.map_or(DEFAULT_INVITE_TTL, Duration::from_millis);
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 24 * 3600) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "an invite lives between 1s and 30d; pass --ttl within that",
+            ));
+        }
+        let name = self.state.lock().await.pick(identity.as_deref())?.0;
+        let relay_url = self.relay_url().await?;
+        let relay_id = self.connected_relay_id(&name).await?;
+        let mut state = self.state.lock().await;
+        let (_, identity) = state.pick(Some(name.as_str()))?;
+        let secret =
+            InviteSecret::generate().map_err(|e| ApiError::internal("no randomness", e))?;
+        let now = now_ms();
+        let expires_at_ms = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let (signed, address, pickle) = {
+            let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+            let one_time_key = guard.new_one_time_key();
+            let invite = Invite {
+                inviter: guard.address(),
+                inviter_curve25519: guard.curve25519(),
+                one_time_key,
+                secret,
+                expires_at_ms,
+                permissions: Permissions::DEFAULT,
+                relay_url: relay_url.clone(),
+                relay_id,
+                inviter_name: name.clone(),
+            };
+            let signed = SignedInvite::sign(invite, &guard);
+            (
+                signed,
+                guard.address(),
+                guard.to_encrypted_pickle(&self.key),
+            )
+        };
+        let invite = &signed.invite;
+        state.store.transaction(|tx| {
+            store::save_identity(tx, &name, &address, &pickle, now)?;
+            store::add_invite(
+                tx,
+                &name,
+                &invite.one_time_key,
+                invite.secret.as_bytes(),
+                expires_at_ms,
+                invite.permissions.bits(),
+                now,
+            )?;
+            Ok::<_, ApiError>(())
+        })?;
+        Ok(json!({
+            "invite": signed.to_token(),
+            "expires_at_ms": expires_at_ms,
+            "relay": relay_url,
+            "permissions": invite.permissions.names(),
+        }))
+    }
+
+    async fn accept(
+        &self,
+        identity: Option<String>,
+        token: String,
+        petname: Option<String>,
+        wait_ms: Option<u64>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let signed = SignedInvite::parse(&token).map_err(invite_error)?;
+        signed.check_unexpired(now_ms()).map_err(invite_error)?;
+        let invite = signed.invite;
+        let petname = petname.map(|p| parse_name(&p)).transpose()?;
+        let name = self.state.lock().await.pick(identity.as_deref())?.0;
+        let relay_url = self.relay_url().await?;
+        if invite.relay_url != relay_url {
+            return Err(ApiError::new(
+                ErrorCode::InviteWrongRelay,
+                format!(
+                    "this invite is for the relay {}, but this home uses {relay_url}; accept it in a home set up with `agentwire init --relay {}`",
+                    invite.relay_url, invite.relay_url
+                ),
+            ));
+        }
+        let relay_id = self.connected_relay_id(&name).await?;
+        if relay_id != invite.relay_id {
+            return Err(invite_error(InviteError::WrongRelay {
+                url: invite.relay_url.clone(),
+                expected: invite.relay_id,
+                found: relay_id,
+            }));
+        }
+        self.send_redemption(&name, &invite, petname).await?;
+        self.outbox_waker(&name).notify_one();
+
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(wait_ms.unwrap_or(30_000)).min(MAX_WAIT);
+        loop {
+            let answered = self.pairing.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            let refusal = self
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(name.clone(), invite.inviter));
+            if let Some(refusal) = refusal {
+                return Err(match refusal {
+                    Answer::Spent => ApiError::new(
+                        ErrorCode::InviteSpent,
+                        "this invite was already used; ask the inviter for a new one",
+                    ),
+                    _ => ApiError::new(
+                        ErrorCode::InviteExpired,
+                        "the inviter says this invite has expired; ask for a new one",
+                    ),
+                });
+            }
+            let contact = {
+                let state = self.state.lock().await;
+                store::contact(state.store.conn(), &name, &invite.inviter)?
+            };
+            if let Some(contact) = &contact
+                && (contact.state == "active" || tokio::time::Instant::now() >= deadline)
+            {
+                return Ok(contact_json(contact));
+            }
+            tokio::select! {
+                () = answered => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown.cancelled() => {
+                    return Err(ApiError::new(ErrorCode::Internal, "the daemon is stopping"));
+                }
+            }
+        }
+    }
+
+    /// Opens a session to the invite's keys and queues the redemption; the
+    /// inviter becomes a `pending` contact until it answers.
+    async fn send_redemption(
+        &self,
+        name: &Name,
+        invite: &Invite,
+        petname: Option<Name>,
+    ) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        let (_, identity) = state.pick(Some(name.as_str()))?;
+        if identity.lock().unwrap_or_else(|e| e.into_inner()).address() == invite.inviter {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "this is your own invite; give it to the agent you want to pair with",
+            ));
+        }
+        if let Some(existing) = store::contact(state.store.conn(), name, &invite.inviter)? {
+            if existing.state == "active" {
+                return Err(ApiError::new(
+                    ErrorCode::NameTaken,
+                    format!("the inviter is already your contact {}", existing.petname),
+                ));
+            }
+            store::remove_contact(state.store.conn(), name, &invite.inviter)?;
+        }
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(name.clone(), invite.inviter));
+        let (first, payload, session_pickle) = {
+            let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+            let mut session = guard
+                .open_session(invite.inviter_curve25519, invite.one_time_key)
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InviteInvalid,
+                        format!("the invite's keys are unusable: {e}"),
+                    )
+                })?;
+            let first = Plaintext {
+                id: MessageId::new_v7(),
+                kind: Kind::Redeem,
+                sent_at_ms: now_ms(),
+                reply_to: None,
+                thread: None,
+                body: Redeem::new(invite, &guard).encode(),
+            };
+            let payload = session
+                .seal(&first)
+                .map_err(|e| ApiError::internal("cannot encrypt", e))?;
+            (first, payload, session.to_encrypted_pickle(&self.key))
+        };
+        let now = now_ms();
+        state
+            .store
+            .transaction(|tx| {
+                let petname = match &petname {
+                    Some(chosen) => chosen.clone(),
+                    None => store::free_petname(tx, name, &invite.inviter_name)?,
+                };
+                store::add_contact(
+                    tx,
+                    name,
+                    &Contact {
+                        address: invite.inviter,
+                        curve25519: invite.inviter_curve25519,
+                        petname,
+                        via: "accepted".into(),
+                        state: "pending".into(),
+                        invite_key: Some(invite.one_time_key),
+                        created_at_ms: now,
+                    },
+                )?;
+                store::save_session(tx, name, &invite.inviter, &session_pickle)?;
+                let message = StoredMessage {
+                    id: first.id,
+                    direction: "out".into(),
+                    peer: invite.inviter,
+                    kind: Kind::Redeem,
+                    reply_to: None,
+                    thread: None,
+                    sent_at_ms: now,
+                    stored_at_ms: now,
+                    body: Vec::new(),
+                    state: "queued".into(),
+                };
+                store::insert_message(tx, name, &message, Some(&payload))?;
+                Ok::<_, rusqlite::Error>(())
+            })
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    ApiError::new(
+                        ErrorCode::NameTaken,
+                        "a contact already has that name; pass another with --name",
+                    )
+                }
+                other => other.into(),
+            })
+    }
+
     /// Answers one API request.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<serde_json::Value, ApiError> {
         match request {
@@ -447,6 +916,13 @@ impl Daemon {
                 body,
                 kind,
             } => self.send(identity, to, body, kind).await,
+            Request::Invite { identity, ttl_ms } => self.invite(identity, ttl_ms).await,
+            Request::Accept {
+                identity,
+                token,
+                name,
+                wait_ms,
+            } => self.accept(identity, token, name, wait_ms).await,
             Request::Recv {
                 identity,
                 from,
@@ -583,6 +1059,8 @@ impl Daemon {
                         curve25519: *sibling_curve,
                         petname: sibling_name.clone(),
                         via: "sibling".into(),
+                        state: "active".into(),
+                        invite_key: None,
                         created_at_ms: now,
                     },
                 )?;
@@ -594,6 +1072,8 @@ impl Daemon {
                         curve25519: curve,
                         petname: name.clone(),
                         via: "sibling".into(),
+                        state: "active".into(),
+                        invite_key: None,
                         created_at_ms: now,
                     },
                 )?;
@@ -819,9 +1299,44 @@ fn parse_name(text: &str) -> Result<Name, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadName, format!("invalid name {text:?}: {e}")))
 }
 
+/// Stores a pairing notice in the outbox.
+fn insert_notice(
+    tx: &rusqlite::Connection,
+    name: &Name,
+    to: PublicKey,
+    notice: &[u8],
+    now: u64,
+) -> rusqlite::Result<()> {
+    let message = StoredMessage {
+        id: MessageId::new_v7(),
+        direction: "out".into(),
+        peer: to,
+        kind: Kind::Redeem,
+        reply_to: None,
+        thread: None,
+        sent_at_ms: now,
+        stored_at_ms: now,
+        body: Vec::new(),
+        state: "queued".into(),
+    };
+    store::insert_message(tx, name, &message, Some(notice)).map(|_| ())
+}
+
+fn invite_error(error: InviteError) -> ApiError {
+    let code = match &error {
+        InviteError::Malformed(_)
+        | InviteError::UnsupportedVersion(_)
+        | InviteError::BadSignature => ErrorCode::InviteInvalid,
+        InviteError::Expired { .. } => ErrorCode::InviteExpired,
+        InviteError::WrongRelay { .. } => ErrorCode::InviteWrongRelay,
+    };
+    ApiError::new(code, error.to_string())
+}
+
 fn contact_json(contact: &Contact) -> serde_json::Value {
     json!({
         "name": contact.petname.as_str(),
+        "state": contact.state,
         "address": contact.address.to_hex(),
         "short_id": contact.address.short_id(),
         "via": contact.via,

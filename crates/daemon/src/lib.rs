@@ -9,10 +9,11 @@
 pub mod api;
 mod daemon;
 pub mod home;
+mod pairing;
 mod server;
 pub mod store;
 
-pub use daemon::{DEFAULT_MAX_MESSAGES, Daemon, MAX_WAIT};
+pub use daemon::{DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, Daemon, MAX_WAIT};
 pub use home::{Home, HomeError};
 
 /// Why the daemon cannot start.

@@ -21,8 +21,14 @@ pub struct Contact {
     pub curve25519: [u8; 32],
     /// The local name for it.
     pub petname: Name,
-    /// How it became a contact: `sibling` or `invite`.
+    /// How it became a contact: `sibling`, `invited` (redeemed our invite) or
+    /// `accepted` (we accepted its invite).
     pub via: String,
+    /// `active`, or `pending` until the inviter confirms our redemption.
+    pub state: String,
+    /// For a contact we accepted an invite from: the invite's one-time key,
+    /// which the inviter's answer names.
+    pub invite_key: Option<[u8; 32]>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -106,6 +112,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  curve25519 BLOB NOT NULL,
                  petname TEXT NOT NULL,
                  via TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 invite_key BLOB,
                  created_at INTEGER NOT NULL,
                  PRIMARY KEY (identity, address),
                  UNIQUE (identity, petname)
@@ -135,6 +143,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              CREATE INDEX IF NOT EXISTS messages_unread
                  ON messages (identity, direction, consumed_at, id);
              CREATE INDEX IF NOT EXISTS messages_outbox ON messages (state, identity);
+             CREATE TABLE IF NOT EXISTS invites (
+                 identity TEXT NOT NULL,
+                 one_time_key BLOB NOT NULL,
+                 secret BLOB NOT NULL,
+                 expires_at INTEGER NOT NULL,
+                 permissions INTEGER NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 spent_at INTEGER,
+                 spent_by BLOB,
+                 PRIMARY KEY (identity, one_time_key)
+             );
              CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
              PRAGMA user_version = 1;
              COMMIT;",
@@ -211,15 +230,17 @@ pub fn save_identity(
 /// Adds a contact; fails on a duplicate address or petname.
 pub fn add_contact(conn: &Connection, identity: &Name, contact: &Contact) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO contacts (identity, address, curve25519, petname, via, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at, invite_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             identity.as_str(),
             contact.address.as_bytes(),
             contact.curve25519,
             contact.petname.as_str(),
             contact.via,
-            ms(contact.created_at_ms)
+            contact.state,
+            ms(contact.created_at_ms),
+            contact.invite_key,
         ],
     )?;
     Ok(())
@@ -228,7 +249,7 @@ pub fn add_contact(conn: &Connection, identity: &Name, contact: &Contact) -> rus
 /// Every contact of an identity, by petname.
 pub fn contacts(conn: &Connection, identity: &Name) -> rusqlite::Result<Vec<Contact>> {
     conn.prepare(
-        "SELECT address, curve25519, petname, via, created_at FROM contacts
+        "SELECT address, curve25519, petname, via, created_at, state, invite_key FROM contacts
          WHERE identity = ?1 ORDER BY petname",
     )?
     .query_map(params![identity.as_str()], contact_row)?
@@ -242,7 +263,7 @@ pub fn contact(
     address: &PublicKey,
 ) -> rusqlite::Result<Option<Contact>> {
     conn.query_row(
-        "SELECT address, curve25519, petname, via, created_at FROM contacts
+        "SELECT address, curve25519, petname, via, created_at, state, invite_key FROM contacts
          WHERE identity = ?1 AND address = ?2",
         params![identity.as_str(), address.as_bytes()],
         contact_row,
@@ -259,7 +280,125 @@ fn contact_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
         via: row.get(3)?,
         created_at_ms: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+        state: row.get(5)?,
+        invite_key: row.get(6)?,
     })
+}
+
+/// Sets a contact's state.
+pub fn set_contact_state(
+    conn: &Connection,
+    identity: &Name,
+    address: &PublicKey,
+    state: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE contacts SET state = ?3 WHERE identity = ?1 AND address = ?2",
+        params![identity.as_str(), address.as_bytes(), state],
+    )?;
+    Ok(())
+}
+
+/// A petname not yet used by `identity`'s contacts: `wanted`, or `wanted-2`, …
+pub fn free_petname(conn: &Connection, identity: &Name, wanted: &Name) -> rusqlite::Result<Name> {
+    let taken = |candidate: &str| -> rusqlite::Result<bool> {
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM contacts WHERE identity = ?1 AND petname = ?2",
+                params![identity.as_str(), candidate],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    };
+    if !taken(wanted.as_str())? {
+        return Ok(wanted.clone());
+    }
+    for n in 2.. {
+        let base: String = wanted
+            .as_str()
+            .chars()
+            .take(agentwire_session::names::MAX_NAME_LEN - 6)
+            .collect();
+        let candidate = format!("{base}-{n}");
+        if !taken(&candidate)?
+            && let Ok(name) = Name::new(&candidate)
+        {
+            return Ok(name);
+        }
+    }
+    Ok(wanted.clone())
+}
+
+/// An invite this daemon made.
+#[derive(Clone, Debug)]
+pub struct InviteRecord {
+    /// The invite's secret.
+    pub secret: [u8; 32],
+    /// Expiry, Unix ms.
+    pub expires_at_ms: u64,
+    /// Who redeemed it, if anyone.
+    pub spent_by: Option<PublicKey>,
+}
+
+/// Remembers an invite until it is redeemed or expires.
+pub fn add_invite(
+    conn: &Connection,
+    identity: &Name,
+    one_time_key: &[u8; 32],
+    secret: &[u8; 32],
+    expires_at_ms: u64,
+    permissions: u8,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO invites (identity, one_time_key, secret, expires_at, permissions, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            identity.as_str(),
+            one_time_key,
+            secret,
+            ms(expires_at_ms),
+            permissions,
+            ms(now_ms)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The invite whose one-time key is `one_time_key`.
+pub fn invite_by_key(
+    conn: &Connection,
+    identity: &Name,
+    one_time_key: &[u8; 32],
+) -> rusqlite::Result<Option<InviteRecord>> {
+    conn.query_row(
+        "SELECT secret, expires_at, spent_by FROM invites WHERE identity = ?1 AND one_time_key = ?2",
+        params![identity.as_str(), one_time_key],
+        |row| {
+            Ok(InviteRecord {
+                secret: row.get(0)?,
+                expires_at_ms: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                spent_by: row.get::<_, Option<[u8; 32]>>(2)?.map(PublicKey::from_bytes),
+            })
+        },
+    )
+    .optional()
+}
+
+/// Marks an invite redeemed.
+pub fn spend_invite(
+    conn: &Connection,
+    identity: &Name,
+    one_time_key: &[u8; 32],
+    by: &PublicKey,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE invites SET spent_at = ?3, spent_by = ?4 WHERE identity = ?1 AND one_time_key = ?2",
+        params![identity.as_str(), one_time_key, ms(now_ms), by.as_bytes()],
+    )?;
+    Ok(())
 }
 
 /// Renames a contact; returns whether it existed.

@@ -37,7 +37,7 @@ async fn envelope_for_an_offline_recipient_survives_relay_restarts_and_kill_9() 
         .await
         .unwrap();
     match next_event(&mut events_b).await {
-        Event::Connected { queued } => assert_eq!(queued, 1),
+        Event::Connected { queued, .. } => assert_eq!(queued, 1),
         other => panic!("expected Connected, got {other:?}"),
     }
     let envelope = next_envelope(&mut events_b).await;
