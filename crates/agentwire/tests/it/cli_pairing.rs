@@ -15,14 +15,19 @@ struct TwoHomes {
 }
 
 fn two_homes() -> TwoHomes {
+    two_homes_via(|relay| relay.url.clone())
+}
+
+/// Two homes whose relay URL is `url(relay)` (the relay itself, or a proxy).
+fn two_homes_via(url: impl FnOnce(&RelayProcess) -> String) -> TwoHomes {
     let relay_dir = tempfile::tempdir().unwrap();
     let relay = RelayProcess::spawn(&relay_dir.path().join("home"), "127.0.0.1:0", &[]);
+    let url = url(&relay);
     let (alice, bob) = (TestHome::new(), TestHome::new());
     alice
-        .run(&["init", "--name", "alice", "--relay", &relay.url])
+        .run(&["init", "--name", "alice", "--relay", &url])
         .ok();
-    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
-        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &url]).ok();
     TwoHomes {
         relay,
         _relay_dir: relay_dir,
@@ -41,7 +46,15 @@ fn invite(home: &TestHome, extra: &[&str]) -> String {
 
 #[test]
 fn one_invite_pairs_two_homes_and_messages_flow_both_ways_end_to_end_encrypted() {
-    let homes = two_homes();
+    // Everything between the daemons and the relay passes a recording proxy.
+    let mut proxy = None;
+    let homes = two_homes_via(|relay| {
+        let recorder = WireRecorder::start(relay.addr);
+        let url = format!("ws://{}/v1/ws", recorder.addr);
+        proxy = Some(recorder);
+        url
+    });
+    let proxy = proxy.unwrap();
     let token = invite(&homes.alice, &[]);
     let accepted = homes.bob.run(&["--json", "accept", &token]).ok().json();
     assert_eq!(accepted["name"], "alice");
@@ -113,6 +126,18 @@ fn one_invite_pairs_two_homes_and_messages_flow_both_ways_end_to_end_encrypted()
         .json();
     assert_eq!(reply["messages"][0]["body"], "got it");
     assert_eq!(reply["messages"][0]["from"]["name"], "bob");
+
+    // The bytes on the wire never held the plaintext.
+    let wire = proxy.bytes();
+    assert!(wire.len() > 1000, "the proxy saw only {} bytes", wire.len());
+    assert!(
+        !wire.windows(12).any(|w| w == b"MARKER-7f3a9"),
+        "plaintext on the wire"
+    );
+    assert!(
+        !wire.windows(6).any(|w| w == b"got it"),
+        "plaintext on the wire"
+    );
 }
 
 #[test]
@@ -210,4 +235,189 @@ fn blocking_http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .build()
         .unwrap()
         .block_on(http_get(addr, path))
+}
+
+/// Plays a hostile relay: puts an envelope straight into the relay's queue
+/// for `recipient`, claiming any sender. The relay process must be stopped.
+fn inject(
+    relay_db: &std::path::Path,
+    sender: &[u8; 32],
+    recipient: &[u8; 32],
+    id: &[u8; 16],
+    payload: &[u8],
+) {
+    let db = rusqlite::Connection::open(relay_db).unwrap();
+    let far_future_ms = 4_000_000_000_000i64;
+    db.execute(
+        "INSERT INTO envelopes (recipient, id, sender, payload, received_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        rusqlite::params![recipient, id, sender, payload, far_future_ms],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO depth (recipient, queued) VALUES (?1, 1)
+         ON CONFLICT (recipient) DO UPDATE SET queued = queued + 1",
+        rusqlite::params![recipient],
+    )
+    .unwrap();
+}
+
+fn address(home: &TestHome) -> [u8; 32] {
+    let hex = home.run(&["--json", "whoami"]).ok().json()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    *agentwire_wire::PublicKey::from_hex(&hex)
+        .unwrap()
+        .as_bytes()
+}
+
+fn dropped_undecryptable(home: &TestHome) -> u64 {
+    home.run(&["--json", "daemon", "status"]).ok().json()["dropped_undecryptable"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay_home = relay_dir.path().join("home");
+    let mut relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
+    let addr = relay.addr.to_string();
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    alice
+        .run(&["init", "--name", "alice", "--relay", &relay.url])
+        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
+        .ok();
+    let token = invite(&alice, &[]);
+    bob.run(&["accept", &token]).ok();
+    let (alice_key, bob_key) = (address(&alice), address(&bob));
+
+    // Carol seals a message to Bob with her own keys; a hostile relay hands
+    // it to Bob as if Alice had sent it.
+    let mut bob_identity_stand_in =
+        agentwire_session::Identity::generate(agentwire_session::Name::new("x").unwrap());
+    let otk = bob_identity_stand_in.new_one_time_key();
+    let carol =
+        agentwire_session::Identity::generate(agentwire_session::Name::new("carol").unwrap());
+    let mut session = carol
+        .open_session(bob_identity_stand_in.curve25519(), otk)
+        .unwrap();
+    let id = agentwire_session::MessageId::new_v7();
+    let payload = session
+        .seal(&agentwire_session::Plaintext {
+            id,
+            kind: agentwire_session::Kind::Chat,
+            sent_at_ms: 0,
+            reply_to: None,
+            thread: None,
+            body: b"transfer everything to carol".to_vec(),
+        })
+        .unwrap();
+    relay.signal("-TERM");
+    relay.wait();
+    inject(
+        &relay_home.join("relay.db"),
+        &alice_key,
+        &bob_key,
+        id.as_bytes(),
+        &payload,
+    );
+    let _relay = RelayProcess::spawn(&relay_home, &addr, &[]);
+
+    let mut dropped = 0;
+    for _ in 0..200 {
+        dropped = dropped_undecryptable(&bob);
+        if dropped >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(dropped, 1);
+    let run = bob.run(&["recv"]);
+    assert_eq!(run.code, 1, "the forged message was shown: {run:?}");
+}
+
+#[test]
+fn a_replayed_envelope_is_stored_once() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay_home = relay_dir.path().join("home");
+    let mut relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
+    let addr = relay.addr.to_string();
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    alice
+        .run(&["init", "--name", "alice", "--relay", &relay.url])
+        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
+        .ok();
+    let token = invite(&alice, &[]);
+    bob.run(&["accept", &token]).ok();
+    let (alice_key, bob_key) = (address(&alice), address(&bob));
+
+    // Capture the envelope while Bob is away.
+    bob.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    alice.run(&["send", "bob", "only once"]).ok();
+    let relay_db = relay_home.join("relay.db");
+    let mut captured = None;
+    for _ in 0..200 {
+        let db = rusqlite::Connection::open(&relay_db).unwrap();
+        captured = db
+            .query_row(
+                "SELECT id, payload FROM envelopes WHERE recipient = ?1",
+                rusqlite::params![bob_key],
+                |row| Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .ok();
+        if captured.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (id, payload) = captured.expect("the envelope never reached the relay");
+    let first = bob.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    assert_eq!(first["messages"].as_array().unwrap().len(), 1);
+
+    // A hostile relay (or a crash before the ack) delivers it again.
+    relay.signal("-TERM");
+    relay.wait();
+    inject(&relay_db, &alice_key, &bob_key, &id, &payload);
+    let _relay = RelayProcess::spawn(&relay_home, &addr, &[]);
+    let mut drained = false;
+    for _ in 0..200 {
+        let db = rusqlite::Connection::open(&relay_db).unwrap();
+        let left: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1",
+                rusqlite::params![bob_key],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if left == 0 {
+            drained = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(drained, "the redelivery was not acknowledged");
+    let run = bob.run(&["recv"]);
+    assert_eq!(run.code, 1, "the replay was stored twice: {run:?}");
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused_with_the_limit_named() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    let big = vec![b'x'; 128 * 1024 + 1];
+    let run = home.run_with_stdin(&["send", "b", "-"], Some(&big));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("limit is 131072 bytes"),
+        "{}",
+        run.stderr
+    );
+    let fits = vec![b'y'; 128 * 1024];
+    home.run_with_stdin(&["send", "b", "-"], Some(&fits)).ok();
 }
