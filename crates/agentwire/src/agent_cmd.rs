@@ -52,7 +52,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             },
             wait,
         ),
-        Command::Send { peer, text, kind } => {
+        Command::Send {
+            peer,
+            text,
+            kind,
+            reply_to,
+            thread,
+        } => {
             let body = if text == "-" {
                 let mut body = String::new();
                 std::io::stdin()
@@ -70,6 +76,8 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     to: peer,
                     body,
                     kind: Some(kind),
+                    reply_to,
+                    thread,
                 },
                 Duration::ZERO,
             )

@@ -123,6 +123,12 @@ pub(crate) enum Command {
         /// Kind: chat, task, result, query or file
         #[arg(long, default_value = "chat")]
         kind: String,
+        /// Id of the message this answers
+        #[arg(long, value_name = "ID")]
+        reply_to: Option<String>,
+        /// Id of the thread this belongs to (e.g. the first message's id)
+        #[arg(long, value_name = "ID")]
+        thread: Option<String>,
     },
     /// Receive (consume) unread messages; exit code 1 when there are none
     Recv {

@@ -72,6 +72,12 @@ pub enum Request {
         /// Kind name (default `chat`).
         #[serde(default)]
         kind: Option<String>,
+        /// Id of the message this answers.
+        #[serde(default)]
+        reply_to: Option<String>,
+        /// Id of the thread this belongs to.
+        #[serde(default)]
+        thread: Option<String>,
     },
     /// Make an invite.
     Invite {

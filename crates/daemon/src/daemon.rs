@@ -37,6 +37,15 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long `invite` and `accept` wait for the identity's relay link.
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
+/// A message to send, as the API request gave it.
+struct Outgoing {
+    to: String,
+    body: String,
+    kind: Option<String>,
+    reply_to: Option<String>,
+    thread: Option<String>,
+}
+
 /// Signs relay challenges with an identity held by the daemon.
 struct IdentitySigner {
     identity: Arc<StdMutex<Identity>>,
@@ -915,7 +924,18 @@ impl Daemon {
                 to,
                 body,
                 kind,
-            } => self.send(identity, to, body, kind).await,
+                reply_to,
+                thread,
+            } => {
+                let outgoing = Outgoing {
+                    to,
+                    body,
+                    kind,
+                    reply_to,
+                    thread,
+                };
+                self.send(identity, outgoing).await
+            }
             Request::Invite { identity, ttl_ms } => self.invite(identity, ttl_ms).await,
             Request::Accept {
                 identity,
@@ -1100,10 +1120,15 @@ impl Daemon {
     async fn send(
         &self,
         identity: Option<String>,
-        to: String,
-        body: String,
-        kind: Option<String>,
+        outgoing: Outgoing,
     ) -> Result<serde_json::Value, ApiError> {
+        let Outgoing {
+            to,
+            body,
+            kind,
+            reply_to,
+            thread,
+        } = outgoing;
         let kind = match kind.as_deref() {
             None => Kind::Chat,
             Some(name) => Kind::from_name(name)
@@ -1115,6 +1140,19 @@ impl Daemon {
                     )
                 })?,
         };
+        let message_id = |field: &str, text: Option<String>| {
+            text.map(|text| {
+                MessageId::parse(&text).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("{field} {text:?} is not a message id (a UUID as printed by send and recv)"),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let reply_to = message_id("--reply-to", reply_to)?;
+        let thread = message_id("--thread", thread)?;
         let mut state = self.state.lock().await;
         let (name, _) = state.pick(identity.as_deref())?;
         let contact = state.resolve_peer(&name, &to)?;
@@ -1126,8 +1164,8 @@ impl Daemon {
             id: MessageId::new_v7(),
             kind,
             sent_at_ms: now_ms(),
-            reply_to: None,
-            thread: None,
+            reply_to,
+            thread,
             body: body.into_bytes(),
         };
         let payload = session.seal(&plaintext).map_err(|e| match e {
@@ -1141,8 +1179,8 @@ impl Daemon {
             direction: "out".into(),
             peer: contact.address,
             kind,
-            reply_to: None,
-            thread: None,
+            reply_to,
+            thread,
             sent_at_ms: plaintext.sent_at_ms,
             stored_at_ms: plaintext.sent_at_ms,
             body: plaintext.body,

@@ -220,3 +220,45 @@ fn daemon_start_stop_status() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn replies_carry_their_reply_to_and_thread_end_to_end() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "planner"]).ok();
+    home.run(&["init", "--name", "coder"]).ok();
+    let task = home
+        .run(&["--json", "send", "coder", "build it", "--kind", "task"])
+        .ok()
+        .json();
+    let task_id = task["id"].as_str().unwrap().to_owned();
+    let got = home
+        .run(&["--json", "--as", "coder", "recv", "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(got["messages"][0]["kind"], "task");
+    assert_eq!(got["messages"][0]["thread"], serde_json::Value::Null);
+
+    home.run(&[
+        "--as",
+        "coder",
+        "send",
+        "planner",
+        "built",
+        "--kind",
+        "result",
+        "--reply-to",
+        &task_id,
+        "--thread",
+        &task_id,
+    ])
+    .ok();
+    let reply = home.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    let message = &reply["messages"][0];
+    assert_eq!(message["kind"], "result");
+    assert_eq!(message["reply_to"], task_id.as_str());
+    assert_eq!(message["thread"], task_id.as_str());
+
+    let run = home.run(&["send", "coder", "x", "--reply-to", "not-an-id"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("not a message id"), "{}", run.stderr);
+}
