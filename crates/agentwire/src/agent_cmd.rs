@@ -2,7 +2,7 @@
 //! daemon. Each is one request to the daemon and one printout: compact text
 //! lines, or JSON with --json.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use agentwire_daemon::Home;
@@ -20,7 +20,30 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
     let (request, wait) = match command {
         Command::Relay(_) => unreachable_relay(),
         Command::Daemon { action } => return daemon(global, &home, action),
-        Command::Init { name, relay } => (Request::Init { name, relay }, Duration::ZERO),
+        Command::Init {
+            name,
+            relay,
+            relay_token_file,
+        } => {
+            let relay_token = relay_token_file
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!("cannot read the relay token file {}", path.display())
+                        })
+                        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
+                })
+                .transpose()
+                .code(CONFIG)?;
+            (
+                Request::Init {
+                    name,
+                    relay,
+                    relay_token,
+                },
+                Duration::ZERO,
+            )
+        }
         Command::Whoami => (Request::Whoami { identity }, Duration::ZERO),
         Command::Contacts { action } => match action {
             None => (Request::Contacts { identity }, Duration::ZERO),
@@ -46,7 +69,11 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         Command::Accept { link, name, wait } => (
             Request::Accept {
                 identity,
-                token: link,
+                token: if link == "-" {
+                    read_stdin_line()?
+                } else {
+                    link
+                },
                 name,
                 wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             },
@@ -111,6 +138,19 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         return Err(Failure::quiet(NOTHING));
     }
     Ok(())
+}
+
+/// The first line of stdin (for secrets that should not sit in the process
+/// list, like an invite link).
+fn read_stdin_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(agentwire_session::invite::MAX_TOKEN_LEN as u64 + 2)
+        .read_line(&mut line)
+        .context("cannot read the invite from stdin")
+        .code(USAGE)?;
+    Ok(line.trim().to_owned())
 }
 
 fn unreachable_relay() -> ! {
@@ -185,12 +225,16 @@ fn print_status(json: bool, status: &Value) {
         }
     );
     for identity in status["identities"].as_array().into_iter().flatten() {
-        println!(
+        print!(
             "  {} {} unread {}",
             identity["name"].as_str().unwrap_or("?"),
             identity["short_id"].as_str().unwrap_or("?"),
             identity["unread"]
         );
+        match identity["relay_error"].as_str() {
+            Some(error) => println!(" (not connected: {error})"),
+            None => println!(),
+        }
     }
     println!(
         "  queued {} dropped-from-non-contacts {} dropped-undecryptable {}",

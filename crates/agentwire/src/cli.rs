@@ -78,6 +78,9 @@ pub(crate) enum Command {
         /// Relay to use, e.g. wss://relay.example:7878 (set once, for the home)
         #[arg(long, value_name = "URL")]
         relay: Option<String>,
+        /// The relay's access token, read from the first line of this file
+        #[arg(long, value_name = "FILE", requires = "relay")]
+        relay_token_file: Option<std::path::PathBuf>,
     },
     /// Show this identity's name and address
     Whoami,
@@ -102,7 +105,8 @@ pub(crate) enum Command {
     /// expired). If it does not answer in time, the contact stays pending and
     /// becomes active when it does.
     Accept {
-        /// The aw1:... link
+        /// The aw1:... link; `-` reads it from stdin (keeps it out of the
+        /// process list)
         link: String,
         /// Petname for the inviter [default: the name it suggests]
         #[arg(long)]

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 /// Longest request line, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
-/// A request to the daemon.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A request to the daemon. `Debug` shows only the operation (bodies and
+/// invite tokens stay out of logs).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Daemon health and counters.
@@ -29,6 +30,9 @@ pub enum Request {
         name: Option<String>,
         /// Relay URL; without it, a relay runs inside the daemon on loopback.
         relay: Option<String>,
+        /// The relay's access token, if it requires one.
+        #[serde(default)]
+        relay_token: Option<String>,
     },
     /// Who an identity is.
     Whoami {
@@ -129,6 +133,26 @@ pub enum Request {
         #[serde(default)]
         max: Option<usize>,
     },
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self {
+            Request::Status => "status",
+            Request::Stop => "stop",
+            Request::Init { .. } => "init",
+            Request::Whoami { .. } => "whoami",
+            Request::Contacts { .. } => "contacts",
+            Request::Rename { .. } => "rename",
+            Request::Remove { .. } => "remove",
+            Request::Send { .. } => "send",
+            Request::Invite { .. } => "invite",
+            Request::Accept { .. } => "accept",
+            Request::Recv { .. } => "recv",
+            Request::Inbox { .. } => "inbox",
+        };
+        write!(f, "Request({op})")
+    }
 }
 
 /// What went wrong, as a stable code the CLI maps to an exit code.

@@ -6,6 +6,7 @@
 //! has a link task that keeps its relay connection, stores what arrives and
 //! pushes what is queued.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -32,10 +33,20 @@ pub const DEFAULT_MAX_MESSAGES: usize = 100;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Outgoing messages pushed to the relay per round.
 const OUTBOX_BATCH: usize = 64;
+/// How often a link retries messages the relay did not accept yet.
+const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long `invite` and `accept` wait for the identity's relay link.
 const LINK_WAIT: Duration = Duration::from_secs(10);
+
+/// Messages dropped since the daemon started (kept in memory: counting must
+/// not cost a disk write per dropped envelope).
+#[derive(Default)]
+struct Counters {
+    non_contact: AtomicU64,
+    undecryptable: AtomicU64,
+}
 
 /// A message to send, as the API request gave it.
 struct Outgoing {
@@ -87,6 +98,9 @@ pub struct Daemon {
     relay_ids: StdMutex<std::collections::HashMap<Name, RelayId>>,
     /// Woken when a link connects or a pairing answer arrives.
     pairing: Notify,
+    counters: Counters,
+    /// Why each identity's link is not connected, while it is not.
+    link_errors: StdMutex<std::collections::HashMap<Name, String>>,
     /// Refusals of our redemptions, by (identity, inviter), for `accept`.
     refusals: StdMutex<std::collections::HashMap<(Name, PublicKey), Answer>>,
     pub(crate) shutdown: CancellationToken,
@@ -123,6 +137,8 @@ impl Daemon {
             relay_ids: StdMutex::new(std::collections::HashMap::new()),
             pairing: Notify::new(),
             refusals: StdMutex::new(std::collections::HashMap::new()),
+            counters: Counters::default(),
+            link_errors: StdMutex::new(std::collections::HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -201,6 +217,10 @@ impl Daemon {
             let (client, mut events) = match connected {
                 Ok(connected) => connected,
                 Err(error) => {
+                    self.link_errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.clone(), error.message.clone());
                     let delay = agentwire_client::Backoff::default().delay(attempt);
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(identity = %name, %error, "cannot reach the relay; retrying");
@@ -211,12 +231,19 @@ impl Daemon {
                 }
             };
             attempt = 0;
+            self.link_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
             tracing::info!(identity = %name, "connected to the relay");
             self.push_outbox(&name, &client).await;
+            let mut retry = tokio::time::interval(OUTBOX_RETRY);
+            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => return,
+                    _ = retry.tick() => self.push_outbox(&name, &client).await,
                     event = events.recv() => match event {
                         Some(Event::Envelope(envelope)) => {
                             let id = envelope.id;
@@ -231,6 +258,21 @@ impl Daemon {
                                 .insert(name.clone(), relay_id);
                             self.pairing.notify_waiters();
                             self.push_outbox(&name, &client).await;
+                        }
+                        Some(Event::Expired { id, to, .. }) => {
+                            // The relay gave up on one of our messages: record
+                            // it, then stop hearing about it.
+                            let message_id = MessageId::from_bytes(*id.as_bytes());
+                            let recorded = {
+                                let state = self.state.lock().await;
+                                store::set_outgoing_state(state.store.conn(), &name, &message_id, "expired")
+                            };
+                            match recorded {
+                                Ok(()) => {
+                                    let _ = client.dismiss(id, to).await;
+                                }
+                                Err(error) => tracing::error!(%error, "cannot record an expiry"),
+                            }
                         }
                         Some(Event::Stopped { reason }) => {
                             tracing::error!(identity = %name, %reason, "the relay refused this identity");
@@ -263,7 +305,10 @@ impl Daemon {
                 address,
             }
         };
-        RelayClient::connect(ClientConfig::new(url), Arc::new(signer))
+        let token = store::setting(self.state.lock().await.store.conn(), "relay_token")?;
+        let mut config = ClientConfig::new(url);
+        config.access_token = token.map(String::into_bytes);
+        RelayClient::connect(config, Arc::new(signer))
             .await
             .map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
     }
@@ -285,20 +330,43 @@ impl Daemon {
             if batch.is_empty() {
                 return;
             }
+            let mut progressed = false;
+            let mut blocked: std::collections::HashSet<PublicKey> =
+                std::collections::HashSet::new();
             for outgoing in batch {
+                // Per recipient, messages go out in order: once one waits,
+                // the later ones to the same recipient wait too.
+                if blocked.contains(&outgoing.peer) {
+                    continue;
+                }
                 let envelope_id = agentwire_wire::EnvelopeId::from_bytes(*outgoing.id.as_bytes());
-                if let Err(error) = client
+                let state_after = match client
                     .send(outgoing.peer, envelope_id, outgoing.payload)
                     .await
                 {
-                    tracing::warn!(%error, "the relay did not accept a message; will retry");
-                    return;
-                }
+                    Ok(()) => "relayed",
+                    Err(error) if error.code().is_some_and(|c| !c.is_transient()) => {
+                        tracing::warn!(%error, "the relay refused a message for good");
+                        "failed"
+                    }
+                    Err(agentwire_client::ClientError::Disconnected) => return,
+                    Err(error) => {
+                        tracing::info!(%error, "the relay did not accept a message yet; will retry");
+                        blocked.insert(outgoing.peer);
+                        continue;
+                    }
+                };
                 let state = self.state.lock().await;
-                if let Err(error) = store::mark_relayed(state.store.conn(), name, &outgoing.id) {
-                    tracing::error!(%error, "cannot record a relayed message");
+                if let Err(error) =
+                    store::set_outgoing_state(state.store.conn(), name, &outgoing.id, state_after)
+                {
+                    tracing::error!(%error, "cannot record a message's state");
                     return;
                 }
+                progressed = true;
+            }
+            if !progressed {
+                return;
             }
         }
     }
@@ -343,35 +411,38 @@ impl Daemon {
                 return false;
             }
         };
-        let mut session = stored_session
+        let session = stored_session
             .and_then(|pickle| PeerSession::from_encrypted_pickle(&pickle, &self.key).ok());
-        let mut identity_changed = false;
-        let opened = match session.as_mut().map(|s| s.open(payload)) {
-            Some(Ok(plaintext)) => Ok(plaintext),
+        // The sender is whoever owns the session that opens the payload: only
+        // the session set up with this contact is tried. A contact never
+        // starts a second session by itself.
+        let opened = session.map(|mut session| session.open(payload).map(|p| (session, p)));
+        let (session, plaintext) = match opened {
+            Some(Ok(opened)) => opened,
             _ => {
-                // A first message of a new session from this contact.
-                let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.accept_session(contact.curve25519, payload) {
-                    Ok((new_session, plaintext)) => {
-                        session = Some(new_session);
-                        identity_changed = true;
-                        Ok(plaintext)
-                    }
-                    Err(error) => Err(error),
+                // A redemption of one of our invites by someone who already
+                // is a contact (e.g. both sides accepted each other's
+                // invites): refused, so that no second session replaces the
+                // first.
+                if let Some(one_time_key) = prekey_one_time_key(payload)
+                    && let Ok(Some(record)) =
+                        store::invite_by_key(state.store.conn(), name, &one_time_key)
+                    && record.spent_by.is_none()
+                {
+                    let notice = {
+                        let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
+                        pairing::notice(&guard, &one_time_key, &from, Answer::AlreadyContact)
+                    };
+                    return self.queue_notice(&mut state, name, from, notice);
                 }
-            }
-        };
-        let plaintext = match opened {
-            Ok(plaintext) => plaintext,
-            Err(error) => {
-                tracing::info!(identity = %name, from = %from.short_id(), %error, "dropped an undecryptable message");
-                let _ = store::bump(state.store.conn(), "dropped_undecryptable");
+                tracing::info!(identity = %name, from = %from.short_id(), "dropped an undecryptable message");
+                self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
         };
         if plaintext.id.as_bytes() != id.as_bytes() {
             tracing::info!(identity = %name, from = %from.short_id(), "dropped a message whose id does not match its envelope");
-            let _ = store::bump(state.store.conn(), "dropped_mismatched");
+            self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         let message = StoredMessage {
@@ -386,19 +457,10 @@ impl Daemon {
             body: plaintext.body,
             state: "delivered".into(),
         };
-        let key = &self.key;
-        let identity_pickle = identity_changed.then(|| {
-            let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
-            (guard.address(), guard.to_encrypted_pickle(key))
-        });
-        let session_pickle = session.map(|s| s.to_encrypted_pickle(key));
+        let session_pickle = session.to_encrypted_pickle(&self.key);
         let stored = state.store.transaction(|tx| {
-            if let Some((address, pickle)) = &identity_pickle {
-                store::save_identity(tx, name, address, pickle, now_ms())?;
-            }
-            if let Some(pickle) = &session_pickle {
-                store::save_session(tx, name, &from, pickle)?;
-            }
+            store::save_session(tx, name, &from, &session_pickle)?;
+            // A redemption-kind message from a contact carries nothing to show.
             if message.kind != Kind::Redeem {
                 store::insert_message(tx, name, &message, None)?;
             }
@@ -411,9 +473,26 @@ impl Daemon {
                 true
             }
             Err(error) => {
+                // Nothing committed; the stored session is still the one
+                // before this message, so the redelivery decrypts.
                 tracing::error!(%error, "cannot store a message; it stays at the relay");
                 false
             }
+        }
+    }
+
+    /// Replaces the in-memory account with the stored one, after a change to
+    /// it (a one-time key consumed) was not committed.
+    fn reload_identity(&self, state: &State, name: &Name, identity: &Arc<StdMutex<Identity>>) {
+        let stored = store::identities(state.store.conn()).ok().and_then(|all| {
+            all.into_iter()
+                .find(|(n, _)| n == name.as_str())
+                .map(|(_, pickle)| pickle)
+        });
+        match stored.map(|pickle| Identity::from_encrypted_pickle(name.clone(), &pickle, &self.key))
+        {
+            Some(Ok(restored)) => *identity.lock().unwrap_or_else(|e| e.into_inner()) = restored,
+            _ => tracing::error!(identity = %name, "cannot reload an identity from the store"),
         }
     }
 
@@ -427,9 +506,9 @@ impl Daemon {
         from: PublicKey,
         payload: &[u8],
     ) -> bool {
-        let drop_it = |state: &mut State, why: &str| {
+        let drop_it = |_: &mut State, why: &str| {
             tracing::info!(identity = %name, from = %from.short_id(), why, "dropped a message from a non-contact");
-            let _ = store::bump(state.store.conn(), "dropped_non_contact");
+            self.counters.non_contact.fetch_add(1, Ordering::Relaxed);
             true
         };
         let (Some(one_time_key), Some(their_curve)) =
@@ -473,6 +552,8 @@ impl Daemon {
             (Kind::Redeem, Ok(redeem)) => redeem,
             _ => {
                 drop(guard);
+                // The one-time key stays for the real redemption.
+                self.reload_identity(state, name, identity);
                 return drop_it(state, "first message is not a redemption");
             }
         };
@@ -481,6 +562,7 @@ impl Daemon {
             || redeem.secret.as_bytes() != &record.secret
         {
             drop(guard);
+            self.reload_identity(state, name, identity);
             return drop_it(state, "redemption does not prove the invite");
         }
         let notice = pairing::notice(&guard, &one_time_key, &from, Answer::Accepted);
@@ -520,15 +602,7 @@ impl Daemon {
                 // The account in memory consumed the one-time key; reload it
                 // from the store so memory matches what is committed.
                 tracing::error!(%error, "cannot store a new contact");
-                if let Ok(Some(pickle)) = store::identities(state.store.conn()).map(|all| {
-                    all.into_iter()
-                        .find(|(n, _)| n == name.as_str())
-                        .map(|(_, p)| p)
-                }) && let Ok(restored) =
-                    Identity::from_encrypted_pickle(name.clone(), &pickle, &self.key)
-                {
-                    *identity.lock().unwrap_or_else(|e| e.into_inner()) = restored;
-                }
+                self.reload_identity(state, name, identity);
                 false
             }
         }
@@ -565,7 +639,7 @@ impl Daemon {
             .invite_key
             .and_then(|key| pairing::read_notice(payload, &contact.address, &me, &key));
         let Some(answer) = answer else {
-            let _ = store::bump(state.store.conn(), "dropped_undecryptable");
+            self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
             return true;
         };
         let result = match answer {
@@ -612,9 +686,16 @@ impl Daemon {
             tokio::select! {
                 () = connected => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    let why = self
+                        .link_errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| "still connecting".into());
                     return Err(ApiError::new(
                         ErrorCode::RelayUnreachable,
-                        format!("{name} is not connected to its relay; check `agentwire daemon status` and daemon.log"),
+                        format!("{name} is not connected to its relay: {why}"),
                     ));
                 }
             }
@@ -665,6 +746,7 @@ impl Daemon {
         };
         let invite = &signed.invite;
         state.store.transaction(|tx| {
+            store::prune_invites(tx, now)?;
             store::save_identity(tx, &name, &address, &pickle, now)?;
             store::add_invite(
                 tx,
@@ -735,6 +817,10 @@ impl Daemon {
                         ErrorCode::InviteSpent,
                         "this invite was already used; ask the inviter for a new one",
                     ),
+                    Answer::AlreadyContact => ApiError::new(
+                        ErrorCode::InviteSpent,
+                        "the inviter already has you as a contact (or you both accepted each other's invites at once); use one invite",
+                    ),
                     _ => ApiError::new(
                         ErrorCode::InviteExpired,
                         "the inviter says this invite has expired; ask for a new one",
@@ -745,10 +831,18 @@ impl Daemon {
                 let state = self.state.lock().await;
                 store::contact(state.store.conn(), &name, &invite.inviter)?
             };
-            if let Some(contact) = &contact
-                && (contact.state == "active" || tokio::time::Instant::now() >= deadline)
-            {
-                return Ok(contact_json(contact));
+            let timed_out = tokio::time::Instant::now() >= deadline;
+            match &contact {
+                Some(contact) if contact.state == "active" || timed_out => {
+                    return Ok(contact_json(contact));
+                }
+                None if timed_out => {
+                    return Err(ApiError::new(
+                        ErrorCode::Internal,
+                        "the pending contact disappeared while waiting (removed, or another accept took the answer)",
+                    ));
+                }
+                _ => {}
             }
             tokio::select! {
                 () = answered => {}
@@ -768,6 +862,9 @@ impl Daemon {
         invite: &Invite,
         petname: Option<Name>,
     ) -> Result<(), ApiError> {
+        // Accepting the same invite again (say after a timeout) sends nothing
+        // new: the first redemption is queued or delivered, and a second
+        // session on the same one-time key would never open.
         let mut state = self.state.lock().await;
         let (_, identity) = state.pick(Some(name.as_str()))?;
         if identity.lock().unwrap_or_else(|e| e.into_inner()).address() == invite.inviter {
@@ -776,15 +873,18 @@ impl Daemon {
                 "this is your own invite; give it to the agent you want to pair with",
             ));
         }
-        if let Some(existing) = store::contact(state.store.conn(), name, &invite.inviter)? {
-            if existing.state == "active" {
+        let replaced = match store::contact(state.store.conn(), name, &invite.inviter)? {
+            // This very invite, accepted before: nothing to send again.
+            Some(existing) if existing.invite_key == Some(invite.one_time_key) => return Ok(()),
+            Some(existing) if existing.state == "active" => {
                 return Err(ApiError::new(
                     ErrorCode::NameTaken,
                     format!("the inviter is already your contact {}", existing.petname),
                 ));
             }
-            store::remove_contact(state.store.conn(), name, &invite.inviter)?;
-        }
+            Some(_) => true,
+            None => false,
+        };
         self.refusals
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -816,6 +916,12 @@ impl Daemon {
         state
             .store
             .transaction(|tx| {
+                if replaced {
+                    // A pending pairing by an older invite of the same
+                    // inviter gives way to this one.
+                    store::remove_contact(tx, name, &invite.inviter)?;
+                    store::drop_queued_to(tx, name, &invite.inviter)?;
+                }
                 let petname = match &petname {
                     Some(chosen) => chosen.clone(),
                     None => store::free_petname(tx, name, &invite.inviter_name)?,
@@ -870,7 +976,11 @@ impl Daemon {
                 self.shutdown.cancel();
                 Ok(json!({"stopping": true}))
             }
-            Request::Init { name, relay } => self.init(name, relay).await,
+            Request::Init {
+                name,
+                relay,
+                relay_token,
+            } => self.init(name, relay, relay_token).await,
             Request::Whoami { identity } => {
                 let state = self.state.lock().await;
                 let (name, identity) = state.pick(identity.as_deref())?;
@@ -983,9 +1093,16 @@ impl Daemon {
         let mut identities = Vec::new();
         for (name, identity) in &state.identities {
             let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+            let link_error = self
+                .link_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .cloned();
             identities.push(json!({
                 "name": name.as_str(),
                 "short_id": address.short_id(),
+                "relay_error": link_error,
                 "unread": store::unread_count(conn, name)?,
             }));
         }
@@ -997,8 +1114,8 @@ impl Daemon {
             "local_relay": local_relay,
             "identities": identities,
             "queued": store::outbox_len(conn)?,
-            "dropped_non_contact": store::counter(conn, "dropped_non_contact")?,
-            "dropped_undecryptable": store::counter(conn, "dropped_undecryptable")?,
+            "dropped_non_contact": self.counters.non_contact.load(Ordering::Relaxed),
+            "dropped_undecryptable": self.counters.undecryptable.load(Ordering::Relaxed),
         }))
     }
 
@@ -1006,6 +1123,7 @@ impl Daemon {
         self: &Arc<Self>,
         name: Option<String>,
         relay: Option<String>,
+        relay_token: Option<String>,
     ) -> Result<serde_json::Value, ApiError> {
         if let Some(url) = &relay
             && !(url.starts_with("ws://") || url.starts_with("wss://"))
@@ -1016,6 +1134,15 @@ impl Daemon {
             ));
         }
         let mut state = self.state.lock().await;
+        if let Some(url) = &relay
+            && !state.identities.is_empty()
+            && store::setting(state.store.conn(), "relay_url")?.as_deref() != Some(url.as_str())
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "this home already has identities on another relay; --relay is chosen with the first identity (use another --home for another relay)",
+            ));
+        }
         let name = match name {
             Some(name) => parse_name(&name)?,
             None => state.free_name()?,
@@ -1065,6 +1192,9 @@ impl Daemon {
         state.store.transaction(|tx| {
             if let Some(url) = &relay {
                 store::set_setting(tx, "relay_url", url)?;
+            }
+            if let Some(token) = &relay_token {
+                store::set_setting(tx, "relay_token", token)?;
             }
             store::save_identity(tx, &name, &address, &pickle, now)?;
             for (sibling_name, sibling_address, sibling_curve, outbound, inbound, sibling_pickle) in
@@ -1284,9 +1414,6 @@ impl State {
     /// A contact by petname or by a unique prefix of its key (hex).
     fn resolve_peer(&self, identity: &Name, peer: &str) -> Result<Contact, ApiError> {
         let contacts = store::contacts(self.store.conn(), identity)?;
-        if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
-            return Ok(contact.clone());
-        }
         let prefix = peer.to_ascii_lowercase();
         let by_key: Vec<&Contact> =
             if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1297,6 +1424,19 @@ impl State {
             } else {
                 Vec::new()
             };
+        if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
+            // A name that looks like another contact's key must not capture
+            // messages meant for that key.
+            if by_key.iter().any(|c| c.address != contact.address) {
+                return Err(ApiError::new(
+                    ErrorCode::AmbiguousPeer,
+                    format!(
+                        "{peer:?} is both a contact's name and the start of another contact's key; use more of the key, or rename the contact"
+                    ),
+                ));
+            }
+            return Ok(contact.clone());
+        }
         match by_key.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(ApiError::new(

@@ -25,6 +25,8 @@ pub(crate) enum Answer {
     Spent,
     /// The invite had expired when the redemption arrived.
     Expired,
+    /// The acceptor already is the inviter's contact.
+    AlreadyContact,
 }
 
 impl Answer {
@@ -33,6 +35,7 @@ impl Answer {
             Answer::Accepted => 0,
             Answer::Spent => 1,
             Answer::Expired => 2,
+            Answer::AlreadyContact => 3,
         }
     }
 
@@ -41,6 +44,7 @@ impl Answer {
             0 => Some(Answer::Accepted),
             1 => Some(Answer::Spent),
             2 => Some(Answer::Expired),
+            3 => Some(Answer::AlreadyContact),
             _ => None,
         }
     }

@@ -60,7 +60,16 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
         ))),
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => Response::from_result(daemon.handle(request).await),
+            Ok(request) => {
+                // A client that hangs up while waiting (recv --wait, accept)
+                // cancels its request, so no message is claimed for a
+                // reader that is gone.
+                let mut rest = Vec::new();
+                tokio::select! {
+                    result = daemon.handle(request) => Response::from_result(result),
+                    _ = reader.read_to_end(&mut rest) => return,
+                }
+            }
             Err(error) => Response::from_result(Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("invalid request: {error}"),

@@ -154,7 +154,6 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  spent_by BLOB,
                  PRIMARY KEY (identity, one_time_key)
              );
-             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
              PRAGMA user_version = 1;
              COMMIT;",
         )?;
@@ -180,28 +179,6 @@ pub fn set_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Resul
         params![key, value],
     )?;
     Ok(())
-}
-
-/// Adds one to a counter.
-pub fn bump(conn: &Connection, name: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO counters (name, value) VALUES (?1, 1)
-         ON CONFLICT (name) DO UPDATE SET value = value + 1",
-        params![name],
-    )?;
-    Ok(())
-}
-
-/// A counter's value.
-pub fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
-    let value: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM counters WHERE name = ?1",
-            params![name],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
 }
 
 /// `(name, pickle)` of every identity, oldest first (the first is the default).
@@ -330,8 +307,8 @@ pub fn free_petname(conn: &Connection, identity: &Name, wanted: &Name) -> rusqli
     Ok(wanted.clone())
 }
 
-/// An invite this daemon made.
-#[derive(Clone, Debug)]
+/// An invite this daemon made. `Debug` leaves out the secret.
+#[derive(Clone)]
 pub struct InviteRecord {
     /// The invite's secret.
     pub secret: [u8; 32],
@@ -341,7 +318,17 @@ pub struct InviteRecord {
     pub spent_by: Option<PublicKey>,
 }
 
-/// Remembers an invite until it is redeemed or expires.
+impl std::fmt::Debug for InviteRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteRecord")
+            .field("secret", &"<redacted>")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("spent_by", &self.spent_by)
+            .finish()
+    }
+}
+
+/// Remembers an invite (for a day past its expiry, then forgets it).
 pub fn add_invite(
     conn: &Connection,
     identity: &Name,
@@ -364,6 +351,14 @@ pub fn add_invite(
         ],
     )?;
     Ok(())
+}
+
+/// Forgets invites that expired more than a day ago.
+pub fn prune_invites(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM invites WHERE expires_at < ?1",
+        params![ms(now_ms.saturating_sub(24 * 3600 * 1000))],
+    )
 }
 
 /// The invite whose one-time key is `one_time_key`.
@@ -536,12 +531,31 @@ pub fn outbox_len(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-/// Marks an outgoing message accepted by the relay.
-pub fn mark_relayed(conn: &Connection, identity: &Name, id: &MessageId) -> rusqlite::Result<()> {
+/// Forgets outgoing messages to `peer` that the relay has not accepted yet.
+pub fn drop_queued_to(
+    conn: &Connection,
+    identity: &Name,
+    peer: &PublicKey,
+) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE messages SET state = 'relayed', payload = NULL
-         WHERE identity = ?1 AND id = ?2 AND state = 'queued'",
-        params![identity.as_str(), id.as_bytes()],
+        "DELETE FROM messages WHERE identity = ?1 AND peer = ?2 AND direction = 'out' AND state = 'queued'",
+        params![identity.as_str(), peer.as_bytes()],
+    )?;
+    Ok(())
+}
+
+/// Moves a queued outgoing message to `state` (`relayed`, `failed` or
+/// `expired`), dropping its sealed payload.
+pub fn set_outgoing_state(
+    conn: &Connection,
+    identity: &Name,
+    id: &MessageId,
+    state: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET state = ?3, payload = NULL
+         WHERE identity = ?1 AND id = ?2 AND direction = 'out'",
+        params![identity.as_str(), id.as_bytes(), state],
     )?;
     Ok(())
 }
@@ -558,6 +572,7 @@ pub fn unread(
          FROM messages
          WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
            AND (?2 IS NULL OR peer = ?2)
+           AND peer IN (SELECT address FROM contacts WHERE identity = ?1)
          ORDER BY id LIMIT ?3",
     )?
     .query_map(
@@ -570,7 +585,8 @@ pub fn unread(
 /// Counts unread incoming messages.
 pub fn unread_count(conn: &Connection, identity: &Name) -> rusqlite::Result<u64> {
     let count: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL",
+        "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
+         AND peer IN (SELECT address FROM contacts WHERE identity = ?1)",
         params![identity.as_str()],
         |row| row.get(0),
     )?;

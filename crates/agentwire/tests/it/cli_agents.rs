@@ -262,3 +262,54 @@ fn replies_carry_their_reply_to_and_thread_end_to_end() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("not a message id"), "{}", run.stderr);
 }
+
+#[test]
+fn a_name_that_looks_like_another_contacts_key_is_ambiguous_not_captured() {
+    let home = TestHome::new();
+    for name in ["a", "b", "c"] {
+        home.run(&["init", "--name", name]).ok();
+    }
+    let c_short = home.run(&["--json", "--as", "c", "whoami"]).ok().json()["short_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    home.run(&["contacts", "rename", "b", &c_short]).ok();
+    let run = home.run(&["send", &c_short, "for c"]);
+    assert_eq!(run.code, 12, "{run:?}");
+    assert!(
+        run.stderr.contains("both a contact's name"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn messages_from_a_removed_contact_are_no_longer_shown() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home.run(&["send", "b", "before removal"]).ok();
+    let mut unread = 0;
+    for _ in 0..200 {
+        unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
+            .as_u64()
+            .unwrap();
+        if unread == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(unread, 1);
+    home.run(&["--as", "b", "contacts", "remove", "a"]).ok();
+    let run = home.run(&["--as", "b", "recv"]);
+    assert_eq!(run.code, 1, "{run:?}");
+}
+
+#[test]
+fn the_relay_is_chosen_with_the_first_identity() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    let run = home.run(&["init", "--name", "b", "--relay", "ws://127.0.0.1:9/v1/ws"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("first identity"), "{}", run.stderr);
+}

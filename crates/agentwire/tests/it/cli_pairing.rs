@@ -421,3 +421,101 @@ fn a_body_over_the_limit_is_refused_with_the_limit_named() {
     let fits = vec![b'y'; 128 * 1024];
     home.run_with_stdin(&["send", "b", "-"], Some(&fits)).ok();
 }
+
+#[test]
+fn accepting_again_after_a_timeout_does_not_break_the_pairing() {
+    let homes = two_homes();
+    let token = invite(&homes.alice, &[]);
+    homes.alice.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Alice is away: the accept times out pending, twice.
+    for _ in 0..2 {
+        let pending = homes
+            .bob
+            .run(&["--json", "accept", &token, "--wait", "1s"])
+            .ok()
+            .json();
+        assert_eq!(pending["state"], "pending");
+    }
+    // Alice comes back; the one redemption pairs them.
+    homes.alice.run(&["daemon", "start"]).ok();
+    let active = homes
+        .bob
+        .run(&["--json", "accept", &token, "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(active["state"], "active");
+    homes.bob.run(&["send", "alice", "still works"]).ok();
+    let got = homes
+        .alice
+        .run(&["--json", "recv", "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(got["messages"][0]["body"], "still works");
+    homes.alice.run(&["send", "bob", "both ways"]).ok();
+    let got = homes
+        .bob
+        .run(&["--json", "recv", "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(got["messages"][0]["body"], "both ways");
+}
+
+#[test]
+fn an_invite_can_be_read_from_stdin() {
+    let homes = two_homes();
+    let token = invite(&homes.alice, &[]);
+    let run = homes.bob.run_with_stdin(
+        &["--json", "accept", "-"],
+        Some(format!("{token}\n").as_bytes()),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["state"], "active");
+}
+
+#[test]
+fn homes_reach_a_relay_that_requires_an_access_token() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let token_file = relay_dir.path().join("token");
+    std::fs::write(&token_file, "let-agents-in\n").unwrap();
+    let token_path = token_file.to_str().unwrap();
+    let relay = RelayProcess::spawn(
+        &relay_dir.path().join("home"),
+        "127.0.0.1:0",
+        &["--access-token-file", token_path],
+    );
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        home.run(&[
+            "init",
+            "--name",
+            name,
+            "--relay",
+            &relay.url,
+            "--relay-token-file",
+            token_path,
+        ])
+        .ok();
+    }
+    let token = invite(&alice, &[]);
+    bob.run(&["accept", &token]).ok();
+    bob.run(&["send", "alice", "through the gate"]).ok();
+    let got = alice.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    assert_eq!(got["messages"][0]["body"], "through the gate");
+
+    // Without the token, the home cannot get onto the relay.
+    let outsider = TestHome::new();
+    outsider
+        .run(&["init", "--name", "eve", "--relay", &relay.url])
+        .ok();
+    let run = outsider.run(&["invite"]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(run.stderr.contains("access token"), "{}", run.stderr);
+    let status = outsider.run(&["--json", "daemon", "status"]).ok().json();
+    assert!(
+        status["identities"][0]["relay_error"]
+            .as_str()
+            .unwrap()
+            .contains("access token")
+    );
+}

@@ -199,9 +199,24 @@ async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let window = agentwire_relay::DELIVERY_WINDOW;
-    // Two connections of b: one acks, the other never does.
+    // Two connections of b: one acks, the other never does. The silent one
+    // keeps reading (so it answers the relay's pings) on its own task.
     let mut silent = RawWs::connect(&relay).await;
     silent.authenticate(&b).await;
+    let (frames, mut silent_frames) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(frame) = silent.recv().await {
+            if frames.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next_silent = async || {
+        tokio::time::timeout(WAIT, silent_frames.recv())
+            .await
+            .expect("no frame in time")
+            .expect("the silent connection closed")
+    };
     let (client_b, mut events_b) = relay.client(&b).await;
     for _ in 0..window {
         client_a
@@ -215,7 +230,7 @@ async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(
     }
     let mut delivered = 0;
     while delivered < window {
-        if let Body::Deliver { .. } = silent.expect().await.body {
+        if let Body::Deliver { .. } = next_silent().await.body {
             delivered += 1;
         }
     }
@@ -228,7 +243,7 @@ async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(
         .await
         .unwrap();
     loop {
-        match silent.expect().await.body {
+        match next_silent().await.body {
             Body::Deliver { id, .. } => {
                 assert_eq!(id, late);
                 break;
@@ -237,6 +252,7 @@ async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(
             _ => {}
         }
     }
+    reader.abort();
 }
 
 #[tokio::test]
