@@ -79,12 +79,23 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             },
             wait,
         ),
+        Command::Status { id } => (Request::State { identity, id }, Duration::ZERO),
+        Command::Sent { max } => (
+            Request::Sent {
+                identity,
+                max: Some(max),
+            },
+            Duration::ZERO,
+        ),
         Command::Send {
             peer,
             text,
             kind,
             reply_to,
             thread,
+            priority,
+            wait,
+            timeout,
         } => {
             let body = if text == "-" {
                 let mut body = String::new();
@@ -105,8 +116,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     kind: Some(kind),
                     reply_to,
                     thread,
+                    priority: Some(priority),
+                    wait_ms: wait
+                        .is_some()
+                        .then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+                    wait,
                 },
-                Duration::ZERO,
+                timeout,
             )
         }
         Command::Recv { from, max, wait } => {
@@ -136,6 +152,14 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         && result["messages"].as_array().is_none_or(|m| m.is_empty());
     if empty {
         return Err(Failure::quiet(NOTHING));
+    }
+    if let Request::Send { wait: Some(_), .. } = &request {
+        if matches!(result["state"].as_str(), Some("failed" | "expired")) {
+            return Err(Failure::quiet(crate::exit::UNDELIVERABLE));
+        }
+        if result["reached"] == false {
+            return Err(Failure::quiet(crate::exit::NOT_YET));
+        }
     }
     Ok(())
 }
@@ -242,6 +266,18 @@ fn print_status(json: bool, status: &Value) {
     );
 }
 
+fn print_sent(message: &Value) {
+    let to = &message["to"];
+    println!(
+        "{} {} to {}({}) {}",
+        message["id"].as_str().unwrap_or(""),
+        message["state"].as_str().unwrap_or(""),
+        to["name"].as_str().unwrap_or("?"),
+        to["short_id"].as_str().unwrap_or(""),
+        message["kind"].as_str().unwrap_or("")
+    );
+}
+
 fn print(json: bool, request: &Request, result: &Value) {
     if json {
         println!("{result}");
@@ -308,12 +344,18 @@ fn print(json: bool, request: &Request, result: &Value) {
             )
         }
         Request::Remove { .. } => println!("removed {}", text(&result["removed"])),
-        Request::Send { .. } => println!(
+        Request::Send { wait: None, .. } => println!(
             "{} {} to {}",
             text(&result["id"]),
             text(&result["state"]),
             text(&result["to"])
         ),
+        Request::Send { .. } | Request::State { .. } => print_sent(result),
+        Request::Sent { .. } => {
+            for message in result["messages"].as_array().into_iter().flatten() {
+                print_sent(message);
+            }
+        }
         Request::Recv { .. } | Request::Inbox { .. } => {
             for message in result["messages"].as_array().into_iter().flatten() {
                 let from = &message["from"];

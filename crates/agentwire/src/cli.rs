@@ -133,6 +133,27 @@ pub(crate) enum Command {
         /// Id of the thread this belongs to (e.g. the first message's id)
         #[arg(long, value_name = "ID")]
         thread: Option<String>,
+        /// urgent, normal or low: the recipient's recv and inbox show urgent first
+        #[arg(long, default_value = "normal", value_parser = ["urgent", "normal", "low"])]
+        priority: String,
+        /// Wait until the message is relayed, delivered (stored by the peer's
+        /// daemon) or read (consumed by the peer's agent); exit 18 if not in time
+        #[arg(long, value_name = "STATE", value_parser = ["relayed", "delivered", "read"])]
+        wait: Option<String>,
+        /// How long --wait waits
+        #[arg(long, default_value = "30s", value_parser = parse_wait, requires = "wait")]
+        timeout: Duration,
+    },
+    /// Show a sent message's delivery state: queued, relayed, delivered, read, expired or failed
+    Status {
+        /// The message id, as printed by send
+        id: String,
+    },
+    /// List recently sent messages with their delivery states, newest first
+    Sent {
+        /// At most N messages
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        max: usize,
     },
     /// Receive (consume) unread messages; exit code 1 when there are none
     Recv {

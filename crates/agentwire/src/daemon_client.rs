@@ -91,9 +91,10 @@ fn exchange(
                 | ErrorCode::NameTaken
                 | ErrorCode::BodyTooLarge => USAGE,
                 ErrorCode::NotInitialized => NOT_INITIALIZED,
-                ErrorCode::UnknownIdentity | ErrorCode::UnknownPeer | ErrorCode::AmbiguousPeer => {
-                    UNKNOWN_PEER
-                }
+                ErrorCode::UnknownIdentity
+                | ErrorCode::UnknownPeer
+                | ErrorCode::AmbiguousPeer
+                | ErrorCode::UnknownMessage => UNKNOWN_PEER,
                 ErrorCode::RelayUnreachable => RELAY_UNREACHABLE,
                 ErrorCode::InviteInvalid => INVITE_INVALID,
                 ErrorCode::InviteExpired => INVITE_EXPIRED,

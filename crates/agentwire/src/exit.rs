@@ -30,6 +30,11 @@ pub(crate) const INVITE_EXPIRED: u8 = 15;
 pub(crate) const INVITE_SPENT: u8 = 16;
 /// The invite is for another relay.
 pub(crate) const INVITE_WRONG_RELAY: u8 = 17;
+/// `send --wait`: the state was not reached in time (the message is still
+/// on its way).
+pub(crate) const NOT_YET: u8 = 18;
+/// `send --wait`: the message expired at the relay or was refused for good.
+pub(crate) const UNDELIVERABLE: u8 = 19;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 

@@ -82,6 +82,32 @@ pub enum Request {
         /// Id of the thread this belongs to.
         #[serde(default)]
         thread: Option<String>,
+        /// `urgent`, `normal` (default) or `low`.
+        #[serde(default)]
+        priority: Option<String>,
+        /// Wait until the message is `relayed`, `delivered` or `read`.
+        #[serde(default)]
+        wait: Option<String>,
+        /// How long to wait (default 30 s).
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
+    /// The delivery state of one sent message.
+    State {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+        /// The message id.
+        id: String,
+    },
+    /// Recent sent messages with their states.
+    Sent {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+        /// At most this many (default 100).
+        #[serde(default)]
+        max: Option<usize>,
     },
     /// Make an invite.
     Invite {
@@ -146,6 +172,8 @@ impl std::fmt::Debug for Request {
             Request::Rename { .. } => "rename",
             Request::Remove { .. } => "remove",
             Request::Send { .. } => "send",
+            Request::State { .. } => "state",
+            Request::Sent { .. } => "sent",
             Request::Invite { .. } => "invite",
             Request::Accept { .. } => "accept",
             Request::Recv { .. } => "recv",
@@ -167,6 +195,8 @@ pub enum ErrorCode {
     UnknownIdentity,
     /// No contact matches.
     UnknownPeer,
+    /// No sent message has that id.
+    UnknownMessage,
     /// Several contacts match a key prefix.
     AmbiguousPeer,
     /// A name is invalid.

@@ -55,6 +55,7 @@ struct Outgoing {
     kind: Option<String>,
     reply_to: Option<String>,
     thread: Option<String>,
+    priority: Option<String>,
 }
 
 /// Signs relay challenges with an identity held by the daemon.
@@ -98,6 +99,8 @@ pub struct Daemon {
     relay_ids: StdMutex<std::collections::HashMap<Name, RelayId>>,
     /// Woken when a link connects or a pairing answer arrives.
     pairing: Notify,
+    /// Woken when an outgoing message changes state.
+    states: Notify,
     counters: Counters,
     /// Why each identity's link is not connected, while it is not.
     link_errors: StdMutex<std::collections::HashMap<Name, String>>,
@@ -136,6 +139,7 @@ impl Daemon {
             relay: Mutex::new(None),
             relay_ids: StdMutex::new(std::collections::HashMap::new()),
             pairing: Notify::new(),
+            states: Notify::new(),
             refusals: StdMutex::new(std::collections::HashMap::new()),
             counters: Counters::default(),
             link_errors: StdMutex::new(std::collections::HashMap::new()),
@@ -265,10 +269,10 @@ impl Daemon {
                             let message_id = MessageId::from_bytes(*id.as_bytes());
                             let recorded = {
                                 let state = self.state.lock().await;
-                                store::set_outgoing_state(state.store.conn(), &name, &message_id, "expired")
+                                store::set_outgoing_state(state.store.conn(), &name, &message_id, "expired", now_ms())
                             };
                             match recorded {
-                                Ok(()) => {
+                                Ok(_) => {
                                     let _ = client.dismiss(id, to).await;
                                 }
                                 Err(error) => tracing::error!(%error, "cannot record an expiry"),
@@ -357,8 +361,14 @@ impl Daemon {
                     }
                 };
                 let state = self.state.lock().await;
-                if let Err(error) =
-                    store::set_outgoing_state(state.store.conn(), name, &outgoing.id, state_after)
+                if let Err(error) = store::set_outgoing_state(
+                    state.store.conn(),
+                    name,
+                    &outgoing.id,
+                    state_after,
+                    now_ms(),
+                )
+                .map(|_| self.states.notify_waiters())
                 {
                     tracing::error!(%error, "cannot record a message's state");
                     return;
@@ -445,31 +455,81 @@ impl Daemon {
             self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        let message = StoredMessage {
-            id: plaintext.id,
-            direction: "in".into(),
-            peer: from,
-            kind: plaintext.kind,
-            reply_to: plaintext.reply_to,
-            thread: plaintext.thread,
-            sent_at_ms: plaintext.sent_at_ms,
-            stored_at_ms: now_ms(),
-            body: plaintext.body,
-            state: "delivered".into(),
+        let mut session = session;
+        let now = now_ms();
+        // What this message changes, decided before the transaction.
+        enum Effect {
+            Store(StoredMessage, Option<(MessageId, Vec<u8>)>),
+            Receipt(agentwire_session::Receipt),
+            Nothing,
+        }
+        let effect = match plaintext.kind {
+            Kind::Receipt => match agentwire_session::Receipt::decode(&plaintext.body) {
+                Ok(receipt) => Effect::Receipt(receipt),
+                Err(_) => Effect::Nothing,
+            },
+            // A redemption-kind message from a contact carries nothing to show.
+            Kind::Redeem => Effect::Nothing,
+            _ => {
+                // The sender learns "delivered" by an encrypted receipt,
+                // queued in the same transaction as the message itself.
+                let receipt = seal_receipt(
+                    &mut session,
+                    agentwire_session::ReceiptState::Delivered,
+                    vec![plaintext.id],
+                    now,
+                );
+                Effect::Store(
+                    StoredMessage {
+                        id: plaintext.id,
+                        direction: "in".into(),
+                        peer: from,
+                        kind: plaintext.kind,
+                        priority: plaintext.priority,
+                        reply_to: plaintext.reply_to,
+                        thread: plaintext.thread,
+                        sent_at_ms: plaintext.sent_at_ms,
+                        stored_at_ms: now,
+                        body: plaintext.body,
+                        state: "delivered".into(),
+                    },
+                    receipt,
+                )
+            }
         };
         let session_pickle = session.to_encrypted_pickle(&self.key);
         let stored = state.store.transaction(|tx| {
             store::save_session(tx, name, &from, &session_pickle)?;
-            // A redemption-kind message from a contact carries nothing to show.
-            if message.kind != Kind::Redeem {
-                store::insert_message(tx, name, &message, None)?;
+            match &effect {
+                Effect::Store(message, receipt) => {
+                    if store::insert_message(tx, name, message, None)?
+                        && let Some((receipt_id, payload)) = receipt
+                    {
+                        insert_receipt(tx, name, from, *receipt_id, payload, now)?;
+                    }
+                }
+                Effect::Receipt(receipt) => {
+                    let state = match receipt.state {
+                        agentwire_session::ReceiptState::Delivered => "delivered",
+                        agentwire_session::ReceiptState::Read => "read",
+                    };
+                    store::apply_receipt(tx, name, &from, &receipt.ids, state, now)?;
+                }
+                Effect::Nothing => {}
             }
             Ok::<_, rusqlite::Error>(())
         });
         drop(state);
         match stored {
             Ok(()) => {
-                self.arrived.notify_waiters();
+                match effect {
+                    Effect::Store(..) => {
+                        self.arrived.notify_waiters();
+                        self.outbox_waker(name).notify_one();
+                    }
+                    Effect::Receipt(_) => self.states.notify_waiters(),
+                    Effect::Nothing => {}
+                }
                 true
             }
             Err(error) => {
@@ -902,6 +962,7 @@ impl Daemon {
             let first = Plaintext {
                 id: MessageId::new_v7(),
                 kind: Kind::Redeem,
+                priority: agentwire_session::Priority::Normal,
                 sent_at_ms: now_ms(),
                 reply_to: None,
                 thread: None,
@@ -945,6 +1006,7 @@ impl Daemon {
                     direction: "out".into(),
                     peer: invite.inviter,
                     kind: Kind::Redeem,
+                    priority: agentwire_session::Priority::Normal,
                     reply_to: None,
                     thread: None,
                     sent_at_ms: now,
@@ -1036,6 +1098,9 @@ impl Daemon {
                 kind,
                 reply_to,
                 thread,
+                priority,
+                wait,
+                wait_ms,
             } => {
                 let outgoing = Outgoing {
                     to,
@@ -1043,8 +1108,42 @@ impl Daemon {
                     kind,
                     reply_to,
                     thread,
+                    priority,
                 };
-                self.send(identity, outgoing).await
+                let sent = self.send(identity.clone(), outgoing).await?;
+                match wait {
+                    None => Ok(sent),
+                    Some(wanted) => {
+                        let id = sent["id"].as_str().unwrap_or_default().to_owned();
+                        self.wait_for_state(identity, &id, &wanted, wait_ms).await
+                    }
+                }
+            }
+            Request::State { identity, id } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let id = parse_message_id("id", &id)?;
+                let contacts = store::contacts(state.store.conn(), &name)?;
+                match store::sent_message(state.store.conn(), &name, &id)? {
+                    Some(message) => Ok(sent_json(&message, &contacts)),
+                    None => Err(ApiError::new(
+                        ErrorCode::UnknownMessage,
+                        format!("no message {id} was sent by {name}; see `agentwire sent`"),
+                    )),
+                }
+            }
+            Request::Sent { identity, max } => {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                let contacts = store::contacts(state.store.conn(), &name)?;
+                let sent = store::sent_messages(
+                    state.store.conn(),
+                    &name,
+                    max.unwrap_or(DEFAULT_MAX_MESSAGES),
+                )?;
+                Ok(
+                    json!({"messages": sent.iter().map(|m| sent_json(m, &contacts)).collect::<Vec<_>>()}),
+                )
             }
             Request::Invite { identity, ttl_ms } => self.invite(identity, ttl_ms).await,
             Request::Accept {
@@ -1168,6 +1267,7 @@ impl Daemon {
                 .seal(&Plaintext {
                     id: MessageId::new_v7(),
                     kind: Kind::Redeem,
+                    priority: agentwire_session::Priority::Normal,
                     sent_at_ms: now_ms(),
                     reply_to: None,
                     thread: None,
@@ -1258,7 +1358,17 @@ impl Daemon {
             kind,
             reply_to,
             thread,
+            priority,
         } = outgoing;
+        let priority = match priority.as_deref() {
+            None => agentwire_session::Priority::Normal,
+            Some(name) => agentwire_session::Priority::from_name(name).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown priority {name:?}; use urgent, normal or low"),
+                )
+            })?,
+        };
         let kind = match kind.as_deref() {
             None => Kind::Chat,
             Some(name) => Kind::from_name(name)
@@ -1293,6 +1403,7 @@ impl Daemon {
         let plaintext = Plaintext {
             id: MessageId::new_v7(),
             kind,
+            priority,
             sent_at_ms: now_ms(),
             reply_to,
             thread,
@@ -1309,6 +1420,7 @@ impl Daemon {
             direction: "out".into(),
             peer: contact.address,
             kind,
+            priority,
             reply_to,
             thread,
             sent_at_ms: plaintext.sent_at_ms,
@@ -1324,7 +1436,74 @@ impl Daemon {
         })?;
         drop(state);
         self.outbox_waker(&name).notify_one();
-        Ok(json!({"id": message.id.to_string(), "to": contact.petname.as_str(), "state": "queued"}))
+        Ok(json!({
+            "id": message.id.to_string(),
+            "to": contact.petname.as_str(),
+            "state": "queued",
+            "priority": priority.name(),
+        }))
+    }
+
+    /// Waits until a sent message reaches `wanted` (or a later state), fails
+    /// for good, or the time is up; returns its state then.
+    async fn wait_for_state(
+        &self,
+        identity: Option<String>,
+        id: &str,
+        wanted: &str,
+        wait_ms: Option<u64>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let rank = |state: &str| match state {
+            "queued" => 0,
+            "relayed" => 1,
+            "delivered" => 2,
+            "read" => 3,
+            _ => -1,
+        };
+        let wanted_rank = rank(wanted);
+        if wanted_rank < 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("cannot wait for {wanted:?}; wait for relayed, delivered or read"),
+            ));
+        }
+        let id = parse_message_id("id", id)?;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(wait_ms.unwrap_or(30_000)).min(MAX_WAIT);
+        loop {
+            let changed = self.states.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (message, contacts) = {
+                let state = self.state.lock().await;
+                let (name, _) = state.pick(identity.as_deref())?;
+                (
+                    store::sent_message(state.store.conn(), &name, &id)?,
+                    store::contacts(state.store.conn(), &name)?,
+                )
+            };
+            let Some(message) = message else {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownMessage,
+                    format!("no sent message {id}"),
+                ));
+            };
+            let reached = rank(&message.state) >= wanted_rank;
+            let terminal = matches!(message.state.as_str(), "failed" | "expired");
+            if reached || terminal || tokio::time::Instant::now() >= deadline {
+                let mut result = sent_json(&message, &contacts);
+                result["reached"] = json!(reached);
+                result["wanted"] = json!(wanted);
+                return Ok(result);
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown.cancelled() => {
+                    return Err(ApiError::new(ErrorCode::Internal, "the daemon is stopping"));
+                }
+            }
+        }
     }
 
     async fn recv(
@@ -1364,8 +1543,42 @@ impl Daemon {
                             taken.push(message);
                         }
                     }
+                    // Read receipts, one per sender, in the same transaction:
+                    // the sender learns "read" exactly when this consumed.
+                    let mut by_peer: std::collections::BTreeMap<PublicKey, Vec<MessageId>> =
+                        std::collections::BTreeMap::new();
+                    for message in &taken {
+                        by_peer.entry(message.peer).or_default().push(message.id);
+                    }
+                    for (peer, ids) in by_peer {
+                        let Some(pickle) = store::session(tx, &name, &peer)? else {
+                            continue;
+                        };
+                        let Ok(mut session) =
+                            PeerSession::from_encrypted_pickle(&pickle, &self.key)
+                        else {
+                            continue;
+                        };
+                        if let Some((receipt_id, payload)) = seal_receipt(
+                            &mut session,
+                            agentwire_session::ReceiptState::Read,
+                            ids,
+                            now,
+                        ) {
+                            store::save_session(
+                                tx,
+                                &name,
+                                &peer,
+                                &session.to_encrypted_pickle(&self.key),
+                            )?;
+                            insert_receipt(tx, &name, peer, receipt_id, &payload, now)?;
+                        }
+                    }
                     Ok::<_, ApiError>(taken)
                 })?;
+                if !taken.is_empty() {
+                    self.outbox_waker(&name).notify_one();
+                }
                 if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(json!({
                         "messages": taken.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
@@ -1477,6 +1690,57 @@ fn parse_name(text: &str) -> Result<Name, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadName, format!("invalid name {text:?}: {e}")))
 }
 
+/// Seals a receipt for `ids` in `session`: `(receipt id, payload)`, or `None`
+/// if it cannot be sealed (then the sender just never sees that state).
+fn seal_receipt(
+    session: &mut PeerSession,
+    state: agentwire_session::ReceiptState,
+    ids: Vec<MessageId>,
+    now: u64,
+) -> Option<(MessageId, Vec<u8>)> {
+    let receipt = Plaintext {
+        id: MessageId::new_v7(),
+        kind: Kind::Receipt,
+        priority: agentwire_session::Priority::Normal,
+        sent_at_ms: now,
+        reply_to: None,
+        thread: None,
+        body: agentwire_session::Receipt { state, ids }.encode(),
+    };
+    match session.seal(&receipt) {
+        Ok(payload) => Some((receipt.id, payload)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot seal a receipt");
+            None
+        }
+    }
+}
+
+/// Queues a sealed receipt in the outbox.
+fn insert_receipt(
+    tx: &rusqlite::Connection,
+    name: &Name,
+    to: PublicKey,
+    id: MessageId,
+    payload: &[u8],
+    now: u64,
+) -> rusqlite::Result<()> {
+    let message = StoredMessage {
+        id,
+        direction: "out".into(),
+        peer: to,
+        kind: Kind::Receipt,
+        priority: agentwire_session::Priority::Normal,
+        reply_to: None,
+        thread: None,
+        sent_at_ms: now,
+        stored_at_ms: now,
+        body: Vec::new(),
+        state: "queued".into(),
+    };
+    store::insert_message(tx, name, &message, Some(payload)).map(|_| ())
+}
+
 /// Stores a pairing notice in the outbox.
 fn insert_notice(
     tx: &rusqlite::Connection,
@@ -1490,6 +1754,7 @@ fn insert_notice(
         direction: "out".into(),
         peer: to,
         kind: Kind::Redeem,
+        priority: agentwire_session::Priority::Normal,
         reply_to: None,
         thread: None,
         sent_at_ms: now,
@@ -1498,6 +1763,31 @@ fn insert_notice(
         state: "queued".into(),
     };
     store::insert_message(tx, name, &message, Some(notice)).map(|_| ())
+}
+
+fn parse_message_id(field: &str, text: &str) -> Result<MessageId, ApiError> {
+    MessageId::parse(text).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{field} {text:?} is not a message id (a UUID as printed by send and recv)"),
+        )
+    })
+}
+
+/// A sent message and its delivery state, for an agent.
+fn sent_json(message: &store::SentMessage, contacts: &[Contact]) -> serde_json::Value {
+    let petname = contacts
+        .iter()
+        .find(|c| c.address == message.peer)
+        .map(|c| c.petname.as_str().to_owned());
+    json!({
+        "id": message.id.to_string(),
+        "to": {"name": petname, "short_id": message.peer.short_id()},
+        "kind": message.kind.name(),
+        "state": message.state,
+        "sent_at_ms": message.sent_at_ms,
+        "updated_at_ms": message.updated_at_ms,
+    })
 }
 
 fn invite_error(error: InviteError) -> ApiError {
@@ -1539,6 +1829,7 @@ fn message_json(message: &StoredMessage, contacts: &[Contact]) -> serde_json::Va
             "verified": true,
         },
         "kind": message.kind.name(),
+        "priority": message.priority.name(),
         "sent_at_ms": message.sent_at_ms,
         "stored_at_ms": message.stored_at_ms,
         "reply_to": message.reply_to.map(|id| id.to_string()),

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use agentwire_session::{Kind, MessageId, Name};
+use agentwire_session::{Kind, MessageId, Name, Priority};
 use agentwire_wire::PublicKey;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -44,6 +44,8 @@ pub struct StoredMessage {
     pub peer: PublicKey,
     /// Its kind.
     pub kind: Kind,
+    /// How soon it should be seen.
+    pub priority: Priority,
     /// What it answers.
     pub reply_to: Option<MessageId>,
     /// Its thread.
@@ -54,7 +56,8 @@ pub struct StoredMessage {
     pub stored_at_ms: u64,
     /// The content.
     pub body: Vec<u8>,
-    /// For outgoing messages: `queued` or `relayed`.
+    /// For outgoing messages: `queued`, `relayed`, `delivered`, `read`,
+    /// `expired` or `failed`; incoming ones are `delivered`.
     pub state: String,
 }
 
@@ -130,6 +133,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  direction TEXT NOT NULL,
                  peer BLOB NOT NULL,
                  kind TEXT NOT NULL,
+                 priority INTEGER NOT NULL DEFAULT 1,
                  reply_to BLOB,
                  thread BLOB,
                  sent_at INTEGER NOT NULL,
@@ -137,11 +141,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  body BLOB NOT NULL,
                  payload BLOB,
                  state TEXT NOT NULL,
+                 updated_at INTEGER,
                  consumed_at INTEGER,
                  PRIMARY KEY (identity, id)
              );
              CREATE INDEX IF NOT EXISTS messages_unread
-                 ON messages (identity, direction, consumed_at, id);
+                 ON messages (identity, direction, consumed_at, priority, id);
              CREATE INDEX IF NOT EXISTS messages_outbox ON messages (state, identity);
              CREATE TABLE IF NOT EXISTS invites (
                  identity TEXT NOT NULL,
@@ -463,8 +468,8 @@ pub fn insert_message(
 ) -> rusqlite::Result<bool> {
     Ok(conn.execute(
         "INSERT OR IGNORE INTO messages
-             (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state, priority, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?9)",
         params![
             identity.as_str(),
             message.id.as_bytes(),
@@ -478,6 +483,7 @@ pub fn insert_message(
             message.body,
             payload,
             message.state,
+            message.priority.to_u8(),
         ],
     )? > 0)
 }
@@ -544,20 +550,138 @@ pub fn drop_queued_to(
     Ok(())
 }
 
-/// Moves a queued outgoing message to `state` (`relayed`, `failed` or
-/// `expired`), dropping its sealed payload.
+/// Rank of an outgoing state: a message only moves forward
+/// (`queued` → `relayed` → `delivered` → `read`); `expired` and `failed`
+/// only replace states before delivery.
+const STATE_RANK: &str = "CASE state WHEN 'queued' THEN 0 WHEN 'relayed' THEN 1
+     WHEN 'expired' THEN 1 WHEN 'failed' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 4 END";
+
+fn rank(state: &str) -> i64 {
+    match state {
+        "queued" => 0,
+        "relayed" => 1,
+        "expired" | "failed" => 2,
+        "delivered" => 2,
+        "read" => 3,
+        _ => 4,
+    }
+}
+
+/// Moves an outgoing message forward to `state`, dropping its sealed
+/// payload once the relay has it. Returns whether it changed.
 pub fn set_outgoing_state(
     conn: &Connection,
     identity: &Name,
     id: &MessageId,
     state: &str,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE messages SET state = ?3, payload = NULL
-         WHERE identity = ?1 AND id = ?2 AND direction = 'out'",
-        params![identity.as_str(), id.as_bytes(), state],
-    )?;
-    Ok(())
+    now_ms: u64,
+) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "UPDATE messages SET state = ?3, payload = NULL, updated_at = ?5
+         WHERE identity = ?1 AND id = ?2 AND direction = 'out' AND ({STATE_RANK}) < ?4"
+    );
+    Ok(conn.execute(
+        &sql,
+        params![
+            identity.as_str(),
+            id.as_bytes(),
+            state,
+            rank(state),
+            ms(now_ms)
+        ],
+    )? > 0)
+}
+
+/// Applies a receipt from `peer`: its messages move forward to `state`.
+/// Only messages sent to that peer are touched.
+pub fn apply_receipt(
+    conn: &Connection,
+    identity: &Name,
+    peer: &PublicKey,
+    ids: &[MessageId],
+    state: &str,
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
+    let sql = format!(
+        "UPDATE messages SET state = ?4, payload = NULL, updated_at = ?6
+         WHERE identity = ?1 AND id = ?2 AND peer = ?3 AND direction = 'out' AND ({STATE_RANK}) < ?5"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut changed = 0;
+    for id in ids {
+        changed += statement.execute(params![
+            identity.as_str(),
+            id.as_bytes(),
+            peer.as_bytes(),
+            state,
+            rank(state),
+            ms(now_ms)
+        ])?;
+    }
+    Ok(changed)
+}
+
+/// An outgoing message as `status` and `sent` show it.
+#[derive(Clone, Debug)]
+pub struct SentMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Its recipient.
+    pub peer: PublicKey,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its state.
+    pub state: String,
+    /// When it was sent, Unix ms.
+    pub sent_at_ms: u64,
+    /// When its state last changed, Unix ms.
+    pub updated_at_ms: u64,
+}
+
+const SENT_COLUMNS: &str = "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at)";
+
+fn sent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SentMessage> {
+    let kind: String = row.get(2)?;
+    Ok(SentMessage {
+        id: MessageId::from_bytes(row.get(0)?),
+        peer: PublicKey::from_bytes(row.get(1)?),
+        kind: Kind::from_name(&kind).unwrap_or(Kind::Chat),
+        state: row.get(3)?,
+        sent_at_ms: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+        updated_at_ms: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+    })
+}
+
+/// One outgoing message (not receipts or pairing messages).
+pub fn sent_message(
+    conn: &Connection,
+    identity: &Name,
+    id: &MessageId,
+) -> rusqlite::Result<Option<SentMessage>> {
+    conn.query_row(
+        &format!(
+            "SELECT {SENT_COLUMNS} FROM messages
+             WHERE identity = ?1 AND id = ?2 AND direction = 'out' AND kind NOT IN ('receipt', 'redeem')"
+        ),
+        params![identity.as_str(), id.as_bytes()],
+        sent_row,
+    )
+    .optional()
+}
+
+/// The most recent outgoing messages, newest first.
+pub fn sent_messages(
+    conn: &Connection,
+    identity: &Name,
+    limit: usize,
+) -> rusqlite::Result<Vec<SentMessage>> {
+    conn.prepare(&format!(
+        "SELECT {SENT_COLUMNS} FROM messages
+         WHERE identity = ?1 AND direction = 'out' AND kind NOT IN ('receipt', 'redeem')
+         ORDER BY id DESC LIMIT ?2"
+    ))?
+    .query_map(params![identity.as_str(), limit as i64], sent_row)?
+    .collect()
 }
 
 /// Unread incoming messages, oldest first (optionally from one peer).
@@ -568,12 +692,12 @@ pub fn unread(
     limit: usize,
 ) -> rusqlite::Result<Vec<StoredMessage>> {
     conn.prepare(
-        "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state
+        "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
          FROM messages
          WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
            AND (?2 IS NULL OR peer = ?2)
            AND peer IN (SELECT address FROM contacts WHERE identity = ?1)
-         ORDER BY id LIMIT ?3",
+         ORDER BY priority, id LIMIT ?3",
     )?
     .query_map(
         params![identity.as_str(), from.map(|k| *k.as_bytes()), limit as i64],
@@ -622,6 +746,7 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         stored_at_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
         body: row.get(8)?,
         state: row.get(9)?,
+        priority: Priority::from_u8(row.get(10)?).unwrap_or_default(),
     })
 }
 

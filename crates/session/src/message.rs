@@ -3,8 +3,8 @@
 //! only the padded ciphertext.
 //!
 //! Layout (PROTOCOL.md, "Messages inside the encryption"): `version:u8
-//! kind:u8 flags:u8 id:[16] sent_at_ms:u64be [reply_to:[16]] [thread:[16]]
-//! body_len:u32be body` followed by zero bytes up to the next size bucket, so
+//! kind:u8 flags:u8 priority:u8 id:[16] sent_at_ms:u64be [reply_to:[16]]
+//! [thread:[16]] body_len:u32be body` followed by zero bytes up to the next size bucket, so
 //! that the ciphertext's length says little about the body's.
 
 use std::fmt;
@@ -20,7 +20,7 @@ pub const PADDING_BUCKETS: [usize; 6] = [256, 1024, 4096, 16 * 1024, 64 * 1024, 
 
 const FLAG_REPLY_TO: u8 = 0b01;
 const FLAG_THREAD: u8 = 0b10;
-const FIXED_LEN: usize = 1 + 1 + 1 + 16 + 8 + 4;
+const FIXED_LEN: usize = 1 + 1 + 1 + 1 + 16 + 8 + 4;
 
 /// A message id: a UUIDv7, so ids sort by creation time. Also the relay
 /// envelope id of the message.
@@ -130,6 +130,52 @@ impl Kind {
     }
 }
 
+/// How soon the recipient's agent should see a message: `recv` and `inbox`
+/// surface urgent first, then normal, then low, each oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Before everything else.
+    Urgent,
+    /// The default.
+    #[default]
+    Normal,
+    /// After everything else.
+    Low,
+}
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Low];
+
+    /// Its byte in the layout (also its sort rank).
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Priority::Urgent => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    /// The priority for a byte.
+    pub fn from_u8(byte: u8) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.to_u8() == byte)
+    }
+
+    /// Its name, as used by the CLI and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The priority with this name.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// A message as its sender wrote it. The sender is not in here: it is the
 /// contact whose session decrypted it, which no message can claim otherwise.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,6 +184,8 @@ pub struct Plaintext {
     pub id: MessageId,
     /// What it is for.
     pub kind: Kind,
+    /// How soon it should be seen.
+    pub priority: Priority,
     /// When the sender wrote it, Unix milliseconds (the sender's clock).
     pub sent_at_ms: u64,
     /// The message this answers.
@@ -153,6 +201,7 @@ impl fmt::Debug for Plaintext {
         f.debug_struct("Plaintext")
             .field("id", &self.id)
             .field("kind", &self.kind)
+            .field("priority", &self.priority)
             .field("sent_at_ms", &self.sent_at_ms)
             .field("reply_to", &self.reply_to)
             .field("thread", &self.thread)
@@ -197,6 +246,7 @@ impl Plaintext {
         out.push(MESSAGE_VERSION);
         out.push(self.kind.to_u8());
         out.push(flags);
+        out.push(self.priority.to_u8());
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         for id in [self.reply_to, self.thread].into_iter().flatten() {
@@ -226,6 +276,8 @@ impl Plaintext {
         if flags & !(FLAG_REPLY_TO | FLAG_THREAD) != 0 {
             return Err(MessageError::Malformed("unknown flags"));
         }
+        let priority = Priority::from_u8(r.u8().ok_or(short.clone())?)
+            .ok_or(MessageError::Malformed("unknown priority"))?;
         let id = MessageId(r.array().ok_or(short.clone())?);
         let sent_at_ms = u64::from_be_bytes(r.array().ok_or(short.clone())?);
         let mut optional_id = |flag: u8| -> Result<Option<MessageId>, MessageError> {
@@ -247,6 +299,7 @@ impl Plaintext {
         Ok(Plaintext {
             id,
             kind,
+            priority,
             sent_at_ms,
             reply_to,
             thread,
@@ -304,18 +357,22 @@ mod tests {
         (
             arb_id(),
             proptest::sample::select(Kind::ALL.to_vec()),
+            proptest::sample::select(Priority::ALL.to_vec()),
             any::<u64>(),
             proptest::option::of(arb_id()),
             proptest::option::of(arb_id()),
             proptest::collection::vec(any::<u8>(), 0..3000),
         )
-            .prop_map(|(id, kind, sent_at_ms, reply_to, thread, body)| Plaintext {
-                id,
-                kind,
-                sent_at_ms,
-                reply_to,
-                thread,
-                body,
+            .prop_map(|(id, kind, priority, sent_at_ms, reply_to, thread, body)| {
+                Plaintext {
+                    id,
+                    kind,
+                    priority,
+                    sent_at_ms,
+                    reply_to,
+                    thread,
+                    body,
+                }
             })
     }
 
@@ -338,6 +395,7 @@ mod tests {
         let message = Plaintext {
             id: MessageId::new_v7(),
             kind: Kind::Chat,
+            priority: crate::message::Priority::Normal,
             sent_at_ms: 0,
             reply_to: None,
             thread: None,
@@ -372,5 +430,83 @@ mod tests {
             assert_eq!(Kind::from_u8(kind.to_u8()), Some(kind));
             assert_eq!(Kind::from_name(kind.name()), Some(kind));
         }
+    }
+}
+
+/// What a receipt reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReceiptState {
+    /// Stored in the recipient's daemon.
+    Delivered,
+    /// Consumed by the recipient's agent.
+    Read,
+}
+
+/// The body of a [`Kind::Receipt`] message: `state:u8 count:u16be ids:[16]*count`
+/// (state 1 delivered, 2 read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// What happened to the messages.
+    pub state: ReceiptState,
+    /// Which messages (ids of the receipt's recipient's messages).
+    pub ids: Vec<MessageId>,
+}
+
+/// Most ids in one receipt.
+pub const MAX_RECEIPT_IDS: usize = 1000;
+
+impl Receipt {
+    /// The body bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let ids = &self.ids[..self.ids.len().min(MAX_RECEIPT_IDS)];
+        let mut out = Vec::with_capacity(3 + 16 * ids.len());
+        out.push(match self.state {
+            ReceiptState::Delivered => 1,
+            ReceiptState::Read => 2,
+        });
+        out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+        for id in ids {
+            out.extend_from_slice(id.as_bytes());
+        }
+        out
+    }
+
+    /// Parses a body.
+    pub fn decode(bytes: &[u8]) -> Result<Receipt, MessageError> {
+        let mut r = Reader::new(bytes);
+        let state = match r.u8() {
+            Some(1) => ReceiptState::Delivered,
+            Some(2) => ReceiptState::Read,
+            _ => return Err(MessageError::Malformed("unknown receipt state")),
+        };
+        let count = usize::from(u16::from_be_bytes(
+            r.array().ok_or(MessageError::Malformed("cut short"))?,
+        ));
+        if count > MAX_RECEIPT_IDS || r.remaining() != count * 16 {
+            return Err(MessageError::Malformed(
+                "receipt ids do not match their count",
+            ));
+        }
+        let ids = (0..count)
+            .filter_map(|_| r.array().map(MessageId))
+            .collect();
+        Ok(Receipt { state, ids })
+    }
+}
+
+#[cfg(test)]
+mod receipt_tests {
+    use super::*;
+
+    #[test]
+    fn receipts_round_trip_and_reject_damage() {
+        let receipt = Receipt {
+            state: ReceiptState::Read,
+            ids: vec![MessageId::new_v7(), MessageId::new_v7()],
+        };
+        let bytes = receipt.encode();
+        assert_eq!(Receipt::decode(&bytes), Ok(receipt));
+        assert!(Receipt::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Receipt::decode(&[9, 0, 0]).is_err());
     }
 }

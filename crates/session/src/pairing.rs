@@ -143,6 +143,7 @@ mod tests {
             .seal(&Plaintext {
                 id: MessageId::new_v7(),
                 kind: Kind::Redeem,
+                priority: crate::message::Priority::Normal,
                 sent_at_ms: 0,
                 reply_to: None,
                 thread: None,

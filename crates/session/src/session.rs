@@ -189,6 +189,7 @@ mod tests {
         Plaintext {
             id: MessageId::new_v7(),
             kind: Kind::Chat,
+            priority: crate::message::Priority::Normal,
             sent_at_ms: 1,
             reply_to: None,
             thread: None,

@@ -169,6 +169,7 @@ async fn a_stranger_who_knows_the_key_gets_nothing_shown() {
         .seal(&agentwire_session::Plaintext {
             id,
             kind: agentwire_session::Kind::Chat,
+            priority: agentwire_session::Priority::Normal,
             sent_at_ms: 0,
             reply_to: None,
             thread: None,

@@ -309,6 +309,7 @@ fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected
         .seal(&agentwire_session::Plaintext {
             id,
             kind: agentwire_session::Kind::Chat,
+            priority: agentwire_session::Priority::Normal,
             sent_at_ms: 0,
             reply_to: None,
             thread: None,

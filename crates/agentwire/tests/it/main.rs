@@ -12,6 +12,7 @@
 )]
 
 mod cli_agents;
+mod cli_delivery;
 mod cli_pairing;
 mod relay_auth;
 mod relay_client;

@@ -519,3 +519,23 @@ impl Drop for WireRecorder {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+impl TestHome {
+    /// One request straight to the daemon's socket (the daemon must be
+    /// running): for tests that need hundreds of operations quickly.
+    pub fn api(&self, request: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        let stream =
+            std::os::unix::net::UnixStream::connect(self.path().join("daemon.sock")).unwrap();
+        let mut line = serde_json::to_vec(&request).unwrap();
+        line.push(b'\n');
+        (&stream).write_all(&line).unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut answer)
+            .unwrap();
+        let response: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(response["ok"], true, "{request}: {response}");
+        response["result"].clone()
+    }
+}

@@ -1,0 +1,255 @@
+//! Delivery states, receipts, priority, concurrent readers, offline peers
+//! and expiry, through real daemons.
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::*;
+
+fn siblings() -> TestHome {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home
+}
+
+fn bodies(result: &serde_json::Value) -> Vec<String> {
+    result["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn send_wait_read_returns_only_after_the_peer_consumed_the_message() {
+    let home = siblings();
+    let mut sender = Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args([
+            "--json",
+            "send",
+            "b",
+            "read me",
+            "--wait",
+            "read",
+            "--timeout",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Delivered to b's daemon, but not read: the sender keeps waiting.
+    let mut delivered = false;
+    for _ in 0..200 {
+        let sent = home.run(&["--json", "sent"]).ok().json();
+        if sent["messages"][0]["state"] == "delivered" {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(delivered, "the message never reached delivered");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sender.try_wait().unwrap().is_none(),
+        "send --wait read returned before the read"
+    );
+
+    home.run(&["--as", "b", "recv"]).ok();
+    let output = sender.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["state"], "read");
+    assert_eq!(result["reached"], true);
+
+    let id = result["id"].as_str().unwrap();
+    let status = home.run(&["--json", "status", id]).ok().json();
+    assert_eq!(status["state"], "read");
+    let run = home.run(&["status", "01a215b8-e7f2-7603-bec5-ca48f27b96b9"]);
+    assert_eq!(run.code, 12, "{run:?}");
+    // Receipts are not messages: nothing to read on a's side.
+    assert_eq!(home.run(&["recv"]).code, 1);
+}
+
+#[test]
+fn send_wait_exits_18_when_the_state_is_not_reached_in_time() {
+    let home = siblings();
+    let run = home.run(&[
+        "--json",
+        "send",
+        "b",
+        "x",
+        "--wait",
+        "read",
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(run.code, 18, "{run:?}");
+    assert_eq!(run.json()["reached"], false);
+}
+
+#[test]
+fn urgent_comes_first_then_normal_then_low_including_the_lowest_level() {
+    let home = siblings();
+    for (body, priority) in [
+        ("low-1", "low"),
+        ("normal-1", "normal"),
+        ("urgent-1", "urgent"),
+        ("low-2", "low"),
+        ("normal-2", "normal"),
+    ] {
+        home.run(&["send", "b", body, "--priority", priority]).ok();
+    }
+    let mut unread = 0;
+    for _ in 0..200 {
+        unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
+            .as_u64()
+            .unwrap();
+        if unread == 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(unread, 5);
+    let peeked = home.run(&["--json", "--as", "b", "inbox"]).ok().json();
+    let expected = ["urgent-1", "normal-1", "normal-2", "low-1", "low-2"];
+    assert_eq!(bodies(&peeked), expected);
+    assert_eq!(peeked["messages"][3]["priority"], "low");
+    let taken = home.run(&["--json", "--as", "b", "recv"]).ok().json();
+    assert_eq!(bodies(&taken), expected);
+}
+
+#[test]
+fn two_concurrent_readers_split_500_messages_without_overlap() {
+    let home = siblings();
+    for n in 0..500 {
+        home.api(json!({"op": "send", "to": "b", "body": format!("m{n}")}));
+    }
+    let reader = |home: &TestHome| {
+        let mut seen = Vec::new();
+        let mut idle = 0;
+        while idle < 20 {
+            let got = home.api(json!({"op": "recv", "as": "b", "max": 7, "wait_ms": 200}));
+            let batch = bodies(&got);
+            if batch.is_empty() {
+                idle += 1;
+            } else {
+                idle = 0;
+                seen.extend(batch);
+            }
+            if seen.len() >= 500 {
+                break;
+            }
+        }
+        seen
+    };
+    let (one, two) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| reader(&home));
+        let two = scope.spawn(|| reader(&home));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let first: HashSet<&String> = one.iter().collect();
+    let second: HashSet<&String> = two.iter().collect();
+    assert_eq!(
+        first.intersection(&second).count(),
+        0,
+        "a message was read twice"
+    );
+    assert_eq!(one.len() + two.len(), 500, "{} + {}", one.len(), two.len());
+    let union: HashSet<&String> = first.union(&second).copied().collect();
+    assert_eq!(union.len(), 500);
+}
+
+/// Two homes on a relay process started with `extra` flags.
+fn paired(extra: &[&str]) -> (RelayProcess, tempfile::TempDir, TestHome, TestHome) {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::spawn(&relay_dir.path().join("home"), "127.0.0.1:0", extra);
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    alice
+        .run(&["init", "--name", "alice", "--relay", &relay.url])
+        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
+        .ok();
+    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
+    bob.run(&["accept", &token]).ok();
+    (relay, relay_dir, alice, bob)
+}
+
+#[test]
+fn an_offline_peer_gets_all_200_messages_in_order_when_it_comes_back() {
+    let (_relay, _dir, alice, bob) = paired(&[]);
+    bob.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 0..200 {
+        alice.api(json!({"op": "send", "to": "bob", "body": format!("{n:03}")}));
+    }
+    // The sender sees them waiting at the relay.
+    let mut relayed = 0;
+    for _ in 0..200 {
+        let sent = alice.api(json!({"op": "sent", "max": 500}));
+        relayed = sent["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "relayed")
+            .count();
+        if relayed == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(relayed, 200);
+
+    let mut received = Vec::new();
+    while received.len() < 200 {
+        let got = bob
+            .run(&["--json", "recv", "--wait", "10s", "--max", "1000"])
+            .ok()
+            .json();
+        received.extend(bodies(&got));
+    }
+    let expected: Vec<String> = (0..200).map(|n| format!("{n:03}")).collect();
+    assert_eq!(received, expected);
+    assert_eq!(bob.run(&["recv"]).code, 1);
+}
+
+#[test]
+fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
+    let (_relay, _dir, alice, bob) = paired(&["--envelope-ttl", "1s"]);
+    bob.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = alice
+        .run(&["--json", "send", "bob", "too late"])
+        .ok()
+        .json();
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = alice.run(&["--json", "status", &id]).ok().json()["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "expired" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state, "expired");
+    let run = alice.run(&[
+        "send",
+        "bob",
+        "again",
+        "--wait",
+        "delivered",
+        "--timeout",
+        "3s",
+    ]);
+    assert!(run.code == 18 || run.code == 19, "{run:?}");
+}
