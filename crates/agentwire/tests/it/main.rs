@@ -11,6 +11,7 @@
     dead_code
 )]
 
+mod chaos;
 mod cli_agents;
 mod cli_delivery;
 mod cli_pairing;
