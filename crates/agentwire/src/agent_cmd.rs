@@ -255,6 +255,10 @@ fn print_status(json: bool, status: &Value) {
             identity["short_id"].as_str().unwrap_or("?"),
             identity["unread"]
         );
+        print!(" queued {}", identity["queued"]);
+        if let Some(reason) = identity["queued_because"].as_str() {
+            print!(" (the relay declined: {reason})");
+        }
         match identity["relay_error"].as_str() {
             Some(error) => println!(" (not connected: {error})"),
             None => println!(),

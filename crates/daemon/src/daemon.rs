@@ -104,6 +104,9 @@ pub struct Daemon {
     counters: Counters,
     /// Why each identity's link is not connected, while it is not.
     link_errors: StdMutex<std::collections::HashMap<Name, String>>,
+    /// Why the relay last declined one of an identity's queued messages, until
+    /// the outbox drains.
+    outbox_errors: StdMutex<std::collections::HashMap<Name, String>>,
     /// Refusals of our redemptions, by (identity, inviter), for `accept`.
     refusals: StdMutex<std::collections::HashMap<(Name, PublicKey), Answer>>,
     pub(crate) shutdown: CancellationToken,
@@ -143,6 +146,7 @@ impl Daemon {
             refusals: StdMutex::new(std::collections::HashMap::new()),
             counters: Counters::default(),
             link_errors: StdMutex::new(std::collections::HashMap::new()),
+            outbox_errors: StdMutex::new(std::collections::HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
@@ -332,6 +336,10 @@ impl Daemon {
                 }
             };
             if batch.is_empty() {
+                self.outbox_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
                 return;
             }
             let mut progressed = false;
@@ -356,6 +364,10 @@ impl Daemon {
                     Err(agentwire_client::ClientError::Disconnected) => return,
                     Err(error) => {
                         tracing::info!(%error, "the relay did not accept a message yet; will retry");
+                        self.outbox_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name.clone(), error.to_string());
                         blocked.insert(outgoing.peer);
                         continue;
                     }
@@ -1198,10 +1210,18 @@ impl Daemon {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(name)
                 .cloned();
+            let outbox_error = self
+                .outbox_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .cloned();
             identities.push(json!({
                 "name": name.as_str(),
                 "short_id": address.short_id(),
                 "relay_error": link_error,
+                "queued": store::outbox(conn, name, 100_000)?.len(),
+                "queued_because": outbox_error,
                 "unread": store::unread_count(conn, name)?,
             }));
         }

@@ -253,3 +253,39 @@ fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
     ]);
     assert!(run.code == 18 || run.code == 19, "{run:?}");
 }
+
+#[test]
+fn daemon_status_says_what_is_pending_and_why() {
+    let (_relay, _dir, alice, bob) = paired(&["--max-queue", "2"]);
+    bob.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 0..3 {
+        alice.run(&["send", "bob", &format!("m{n}")]).ok();
+    }
+    let mut status = serde_json::Value::Null;
+    for _ in 0..200 {
+        status = alice.run(&["--json", "daemon", "status"]).ok().json();
+        if status["identities"][0]["queued_because"].is_string() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alice_status = &status["identities"][0];
+    assert_eq!(alice_status["queued"], 1, "{status}");
+    assert!(
+        alice_status["queued_because"]
+            .as_str()
+            .unwrap()
+            .contains("queue_full"),
+        "{status}"
+    );
+    let text = alice.run(&["daemon", "status"]).ok().stdout;
+    assert!(text.contains("the relay declined"), "{text}");
+    // Bob comes back, drains his queue, and the third message follows.
+    let mut received = Vec::new();
+    while received.len() < 3 {
+        let got = bob.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+        received.extend(bodies(&got));
+    }
+    assert_eq!(received, ["m0", "m1", "m2"]);
+}
