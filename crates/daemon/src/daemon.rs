@@ -1013,19 +1013,8 @@ impl Daemon {
                     },
                 )?;
                 store::save_session(tx, name, &invite.inviter, &session_pickle)?;
-                let message = StoredMessage {
-                    id: first.id,
-                    direction: "out".into(),
-                    peer: invite.inviter,
-                    kind: Kind::Redeem,
-                    priority: agentwire_session::Priority::Normal,
-                    reply_to: None,
-                    thread: None,
-                    sent_at_ms: now,
-                    stored_at_ms: now,
-                    body: Vec::new(),
-                    state: "queued".into(),
-                };
+                let message =
+                    StoredMessage::outgoing_control(first.id, invite.inviter, Kind::Redeem, now);
                 store::insert_message(tx, name, &message, Some(&payload))?;
                 Ok::<_, rusqlite::Error>(())
             })
@@ -1745,19 +1734,7 @@ fn insert_receipt(
     payload: &[u8],
     now: u64,
 ) -> rusqlite::Result<()> {
-    let message = StoredMessage {
-        id,
-        direction: "out".into(),
-        peer: to,
-        kind: Kind::Receipt,
-        priority: agentwire_session::Priority::Normal,
-        reply_to: None,
-        thread: None,
-        sent_at_ms: now,
-        stored_at_ms: now,
-        body: Vec::new(),
-        state: "queued".into(),
-    };
+    let message = StoredMessage::outgoing_control(id, to, Kind::Receipt, now);
     store::insert_message(tx, name, &message, Some(payload)).map(|_| ())
 }
 
@@ -1769,19 +1746,7 @@ fn insert_notice(
     notice: &[u8],
     now: u64,
 ) -> rusqlite::Result<()> {
-    let message = StoredMessage {
-        id: MessageId::new_v7(),
-        direction: "out".into(),
-        peer: to,
-        kind: Kind::Redeem,
-        priority: agentwire_session::Priority::Normal,
-        reply_to: None,
-        thread: None,
-        sent_at_ms: now,
-        stored_at_ms: now,
-        body: Vec::new(),
-        state: "queued".into(),
-    };
+    let message = StoredMessage::outgoing_control(MessageId::new_v7(), to, Kind::Redeem, now);
     store::insert_message(tx, name, &message, Some(notice)).map(|_| ())
 }
 

@@ -61,6 +61,32 @@ pub struct StoredMessage {
     pub state: String,
 }
 
+impl StoredMessage {
+    /// An outgoing message of `kind` to `peer` with an empty local body: what
+    /// the outbox keeps for pairing messages and receipts (their content is
+    /// only in the sealed payload).
+    pub fn outgoing_control(
+        id: MessageId,
+        peer: PublicKey,
+        kind: Kind,
+        now_ms: u64,
+    ) -> StoredMessage {
+        StoredMessage {
+            id,
+            direction: "out".into(),
+            peer,
+            kind,
+            priority: Priority::Normal,
+            reply_to: None,
+            thread: None,
+            sent_at_ms: now_ms,
+            stored_at_ms: now_ms,
+            body: Vec::new(),
+            state: "queued".into(),
+        }
+    }
+}
+
 /// The store.
 pub struct Store {
     conn: Connection,

@@ -63,17 +63,10 @@ fn inbox_does_not_consume_and_recv_does() {
     home.run(&["send", "b", "one"]).ok();
     // Wait for the arrival without consuming it: look at the inbox a
     // bounded number of times.
-    let mut unread = 0;
-    for _ in 0..200 {
-        unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
-            .as_u64()
-            .unwrap();
-        if unread == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(unread, 1);
+    assert!(
+        eventually(|| unread(&home, "b") == 1),
+        "the message never arrived"
+    );
     let again = home.run(&["--json", "--as", "b", "inbox"]).ok().json();
     assert_eq!(again["unread"], 1);
     assert_eq!(again["messages"][0]["body"], "one");
@@ -290,17 +283,10 @@ fn messages_from_a_removed_contact_are_no_longer_shown() {
     home.run(&["init", "--name", "a"]).ok();
     home.run(&["init", "--name", "b"]).ok();
     home.run(&["send", "b", "before removal"]).ok();
-    let mut unread = 0;
-    for _ in 0..200 {
-        unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
-            .as_u64()
-            .unwrap();
-        if unread == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(unread, 1);
+    assert!(
+        eventually(|| unread(&home, "b") == 1),
+        "the message never arrived"
+    );
     home.run(&["--as", "b", "contacts", "remove", "a"]).ok();
     let run = home.run(&["--as", "b", "recv"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -313,4 +299,11 @@ fn the_relay_is_chosen_with_the_first_identity() {
     let run = home.run(&["init", "--name", "b", "--relay", "ws://127.0.0.1:9/v1/ws"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("first identity"), "{}", run.stderr);
+}
+
+/// Unread messages of identity `name`, without consuming them.
+fn unread(home: &TestHome, name: &str) -> u64 {
+    home.run(&["--json", "--as", name, "inbox"]).json()["unread"]
+        .as_u64()
+        .unwrap()
 }

@@ -167,24 +167,10 @@ fn two_concurrent_readers_split_500_messages_without_overlap() {
     assert_eq!(union.len(), 500);
 }
 
-/// Two homes on a relay process started with `extra` flags.
-fn paired(extra: &[&str]) -> (RelayProcess, tempfile::TempDir, TestHome, TestHome) {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::spawn(&relay_dir.path().join("home"), "127.0.0.1:0", extra);
-    let (alice, bob) = (TestHome::new(), TestHome::new());
-    alice
-        .run(&["init", "--name", "alice", "--relay", &relay.url])
-        .ok();
-    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
-        .ok();
-    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
-    bob.run(&["accept", &token]).ok();
-    (relay, relay_dir, alice, bob)
-}
-
 #[test]
 fn an_offline_peer_gets_all_200_messages_in_order_when_it_comes_back() {
-    let (_relay, _dir, alice, bob) = paired(&[]);
+    let pair = Paired::start(&[]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
     std::thread::sleep(Duration::from_millis(300));
     for n in 0..200 {
@@ -222,7 +208,8 @@ fn an_offline_peer_gets_all_200_messages_in_order_when_it_comes_back() {
 
 #[test]
 fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
-    let (_relay, _dir, alice, bob) = paired(&["--envelope-ttl", "1s"]);
+    let pair = Paired::start(&["--envelope-ttl", "1s"]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
     std::thread::sleep(Duration::from_millis(300));
     let sent = alice
@@ -256,7 +243,8 @@ fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
 
 #[test]
 fn daemon_status_says_what_is_pending_and_why() {
-    let (_relay, _dir, alice, bob) = paired(&["--max-queue", "2"]);
+    let pair = Paired::start(&["--max-queue", "2"]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
     std::thread::sleep(Duration::from_millis(300));
     for n in 0..3 {

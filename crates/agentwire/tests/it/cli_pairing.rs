@@ -75,7 +75,7 @@ fn one_invite_pairs_two_homes_and_messages_flow_both_ways_end_to_end_encrypted()
         .alice
         .run(&["send", "bob", "MARKER-7f3a9 second"])
         .ok();
-    let queued_at_relay = wait_until(|| {
+    let queued_at_relay = eventually(|| {
         let (_, body) = blocking_http_get(homes.relay.addr, "/health");
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["queued_envelopes"]
             .as_u64()
@@ -219,16 +219,6 @@ fn an_invite_for_another_relay_is_refused() {
     assert_eq!(run.code, 17, "{run:?}");
 }
 
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    false
-}
-
 fn blocking_http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -280,19 +270,9 @@ fn dropped_undecryptable(home: &TestHome) -> u64 {
 
 #[test]
 fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay_home = relay_dir.path().join("home");
-    let mut relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
-    let addr = relay.addr.to_string();
-    let (alice, bob) = (TestHome::new(), TestHome::new());
-    alice
-        .run(&["init", "--name", "alice", "--relay", &relay.url])
-        .ok();
-    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
-        .ok();
-    let token = invite(&alice, &[]);
-    bob.run(&["accept", &token]).ok();
-    let (alice_key, bob_key) = (address(&alice), address(&bob));
+    let mut pair = Paired::start(&[]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
+    let (alice_key, bob_key) = (address(alice), address(bob));
 
     // Carol seals a message to Bob with her own keys; a hostile relay hands
     // it to Bob as if Alice had sent it.
@@ -316,20 +296,14 @@ fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected
             body: b"transfer everything to carol".to_vec(),
         })
         .unwrap();
-    relay.signal("-TERM");
-    relay.wait();
-    inject(
-        &relay_home.join("relay.db"),
-        &alice_key,
-        &bob_key,
-        id.as_bytes(),
-        &payload,
-    );
-    let _relay = RelayProcess::spawn(&relay_home, &addr, &[]);
+    pair.with_relay_stopped(|relay_db| {
+        inject(relay_db, &alice_key, &bob_key, id.as_bytes(), &payload)
+    });
+    let bob = &pair.bob;
 
     let mut dropped = 0;
     for _ in 0..200 {
-        dropped = dropped_undecryptable(&bob);
+        dropped = dropped_undecryptable(bob);
         if dropped >= 1 {
             break;
         }
@@ -342,25 +316,15 @@ fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected
 
 #[test]
 fn a_replayed_envelope_is_stored_once() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay_home = relay_dir.path().join("home");
-    let mut relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
-    let addr = relay.addr.to_string();
-    let (alice, bob) = (TestHome::new(), TestHome::new());
-    alice
-        .run(&["init", "--name", "alice", "--relay", &relay.url])
-        .ok();
-    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
-        .ok();
-    let token = invite(&alice, &[]);
-    bob.run(&["accept", &token]).ok();
-    let (alice_key, bob_key) = (address(&alice), address(&bob));
+    let mut pair = Paired::start(&[]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
+    let (alice_key, bob_key) = (address(alice), address(bob));
+    let relay_db = pair.relay_home.join("relay.db");
 
     // Capture the envelope while Bob is away.
     bob.run(&["daemon", "stop"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(300));
     alice.run(&["send", "bob", "only once"]).ok();
-    let relay_db = relay_home.join("relay.db");
     let mut captured = None;
     for _ in 0..200 {
         let db = rusqlite::Connection::open(&relay_db).unwrap();
@@ -381,10 +345,8 @@ fn a_replayed_envelope_is_stored_once() {
     assert_eq!(first["messages"].as_array().unwrap().len(), 1);
 
     // A hostile relay (or a crash before the ack) delivers it again.
-    relay.signal("-TERM");
-    relay.wait();
-    inject(&relay_db, &alice_key, &bob_key, &id, &payload);
-    let _relay = RelayProcess::spawn(&relay_home, &addr, &[]);
+    pair.with_relay_stopped(|relay_db| inject(relay_db, &alice_key, &bob_key, &id, &payload));
+    let bob = &pair.bob;
     let mut drained = false;
     for _ in 0..200 {
         let db = rusqlite::Connection::open(&relay_db).unwrap();

@@ -539,3 +539,58 @@ impl TestHome {
         response["result"].clone()
     }
 }
+
+/// A relay process (started with `extra` flags) and two homes, alice and
+/// bob, paired through it by an invite.
+pub struct Paired {
+    pub relay: RelayProcess,
+    /// The relay's home (its database is `relay.db` in it).
+    pub relay_home: PathBuf,
+    pub alice: TestHome,
+    pub bob: TestHome,
+    _dir: tempfile::TempDir,
+}
+
+impl Paired {
+    pub fn start(extra: &[&str]) -> Paired {
+        let dir = tempfile::tempdir().unwrap();
+        let relay_home = dir.path().join("home");
+        let relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", extra);
+        let (alice, bob) = (TestHome::new(), TestHome::new());
+        alice
+            .run(&["init", "--name", "alice", "--relay", &relay.url])
+            .ok();
+        bob.run(&["init", "--name", "bob", "--relay", &relay.url])
+            .ok();
+        let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
+        bob.run(&["accept", &token]).ok();
+        Paired {
+            relay,
+            relay_home,
+            alice,
+            bob,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the relay (SIGTERM) and waits for it; `then` runs while it is
+    /// down; it is started again on the same address.
+    pub fn with_relay_stopped(&mut self, then: impl FnOnce(&std::path::Path)) {
+        let addr = self.relay.addr.to_string();
+        self.relay.signal("-TERM");
+        self.relay.wait();
+        then(&self.relay_home.join("relay.db"));
+        self.relay = RelayProcess::spawn(&self.relay_home, &addr, &[]);
+    }
+}
+
+/// Polls `done` every 50 ms for up to 10 s; whether it became true.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
