@@ -161,6 +161,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request may wait (for an arrival, an answer or a state);
+    /// the daemon cancels such a request when its client hangs up. A client
+    /// keeps its side of the connection open until it has the answer.
+    pub fn waits(&self) -> bool {
+        match self {
+            Request::Recv { wait_ms, .. } => wait_ms.is_some_and(|ms| ms > 0),
+            Request::Send { wait, .. } => wait.is_some(),
+            Request::Accept { .. } | Request::Invite { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let op = match self {

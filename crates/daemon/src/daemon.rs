@@ -277,6 +277,7 @@ impl Daemon {
                             };
                             match recorded {
                                 Ok(_) => {
+                                    self.states.notify_waiters();
                                     let _ = client.dismiss(id, to).await;
                                 }
                                 Err(error) => tracing::error!(%error, "cannot record an expiry"),
@@ -324,10 +325,14 @@ impl Daemon {
     /// Sends what is queued for `name`, oldest first, until the outbox is
     /// empty or the relay refuses (then the next wake-up retries).
     async fn push_outbox(&self, name: &Name, client: &RelayClient) {
+        // Pages forward through the outbox, so that a recipient the relay
+        // declines for now cannot keep everyone else's messages waiting.
+        let mut after: Option<MessageId> = None;
+        let mut blocked: std::collections::HashSet<PublicKey> = std::collections::HashSet::new();
         loop {
             let batch = {
                 let state = self.state.lock().await;
-                match store::outbox(state.store.conn(), name, OUTBOX_BATCH) {
+                match store::outbox(state.store.conn(), name, after.as_ref(), OUTBOX_BATCH) {
                     Ok(batch) => batch,
                     Err(error) => {
                         tracing::error!(%error, "cannot read the outbox");
@@ -336,15 +341,15 @@ impl Daemon {
                 }
             };
             if batch.is_empty() {
-                self.outbox_errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
+                if blocked.is_empty() {
+                    self.outbox_errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(name);
+                }
                 return;
             }
-            let mut progressed = false;
-            let mut blocked: std::collections::HashSet<PublicKey> =
-                std::collections::HashSet::new();
+            after = batch.last().map(|outgoing| outgoing.id);
             for outgoing in batch {
                 // Per recipient, messages go out in order: once one waits,
                 // the later ones to the same recipient wait too.
@@ -385,10 +390,6 @@ impl Daemon {
                     tracing::error!(%error, "cannot record a message's state");
                     return;
                 }
-                progressed = true;
-            }
-            if !progressed {
-                return;
             }
         }
     }
@@ -469,6 +470,7 @@ impl Daemon {
         }
         let mut session = session;
         let now = now_ms();
+        let (plaintext_id, plaintext_kind) = (plaintext.id, plaintext.kind);
         // What this message changes, decided before the transaction.
         enum Effect {
             Store(StoredMessage, Option<(MessageId, Vec<u8>)>),
@@ -521,13 +523,16 @@ impl Daemon {
                     }
                 }
                 Effect::Receipt(receipt) => {
+                    store::insert_seen(tx, name, &plaintext_id, &from, Kind::Receipt, now)?;
                     let state = match receipt.state {
                         agentwire_session::ReceiptState::Delivered => "delivered",
                         agentwire_session::ReceiptState::Read => "read",
                     };
                     store::apply_receipt(tx, name, &from, &receipt.ids, state, now)?;
                 }
-                Effect::Nothing => {}
+                Effect::Nothing => {
+                    store::insert_seen(tx, name, &plaintext_id, &from, plaintext_kind, now)?;
+                }
             }
             Ok::<_, rusqlite::Error>(())
         });
@@ -1209,7 +1214,7 @@ impl Daemon {
                 "name": name.as_str(),
                 "short_id": address.short_id(),
                 "relay_error": link_error,
-                "queued": store::outbox(conn, name, 100_000)?.len(),
+                "queued": store::outbox_count(conn, name)?,
                 "queued_because": outbox_error,
                 "unread": store::unread_count(conn, name)?,
             }));
@@ -1568,20 +1573,22 @@ impl Daemon {
                         else {
                             continue;
                         };
-                        if let Some((receipt_id, payload)) = seal_receipt(
-                            &mut session,
-                            agentwire_session::ReceiptState::Read,
-                            ids,
-                            now,
-                        ) {
-                            store::save_session(
-                                tx,
-                                &name,
-                                &peer,
-                                &session.to_encrypted_pickle(&self.key),
-                            )?;
-                            insert_receipt(tx, &name, peer, receipt_id, &payload, now)?;
+                        for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
+                            if let Some((receipt_id, payload)) = seal_receipt(
+                                &mut session,
+                                agentwire_session::ReceiptState::Read,
+                                chunk.to_vec(),
+                                now,
+                            ) {
+                                insert_receipt(tx, &name, peer, receipt_id, &payload, now)?;
+                            }
                         }
+                        store::save_session(
+                            tx,
+                            &name,
+                            &peer,
+                            &session.to_encrypted_pickle(&self.key),
+                        )?;
                     }
                     Ok::<_, ApiError>(taken)
                 })?;

@@ -60,7 +60,7 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
         ))),
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
+            Ok(request) if request.waits() => {
                 // A client that hangs up while waiting (recv --wait, accept)
                 // cancels its request, so no message is claimed for a
                 // reader that is gone.
@@ -70,6 +70,7 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
                     _ = reader.read_to_end(&mut rest) => return,
                 }
             }
+            Ok(request) => Response::from_result(daemon.handle(request).await),
             Err(error) => Response::from_result(Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("invalid request: {error}"),

@@ -538,19 +538,69 @@ pub struct Outgoing {
 }
 
 /// `identity`'s outgoing messages not yet accepted by the relay, oldest first.
-pub fn outbox(conn: &Connection, identity: &Name, limit: usize) -> rusqlite::Result<Vec<Outgoing>> {
+pub fn outbox(
+    conn: &Connection,
+    identity: &Name,
+    after: Option<&MessageId>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Outgoing>> {
     conn.prepare(
         "SELECT id, peer, payload FROM messages
-         WHERE identity = ?1 AND state = 'queued' AND direction = 'out' ORDER BY id LIMIT ?2",
+         WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR id > ?2)
+         ORDER BY id LIMIT ?3",
     )?
-    .query_map(params![identity.as_str(), limit as i64], |row| {
-        Ok(Outgoing {
-            id: MessageId::from_bytes(row.get(0)?),
-            peer: PublicKey::from_bytes(row.get(1)?),
-            payload: row.get(2)?,
-        })
-    })?
+    .query_map(
+        params![
+            identity.as_str(),
+            after.map(|id| *id.as_bytes()),
+            limit as i64
+        ],
+        |row| {
+            Ok(Outgoing {
+                id: MessageId::from_bytes(row.get(0)?),
+                peer: PublicKey::from_bytes(row.get(1)?),
+                payload: row.get(2)?,
+            })
+        },
+    )?
     .collect()
+}
+
+/// `identity`'s messages (not receipts or pairing messages) waiting for the
+/// relay.
+pub fn outbox_count(conn: &Connection, identity: &Name) -> rusqlite::Result<u64> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND state = 'queued' AND direction = 'out'
+         AND kind NOT IN ('receipt', 'redeem')",
+        params![identity.as_str()],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Records that an incoming control message (receipt, pairing) was handled,
+/// so that a redelivery of it is recognised; never shown.
+pub fn insert_seen(
+    conn: &Connection,
+    identity: &Name,
+    id: &MessageId,
+    peer: &PublicKey,
+    kind: Kind,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO messages
+             (identity, id, direction, peer, kind, sent_at, stored_at, body, state, consumed_at)
+         VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?5, x'', 'seen', ?5)",
+        params![
+            identity.as_str(),
+            id.as_bytes(),
+            peer.as_bytes(),
+            kind.name(),
+            ms(now_ms)
+        ],
+    )?;
+    Ok(())
 }
 
 /// Outgoing messages of all identities not yet accepted by the relay.
@@ -578,9 +628,10 @@ pub fn drop_queued_to(
 
 /// Rank of an outgoing state: a message only moves forward
 /// (`queued` → `relayed` → `delivered` → `read`); `expired` and `failed`
-/// only replace states before delivery.
+/// only replace states before delivery, and are final (`STATE_RANK` ranks a
+/// current `expired`/`failed` above everything).
 const STATE_RANK: &str = "CASE state WHEN 'queued' THEN 0 WHEN 'relayed' THEN 1
-     WHEN 'expired' THEN 1 WHEN 'failed' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 4 END";
+     WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 4 END";
 
 fn rank(state: &str) -> i64 {
     match state {
@@ -778,4 +829,56 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn outgoing_states_only_move_forward_and_expired_is_final() {
+        let (_dir, store) = store();
+        let conn = store.conn();
+        let me = Name::new("me").unwrap();
+        let peer = PublicKey::from_bytes([7; 32]);
+        let check = |id: &MessageId, expected: &str| {
+            let state: String = conn
+                .query_row(
+                    "SELECT state FROM messages WHERE id = ?1",
+                    params![id.as_bytes()],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(state, expected);
+        };
+        let message = |id| StoredMessage::outgoing_control(id, peer, Kind::Chat, 1);
+
+        let a = MessageId::new_v7();
+        insert_message(conn, &me, &message(a), Some(b"sealed")).unwrap();
+        apply_receipt(conn, &me, &peer, &[a], "read", 2).unwrap();
+        // A late "relayed" or "delivered" does not move it back.
+        set_outgoing_state(conn, &me, &a, "relayed", 3).unwrap();
+        apply_receipt(conn, &me, &peer, &[a], "delivered", 4).unwrap();
+        set_outgoing_state(conn, &me, &a, "expired", 5).unwrap();
+        check(&a, "read");
+
+        let b = MessageId::new_v7();
+        insert_message(conn, &me, &message(b), Some(b"sealed")).unwrap();
+        set_outgoing_state(conn, &me, &b, "expired", 2).unwrap();
+        apply_receipt(conn, &me, &peer, &[b], "delivered", 3).unwrap();
+        set_outgoing_state(conn, &me, &b, "failed", 4).unwrap();
+        check(&b, "expired");
+
+        // A receipt from someone else changes nothing.
+        let c = MessageId::new_v7();
+        insert_message(conn, &me, &message(c), Some(b"sealed")).unwrap();
+        apply_receipt(conn, &me, &PublicKey::from_bytes([9; 32]), &[c], "read", 2).unwrap();
+        check(&c, "queued");
+    }
 }

@@ -277,3 +277,24 @@ fn daemon_status_says_what_is_pending_and_why() {
     }
     assert_eq!(received, ["m0", "m1", "m2"]);
 }
+
+#[test]
+fn a_recipient_the_relay_declines_does_not_hold_up_other_recipients() {
+    let pair = Paired::start(&["--max-queue", "2"]);
+    let (alice, bob) = (&pair.alice, &pair.bob);
+    let carol = TestHome::new();
+    carol
+        .run(&["init", "--name", "carol", "--relay", &pair.relay.url])
+        .ok();
+    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
+    carol.run(&["accept", &token]).ok();
+    bob.run(&["daemon", "stop"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    // More than one outbox page for Bob, whose relay queue holds 2.
+    for n in 0..70 {
+        alice.api(json!({"op": "send", "to": "bob", "body": format!("b{n}")}));
+    }
+    alice.run(&["send", "carol", "for carol"]).ok();
+    let got = carol.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    assert_eq!(bodies(&got), ["for carol"]);
+}
