@@ -176,6 +176,18 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         max: usize,
     },
+    /// Speak JSON lines on stdin/stdout, for agents that keep a process open
+    ///
+    /// Each stdin line is a command object: {"op":"send","to":"bob","body":"hi"},
+    /// {"op":"recv"}, {"op":"ack","ids":[...]}, {"op":"status","id":"..."},
+    /// {"op":"sent"}, {"op":"inbox"}, {"op":"contacts"}, {"op":"whoami"},
+    /// {"op":"invite"}; an optional "ref" is echoed in the answer. Stdout gets
+    /// one object per line: {"event":"result",...} or {"event":"error",...} for
+    /// each command, {"event":"message",...} for each new message (acknowledge
+    /// it with ack, or take it with recv) and {"event":"state",...} when a sent
+    /// message changes state.
+    #[command(verbatim_doc_comment)]
+    Connect,
     /// Start, stop or inspect the daemon (commands start it on demand)
     Daemon {
         #[command(subcommand)]

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod cli;
+mod connect_cmd;
 mod daemon_client;
 mod exit;
 mod logging;
@@ -29,6 +30,13 @@ fn main() -> ExitCode {
     logging::init(cli.global.log_format);
     let result = match cli.command {
         cli::Command::Relay(args) => relay_cmd::run(&cli.global, args),
+        cli::Command::Connect if !cli.global.json => Err(exit::Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),
+        )),
+        cli::Command::Connect => {
+            connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())
+        }
         command => agent_cmd::run(&cli.global, command),
     };
     match result {

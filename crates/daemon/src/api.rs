@@ -147,6 +147,21 @@ pub enum Request {
         #[serde(default)]
         wait_ms: Option<u64>,
     },
+    /// Consume the named unread messages.
+    Ack {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+        /// Message ids.
+        ids: Vec<String>,
+    },
+    /// Stream events (messages, state changes) on this connection until it
+    /// closes.
+    Subscribe {
+        /// Identity name.
+        #[serde(rename = "as", default)]
+        identity: Option<String>,
+    },
     /// Show unread messages without consuming them.
     Inbox {
         /// Identity name.
@@ -191,6 +206,8 @@ impl std::fmt::Debug for Request {
             Request::Invite { .. } => "invite",
             Request::Accept { .. } => "accept",
             Request::Recv { .. } => "recv",
+            Request::Ack { .. } => "ack",
+            Request::Subscribe { .. } => "subscribe",
             Request::Inbox { .. } => "inbox",
         };
         write!(f, "Request({op})")

@@ -1164,6 +1164,11 @@ impl Daemon {
                 max,
                 wait_ms,
             } => self.recv(identity, from, max, wait_ms).await,
+            Request::Ack { identity, ids } => self.ack(identity, ids).await,
+            Request::Subscribe { .. } => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "subscribe streams events on its own connection",
+            )),
             Request::Inbox {
                 identity,
                 from,
@@ -1458,6 +1463,141 @@ impl Daemon {
         }))
     }
 
+    /// Marks `candidates` consumed (those another reader has not claimed in
+    /// the meantime) and queues the read receipts, one per sender, in the
+    /// caller's transaction: the sender learns "read" exactly when this
+    /// commits.
+    fn consume(
+        &self,
+        tx: &rusqlite::Connection,
+        name: &Name,
+        candidates: Vec<StoredMessage>,
+        now: u64,
+    ) -> Result<Vec<StoredMessage>, ApiError> {
+        let mut taken = Vec::new();
+        for message in candidates {
+            if store::consume(tx, name, &message.id, now)? {
+                taken.push(message);
+            }
+        }
+        let mut by_peer: std::collections::BTreeMap<PublicKey, Vec<MessageId>> =
+            std::collections::BTreeMap::new();
+        for message in &taken {
+            by_peer.entry(message.peer).or_default().push(message.id);
+        }
+        for (peer, ids) in by_peer {
+            let Some(pickle) = store::session(tx, name, &peer)? else {
+                continue;
+            };
+            let Ok(mut session) = PeerSession::from_encrypted_pickle(&pickle, &self.key) else {
+                continue;
+            };
+            for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
+                if let Some((receipt_id, payload)) = seal_receipt(
+                    &mut session,
+                    agentwire_session::ReceiptState::Read,
+                    chunk.to_vec(),
+                    now,
+                ) {
+                    insert_receipt(tx, name, peer, receipt_id, &payload, now)?;
+                }
+            }
+            store::save_session(tx, name, &peer, &session.to_encrypted_pickle(&self.key))?;
+        }
+        Ok(taken)
+    }
+
+    /// Consumes the named unread messages (an agent that was shown them by a
+    /// subscription acknowledges them).
+    async fn ack(
+        &self,
+        identity: Option<String>,
+        ids: Vec<String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let ids = ids
+            .iter()
+            .map(|id| parse_message_id("id", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut state = self.state.lock().await;
+        let (name, _) = state.pick(identity.as_deref())?;
+        let now = now_ms();
+        let taken = state.store.transaction(|tx| {
+            let mut candidates = Vec::new();
+            for id in &ids {
+                if let Some(message) = store::unread_message(tx, &name, id)? {
+                    candidates.push(message);
+                }
+            }
+            self.consume(tx, &name, candidates, now)
+        })?;
+        drop(state);
+        if !taken.is_empty() {
+            self.outbox_waker(&name).notify_one();
+        }
+        Ok(json!({"acked": taken.iter().map(|m| m.id.to_string()).collect::<Vec<_>>()}))
+    }
+
+    /// Streams events for one identity to `out`, one JSON object a line,
+    /// until the client hangs up (`hangup` resolves) or the daemon stops:
+    /// `{"event":"message",...}` for each unread message (once), and
+    /// `{"event":"state",...}` whenever a sent message changes state.
+    pub(crate) async fn subscribe<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        identity: Option<String>,
+        out: &mut W,
+        hangup: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
+        tokio::pin!(hangup);
+        let name = self.state.lock().await.pick(identity.as_deref())?.0;
+        let mut shown: std::collections::HashSet<MessageId> = std::collections::HashSet::new();
+        let mut states_since = now_ms();
+        let ready = json!({"event": "ready", "as": name.as_str()});
+        let _ = out.write_all(format!("{ready}\n").as_bytes()).await;
+        loop {
+            let arrived = self.arrived.notified();
+            let changed = self.states.notified();
+            tokio::pin!(arrived, changed);
+            arrived.as_mut().enable();
+            changed.as_mut().enable();
+            let mut lines = Vec::new();
+            {
+                let state = self.state.lock().await;
+                let conn = state.store.conn();
+                let contacts = store::contacts(conn, &name)?;
+                let unread = store::unread(conn, &name, None, 1000)?;
+                let still: std::collections::HashSet<MessageId> =
+                    unread.iter().map(|m| m.id).collect();
+                shown.retain(|id| still.contains(id));
+                for message in &unread {
+                    if shown.insert(message.id) {
+                        lines.push(json!({"event": "message", "message": message_json(message, &contacts)}));
+                    }
+                }
+                for message in store::sent_changed_since(conn, &name, states_since)? {
+                    states_since = states_since.max(message.updated_at_ms);
+                    let mut event = sent_json(&message, &contacts);
+                    event["event"] = json!("state");
+                    lines.push(event);
+                }
+            }
+            for line in lines {
+                if out.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if out.flush().await.is_err() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = &mut hangup => return Ok(()),
+                () = self.shutdown.cancelled() => return Ok(()),
+                () = arrived => {}
+                () = changed => {}
+            }
+        }
+    }
+
     /// Waits until a sent message reaches `wanted` (or a later state), fails
     /// for good, or the time is up; returns its state then.
     async fn wait_for_state(
@@ -1551,46 +1691,7 @@ impl Daemon {
                         from.as_ref().map(|c| &c.address),
                         max.unwrap_or(DEFAULT_MAX_MESSAGES),
                     )?;
-                    let mut taken = Vec::new();
-                    for message in candidates {
-                        if store::consume(tx, &name, &message.id, now)? {
-                            taken.push(message);
-                        }
-                    }
-                    // Read receipts, one per sender, in the same transaction:
-                    // the sender learns "read" exactly when this consumed.
-                    let mut by_peer: std::collections::BTreeMap<PublicKey, Vec<MessageId>> =
-                        std::collections::BTreeMap::new();
-                    for message in &taken {
-                        by_peer.entry(message.peer).or_default().push(message.id);
-                    }
-                    for (peer, ids) in by_peer {
-                        let Some(pickle) = store::session(tx, &name, &peer)? else {
-                            continue;
-                        };
-                        let Ok(mut session) =
-                            PeerSession::from_encrypted_pickle(&pickle, &self.key)
-                        else {
-                            continue;
-                        };
-                        for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
-                            if let Some((receipt_id, payload)) = seal_receipt(
-                                &mut session,
-                                agentwire_session::ReceiptState::Read,
-                                chunk.to_vec(),
-                                now,
-                            ) {
-                                insert_receipt(tx, &name, peer, receipt_id, &payload, now)?;
-                            }
-                        }
-                        store::save_session(
-                            tx,
-                            &name,
-                            &peer,
-                            &session.to_encrypted_pickle(&self.key),
-                        )?;
-                    }
-                    Ok::<_, ApiError>(taken)
+                    self.consume(tx, &name, candidates, now)
                 })?;
                 if !taken.is_empty() {
                     self.outbox_waker(&name).notify_one();

@@ -60,6 +60,20 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
         ))),
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Subscribe { identity }) => {
+                let mut rest = Vec::new();
+                let hangup = async move {
+                    let _ = reader.read_to_end(&mut rest).await;
+                };
+                if let Err(error) = daemon.subscribe(identity, &mut write, hangup).await {
+                    let response = Response::from_result(Err(error));
+                    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+                        bytes.push(b'\n');
+                        let _ = write.write_all(&bytes).await;
+                    }
+                }
+                return;
+            }
             Ok(request) if request.waits() => {
                 // A client that hangs up while waiting (recv --wait, accept)
                 // cancels its request, so no message is claimed for a

@@ -783,6 +783,39 @@ pub fn unread(
     .collect()
 }
 
+/// One unread incoming message from a current contact.
+pub fn unread_message(
+    conn: &Connection,
+    identity: &Name,
+    id: &MessageId,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    conn.query_row(
+        "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
+         FROM messages
+         WHERE identity = ?1 AND id = ?2 AND direction = 'in' AND consumed_at IS NULL
+           AND peer IN (SELECT address FROM contacts WHERE identity = ?1)",
+        params![identity.as_str(), id.as_bytes()],
+        message_row,
+    )
+    .optional()
+}
+
+/// Sent messages whose state changed after `since_ms`, oldest change first.
+pub fn sent_changed_since(
+    conn: &Connection,
+    identity: &Name,
+    since_ms: u64,
+) -> rusqlite::Result<Vec<SentMessage>> {
+    conn.prepare(&format!(
+        "SELECT {SENT_COLUMNS} FROM messages
+         WHERE identity = ?1 AND direction = 'out' AND kind NOT IN ('receipt', 'redeem')
+           AND updated_at > ?2
+         ORDER BY updated_at LIMIT 1000"
+    ))?
+    .query_map(params![identity.as_str(), ms(since_ms)], sent_row)?
+    .collect()
+}
+
 /// Counts unread incoming messages.
 pub fn unread_count(conn: &Connection, identity: &Name) -> rusqlite::Result<u64> {
     let count: i64 = conn.query_row(
