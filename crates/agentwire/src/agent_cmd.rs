@@ -18,7 +18,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
     let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
     let identity = global.identity.clone();
     let (request, wait) = match command {
-        Command::Relay(_) | Command::Connect => unreachable_relay(),
+        Command::Relay(_) | Command::Connect | Command::Bridge { .. } => unreachable_relay(),
         Command::Daemon { action } => return daemon(global, &home, action),
         Command::Init {
             name,
@@ -178,7 +178,7 @@ fn read_stdin_line() -> Result<String, Failure> {
 }
 
 fn unreachable_relay() -> ! {
-    // main dispatches `relay` and `connect` before calling here.
+    // main dispatches `relay`, `connect` and `bridge` before calling here.
     std::process::exit(i32::from(crate::exit::INTERNAL))
 }
 

@@ -188,6 +188,21 @@ pub(crate) enum Command {
     /// message changes state.
     #[command(verbatim_doc_comment)]
     Connect,
+    /// Serve the daemon's API over HTTP on loopback, for one-shot agents
+    ///
+    /// Every request needs `Authorization: Bearer TOKEN` (the token is in
+    /// bridge.token in the home, created 0600). Endpoints:
+    ///   POST /v1/send            {"to":"coder","body":"...","kind"?,"priority"?,"reply_to"?,"thread"?}
+    ///   GET  /v1/recv?wait=SECS  consume (long-poll up to SECS, at most 600)
+    ///   GET  /v1/inbox           peek
+    ///   GET  /v1/status/ID       a sent message's state
+    ///   GET  /v1/contacts
+    #[command(verbatim_doc_comment)]
+    Bridge {
+        /// Address to listen on (keep it on loopback)
+        #[arg(long, default_value = "127.0.0.1:7879")]
+        listen: SocketAddr,
+    },
     /// Start, stop or inspect the daemon (commands start it on demand)
     Daemon {
         #[command(subcommand)]

@@ -2,6 +2,7 @@
 //! library crates. Everything of substance lives in those crates.
 
 mod agent_cmd;
+mod bridge_cmd;
 mod cli;
 mod connect_cmd;
 mod daemon_client;
@@ -34,6 +35,12 @@ fn main() -> ExitCode {
             exit::USAGE,
             anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),
         )),
+        cli::Command::Bridge { listen } => bridge_cmd::run(
+            cli.global.home.as_deref(),
+            cli.global.identity.clone(),
+            listen,
+            cli.global.json,
+        ),
         cli::Command::Connect => {
             connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())
         }

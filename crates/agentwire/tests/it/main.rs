@@ -13,6 +13,7 @@
 
 mod chaos;
 mod cli_agents;
+mod cli_bridge;
 mod cli_connect;
 mod cli_delivery;
 mod cli_pairing;

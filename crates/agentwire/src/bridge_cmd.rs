@@ -1,0 +1,344 @@
+//! `agentwire bridge`: the daemon's API over HTTP on loopback, for agents
+//! that can make HTTP requests but cannot keep a process open.
+//!
+//! Every request needs `Authorization: Bearer TOKEN`, the token kept in
+//! `bridge.token` (0600) in the home. The bridge is an edge: it turns HTTP
+//! into daemon requests and daemon answers into JSON responses, nothing more.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_daemon::Home;
+use agentwire_daemon::api::{ApiError, ErrorCode, Request, Response as ApiResponse};
+use anyhow::Context;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
+
+/// Longest long-poll the bridge grants, in seconds.
+const MAX_WAIT_SECS: u64 = 600;
+
+struct Bridge {
+    home: Home,
+    token: String,
+    identity: Option<String>,
+}
+
+pub(crate) fn run(
+    home_flag: Option<&std::path::Path>,
+    identity: Option<String>,
+    listen: SocketAddr,
+    json: bool,
+) -> Result<(), Failure> {
+    let home = Home::resolve(home_flag).code(CONFIG)?;
+    home.ensure().code(CONFIG)?;
+    if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
+        crate::daemon_client::start(&home)?;
+    }
+    let token_path = home.root().join("bridge.token");
+    let token = load_or_create_token(&token_path).code(CONFIG)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(CANNOT_START)?;
+    runtime.block_on(async move {
+        let stop = crate::relay_cmd::shutdown_signal();
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))
+            .code(CANNOT_START)?;
+        let addr = listener.local_addr().code(CANNOT_START)?;
+        let url = format!("http://{addr}");
+        if json {
+            println!(
+                "{}",
+                json!({"event": "listening", "url": url, "token_file": token_path.display().to_string()})
+            );
+        } else {
+            println!(
+                "agentwire bridge on {url}; send `Authorization: Bearer $(cat {})`",
+                token_path.display()
+            );
+        }
+        let bridge = Arc::new(Bridge {
+            home,
+            token,
+            identity,
+        });
+        let app = Router::new()
+            .route("/v1/send", post(send))
+            .route("/v1/recv", get(recv))
+            .route("/v1/inbox", get(inbox))
+            .route("/v1/status/{id}", get(status))
+            .route("/v1/contacts", get(contacts))
+            .with_state(bridge);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("the bridge stopped")
+            .code(CANNOT_START)
+    })
+}
+
+fn load_or_create_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+        _ => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.write_all(token.as_bytes())?;
+            Ok(token)
+        }
+    }
+}
+
+/// An error answer: the daemon's code and message, with a fitting status.
+struct BridgeError(StatusCode, String, String);
+
+impl IntoResponse for BridgeError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"error": {"code": self.1, "message": self.2}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<ApiError> for BridgeError {
+    fn from(error: ApiError) -> BridgeError {
+        let status = match error.code {
+            ErrorCode::InvalidRequest | ErrorCode::BadName | ErrorCode::BodyTooLarge => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::UnknownPeer
+            | ErrorCode::UnknownIdentity
+            | ErrorCode::UnknownMessage
+            | ErrorCode::NotInitialized => StatusCode::NOT_FOUND,
+            ErrorCode::AmbiguousPeer | ErrorCode::NameTaken => StatusCode::CONFLICT,
+            ErrorCode::RelayUnreachable => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = serde_json::to_value(error.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "internal".into());
+        BridgeError(status, code, error.message)
+    }
+}
+
+impl Bridge {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), BridgeError> {
+        use subtle::ConstantTimeEq;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok = presented.len() == self.token.len()
+            && bool::from(presented.as_bytes().ct_eq(self.token.as_bytes()));
+        if ok {
+            Ok(())
+        } else {
+            Err(BridgeError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized".into(),
+                "send `Authorization: Bearer TOKEN` with the token from bridge.token in the agentwire home".into(),
+            ))
+        }
+    }
+
+    fn identity(&self, asked: Option<String>) -> Option<String> {
+        asked.or_else(|| self.identity.clone())
+    }
+
+    /// One request to the daemon over its socket.
+    async fn call(&self, request: &Request) -> Result<Value, BridgeError> {
+        let unreachable = |e: std::io::Error| {
+            BridgeError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "daemon_unreachable".into(),
+                format!("the agentwire daemon is not answering: {e}; run `agentwire daemon start`"),
+            )
+        };
+        let stream = UnixStream::connect(self.home.socket())
+            .await
+            .map_err(unreachable)?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(request).map_err(|e| {
+            BridgeError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal".into(),
+                e.to_string(),
+            )
+        })?;
+        line.push(b'\n');
+        write.write_all(&line).await.map_err(unreachable)?;
+        let mut answer = String::new();
+        BufReader::new(read)
+            .read_line(&mut answer)
+            .await
+            .map_err(unreachable)?;
+        let response: ApiResponse = serde_json::from_str(&answer).map_err(|e| {
+            BridgeError(
+                StatusCode::BAD_GATEWAY,
+                "daemon_unreachable".into(),
+                e.to_string(),
+            )
+        })?;
+        match (response.result, response.error) {
+            (Some(result), _) if response.ok => Ok(result),
+            (_, Some(error)) => Err(error.into()),
+            _ => Err(BridgeError(
+                StatusCode::BAD_GATEWAY,
+                "internal".into(),
+                "the daemon's answer is empty".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    to: String,
+    body: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    thread: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default, rename = "as")]
+    identity: Option<String>,
+}
+
+async fn send(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+    body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let Json(body) = body.map_err(|e| {
+        BridgeError(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            e.body_text(),
+        )
+    })?;
+    let request = Request::Send {
+        identity: bridge.identity(body.identity),
+        to: body.to,
+        body: body.body,
+        kind: body.kind,
+        reply_to: body.reply_to,
+        thread: body.thread,
+        priority: body.priority,
+        wait: None,
+        wait_ms: None,
+    };
+    bridge.call(&request).await.map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    wait: Option<u64>,
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default, rename = "as")]
+    identity: Option<String>,
+}
+
+async fn recv(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let Query(query) = query.map_err(|e| {
+        BridgeError(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            e.body_text(),
+        )
+    })?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let request = Request::Recv {
+        identity: bridge.identity(query.identity),
+        from: query.from,
+        max: query.max,
+        wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+    };
+    bridge.call(&request).await.map(Json)
+}
+
+async fn inbox(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let Query(query) = query.map_err(|e| {
+        BridgeError(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            e.body_text(),
+        )
+    })?;
+    let request = Request::Inbox {
+        identity: bridge.identity(query.identity),
+        from: query.from,
+        max: query.max,
+    };
+    bridge.call(&request).await.map(Json)
+}
+
+async fn status(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let request = Request::State {
+        identity: bridge.identity(None),
+        id,
+    };
+    bridge.call(&request).await.map(Json)
+}
+
+async fn contacts(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let request = Request::Contacts {
+        identity: bridge.identity(None),
+    };
+    bridge.call(&request).await.map(Json)
+}

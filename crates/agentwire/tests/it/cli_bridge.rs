@@ -1,0 +1,232 @@
+//! `agentwire bridge`: the HTTP door for one-shot agents.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+struct BridgeProcess {
+    child: Child,
+    http: Http,
+}
+
+/// An HTTP client for one bridge.
+#[derive(Clone)]
+struct Http {
+    addr: String,
+    token: String,
+}
+
+impl BridgeProcess {
+    fn start(home: &TestHome, identity: &str) -> BridgeProcess {
+        let mut child = Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(home.path())
+            .args([
+                "--as",
+                identity,
+                "--json",
+                "bridge",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let startup: Value = serde_json::from_str(&line).unwrap();
+        let addr = startup["url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_owned();
+        let token = std::fs::read_to_string(startup["token_file"].as_str().unwrap()).unwrap();
+        BridgeProcess {
+            child,
+            http: Http { addr, token },
+        }
+    }
+}
+
+impl std::ops::Deref for BridgeProcess {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Http {
+    /// One HTTP/1.1 request; returns status and parsed JSON body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if !body.is_empty() {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, Some(&self.token.clone()), None)
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn siblings() -> TestHome {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home
+}
+
+#[test]
+fn the_bridge_requires_its_token() {
+    let home = siblings();
+    let bridge = BridgeProcess::start(&home, "a");
+    let (status, body) = bridge.request("GET", "/v1/contacts", None, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = bridge.request("GET", "/v1/contacts", Some("wrong"), None);
+    assert_eq!(status, 401);
+    let (status, body) = bridge.get("/v1/contacts");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["contacts"][0]["name"], "b");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(home.path().join("bridge.token"))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode & 0o077, 0);
+}
+
+#[test]
+fn send_status_and_a_long_poll_that_wakes_on_arrival() {
+    let home = siblings();
+    let b = BridgeProcess::start(&home, "b");
+    let poll = std::thread::spawn({
+        let http = b.http.clone();
+        move || http.get("/v1/recv?wait=20")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let a = BridgeProcess::start(&home, "a");
+    let token = a.token.clone();
+    let (status, sent) = a.request(
+        "POST",
+        "/v1/send",
+        Some(&token),
+        Some(&json!({"to": "b", "body": "over http", "priority": "urgent"})),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let (status, got) = poll.join().unwrap();
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["messages"][0]["body"], "over http");
+    assert_eq!(got["messages"][0]["from"]["name"], "a");
+
+    let id = sent["id"].as_str().unwrap();
+    assert!(eventually(
+        || a.get(&format!("/v1/status/{id}")).1["state"] == "read"
+    ));
+    let (status, body) = a.get("/v1/status/not-an-id");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = a.request(
+        "POST",
+        "/v1/send",
+        Some(&token),
+        Some(&json!({"to": "nobody", "body": "x"})),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_peer");
+    let (status, body) = a.request(
+        "POST",
+        "/v1/send",
+        Some(&token),
+        Some(&json!({"body": "no recipient"})),
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn two_concurrent_long_polls_never_get_the_same_message() {
+    let home = siblings();
+    let b = BridgeProcess::start(&home, "b");
+    let poller = |bridge: &Http| {
+        let mut seen = Vec::new();
+        while seen.len() < 40 {
+            let (status, got) = bridge.get("/v1/recv?wait=2&max=3");
+            assert_eq!(status, 200);
+            let batch: Vec<String> = got["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["body"].as_str().unwrap().to_owned())
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            seen.extend(batch);
+        }
+        seen
+    };
+    let (one, two) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| poller(&b.http));
+        let two = scope.spawn(|| poller(&b.http));
+        for n in 0..40 {
+            home.api(json!({"op": "send", "to": "b", "body": format!("m{n}")}));
+        }
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let first: HashSet<&String> = one.iter().collect();
+    let second: HashSet<&String> = two.iter().collect();
+    assert_eq!(
+        first.intersection(&second).count(),
+        0,
+        "a message went to both polls"
+    );
+    assert_eq!(one.len() + two.len(), 40, "{} + {}", one.len(), two.len());
+}
