@@ -18,7 +18,11 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
     let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
     let identity = global.identity.clone();
     let (request, wait) = match command {
-        Command::Relay(_) | Command::Connect | Command::Bridge { .. } => unreachable_relay(),
+        Command::Relay(_)
+        | Command::Connect
+        | Command::Bridge { .. }
+        | Command::Watch { .. }
+        | Command::Hook { .. } => unreachable_relay(),
         Command::Daemon { action } => return daemon(global, &home, action),
         Command::Init {
             name,

@@ -203,11 +203,35 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:7879")]
         listen: SocketAddr,
     },
+    /// Run a command for each message that arrives (a wake-up for idle agents)
+    ///
+    /// CMD runs with `sh -c`, one message at a time, the message as JSON on its
+    /// stdin and AGENTWIRE_MESSAGE_ID, AGENTWIRE_FROM, AGENTWIRE_KIND set. The
+    /// message stays unread: the command takes it (`agentwire recv`) or leaves it.
+    Watch {
+        /// The command to run
+        #[arg(long, value_name = "CMD")]
+        exec: String,
+    },
+    /// Print unread messages for an agent's hook (consumes them)
+    Hook {
+        #[command(subcommand)]
+        client: HookClient,
+    },
     /// Start, stop or inspect the daemon (commands start it on demand)
     Daemon {
         #[command(subcommand)]
         action: DaemonAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HookClient {
+    /// Claude Code: reads the hook input on stdin; prints additionalContext
+    /// (UserPromptSubmit, SessionStart) or a block decision (Stop) when there is
+    /// mail, nothing otherwise. In .claude/settings.json:
+    /// "hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "agentwire hook claude"}]}]}
+    Claude,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod cli;
 mod connect_cmd;
 mod daemon_client;
 mod exit;
+mod hook_cmd;
 mod logging;
 mod relay_cmd;
 
@@ -31,6 +32,14 @@ fn main() -> ExitCode {
     logging::init(cli.global.log_format);
     let result = match cli.command {
         cli::Command::Relay(args) => relay_cmd::run(&cli.global, args),
+        cli::Command::Watch { exec } => hook_cmd::watch(
+            cli.global.home.as_deref(),
+            cli.global.identity.clone(),
+            &exec,
+        ),
+        cli::Command::Hook {
+            client: cli::HookClient::Claude,
+        } => hook_cmd::claude(cli.global.home.as_deref(), cli.global.identity.clone()),
         cli::Command::Connect if !cli.global.json => Err(exit::Failure::new(
             exit::USAGE,
             anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),

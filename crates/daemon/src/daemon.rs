@@ -543,6 +543,7 @@ impl Daemon {
                     Effect::Store(..) => {
                         self.arrived.notify_waiters();
                         self.outbox_waker(name).notify_one();
+                        self.touch_notify_file(name).await;
                     }
                     Effect::Receipt(_) => self.states.notify_waiters(),
                     Effect::Nothing => {}
@@ -555,6 +556,37 @@ impl Daemon {
                 tracing::error!(%error, "cannot store a message; it stays at the relay");
                 false
             }
+        }
+    }
+
+    /// Writes the unread count to the identity's notify file (atomically:
+    /// written aside, then renamed), so that file watchers see each arrival.
+    async fn touch_notify_file(&self, name: &Name) {
+        let unread = {
+            let state = self.state.lock().await;
+            store::unread_count(state.store.conn(), name).unwrap_or(0)
+        };
+        let path = self.home.notify_file(name);
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            let dir = path.parent().unwrap_or(self.home.root());
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            let aside = dir.join(format!(".{}.tmp", name.as_str()));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&aside)?;
+            writeln!(file, "{unread}")?;
+            std::fs::rename(&aside, &path)
+        })();
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot update the notify file");
         }
     }
 

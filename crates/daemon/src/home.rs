@@ -102,6 +102,13 @@ impl Home {
         self.root.join("relay.db")
     }
 
+    /// The file touched when a message arrives for identity `name` (its
+    /// content is the unread count), for tools that watch files. `name` is a
+    /// validated [`agentwire_session::Name`], so it is one safe component.
+    pub fn notify_file(&self, name: &agentwire_session::Name) -> PathBuf {
+        self.root.join("notify").join(name.as_str())
+    }
+
     /// The daemon's log file.
     pub fn log(&self) -> PathBuf {
         self.root.join("daemon.log")

@@ -1,0 +1,105 @@
+//! Wake-ups: Claude Code hook output, `watch --exec`, and the notify file.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn siblings() -> TestHome {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    home
+}
+
+fn wait_for_unread(home: &TestHome, name: &str, count: u64) {
+    assert!(
+        eventually(|| home.run(&["--json", "--as", name, "inbox"]).json()["unread"] == count),
+        "{name} never had {count} unread"
+    );
+}
+
+#[test]
+fn hook_claude_puts_framed_mail_into_the_next_prompt_and_blocks_a_stop() {
+    let home = siblings();
+    home.run(&["send", "b", "please review PR 12"]).ok();
+    wait_for_unread(&home, "b", 1);
+    let prompt = home.run_with_stdin(
+        &["--as", "b", "hook", "claude"],
+        Some(br#"{"hook_event_name":"UserPromptSubmit","prompt":"hi"}"#),
+    );
+    assert_eq!(prompt.code, 0, "{prompt:?}");
+    let output: Value = serde_json::from_str(prompt.stdout.trim()).unwrap();
+    assert_eq!(
+        output["hookSpecificOutput"]["hookEventName"],
+        "UserPromptSubmit"
+    );
+    let context = output["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(
+        context.contains("<agentwire-message from=\"a\""),
+        "{context}"
+    );
+    assert!(context.contains("please review PR 12"), "{context}");
+    assert!(context.contains("untrusted content"), "{context}");
+
+    // Consumed: the next prompt gets nothing, and the hook stays silent.
+    let again = home.run_with_stdin(&["--as", "b", "hook", "claude"], Some(b"{}"));
+    assert_eq!(again.code, 0);
+    assert!(again.stdout.is_empty(), "{again:?}");
+
+    // At a stop, mail makes the agent go on.
+    home.run(&["send", "b", "one more thing"]).ok();
+    wait_for_unread(&home, "b", 1);
+    let stop = home.run_with_stdin(
+        &["--as", "b", "hook", "claude"],
+        Some(br#"{"hook_event_name":"Stop"}"#),
+    );
+    let output: Value = serde_json::from_str(stop.stdout.trim()).unwrap();
+    assert_eq!(output["decision"], "block");
+    assert!(
+        output["reason"]
+            .as_str()
+            .unwrap()
+            .contains("one more thing")
+    );
+}
+
+#[test]
+fn watch_runs_a_command_per_arriving_message_and_the_notify_file_counts_unread() {
+    let home = siblings();
+    let out = tempfile::tempdir().unwrap();
+    let mut watch = Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args([
+            "--as",
+            "b",
+            "watch",
+            "--exec",
+            &format!("cat > {}/$AGENTWIRE_MESSAGE_ID.json", out.path().display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = home.run(&["--json", "send", "b", "wake up"]).ok().json();
+    let id = sent["id"].as_str().unwrap();
+    let file = out.path().join(format!("{id}.json"));
+    assert!(eventually(
+        || std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n'))
+    ));
+    let message: Value =
+        serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+    assert_eq!(message["body"], "wake up");
+    assert_eq!(message["from"]["name"], "a");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // The message stayed unread, and the notify file says so.
+    let notify = home.path().join("notify").join("b");
+    assert_eq!(std::fs::read_to_string(&notify).unwrap().trim(), "1");
+}
