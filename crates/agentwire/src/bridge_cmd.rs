@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_daemon::Home;
-use agentwire_daemon::api::{ApiError, ErrorCode, Request, Response as ApiResponse};
+use agentwire_daemon::api::{ApiError, ErrorCode, Request};
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -20,8 +20,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
 
@@ -174,47 +172,16 @@ impl Bridge {
 
     /// One request to the daemon over its socket.
     async fn call(&self, request: &Request) -> Result<Value, BridgeError> {
-        let unreachable = |e: std::io::Error| {
-            BridgeError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "daemon_unreachable".into(),
-                format!("the agentwire daemon is not answering: {e}; run `agentwire daemon start`"),
-            )
-        };
-        let stream = UnixStream::connect(self.home.socket())
+        agentwire::call_socket(&self.home.socket(), request)
             .await
-            .map_err(unreachable)?;
-        let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_vec(request).map_err(|e| {
-            BridgeError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal".into(),
-                e.to_string(),
-            )
-        })?;
-        line.push(b'\n');
-        write.write_all(&line).await.map_err(unreachable)?;
-        let mut answer = String::new();
-        BufReader::new(read)
-            .read_line(&mut answer)
-            .await
-            .map_err(unreachable)?;
-        let response: ApiResponse = serde_json::from_str(&answer).map_err(|e| {
-            BridgeError(
-                StatusCode::BAD_GATEWAY,
-                "daemon_unreachable".into(),
-                e.to_string(),
-            )
-        })?;
-        match (response.result, response.error) {
-            (Some(result), _) if response.ok => Ok(result),
-            (_, Some(error)) => Err(error.into()),
-            _ => Err(BridgeError(
-                StatusCode::BAD_GATEWAY,
-                "internal".into(),
-                "the daemon's answer is empty".into(),
-            )),
-        }
+            .map_err(|error| match error {
+                agentwire::AgentError::Refused(error) => error.into(),
+                other => BridgeError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "daemon_unreachable".into(),
+                    format!("{other}; run `agentwire daemon start`"),
+                ),
+            })
     }
 }
 
