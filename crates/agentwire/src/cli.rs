@@ -12,7 +12,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// agentwire connects agents on one machine or across the internet through a
 /// blind relay that stores and forwards sealed envelopes it cannot open.
 #[derive(Debug, Parser)]
-#[command(name = "agentwire", version, propagate_version = true)]
+#[command(
+    name = "agentwire",
+    version,
+    propagate_version = true,
+    after_help = "Examples:
+  agentwire init --name planner && agentwire init --name coder
+  agentwire send coder \"run the tests\"
+  agentwire --as coder recv --wait 30s
+
+Exit codes: 0 ok, 1 nothing to receive, 2 usage, 3 configuration, 4 cannot start,
+10 daemon unreachable, 11 relay unreachable, 12 unknown peer, identity or message,
+13 no identity yet, 14 invite invalid, 15 invite expired, 16 invite already used,
+17 invite for another relay, 18 send --wait not reached in time, 19 message expired
+or failed, 70 internal."
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
