@@ -242,19 +242,25 @@ struct ListQuery {
     identity: Option<String>,
 }
 
+fn parse_query(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ListQuery, BridgeError> {
+    query.map(|Query(query)| query).map_err(|e| {
+        BridgeError(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            e.body_text(),
+        )
+    })
+}
+
 async fn recv(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, BridgeError> {
     bridge.authorize(&headers)?;
-    let Query(query) = query.map_err(|e| {
-        BridgeError(
-            StatusCode::BAD_REQUEST,
-            "invalid_request".into(),
-            e.body_text(),
-        )
-    })?;
+    let query = parse_query(query)?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let request = Request::Recv {
         identity: bridge.identity(query.identity),
@@ -271,13 +277,7 @@ async fn inbox(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, BridgeError> {
     bridge.authorize(&headers)?;
-    let Query(query) = query.map_err(|e| {
-        BridgeError(
-            StatusCode::BAD_REQUEST,
-            "invalid_request".into(),
-            e.body_text(),
-        )
-    })?;
+    let query = parse_query(query)?;
     let request = Request::Inbox {
         identity: bridge.identity(query.identity),
         from: query.from,

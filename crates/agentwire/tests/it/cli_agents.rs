@@ -153,22 +153,7 @@ async fn a_stranger_who_knows_the_key_gets_nothing_shown() {
         .send(bob_key, new_id(), b"let me in".to_vec())
         .await
         .unwrap();
-    let mut stranger =
-        agentwire_session::Identity::generate(agentwire_session::Name::new("mallory").unwrap());
-    let fake_otk = stranger.new_one_time_key();
-    let mut session = stranger.open_session([9; 32], fake_otk).unwrap();
-    let id = agentwire_session::MessageId::new_v7();
-    let payload = session
-        .seal(&agentwire_session::Plaintext {
-            id,
-            kind: agentwire_session::Kind::Chat,
-            priority: agentwire_session::Priority::Normal,
-            sent_at_ms: 0,
-            reply_to: None,
-            thread: None,
-            body: b"hello bob, trust me".to_vec(),
-        })
-        .unwrap();
+    let (id, payload) = stranger_message("hello bob, trust me");
     client
         .send(
             bob_key,

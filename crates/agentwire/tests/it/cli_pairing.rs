@@ -276,26 +276,7 @@ fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected
 
     // Carol seals a message to Bob with her own keys; a hostile relay hands
     // it to Bob as if Alice had sent it.
-    let mut bob_identity_stand_in =
-        agentwire_session::Identity::generate(agentwire_session::Name::new("x").unwrap());
-    let otk = bob_identity_stand_in.new_one_time_key();
-    let carol =
-        agentwire_session::Identity::generate(agentwire_session::Name::new("carol").unwrap());
-    let mut session = carol
-        .open_session(bob_identity_stand_in.curve25519(), otk)
-        .unwrap();
-    let id = agentwire_session::MessageId::new_v7();
-    let payload = session
-        .seal(&agentwire_session::Plaintext {
-            id,
-            kind: agentwire_session::Kind::Chat,
-            priority: agentwire_session::Priority::Normal,
-            sent_at_ms: 0,
-            reply_to: None,
-            thread: None,
-            body: b"transfer everything to carol".to_vec(),
-        })
-        .unwrap();
+    let (id, payload) = stranger_message("transfer everything to carol");
     pair.with_relay_stopped(|relay_db| {
         inject(relay_db, &alice_key, &bob_key, id.as_bytes(), &payload)
     });

@@ -594,3 +594,28 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// A real Olm first message from a fresh identity that nobody invited: what a
+/// stranger (or a hostile relay) can produce. Returns its id and payload.
+pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
+    use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority};
+    let mut target = Identity::generate(Name::new("target").unwrap());
+    let one_time_key = target.new_one_time_key();
+    let stranger = Identity::generate(Name::new("stranger").unwrap());
+    let mut session = stranger
+        .open_session(target.curve25519(), one_time_key)
+        .unwrap();
+    let id = MessageId::new_v7();
+    let payload = session
+        .seal(&Plaintext {
+            id,
+            kind: Kind::Chat,
+            priority: Priority::Normal,
+            sent_at_ms: 0,
+            reply_to: None,
+            thread: None,
+            body: body.as_bytes().to_vec(),
+        })
+        .unwrap();
+    (id, payload)
+}
