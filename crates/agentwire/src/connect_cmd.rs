@@ -63,13 +63,25 @@ pub(crate) fn run(
         let emit = emit.clone();
         std::thread::spawn(move || {
             loop {
-                if let Err(error) = stream_events(&home, identity.as_deref(), &emit) {
-                    emit(
-                        &json!({"event": "error", "code": "daemon_unreachable", "message": error}),
-                    );
+                match stream_events(&home, identity.as_deref(), &emit) {
+                    Err(Ended::Refused(message)) => {
+                        // Retrying cannot help (no such identity): say so once.
+                        emit(
+                            &json!({"event": "error", "code": "request_failed", "message": message}),
+                        );
+                        return;
+                    }
+                    Err(Ended::Lost(message)) => {
+                        emit(
+                            &json!({"event": "error", "code": "daemon_unreachable", "message": message}),
+                        );
+                    }
+                    Ok(()) => {}
                 }
                 std::thread::sleep(Duration::from_millis(500));
-                let _ = start(&home);
+                if UnixStream::connect(home.socket()).is_err() {
+                    let _ = start(&home);
+                }
             }
         });
     }
@@ -87,9 +99,22 @@ pub(crate) fn run(
             return Ok(());
         }
         if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") {
-            // Skip the rest of the over-long line.
-            let mut rest = Vec::new();
-            let _ = reader.read_until(b'\n', &mut rest);
+            // Skip the rest of the over-long line without keeping it.
+            while let Ok(buffer) = reader.fill_buf() {
+                if buffer.is_empty() {
+                    break;
+                }
+                match buffer.iter().position(|b| *b == b'\n') {
+                    Some(end) => {
+                        reader.consume(end + 1);
+                        break;
+                    }
+                    None => {
+                        let len = buffer.len();
+                        reader.consume(len);
+                    }
+                }
+            }
             emit(&error(
                 None,
                 "too_large",
@@ -179,19 +204,15 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
 }
 
 /// Copies the daemon's event stream to stdout until it ends.
-fn stream_events(
-    home: &Home,
-    identity: Option<&str>,
-    emit: &impl Fn(&Value),
-) -> Result<(), String> {
-    let stream =
-        UnixStream::connect(home.socket()).map_err(|e| format!("cannot reach the daemon: {e}"))?;
+fn stream_events(home: &Home, identity: Option<&str>, emit: &impl Fn(&Value)) -> Result<(), Ended> {
+    let lost = |e: std::io::Error| Ended::Lost(format!("cannot reach the daemon: {e}"));
+    let stream = UnixStream::connect(home.socket()).map_err(lost)?;
     let request = json!({"op": "subscribe", "as": identity});
     (&stream)
         .write_all(format!("{request}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(lost)?;
     for line in BufReader::new(&stream).lines() {
-        let line = line.map_err(|e| e.to_string())?;
+        let line = line.map_err(lost)?;
         match serde_json::from_str::<Value>(&line) {
             Ok(value) if value.get("event").is_some() => emit(&value),
             Ok(value) => {
@@ -199,10 +220,20 @@ fn stream_events(
                     .as_str()
                     .unwrap_or("subscription refused")
                     .to_owned();
-                return Err(message);
+                return Err(Ended::Refused(message));
             }
             Err(_) => {}
         }
     }
-    Err("the daemon closed the event stream".into())
+    Err(Ended::Lost(
+        "the daemon closed the event stream; reconnecting".into(),
+    ))
+}
+
+/// Why an event stream ended.
+enum Ended {
+    /// The daemon refused the subscription.
+    Refused(String),
+    /// The connection was lost (the daemon stopped or restarted).
+    Lost(String),
 }

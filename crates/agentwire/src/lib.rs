@@ -334,6 +334,15 @@ impl EmbeddedDaemon {
     /// waits until it answers.
     pub async fn start(home: &Path) -> Result<EmbeddedDaemon, AgentError> {
         let resolved = Home::resolve(Some(home)).map_err(|e| AgentError::Start(e.to_string()))?;
+        if call_socket(&resolved.socket(), &Request::Status)
+            .await
+            .is_ok()
+        {
+            return Err(AgentError::Start(format!(
+                "a daemon already runs for {}; use Agent::open with it instead",
+                home.display()
+            )));
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(agentwire_daemon::run(resolved.clone(), async move {
             let _ = stopped.await;

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
         ),
         cli::Command::Hook {
             client: cli::HookClient::Claude,
-        } => hook_cmd::claude(cli.global.home.as_deref(), cli.global.identity.clone()),
+        } => hook_cmd::claude(cli.global.home.as_deref(), cli.global.identity.clone())
+            // Exit 2 would block the agent in Claude Code; a hook must never.
+            .map_err(|failure| exit::Failure { code: 1, ..failure }),
         cli::Command::Connect if !cli.global.json => Err(exit::Failure::new(
             exit::USAGE,
             anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),

@@ -37,6 +37,9 @@ const OUTBOX_BATCH: usize = 64;
 const OUTBOX_RETRY: Duration = Duration::from_secs(5);
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Unread messages a subscription looks at per wake-up, at most; the rest
+/// follow as these are consumed.
+const SUBSCRIBE_WINDOW: usize = 1000;
 /// How long `invite` and `accept` wait for the identity's relay link.
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
@@ -1565,6 +1568,7 @@ impl Daemon {
         drop(state);
         if !taken.is_empty() {
             self.outbox_waker(&name).notify_one();
+            self.arrived.notify_waiters();
         }
         Ok(json!({"acked": taken.iter().map(|m| m.id.to_string()).collect::<Vec<_>>()}))
     }
@@ -1584,6 +1588,10 @@ impl Daemon {
         let name = self.state.lock().await.pick(identity.as_deref())?.0;
         let mut shown: std::collections::HashSet<MessageId> = std::collections::HashSet::new();
         let mut states_since = now_ms();
+        // State changes already sent whose time is exactly `states_since`
+        // (several can share a millisecond).
+        let mut sent_at_since: std::collections::HashSet<(MessageId, String)> =
+            std::collections::HashSet::new();
         let ready = json!({"event": "ready", "as": name.as_str()});
         let _ = out.write_all(format!("{ready}\n").as_bytes()).await;
         loop {
@@ -1597,17 +1605,32 @@ impl Daemon {
                 let state = self.state.lock().await;
                 let conn = state.store.conn();
                 let contacts = store::contacts(conn, &name)?;
-                let unread = store::unread(conn, &name, None, 1000)?;
-                let still: std::collections::HashSet<MessageId> =
-                    unread.iter().map(|m| m.id).collect();
-                shown.retain(|id| still.contains(id));
+                let unread = store::unread(conn, &name, None, SUBSCRIBE_WINDOW)?;
+                // Forget only what was consumed: a message that merely left
+                // the window (urgent ones came first) is not shown twice.
+                let mut consumed = Vec::new();
+                for id in &shown {
+                    if store::unread_message(conn, &name, id)?.is_none() {
+                        consumed.push(*id);
+                    }
+                }
+                for id in consumed {
+                    shown.remove(&id);
+                }
                 for message in &unread {
                     if shown.insert(message.id) {
                         lines.push(json!({"event": "message", "message": message_json(message, &contacts)}));
                     }
                 }
                 for message in store::sent_changed_since(conn, &name, states_since)? {
-                    states_since = states_since.max(message.updated_at_ms);
+                    let key = (message.id, message.state.clone());
+                    if message.updated_at_ms > states_since {
+                        states_since = message.updated_at_ms;
+                        sent_at_since.clear();
+                    }
+                    if message.updated_at_ms == states_since && !sent_at_since.insert(key) {
+                        continue;
+                    }
                     let mut event = sent_json(&message, &contacts);
                     event["event"] = json!("state");
                     lines.push(event);
@@ -1727,6 +1750,8 @@ impl Daemon {
                 })?;
                 if !taken.is_empty() {
                     self.outbox_waker(&name).notify_one();
+                    // Subscriptions may now show messages beyond their window.
+                    self.arrived.notify_waiters();
                 }
                 if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(json!({

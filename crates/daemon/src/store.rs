@@ -800,7 +800,8 @@ pub fn unread_message(
     .optional()
 }
 
-/// Sent messages whose state changed after `since_ms`, oldest change first.
+/// Sent messages whose state changed at or after `since_ms`, oldest change
+/// first.
 pub fn sent_changed_since(
     conn: &Connection,
     identity: &Name,
@@ -809,7 +810,7 @@ pub fn sent_changed_since(
     conn.prepare(&format!(
         "SELECT {SENT_COLUMNS} FROM messages
          WHERE identity = ?1 AND direction = 'out' AND kind NOT IN ('receipt', 'redeem')
-           AND updated_at > ?2
+           AND updated_at >= ?2
          ORDER BY updated_at LIMIT 1000"
     ))?
     .query_map(params![identity.as_str(), ms(since_ms)], sent_row)?

@@ -50,6 +50,17 @@ fn hook_claude_puts_framed_mail_into_the_next_prompt_and_blocks_a_stop() {
     assert_eq!(again.code, 0);
     assert!(again.stdout.is_empty(), "{again:?}");
 
+    // An event whose output the model does not see takes no mail.
+    home.run(&["send", "b", "for later"]).ok();
+    wait_for_unread(&home, "b", 1);
+    let tool = home.run_with_stdin(
+        &["--as", "b", "hook", "claude"],
+        Some(br#"{"hook_event_name":"PreToolUse"}"#),
+    );
+    assert_eq!(tool.code, 0);
+    assert!(tool.stdout.is_empty(), "{tool:?}");
+    home.run(&["--as", "b", "recv"]).ok();
+
     // At a stop, mail makes the agent go on.
     home.run(&["send", "b", "one more thing"]).ok();
     wait_for_unread(&home, "b", 1);
