@@ -171,6 +171,9 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
     if let (Some(identity), None) = (identity, command.get("as")) {
         command["as"] = json!(identity);
     }
+    // A command that waits (recv with wait_ms) gets that long on top of the
+    // usual answer time.
+    let waits = Duration::from_millis(command["wait_ms"].as_u64().unwrap_or(0));
     let request: Request = match serde_json::from_value(command) {
         Ok(request) => request,
         Err(e) => {
@@ -183,7 +186,7 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
             return error(reference.as_ref(), code, &format!("{op}: {text}"));
         }
     };
-    match call(home, &request, Duration::ZERO) {
+    match call(home, &request, waits) {
         Ok(result) => {
             let mut value = json!({"event": "result", "op": op, "result": result});
             if let Some(reference) = reference {
