@@ -22,7 +22,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Connect
         | Command::Bridge { .. }
         | Command::Watch { .. }
-        | Command::Hook { .. } => unreachable_relay(),
+        | Command::Hook { .. } => {
+            // main runs these itself; reaching here is a dispatch bug.
+            return Err(Failure::new(
+                crate::exit::INTERNAL,
+                anyhow::anyhow!("this command is not an agent command"),
+            ));
+        }
         Command::Daemon { action } => return daemon(global, &home, action),
         Command::Init {
             name,
@@ -179,11 +185,6 @@ fn read_stdin_line() -> Result<String, Failure> {
         .context("cannot read the invite from stdin")
         .code(USAGE)?;
     Ok(line.trim().to_owned())
-}
-
-fn unreachable_relay() -> ! {
-    // main dispatches `relay`, `connect` and `bridge` before calling here.
-    std::process::exit(i32::from(crate::exit::INTERNAL))
 }
 
 fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), Failure> {

@@ -1236,6 +1236,7 @@ impl Daemon {
         let state = self.state.lock().await;
         let conn = state.store.conn();
         let mut identities = Vec::new();
+        let mut queued_total = 0;
         for (name, identity) in &state.identities {
             let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
             let link_error = self
@@ -1250,11 +1251,13 @@ impl Daemon {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(name)
                 .cloned();
+            let queued = store::outbox_count(conn, name)?;
+            queued_total += queued;
             identities.push(json!({
                 "name": name.as_str(),
                 "short_id": address.short_id(),
                 "relay_error": link_error,
-                "queued": store::outbox_count(conn, name)?,
+                "queued": queued,
                 "queued_because": outbox_error,
                 "unread": store::unread_count(conn, name)?,
             }));
@@ -1266,7 +1269,7 @@ impl Daemon {
             "relay": relay_url,
             "local_relay": local_relay,
             "identities": identities,
-            "queued": store::outbox_len(conn)?,
+            "queued": queued_total,
             "dropped_non_contact": self.counters.non_contact.load(Ordering::Relaxed),
             "dropped_undecryptable": self.counters.undecryptable.load(Ordering::Relaxed),
         }))

@@ -603,16 +603,6 @@ pub fn insert_seen(
     Ok(())
 }
 
-/// Outgoing messages of all identities not yet accepted by the relay.
-pub fn outbox_len(conn: &Connection) -> rusqlite::Result<u64> {
-    let count: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM messages WHERE state = 'queued' AND direction = 'out'",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok(u64::try_from(count).unwrap_or(0))
-}
-
 /// Forgets outgoing messages to `peer` that the relay has not accepted yet.
 pub fn drop_queued_to(
     conn: &Connection,
