@@ -22,6 +22,8 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Connect
         | Command::Bridge { .. }
         | Command::Watch { .. }
+        | Command::Mcp { .. }
+        | Command::Setup { .. }
         | Command::Hook { .. } => {
             // main runs these itself; reaching here is a dispatch bug.
             return Err(Failure::new(

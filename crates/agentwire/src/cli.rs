@@ -217,6 +217,63 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:7879")]
         listen: SocketAddr,
     },
+    /// Serve MCP on stdin/stdout, for coding agents (Claude Code, Codex, ...)
+    ///
+    /// Tools: send, recv, peek, wait, status, contacts, invite, accept, whoami.
+    /// Each arriving message is also pushed: a notifications/claude/channel
+    /// event (Claude Code channels) and a notifications/message log event (any
+    /// client). `agentwire setup CLIENT` writes the client's config entry.
+    ///
+    /// Push modes:
+    ///   notice   a short notice per message; it stays unread until a tool
+    ///            (recv, wait) returns it [default]
+    ///   message  the whole framed message, marked read once written to the
+    ///            client: for clients that show pushes to the model, such as
+    ///            claude --dangerously-load-development-channels server:agentwire
+    ///   off      no pushes
+    #[command(verbatim_doc_comment)]
+    Mcp {
+        /// What to push when a message arrives
+        #[arg(long, value_enum, default_value_t = PushMode::Notice)]
+        push: PushMode,
+    },
+    /// Add agentwire's MCP server to a client's config (or print the entry)
+    ///
+    /// Writes the `agentwire` entry into the client's config file, keeping
+    /// every other entry, and says what it changed. A file it cannot parse is
+    /// left untouched (exit 3). Files:
+    ///   claude   ./.mcp.json                 (--scope user: ~/.claude.json)
+    ///   codex    ~/.codex/config.toml        ($CODEX_HOME; --scope project: ./.codex/config.toml)
+    ///   cursor   ./.cursor/mcp.json          (--scope user: ~/.cursor/mcp.json)
+    ///   gemini   ./.gemini/settings.json     (--scope user: ~/.gemini/settings.json)
+    ///
+    /// Examples:
+    ///   agentwire setup claude                 # then start `claude` in this directory
+    ///   agentwire --as coder setup codex
+    ///   agentwire setup claude --push message  # for Claude Code channels
+    ///   agentwire setup gemini --print         # show the entry, change nothing
+    #[command(verbatim_doc_comment)]
+    Setup {
+        /// The client to configure
+        #[arg(value_enum)]
+        client: SetupClient,
+        /// Print the entry instead of writing it
+        #[arg(long)]
+        print: bool,
+        /// Project file (in --dir) or the user's own file [default: user for
+        /// codex, project for the others]
+        #[arg(long, value_enum)]
+        scope: Option<SetupScope>,
+        /// Project directory for the project scope
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Name of the server entry (the channel's name in Claude Code)
+        #[arg(long, default_value = "agentwire")]
+        entry: String,
+        /// Push mode the server runs with (see `agentwire mcp --help`)
+        #[arg(long, value_enum, default_value_t = PushMode::Notice)]
+        push: PushMode,
+    },
     /// Run a command for each message that arrives (a wake-up for idle agents)
     ///
     /// CMD runs with `sh -c`, one message at a time, the message as JSON on its
@@ -237,6 +294,50 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+}
+
+/// What `agentwire mcp` pushes when a message arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PushMode {
+    /// A short notice; the message stays unread until a tool returns it
+    Notice,
+    /// The whole framed message, marked read once written to the client
+    Message,
+    /// Nothing
+    Off,
+}
+
+impl PushMode {
+    /// The flag's spelling.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PushMode::Notice => "notice",
+            PushMode::Message => "message",
+            PushMode::Off => "off",
+        }
+    }
+}
+
+/// Clients `agentwire setup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SetupClient {
+    /// Claude Code
+    Claude,
+    /// OpenAI Codex CLI
+    Codex,
+    /// Cursor
+    Cursor,
+    /// Gemini CLI
+    Gemini,
+}
+
+/// Which config file `agentwire setup` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SetupScope {
+    /// The project's file, in --dir
+    Project,
+    /// The user's own file, in the home directory
+    User,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,9 @@ mod daemon_client;
 mod exit;
 mod hook_cmd;
 mod logging;
+mod mcp_cmd;
 mod relay_cmd;
+mod setup_cmd;
 
 use std::process::ExitCode;
 
@@ -51,6 +53,29 @@ fn main() -> ExitCode {
             cli.global.identity.clone(),
             listen,
             cli.global.json,
+        ),
+        cli::Command::Mcp { push } => mcp_cmd::run(
+            cli.global.home.as_deref(),
+            cli.global.identity.clone(),
+            push,
+        ),
+        cli::Command::Setup {
+            client,
+            print,
+            scope,
+            dir,
+            entry,
+            push,
+        } => setup_cmd::run(
+            &cli.global,
+            &setup_cmd::Options {
+                client,
+                print,
+                scope,
+                dir,
+                entry,
+                push,
+            },
         ),
         cli::Command::Connect => {
             connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())

@@ -17,6 +17,7 @@ mod cli_bridge;
 mod cli_connect;
 mod cli_delivery;
 mod cli_hooks;
+mod cli_mcp;
 mod cli_pairing;
 mod relay_auth;
 mod relay_client;

@@ -1,0 +1,494 @@
+//! `agentwire setup CLIENT`: writes (or prints) the MCP server entry in the
+//! config file of a coding agent, in that client's documented format.
+//!
+//! The file is parsed, the one entry added or replaced, and the result written
+//! to a temporary file that is renamed over the original: every other entry
+//! stays, and a file that does not parse is left exactly as it was.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use serde_json::{Value, json};
+
+use crate::cli::{GlobalArgs, PushMode, SetupClient, SetupScope};
+use crate::exit::{CONFIG, Failure, INTERNAL, USAGE, WithCode};
+
+/// Seconds Codex may wait for one tool call: the longest `wait` plus slack.
+const CODEX_TOOL_TIMEOUT_SECS: i64 = crate::mcp_cmd::MAX_WAIT_SECS as i64 + 30;
+/// Seconds Codex may wait for the server to start (it may start the daemon).
+const CODEX_STARTUP_TIMEOUT_SECS: i64 = 30;
+/// Largest config file `setup` reads.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What `setup` was asked to do.
+pub(crate) struct Options {
+    pub(crate) client: SetupClient,
+    pub(crate) print: bool,
+    pub(crate) scope: Option<SetupScope>,
+    pub(crate) dir: PathBuf,
+    pub(crate) entry: String,
+    pub(crate) push: PushMode,
+}
+
+/// The server as a client should start it.
+struct Server {
+    command: String,
+    args: Vec<String>,
+}
+
+/// What happened to the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Added,
+    Updated,
+    Unchanged,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Added => "added",
+            Action::Updated => "updated",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure> {
+    validate_entry_name(&options.entry)?;
+    let server = server(global, options.push)?;
+    let path = config_path(options)?;
+    let codex = options.client == SetupClient::Codex;
+    if options.print {
+        let snippet = if codex {
+            toml_entry(None, &options.entry, &server)?.0
+        } else {
+            let entry = json_entry(options.client, &server);
+            serde_json::to_string_pretty(&json!({"mcpServers": {&options.entry: entry}}))
+                .context("cannot render the entry")
+                .code(INTERNAL)?
+                + "\n"
+        };
+        if global.json {
+            println!(
+                "{}",
+                json!({"client": client_name(options.client), "path": path.display().to_string(), "snippet": snippet})
+            );
+        } else {
+            eprintln!("# for {}", path.display());
+            print!("{snippet}");
+        }
+        return Ok(());
+    }
+
+    let existing = read_config(&path)?;
+    let (text, action, kept) = if codex {
+        toml_entry(existing.as_deref(), &options.entry, &server)
+            .map_err(|failure| refuse(&path, failure))?
+    } else {
+        json_merge(
+            existing.as_deref(),
+            &options.entry,
+            json_entry(options.client, &server),
+        )
+        .map_err(|failure| refuse(&path, failure))?
+    };
+    if action != Action::Unchanged {
+        write_atomically(&path, &text).code(CONFIG)?;
+    }
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "client": client_name(options.client),
+                "path": path.display().to_string(),
+                "action": action.name(),
+                "entry": options.entry,
+                "command": server.command,
+                "args": server.args,
+                "kept": kept,
+            })
+        );
+    } else {
+        let what = match action {
+            Action::Added => "Added",
+            Action::Updated => "Updated",
+            Action::Unchanged => "Already had",
+        };
+        println!(
+            "{what} the `{}` MCP server in {}{}.",
+            options.entry,
+            path.display(),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(" (other servers kept: {})", kept.join(", "))
+            }
+        );
+        println!("{}", next_step(options));
+    }
+    Ok(())
+}
+
+/// A malformed file: say what is wrong and that nothing was changed.
+fn refuse(path: &Path, failure: Failure) -> Failure {
+    let reason = failure.error.map(|e| format!("{e:#}")).unwrap_or_default();
+    Failure::new(
+        CONFIG,
+        anyhow!(
+            "{} is not a config file setup can edit: {reason}; it was left unchanged. \
+             Fix it, or add the entry by hand (`agentwire setup ... --print` shows it)",
+            path.display()
+        ),
+    )
+}
+
+fn validate_entry_name(name: &str) -> Result<(), Failure> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            USAGE,
+            anyhow!("--entry must be 1 to 64 letters, digits, `-` or `_`, got {name:?}"),
+        ))
+    }
+}
+
+fn client_name(client: SetupClient) -> &'static str {
+    match client {
+        SetupClient::Claude => "claude",
+        SetupClient::Codex => "codex",
+        SetupClient::Cursor => "cursor",
+        SetupClient::Gemini => "gemini",
+    }
+}
+
+/// This binary, with the flags that pick the same home and identity.
+fn server(global: &GlobalArgs, push: PushMode) -> Result<Server, Failure> {
+    let exe = std::env::current_exe()
+        .context("cannot tell where the agentwire binary is")
+        .code(INTERNAL)?;
+    let mut args = Vec::new();
+    if let Some(home) = &global.home {
+        let home = std::path::absolute(home)
+            .with_context(|| format!("cannot make {} absolute", home.display()))
+            .code(CONFIG)?;
+        args.push("--home".to_owned());
+        args.push(home.display().to_string());
+    }
+    if let Some(identity) = &global.identity {
+        args.push("--as".to_owned());
+        args.push(identity.clone());
+    }
+    args.push("mcp".to_owned());
+    if push != PushMode::Notice {
+        args.push("--push".to_owned());
+        args.push(push.name().to_owned());
+    }
+    Ok(Server {
+        command: exe.display().to_string(),
+        args,
+    })
+}
+
+fn user_home() -> Result<PathBuf, Failure> {
+    std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            Failure::new(
+                CONFIG,
+                anyhow!("HOME is not set, so the user's config file cannot be found"),
+            )
+        })
+}
+
+/// The file to edit.
+fn config_path(options: &Options) -> Result<PathBuf, Failure> {
+    let scope = options.scope.unwrap_or(match options.client {
+        SetupClient::Codex => SetupScope::User,
+        _ => SetupScope::Project,
+    });
+    let dir = std::path::absolute(&options.dir)
+        .with_context(|| format!("cannot make {} absolute", options.dir.display()))
+        .code(CONFIG)?;
+    Ok(match (options.client, scope) {
+        (SetupClient::Claude, SetupScope::Project) => dir.join(".mcp.json"),
+        (SetupClient::Claude, SetupScope::User) => user_home()?.join(".claude.json"),
+        (SetupClient::Codex, SetupScope::Project) => dir.join(".codex").join("config.toml"),
+        (SetupClient::Codex, SetupScope::User) => match std::env::var_os("CODEX_HOME") {
+            Some(codex_home) if !codex_home.is_empty() => {
+                PathBuf::from(codex_home).join("config.toml")
+            }
+            _ => user_home()?.join(".codex").join("config.toml"),
+        },
+        (SetupClient::Cursor, SetupScope::Project) => dir.join(".cursor").join("mcp.json"),
+        (SetupClient::Cursor, SetupScope::User) => user_home()?.join(".cursor").join("mcp.json"),
+        (SetupClient::Gemini, SetupScope::Project) => dir.join(".gemini").join("settings.json"),
+        (SetupClient::Gemini, SetupScope::User) => {
+            user_home()?.join(".gemini").join("settings.json")
+        }
+    })
+}
+
+/// The file's text, or `None` when there is no file yet.
+fn read_config(path: &Path) -> Result<Option<String>, Failure> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Failure::new(
+                CONFIG,
+                anyhow!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .code(CONFIG)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Failure::new(
+            CONFIG,
+            anyhow!(
+                "{} is larger than {MAX_CONFIG_BYTES} bytes; it was left unchanged",
+                path.display()
+            ),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| refuse(path, Failure::new(CONFIG, anyhow!("it is not UTF-8"))))
+}
+
+/// The entry in the JSON clients' shape.
+fn json_entry(client: SetupClient, server: &Server) -> Value {
+    match client {
+        // Claude Code and Cursor document an explicit stdio type.
+        SetupClient::Claude | SetupClient::Cursor => json!({
+            "type": "stdio",
+            "command": server.command,
+            "args": server.args,
+        }),
+        _ => json!({
+            "command": server.command,
+            "args": server.args,
+        }),
+    }
+}
+
+/// Adds or replaces `name` under `mcpServers`, keeping everything else (and
+/// its order).
+fn json_merge(
+    existing: Option<&str>,
+    name: &str,
+    entry: Value,
+) -> Result<(String, Action, Vec<String>), Failure> {
+    let mut root = match existing {
+        None => json!({}),
+        Some(text) if text.trim().is_empty() => json!({}),
+        Some(text) => serde_json::from_str::<Value>(text)
+            .context("it is not valid JSON")
+            .code(CONFIG)?,
+    };
+    let Some(object) = root.as_object_mut() else {
+        return Err(Failure::new(
+            CONFIG,
+            anyhow!("its top level is not an object"),
+        ));
+    };
+    let servers = object
+        .entry("mcpServers")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| Failure::new(CONFIG, anyhow!("its `mcpServers` is not an object")))?;
+    let kept: Vec<String> = servers.keys().filter(|k| *k != name).cloned().collect();
+    let action = match servers.get(name) {
+        None => Action::Added,
+        Some(old) if *old == entry => Action::Unchanged,
+        Some(_) => Action::Updated,
+    };
+    servers.insert(name.to_owned(), entry);
+    let mut text = serde_json::to_string_pretty(&root)
+        .context("cannot render the config")
+        .code(INTERNAL)?;
+    text.push('\n');
+    Ok((text, action, kept))
+}
+
+/// Adds or replaces `[mcp_servers.NAME]` in Codex's config.toml, keeping
+/// everything else (comments and formatting included). With no existing
+/// text, returns just the entry.
+fn toml_entry(
+    existing: Option<&str>,
+    name: &str,
+    server: &Server,
+) -> Result<(String, Action, Vec<String>), Failure> {
+    use toml_edit::{Array, DocumentMut, Item, Table, value};
+    let mut doc = existing
+        .unwrap_or("")
+        .parse::<DocumentMut>()
+        .context("it is not valid TOML")
+        .code(CONFIG)?;
+    let servers = doc
+        .entry("mcp_servers")
+        .or_insert_with(|| {
+            let mut table = Table::new();
+            table.set_implicit(true);
+            Item::Table(table)
+        })
+        .as_table_like_mut()
+        .ok_or_else(|| Failure::new(CONFIG, anyhow!("its `mcp_servers` is not a table")))?;
+    let kept: Vec<String> = servers
+        .iter()
+        .map(|(key, _)| key.to_owned())
+        .filter(|key| key != name)
+        .collect();
+    let mut entry = Table::new();
+    entry.insert("command", value(server.command.as_str()));
+    entry.insert(
+        "args",
+        value(server.args.iter().map(String::as_str).collect::<Array>()),
+    );
+    entry.insert("startup_timeout_sec", value(CODEX_STARTUP_TIMEOUT_SECS));
+    entry.insert("tool_timeout_sec", value(CODEX_TOOL_TIMEOUT_SECS));
+    let action = match servers.get(name) {
+        None => Action::Added,
+        Some(old) if same_toml_entry(old, &entry) => Action::Unchanged,
+        Some(_) => Action::Updated,
+    };
+    if action != Action::Unchanged {
+        servers.insert(name, Item::Table(entry));
+    }
+    Ok((doc.to_string(), action, kept))
+}
+
+/// Whether an existing entry already says what `entry` says.
+fn same_toml_entry(old: &toml_edit::Item, entry: &toml_edit::Table) -> bool {
+    let Some(old) = old.as_table_like() else {
+        return false;
+    };
+    old.len() == entry.len()
+        && entry.iter().all(|(key, new)| {
+            old.get(key)
+                .is_some_and(|item| item.to_string().trim() == new.to_string().trim())
+        })
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over
+/// `path`, keeping the original's permissions.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let temp = parent.join(format!(".{file_name}.agentwire-{}", std::process::id()));
+    let permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        if let Some(permissions) = permissions {
+            std::fs::set_permissions(&temp, permissions)?;
+        }
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What the user does next, per client.
+fn next_step(options: &Options) -> String {
+    let entry = &options.entry;
+    match options.client {
+        SetupClient::Claude if options.push == PushMode::Message => format!(
+            "Start Claude Code with pushes into the session: claude --dangerously-load-development-channels server:{entry}"
+        ),
+        SetupClient::Claude => format!(
+            "Start `claude` in {} and approve the project server; `/mcp` lists it. For messages pushed into the session, run `agentwire setup claude --push message`.",
+            options.dir.display()
+        ),
+        SetupClient::Codex => "Start `codex`; `/mcp` lists the server.".to_owned(),
+        SetupClient::Cursor => {
+            "Enable the server in Cursor's settings (MCP); it lists the tools.".to_owned()
+        }
+        SetupClient::Gemini => "Start `gemini`; `/mcp` lists the server.".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> Server {
+        Server {
+            command: "/usr/bin/agentwire".into(),
+            args: vec!["mcp".into()],
+        }
+    }
+
+    #[test]
+    fn json_merge_keeps_other_entries_and_order() {
+        let existing = r#"{"z": 1, "mcpServers": {"other": {"command": "x"}}, "a": [1]}"#;
+        let entry = json_entry(SetupClient::Claude, &server());
+        let (text, action, kept) = json_merge(Some(existing), "agentwire", entry.clone()).unwrap();
+        assert_eq!(action, Action::Added);
+        assert_eq!(kept, vec!["other".to_owned()]);
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["mcpServers"]["other"]["command"], "x");
+        assert_eq!(value["mcpServers"]["agentwire"], entry);
+        let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["z", "mcpServers", "a"]);
+        let (_, again, _) = json_merge(Some(&text), "agentwire", entry).unwrap();
+        assert_eq!(again, Action::Unchanged);
+    }
+
+    #[test]
+    fn json_merge_refuses_what_it_cannot_edit() {
+        for bad in ["{", "[1]", r#"{"mcpServers": []}"#, "// note\n{}"] {
+            let entry = json_entry(SetupClient::Cursor, &server());
+            assert!(json_merge(Some(bad), "agentwire", entry).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_entry_keeps_comments_and_other_servers() {
+        let existing =
+            "# my settings\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs-mcp\" # keep\n";
+        let (text, action, kept) = toml_entry(Some(existing), "agentwire", &server()).unwrap();
+        assert_eq!(action, Action::Added);
+        assert_eq!(kept, vec!["docs".to_owned()]);
+        assert!(text.starts_with(existing), "{text}");
+        assert!(text.contains("[mcp_servers.agentwire]"), "{text}");
+        assert!(text.contains("tool_timeout_sec = 330"), "{text}");
+        let (again, action, _) = toml_entry(Some(&text), "agentwire", &server()).unwrap();
+        assert_eq!(action, Action::Unchanged);
+        assert_eq!(again, text);
+    }
+
+    #[test]
+    fn toml_entry_refuses_what_it_cannot_edit() {
+        for bad in ["model = ", "mcp_servers = 3\n"] {
+            assert!(
+                toml_entry(Some(bad), "agentwire", &server()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

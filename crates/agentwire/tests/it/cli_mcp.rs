@@ -1,0 +1,300 @@
+//! `agentwire mcp` driven by an independent MCP client (the official Python
+//! SDK, `tests/mcp/scenario.py`), and `agentwire setup` writing client configs
+//! that start it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+/// The Python that has the `mcp` package: `AGENTWIRE_TEST_PYTHON`, else the
+/// workspace's `.venv` (which `.ci/run` creates).
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("AGENTWIRE_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = workspace().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the MCP tests need Python with the `mcp` package: run \
+         `python3 -m venv .venv && .venv/bin/pip install -r crates/agentwire/tests/mcp/requirements.txt` \
+         in the workspace (.ci/run does), or set AGENTWIRE_TEST_PYTHON"
+    );
+    venv
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs the scenario script with `args`; its JSON summary.
+fn scenario(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/scenario.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args(args)
+        .env_remove("AGENTWIRE_AGENT")
+        .env_remove("AGENTWIRE_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no summary from the MCP client ({e}); stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        output.status.success() && summary["ok"] == true,
+        "MCP scenario failed: {}\nserver stderr:\n{}",
+        serde_json::to_string_pretty(&summary).unwrap(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    summary
+}
+
+fn two_siblings() -> TestHome {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "alice"]).ok();
+    home.run(&["init", "--name", "bob"]).ok();
+    home
+}
+
+#[test]
+fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
+    let home = two_siblings();
+    let summary = scenario(&[
+        "--exe",
+        agentwire_bin().to_str().unwrap(),
+        "--home",
+        home.path().to_str().unwrap(),
+    ]);
+    println!("{summary}");
+    // The notice push reached a client that declared no capability.
+    assert!(summary["notifications"]["bob_logs"].as_u64().unwrap() >= 2);
+    assert!(summary["notifications"]["bob_channel"].as_u64().unwrap() >= 2);
+    // The CLI agrees: every message alice sent was read.
+    let sent = home.run(&["--as", "alice", "--json", "sent"]).ok().json();
+    let states: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["read", "read", "read"], "{sent}");
+}
+
+/// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.
+fn setup(home: &TestHome, cwd: &Path, env: &[(&str, &Path)], args: &[&str]) -> Run {
+    let mut command = Command::new(agentwire_bin());
+    command
+        .arg("--home")
+        .arg(home.path())
+        .args(["--as", "alice", "setup"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AGENTWIRE_AGENT")
+        .env_remove("CODEX_HOME")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn setup_adds_an_entry_that_starts_the_server_and_keeps_the_rest() {
+    let home = two_siblings();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+
+    // Claude Code: a project .mcp.json that already has a server and more.
+    let mcp_json = dir.join(".mcp.json");
+    std::fs::write(
+        &mcp_json,
+        r#"{"mcpServers": {"docs": {"command": "docs-mcp", "args": ["--port", "1"]}}, "note": "mine"}"#,
+    )
+    .unwrap();
+    let run = setup(&home, dir, &[], &["claude", "--json"]).ok();
+    let report = run.json();
+    assert_eq!(report["action"], "added", "{report}");
+    assert_eq!(report["kept"], json!(["docs"]));
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&mcp_json).unwrap()).unwrap();
+    assert_eq!(written["note"], "mine");
+    assert_eq!(
+        written["mcpServers"]["docs"]["args"],
+        json!(["--port", "1"])
+    );
+    let entry = &written["mcpServers"]["agentwire"];
+    assert_eq!(entry["type"], "stdio");
+    assert_eq!(entry["command"], agentwire_bin().to_str().unwrap());
+    let summary = scenario(&[
+        "--config",
+        mcp_json.to_str().unwrap(),
+        "--expect-name",
+        "alice",
+    ]);
+    println!("{summary}");
+    // Again: nothing to change.
+    let again = setup(&home, dir, &[], &["claude", "--json"]).ok().json();
+    assert_eq!(again["action"], "unchanged");
+    // A different push mode updates the entry in place.
+    let text = setup(&home, dir, &[], &["claude", "--push", "message"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("Updated")
+            && text.contains("--dangerously-load-development-channels server:agentwire"),
+        "{text}"
+    );
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&mcp_json).unwrap()).unwrap();
+    assert_eq!(
+        written["mcpServers"]["agentwire"]["args"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        "message"
+    );
+    assert_eq!(written["mcpServers"]["docs"]["command"], "docs-mcp");
+
+    // Codex: the user's config.toml (under CODEX_HOME), comments and all.
+    let codex_home = tempfile::tempdir().unwrap();
+    let config = codex_home.path().join("config.toml");
+    let original = "# my codex settings\nmodel = \"o3\"\n\n[mcp_servers.docs]\ncommand = \"docs-mcp\" # keep me\n";
+    std::fs::write(&config, original).unwrap();
+    let report = setup(
+        &home,
+        dir,
+        &[("CODEX_HOME", codex_home.path())],
+        &["codex", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(report["action"], "added", "{report}");
+    assert_eq!(report["path"], config.to_str().unwrap());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with(original), "{text}");
+    assert!(
+        text.contains("[mcp_servers.agentwire]") && text.contains("tool_timeout_sec = 330"),
+        "{text}"
+    );
+    scenario(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--expect-name",
+        "alice",
+    ]);
+
+    // Cursor and Gemini CLI: project files, created with their directories.
+    setup(&home, dir, &[], &["cursor"]).ok();
+    setup(&home, dir, &[], &["gemini"]).ok();
+    let cursor: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".cursor/mcp.json")).unwrap())
+            .unwrap();
+    assert_eq!(cursor["mcpServers"]["agentwire"]["type"], "stdio");
+    let gemini_path = dir.join(".gemini/settings.json");
+    let gemini: Value =
+        serde_json::from_str(&std::fs::read_to_string(&gemini_path).unwrap()).unwrap();
+    assert_eq!(
+        gemini["mcpServers"]["agentwire"]["args"],
+        json!([
+            "--home",
+            home.path().to_str().unwrap(),
+            "--as",
+            "alice",
+            "mcp"
+        ])
+    );
+    scenario(&[
+        "--config",
+        gemini_path.to_str().unwrap(),
+        "--expect-name",
+        "alice",
+    ]);
+}
+
+#[test]
+fn setup_refuses_a_file_it_cannot_parse_and_changes_nothing() {
+    let home = TestHome::new();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    let codex_home = tempfile::tempdir().unwrap();
+    let cases: [(&str, PathBuf, &str); 4] = [
+        (
+            "claude",
+            dir.join(".mcp.json"),
+            "{\"mcpServers\": {\"docs\": ",
+        ),
+        (
+            "cursor",
+            dir.join(".cursor/mcp.json"),
+            "{\"mcpServers\": [\"docs\"]}",
+        ),
+        ("gemini", dir.join(".gemini/settings.json"), "[]"),
+        (
+            "codex",
+            codex_home.path().join("config.toml"),
+            "model = \n[mcp_servers.docs]\n",
+        ),
+    ];
+    for (client, path, content) in cases {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        let run = setup(&home, dir, &[("CODEX_HOME", codex_home.path())], &[client]);
+        assert_eq!(run.code, 3, "{client}: {run:?}");
+        assert!(
+            run.stderr.contains(path.to_str().unwrap()) && run.stderr.contains("left unchanged"),
+            "{client}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), content, "{client}");
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{client}: {leftovers:?}");
+    }
+    // A bad entry name is a usage error.
+    let run = setup(&home, dir, &[], &["claude", "--entry", "a b"]);
+    assert_eq!(run.code, 2, "{run:?}");
+}
+
+#[test]
+fn setup_print_shows_the_entry_and_writes_nothing() {
+    let home = TestHome::new();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    let run = setup(&home, dir, &[], &["claude", "--print"]).ok();
+    let snippet: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        snippet["mcpServers"]["agentwire"]["command"],
+        agentwire_bin().to_str().unwrap()
+    );
+    let codex_home = tempfile::tempdir().unwrap();
+    let run = setup(
+        &home,
+        dir,
+        &[("CODEX_HOME", codex_home.path())],
+        &["codex", "--print"],
+    )
+    .ok();
+    assert!(
+        run.stdout.contains("[mcp_servers.agentwire]"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("config.toml"), "{}", run.stderr);
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(codex_home.path()).unwrap().count(), 0);
+}
