@@ -14,6 +14,8 @@ struct Session {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<Value>,
+    /// Every line read so far, matching or not.
+    seen: Vec<Value>,
 }
 
 impl Session {
@@ -44,6 +46,7 @@ impl Session {
             child,
             stdin,
             lines,
+            seen: Vec::new(),
         };
         session.expect(|v| v["event"] == "ready");
         session
@@ -62,6 +65,7 @@ impl Session {
                 .lines
                 .recv_timeout(left)
                 .expect("no matching line in time");
+            self.seen.push(line.clone());
             if wanted(&line) {
                 return line;
             }
@@ -135,6 +139,32 @@ fn a_scripted_session_sends_receives_gets_states_and_specific_errors() {
     b.write(r#"{"op":"whoami","ref":"still-here"}"#);
     let me = b.expect(|v| v["ref"] == "still-here");
     assert_eq!(me["result"]["name"], "b");
+
+    // The JSON Schemas in schemas/ describe exactly this: every line the
+    // session printed fits the output schema; the commands above that were
+    // accepted fit the input schema and the refused ones do not.
+    check_schema("schemas/connect-out.schema.json", &b.seen, &[]);
+    let malformed: Vec<Value> = [
+        "[1,2,3]",
+        r#"{"op":"fly"}"#,
+        r#"{"body":"no op"}"#,
+        r#"{"op":"send","to":"a"}"#,
+        r#"{"op":"send","to":"a","body":"x","colour":"red"}"#,
+    ]
+    .iter()
+    .map(|line| serde_json::from_str(line).unwrap())
+    .collect();
+    check_schema(
+        "schemas/connect-in.schema.json",
+        &[
+            json!({"op": "ack", "ids": [id], "ref": "ack-1"}),
+            json!({"op":"send","to":"a","body":"hello a","ref":7}),
+            json!({"op":"whoami","ref":"still-here"}),
+            json!({"op":"recv","max":5,"wait_ms":100}),
+            json!({"op":"invite","ttl_ms":60000}),
+        ],
+        &malformed,
+    );
 }
 
 #[test]

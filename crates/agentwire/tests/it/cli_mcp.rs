@@ -1,5 +1,5 @@
 //! `agentwire mcp` driven by an independent MCP client (the official Python
-//! SDK, `tests/mcp/scenario.py`), and `agentwire setup` writing client configs
+//! SDK, `tests/python/mcp_scenario.py`), and `agentwire setup` writing client configs
 //! that start it.
 
 use std::path::{Path, PathBuf};
@@ -9,31 +9,10 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-/// The Python that has the `mcp` package: `AGENTWIRE_TEST_PYTHON`, else the
-/// workspace's `.venv` (which `.ci/run` creates).
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("AGENTWIRE_TEST_PYTHON") {
-        return python.into();
-    }
-    let venv = workspace().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the MCP tests need Python with the `mcp` package: run \
-         `python3 -m venv .venv && .venv/bin/pip install -r crates/agentwire/tests/mcp/requirements.txt` \
-         in the workspace (.ci/run does), or set AGENTWIRE_TEST_PYTHON"
-    );
-    venv
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs the scenario script with `args`; its JSON summary.
 fn scenario(args: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/scenario.py");
     let output = Command::new(python())
-        .arg(script)
+        .arg(python_script("mcp_scenario.py"))
         .args(args)
         .env_remove("AGENTWIRE_AGENT")
         .env_remove("AGENTWIRE_HOME")
@@ -74,8 +53,8 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
     ]);
     println!("{summary}");
     // The notice push reached a client that declared no capability.
-    assert!(summary["notifications"]["bob_logs"].as_u64().unwrap() >= 2);
-    assert!(summary["notifications"]["bob_channel"].as_u64().unwrap() >= 2);
+    assert!(summary["notifications"]["bob_logs"].as_u64().unwrap() >= 1);
+    assert!(summary["notifications"]["bob_channel"].as_u64().unwrap() >= 1);
     // The CLI agrees: every message alice sent was read.
     let sent = home.run(&["--as", "alice", "--json", "sent"]).ok().json();
     let states: Vec<&str> = sent["messages"]
@@ -84,7 +63,7 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
         .iter()
         .map(|m| m["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["read", "read", "read"], "{sent}");
+    assert_eq!(states, ["read", "read", "read", "read"], "{sent}");
 }
 
 /// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.

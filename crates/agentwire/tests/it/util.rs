@@ -619,3 +619,53 @@ pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
         .unwrap();
     (id, payload)
 }
+
+/// The Python that has the test clients' packages (`mcp`, `jsonschema`): `AGENTWIRE_TEST_PYTHON`, else the
+/// workspace's `.venv` (which `.ci/run` creates).
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("AGENTWIRE_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = workspace().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the MCP tests need Python with the `mcp` package: run \
+         `python3 -m venv .venv && .venv/bin/pip install -r crates/agentwire/tests/python/requirements.txt` \
+         in the workspace (.ci/run does), or set AGENTWIRE_TEST_PYTHON"
+    );
+    venv
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A script in `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// Checks `valid` and `invalid` values against the JSON Schema at `schema`
+/// (relative to the workspace) with Python's `jsonschema`.
+pub fn check_schema(schema: &str, valid: &[serde_json::Value], invalid: &[serde_json::Value]) {
+    let cases = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cases.path(),
+        serde_json::json!({"valid": valid, "invalid": invalid}).to_string(),
+    )
+    .unwrap();
+    let output = Command::new(python())
+        .arg(python_script("check_schema.py"))
+        .arg(workspace().join(schema))
+        .arg(cases.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{schema}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

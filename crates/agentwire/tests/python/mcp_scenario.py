@@ -151,11 +151,22 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         who = await alice.call("whoami", {})
         check(not who.is_error and "alice" in text_of(who), "whoami", text_of(who))
 
-        # 2. send -> wait, with pushes to a client that declared nothing.
+        # 2. send -> pushes to a client that declared nothing -> wait.
         sent = await alice.call("send", {"to": "bob", "text": "please run the tests", "kind": "task"})
         check(not sent.is_error, "send succeeds", text_of(sent))
         first_id = sent.structured_content["id"]
         check(sent.structured_content["state"] == "queued", "send returns state", sent.structured_content)
+        await bob.until(lambda: any(l["data"].get("meta", {}).get("id") == first_id for l in bob.logs), "log notification for the message")
+        await bob.until(lambda: any(c["meta"]["id"] == first_id for c in bob.channel), "channel notification for the message")
+        pushed = next(c for c in bob.channel if c["meta"]["id"] == first_id)
+        summary["notice_push"] = pushed
+        check(pushed["meta"]["sender"] == "alice" and pushed["meta"]["kind"] == "task", "channel meta", pushed)
+        check(all(isinstance(v, str) for v in pushed["meta"].values()), "meta values are strings", pushed)
+        check(all(k.replace("_", "").isalnum() for k in pushed["meta"]), "meta keys are identifiers", pushed)
+        check("please run the tests" not in pushed["content"], "a notice does not carry the body", pushed)
+        log = next(l for l in bob.logs if l["data"].get("meta", {}).get("id") == first_id)
+        check(log["logger"] == "agentwire" and log["level"] == "notice", "log notification shape", log)
+        # A notice leaves the message unread: wait returns it at once.
         got = await bob.call("wait", {"timeout_secs": 20})
         text = text_of(got)
         summary["wait_text"] = text
@@ -164,15 +175,27 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         messages = got.structured_content["messages"]
         check([m["id"] for m in messages] == [first_id], "structured content has the message", messages)
         check(messages[0]["from"]["name"] == "alice" and messages[0]["kind"] == "task", "sender and kind", messages)
-        await bob.until(lambda: any(l["data"].get("meta", {}).get("id") == first_id for l in bob.logs), "log notification for the message")
-        await bob.until(lambda: any(c["meta"]["id"] == first_id for c in bob.channel), "channel notification for the message")
-        pushed = next(c for c in bob.channel if c["meta"]["id"] == first_id)
-        summary["notice_push"] = pushed
-        check(pushed["meta"]["sender"] == "alice" and pushed["meta"]["kind"] == "task", "channel meta", pushed)
-        check(all(isinstance(v, str) for v in pushed["meta"].values()), "meta values are strings", pushed)
-        check(all(k.replace("_", "").isalnum() for k in pushed["meta"]), "meta keys are identifiers", pushed)
-        log = next(l for l in bob.logs if l["data"].get("meta", {}).get("id") == first_id)
-        check(log["logger"] == "agentwire" and log["level"] == "notice", "log notification shape", log)
+
+        # wait blocks until a message arrives.
+        waited: dict[str, Any] = {}
+
+        async def waiter() -> None:
+            waited["result"] = await bob.call("wait", {"timeout_secs": 30}, timeout=40)
+            waited["at"] = time.monotonic()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter)
+            await anyio.sleep(1.0)
+            check("result" not in waited, "wait blocks while there is no message", waited)
+            sent_at = time.monotonic()
+            later = await alice.call("send", {"to": "bob", "text": "one more thing"})
+        got = waited["result"]
+        summary["blocking_wait_returned_after_s"] = round(waited["at"] - sent_at, 3)
+        check(
+            [m["id"] for m in got.structured_content["messages"]] == [later.structured_content["id"]],
+            "the blocking wait returns the new message",
+            got.structured_content,
+        )
 
         # The message was consumed by wait: read for alice.
         state = await alice.call("status", {"id": first_id})
