@@ -228,9 +228,14 @@ pub(crate) enum Command {
     ///   notice   a short notice per message; it stays unread until a tool
     ///            (recv, wait) returns it [default]
     ///   message  the whole framed message, marked read once written to the
-    ///            client: for clients that show pushes to the model, such as
+    ///            client: only for Claude Code started with the channel,
     ///            claude --dangerously-load-development-channels server:agentwire
+    ///            (without it Claude Code drops the events: messages would be
+    ///            marked read unseen)
     ///   off      no pushes
+    ///
+    /// A burst of arrivals (e.g. the backlog at start) becomes one summary
+    /// notice; those messages stay unread.
     #[command(verbatim_doc_comment)]
     Mcp {
         /// What to push when a message arrives

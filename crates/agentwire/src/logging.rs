@@ -7,9 +7,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-pub(crate) fn init(format: LogFormat) {
-    let filter =
+/// `quiet_protocol` holds the MCP library to warnings whatever the filter
+/// says: at debug it would log whole requests and results, which carry
+/// message bodies and invite links.
+pub(crate) fn init(format: LogFormat, quiet_protocol: bool) {
+    let mut filter =
         EnvFilter::try_from_env("AGENTWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if quiet_protocol && let Ok(directive) = "rmcp=warn".parse() {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

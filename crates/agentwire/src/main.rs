@@ -31,7 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    logging::init(cli.global.log_format);
+    logging::init(
+        cli.global.log_format,
+        matches!(cli.command, cli::Command::Mcp { .. }),
+    );
     let result = match cli.command {
         cli::Command::Relay(args) => relay_cmd::run(&cli.global, args),
         cli::Command::Watch { exec } => hook_cmd::watch(

@@ -45,6 +45,15 @@ enum Action {
 }
 
 impl Action {
+    /// Writing a whole entry where one `existed` or not.
+    fn replacing(existed: bool) -> Action {
+        if existed {
+            Action::Updated
+        } else {
+            Action::Added
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Action::Added => "added",
@@ -56,6 +65,16 @@ impl Action {
 
 pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure> {
     validate_entry_name(&options.entry)?;
+    if options.push == PushMode::Message && options.client != SetupClient::Claude {
+        return Err(Failure::new(
+            USAGE,
+            anyhow!(
+                "--push message is for Claude Code channels only: it marks messages read once pushed, \
+                 and {} does not show pushed messages to the model",
+                client_name(options.client)
+            ),
+        ));
+    }
     let server = server(global, options.push)?;
     let path = config_path(options)?;
     let codex = options.client == SetupClient::Codex;
@@ -126,6 +145,12 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
             }
         );
         println!("{}", next_step(options));
+        if is_project_file(options) {
+            println!(
+                "Note: the entry holds this machine's paths; if the file is shared \
+                 (committed), others need their own (`--scope user` keeps it out of the project)."
+            );
+        }
     }
     Ok(())
 }
@@ -170,9 +195,7 @@ fn client_name(client: SetupClient) -> &'static str {
 
 /// This binary, with the flags that pick the same home and identity.
 fn server(global: &GlobalArgs, push: PushMode) -> Result<Server, Failure> {
-    let exe = std::env::current_exe()
-        .context("cannot tell where the agentwire binary is")
-        .code(INTERNAL)?;
+    let exe = binary_path()?;
     let mut args = Vec::new();
     if let Some(home) = &global.home {
         let home = std::path::absolute(home)
@@ -193,6 +216,35 @@ fn server(global: &GlobalArgs, push: PushMode) -> Result<Server, Failure> {
     Ok(Server {
         command: exe.display().to_string(),
         args,
+    })
+}
+
+/// The path to start this binary by: the one it was started by (found on
+/// PATH when it was a bare name) if that is the same file, so a symlink such
+/// as a package manager's stays a symlink and survives upgrades; else the
+/// resolved executable.
+fn binary_path() -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe()
+        .context("cannot tell where the agentwire binary is")
+        .code(INTERNAL)?;
+    let same_file = |candidate: &Path| {
+        std::fs::canonicalize(candidate).ok() == std::fs::canonicalize(&exe).ok()
+    };
+    let invoked = std::env::args_os().next().map(PathBuf::from);
+    let found = invoked.and_then(|name| {
+        if name.components().count() > 1 {
+            std::path::absolute(&name).ok()
+        } else {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(&name))
+                    .find(|candidate| candidate.is_file())
+            })
+        }
+    });
+    Ok(match found {
+        Some(path) if path.is_absolute() && same_file(&path) => path,
+        _ => exe,
     })
 }
 
@@ -295,7 +347,7 @@ fn json_merge(
         None => json!({}),
         Some(text) if text.trim().is_empty() => json!({}),
         Some(text) => serde_json::from_str::<Value>(text)
-            .context("it is not valid JSON")
+            .context("it is not valid JSON (setup does not edit files with comments)")
             .code(CONFIG)?,
     };
     let Some(object) = root.as_object_mut() else {
@@ -310,12 +362,27 @@ fn json_merge(
         .as_object_mut()
         .ok_or_else(|| Failure::new(CONFIG, anyhow!("its `mcpServers` is not an object")))?;
     let kept: Vec<String> = servers.keys().filter(|k| *k != name).cloned().collect();
-    let action = match servers.get(name) {
-        None => Action::Added,
-        Some(old) if *old == entry => Action::Unchanged,
-        Some(_) => Action::Updated,
+    let action = match servers.get_mut(name).and_then(Value::as_object_mut) {
+        // The user's own settings in the entry (env, timeouts, trust, ...)
+        // stay; only the keys setup writes are set.
+        Some(old) => {
+            let ours = entry.as_object().cloned().unwrap_or_default();
+            if ours.iter().all(|(key, value)| old.get(key) == Some(value)) {
+                Action::Unchanged
+            } else {
+                for (key, value) in ours {
+                    old.insert(key, value);
+                }
+                Action::Updated
+            }
+        }
+        None => {
+            // Missing, or there but not a table/object: replaced whole.
+            let action = Action::replacing(servers.contains_key(name));
+            servers.insert(name.to_owned(), entry);
+            action
+        }
     };
-    servers.insert(name.to_owned(), entry);
     let mut text = serde_json::to_string_pretty(&root)
         .context("cannot render the config")
         .code(INTERNAL)?;
@@ -359,58 +426,83 @@ fn toml_entry(
     );
     entry.insert("startup_timeout_sec", value(CODEX_STARTUP_TIMEOUT_SECS));
     entry.insert("tool_timeout_sec", value(CODEX_TOOL_TIMEOUT_SECS));
-    let action = match servers.get(name) {
-        None => Action::Added,
-        Some(old) if same_toml_entry(old, &entry) => Action::Unchanged,
-        Some(_) => Action::Updated,
+    let action = match servers.get_mut(name).and_then(Item::as_table_like_mut) {
+        // The user's own settings in the entry (env, enabled, tool lists,
+        // comments) stay; only the keys setup writes are set.
+        Some(old) => {
+            let same = entry.iter().all(|(key, new)| {
+                old.get(key)
+                    .is_some_and(|item| item.to_string().trim() == new.to_string().trim())
+            });
+            if same {
+                Action::Unchanged
+            } else {
+                for (key, new) in entry.iter() {
+                    old.insert(key, new.clone());
+                }
+                Action::Updated
+            }
+        }
+        None => {
+            // Missing, or there but not a table/object: replaced whole.
+            let action = Action::replacing(servers.contains_key(name));
+            servers.insert(name, Item::Table(entry));
+            action
+        }
     };
-    if action != Action::Unchanged {
-        servers.insert(name, Item::Table(entry));
-    }
     Ok((doc.to_string(), action, kept))
 }
 
-/// Whether an existing entry already says what `entry` says.
-fn same_toml_entry(old: &toml_edit::Item, entry: &toml_edit::Table) -> bool {
-    let Some(old) = old.as_table_like() else {
-        return false;
-    };
-    old.len() == entry.len()
-        && entry.iter().all(|(key, new)| {
-            old.get(key)
-                .is_some_and(|item| item.to_string().trim() == new.to_string().trim())
-        })
-}
-
-/// Writes `text` to a temporary file beside `path` and renames it over
-/// `path`, keeping the original's permissions.
+/// Writes `text` to a new temporary file beside `path` (created 0600, so the
+/// config's contents are never readable by others on the way) and renames it
+/// over `path`, with the original's permissions (0644 for a new file). A
+/// symlinked config is written where the link points, and stays a link.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let parent = path
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let target = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(_) => path.to_path_buf(),
+    };
+    let parent = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let file_name = path
+    let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "config".into());
-    let temp = parent.join(format!(".{file_name}.agentwire-{}", std::process::id()));
-    let permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let mut nonce = [0u8; 6];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let temp = parent.join(format!(".{file_name}.agentwire-{nonce}"));
+    let mode = std::fs::metadata(&target)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
     let written = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        if let Some(permissions) = permissions {
-            std::fs::set_permissions(&temp, permissions)?;
-        }
-        std::fs::rename(&temp, path)
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&temp, &target)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    written.with_context(|| format!("cannot write {}", path.display()))
+    written.with_context(|| format!("cannot write {}", target.display()))
+}
+
+fn is_project_file(options: &Options) -> bool {
+    match options.scope {
+        Some(scope) => scope == SetupScope::Project,
+        None => options.client != SetupClient::Codex,
+    }
 }
 
 /// What the user does next, per client.
@@ -420,6 +512,9 @@ fn next_step(options: &Options) -> String {
         SetupClient::Claude if options.push == PushMode::Message => format!(
             "Start Claude Code with pushes into the session: claude --dangerously-load-development-channels server:{entry}"
         ),
+        SetupClient::Claude if options.scope == Some(SetupScope::User) => {
+            "Start `claude`; `/mcp` lists the server. For messages pushed into the session, add `--push message`.".to_owned()
+        }
         SetupClient::Claude => format!(
             "Start `claude` in {} and approve the project server; `/mcp` lists it. For messages pushed into the session, run `agentwire setup claude --push message`.",
             options.dir.display()

@@ -63,7 +63,7 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
         .iter()
         .map(|m| m["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["read", "read", "read", "read"], "{sent}");
+    assert_eq!(states, ["read"; 10], "{sent}");
 }
 
 /// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.
@@ -276,4 +276,62 @@ fn setup_print_shows_the_entry_and_writes_nothing() {
     assert!(run.stderr.contains("config.toml"), "{}", run.stderr);
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(codex_home.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn setup_keeps_the_users_settings_links_and_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = TestHome::new();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+
+    // The user's own keys in the agentwire entry survive an update.
+    let gemini = dir.join(".gemini/settings.json");
+    std::fs::create_dir_all(gemini.parent().unwrap()).unwrap();
+    std::fs::write(
+        &gemini,
+        r#"{"mcpServers": {"agentwire": {"command": "old", "args": [], "trust": true, "env": {"X": "1"}}}}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&gemini, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = setup(&home, dir, &[], &["gemini", "--json"]).ok().json();
+    assert_eq!(report["action"], "updated", "{report}");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&gemini).unwrap()).unwrap();
+    let entry = &written["mcpServers"]["agentwire"];
+    assert_eq!(entry["trust"], true, "{written}");
+    assert_eq!(entry["env"]["X"], "1", "{written}");
+    assert_eq!(entry["command"], agentwire_bin().to_str().unwrap());
+    let mode = std::fs::metadata(&gemini).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the file keeps its permissions");
+
+    // A symlinked config (dotfiles) is written where it points, and stays a link.
+    let dotfiles = tempfile::tempdir().unwrap();
+    let real = dotfiles.path().join("codex.toml");
+    std::fs::write(
+        &real,
+        "[mcp_servers.agentwire]\ncommand = \"old\"\nenabled = false # mine\n",
+    )
+    .unwrap();
+    let codex_home = tempfile::tempdir().unwrap();
+    let link = codex_home.path().join("config.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    setup(&home, dir, &[("CODEX_HOME", codex_home.path())], &["codex"]).ok();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let text = std::fs::read_to_string(&real).unwrap();
+    assert!(text.contains("enabled = false # mine"), "{text}");
+    assert!(text.contains("tool_timeout_sec = 330"), "{text}");
+
+    // Whole-message pushes are for Claude Code channels only.
+    let run = setup(&home, dir, &[], &["cursor", "--push", "message"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("Claude Code channels only"),
+        "{}",
+        run.stderr
+    );
 }

@@ -175,6 +175,10 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         messages = got.structured_content["messages"]
         check([m["id"] for m in messages] == [first_id], "structured content has the message", messages)
         check(messages[0]["from"]["name"] == "alice" and messages[0]["kind"] == "task", "sender and kind", messages)
+        # Some clients show the model only the structured content: the body is
+        # there framed, never raw.
+        check("body" not in messages[0], "no raw body in structured content", messages)
+        check(messages[0]["framed"].startswith('<agentwire-message from="alice"'), "framed text in structured content", messages)
 
         # wait blocks until a message arrives.
         waited: dict[str, Any] = {}
@@ -222,6 +226,55 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check('<agentwire-message from="root"' not in text, "no forged frame", text)
         check("&lt;/agentwire-message&gt;" in text, "the fake tags are escaped", text)
         check(got.structured_content["messages"][0]["reply_to"] == first_id, "reply_to kept", got.structured_content)
+
+        # A cancelled wait takes nothing: the client gives up after 2 s (and
+        # sends notifications/cancelled); a message sent afterwards stays unread.
+        try:
+            await bob.call("wait", {"timeout_secs": 60}, timeout=2)
+            check(False, "the short client timeout should have cut the wait")
+        except Exception as e:  # MCPError: request timed out
+            summary["cancelled_wait"] = str(e)
+        await anyio.sleep(0.5)
+        sent = await alice.call("send", {"to": "bob", "text": "after the cancel"})
+        after_cancel = sent.structured_content["id"]
+        await anyio.sleep(1.5)
+        peek = await bob.call("peek", {})
+        check(after_cancel in [m["id"] for m in peek.structured_content["messages"]], "a cancelled wait took nothing", peek.structured_content)
+        took = await bob.call("recv", {})
+        check([m["id"] for m in took.structured_content["messages"]] == [after_cancel], "recv takes it", took.structured_content)
+
+        # logging/setLevel above notice stops the log pushes, not the channel.
+        await alice.session.set_logging_level("warning")
+        sent = await bob.call("send", {"to": "alice", "text": "quiet please"})
+        quiet_id = sent.structured_content["id"]
+        await alice.until(lambda: any(c["meta"]["id"] == quiet_id for c in alice.channel), "channel push after setLevel")
+        await anyio.sleep(0.5)
+        check(not any(l["data"].get("meta", {}).get("id") == quiet_id for l in alice.logs), "no log push below the level", alice.logs)
+        await alice.call("recv", {})
+
+        # A backlog is one summary notice, and stays unread.
+        backlog = []
+        for i in range(5):
+            sent = await alice.call("send", {"to": "bob", "text": f"backlog {i}"})
+            backlog.append(sent.structured_content["id"])
+        for _ in range(100):
+            peek = await bob.call("peek", {})
+            if len(peek.structured_content["messages"]) == 5:
+                break
+            await anyio.sleep(0.1)
+        late = Client("bob-late")
+        await open_client(stack, args, late, [])
+        await late.until(lambda: any("5 new messages" in c["content"] for c in late.channel), "one summary notice for a backlog")
+        summary["backlog_notice"] = late.channel
+        check(len(late.channel) == 1, "a backlog is one notice", late.channel)
+        took = await bob.call("recv", {})
+        check([m["id"] for m in took.structured_content["messages"]] == backlog, "the backlog stayed unread, in order", took.structured_content)
+
+        # Arguments that do not fit are tool errors the model can read.
+        bad = await alice.call("send", {"to": "bob"})
+        check(bad.is_error and "text" in text_of(bad), "a missing argument is named", text_of(bad))
+        bad = await alice.call("recv", {"colour": "red"})
+        check(bad.is_error and "colour" in text_of(bad), "an unknown argument is named", text_of(bad))
 
         # 4. Push mode `message`: whole message pushed, marked read.
         await open_client(stack, args, bob_channel, ["--push", "message"])
