@@ -63,7 +63,7 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
         .iter()
         .map(|m| m["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["read"; 10], "{sent}");
+    assert_eq!(states, ["read"; 11], "{sent}");
 }
 
 /// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.

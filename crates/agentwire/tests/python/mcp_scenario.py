@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Drives `agentwire mcp` with the official MCP Python SDK (an independent client).
 
-    scenario.py --exe PATH --home DIR
-    scenario.py --config FILE [--entry NAME] [--expect-name NAME]
+    mcp_scenario.py --exe PATH --home DIR
+    mcp_scenario.py --config FILE [--entry NAME] [--expect-name NAME]
 
 With --config, the server is started exactly as the client config written by
 `agentwire setup` says (a JSON `mcpServers` file or Codex's TOML), and only
@@ -28,6 +28,11 @@ Checks (each failure is reported with what was seen):
      says read) and bob's `peek` no longer shows it.
   5. Bad input: unknown contact and unknown message id are tool errors the
      model can read; `wait` with a short timeout returns "No message".
+  Also: structured content carries framed text, never a raw body; a cancelled
+  wait takes nothing; logging/setLevel filters log pushes; a backlog is one
+  summary notice; arguments that do not fit are named; and (6) the sessions
+  survive a daemon restart: tools start it again, pushes resume, nothing is
+  pushed twice.
 
 Prints one JSON summary line; exits 0 only when every check passed.
 """
@@ -304,6 +309,23 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(not quiet.is_error and "No message" in text_of(quiet), "short wait ends with none", text_of(quiet))
         contacts = await alice.call("contacts", {})
         check("bob" in text_of(contacts), "contacts lists bob", text_of(contacts))
+        # 6. The daemon restarts under the sessions: tools start it again,
+        # pushes resume, and nothing is pushed twice.
+        import subprocess
+
+        subprocess.run([args.exe, "--home", args.home, "daemon", "stop"], check=True, capture_output=True)
+        await anyio.sleep(0.5)
+        who = await alice.call("whoami", {})
+        check(not who.is_error, "a tool call starts the daemon again", text_of(who))
+        sent = await alice.call("send", {"to": "bob", "text": "after the restart"})
+        restart_id = sent.structured_content["id"]
+        await bob.until(lambda: any(c["meta"].get("id") == restart_id for c in bob.channel), "pushes resume after a daemon restart", timeout=40)
+        # bob-channel (still open, --push message) takes it whole.
+        await bob_channel.until(lambda: any(c["meta"].get("id") == restart_id for c in bob_channel.channel), "whole pushes resume too", timeout=40)
+        for client in (bob, bob_channel):
+            ids = [c["meta"]["id"] for c in client.channel if "id" in c["meta"]]
+            check(len(ids) == len(set(ids)), f"{client.name}: no message pushed twice", ids)
+
         summary["notifications"] = {
             "bob_logs": len(bob.logs),
             "bob_channel": len(bob.channel),
@@ -349,7 +371,7 @@ def main() -> int:
     parser.add_argument("--config")
     parser.add_argument("--entry", default="agentwire")
     parser.add_argument("--expect-name")
-    parser.add_argument("--timeout", type=float, default=90)
+    parser.add_argument("--timeout", type=float, default=150)
     args = parser.parse_args()
     summary: dict[str, Any] = {"ok": False}
     started = time.monotonic()
