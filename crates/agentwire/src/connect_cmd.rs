@@ -171,9 +171,14 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
     if let (Some(identity), None) = (identity, command.get("as")) {
         command["as"] = json!(identity);
     }
-    // A command that waits (recv with wait_ms) gets that long on top of the
-    // usual answer time.
-    let waits = Duration::from_millis(command["wait_ms"].as_u64().unwrap_or(0));
+    // A command that waits (recv with wait_ms, send with wait) gets that long
+    // on top of the usual answer time; a send's wait defaults to 30 s.
+    let default_wait = if command.get("wait").is_some_and(|w| !w.is_null()) {
+        30_000
+    } else {
+        0
+    };
+    let waits = Duration::from_millis(command["wait_ms"].as_u64().unwrap_or(default_wait));
     let request: Request = match serde_json::from_value(command) {
         Ok(request) => request,
         Err(e) => {

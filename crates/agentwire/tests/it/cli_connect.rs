@@ -113,6 +113,15 @@ fn a_scripted_session_sends_receives_gets_states_and_specific_errors() {
     let delivered = b.expect(|v| v["event"] == "state" && v["state"] == "delivered");
     assert_eq!(delivered["id"], reply_id.as_str());
 
+    // A send that waits answers once the state is reached.
+    b.write(r#"{"op":"send","to":"a","body":"wait for it","wait":"delivered","ref":"w"}"#);
+    let waited = b.expect(|v| v["ref"] == "w");
+    assert_eq!(waited["event"], "result", "{waited}");
+    assert!(
+        ["delivered", "read"].contains(&waited["result"]["state"].as_str().unwrap()),
+        "{waited}"
+    );
+
     // Every malformed line gets its own error, and the session goes on.
     for (line, code) in [
         ("this is not json", "invalid_json"),
