@@ -62,7 +62,7 @@ const MAX_BURST_NOTICES: usize = 3;
 const MAX_BURST_MESSAGES: usize = 10;
 const MAX_BURST_BYTES: usize = 256 * 1024;
 /// How long the push side waits for more lines of the same burst.
-const BURST_GAP: Duration = Duration::from_millis(25);
+const BURST_GAP: Duration = Duration::from_millis(3);
 /// Backoff between attempts to (re)open the daemon subscription.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);

@@ -1639,10 +1639,15 @@ impl Daemon {
                     lines.push(event);
                 }
             }
+            // One write for what is ready together, so a reader sees a
+            // backlog as one burst.
+            let mut batch = String::new();
             for line in lines {
-                if out.write_all(format!("{line}\n").as_bytes()).await.is_err() {
-                    return Ok(());
-                }
+                batch.push_str(&line.to_string());
+                batch.push('\n');
+            }
+            if !batch.is_empty() && out.write_all(batch.as_bytes()).await.is_err() {
+                return Ok(());
             }
             if out.flush().await.is_err() {
                 return Ok(());
