@@ -14,6 +14,9 @@ use crate::cli::{Command, ContactsAction, DaemonAction, GlobalArgs};
 use crate::daemon_client::{call, call_running, start};
 use crate::exit::{CONFIG, Failure, NOTHING, USAGE, WithCode};
 
+/// How long `daemon stop` waits for the daemon to exit.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> {
     let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
     let identity = global.identity.clone();
@@ -154,6 +157,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 identity,
                 from,
                 max: Some(max),
+                wait_ms: None,
             },
             Duration::ZERO,
         ),
@@ -214,12 +218,24 @@ fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), 
         }
         DaemonAction::Stop => {
             let stopped = call_running(home, &Request::Stop)?.is_some();
+            // Returns once the daemon has exited (it lets go of the home's
+            // lock last), so a command right after starts a fresh one.
+            let deadline = std::time::Instant::now() + STOP_WAIT;
+            while stopped && home.daemon_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            let exited = !home.daemon_running();
             if global.json {
-                println!("{}", serde_json::json!({"stopped": stopped}));
-            } else if stopped {
-                println!("daemon stopping");
-            } else {
+                println!(
+                    "{}",
+                    serde_json::json!({"stopped": stopped, "exited": exited})
+                );
+            } else if !stopped {
                 println!("no daemon running for {}", home.root().display());
+            } else if exited {
+                println!("daemon stopped");
+            } else {
+                println!("daemon stopping (still finishing after {STOP_WAIT:?})");
             }
             Ok(())
         }

@@ -278,10 +278,12 @@ async fn inbox(
 ) -> Result<Json<Value>, BridgeError> {
     bridge.authorize(&headers)?;
     let query = parse_query(query)?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let request = Request::Inbox {
         identity: bridge.identity(query.identity),
         from: query.from,
         max: query.max,
+        wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
     };
     bridge.call(&request).await.map(Json)
 }

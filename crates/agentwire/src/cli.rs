@@ -208,7 +208,7 @@ pub(crate) enum Command {
     /// bridge.token in the home, created 0600). Endpoints:
     ///   POST /v1/send            {"to":"coder","body":"...","kind"?,"priority"?,"reply_to"?,"thread"?}
     ///   GET  /v1/recv?wait=SECS  consume (long-poll up to SECS, at most 600)
-    ///   GET  /v1/inbox           peek
+    ///   GET  /v1/inbox?wait=SECS peek (long-poll too; takes nothing)
     ///   GET  /v1/status/ID       a sent message's state
     ///   GET  /v1/contacts
     #[command(verbatim_doc_comment)]
@@ -234,8 +234,9 @@ pub(crate) enum Command {
     ///            marked read unseen)
     ///   off      no pushes
     ///
-    /// A burst of arrivals (e.g. the backlog at start) becomes one summary
-    /// notice; those messages stay unread.
+    /// Messages already waiting at start, and bursts (more than 3 notices, or
+    /// beyond 10 whole messages), become one summary notice; those messages
+    /// stay unread.
     #[command(verbatim_doc_comment)]
     Mcp {
         /// What to push when a message arrives

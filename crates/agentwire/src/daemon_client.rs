@@ -16,8 +16,9 @@ use crate::exit::{
     INVITE_WRONG_RELAY, NOT_INITIALIZED, RELAY_UNREACHABLE, UNKNOWN_PEER, USAGE, WithCode,
 };
 
-/// How long a command waits for a daemon it started to come up.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a command waits for a daemon it started to come up (it may first
+/// wait for a stopping daemon of the same home to exit).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Sends one request and returns the result, starting the daemon if needed.
 pub(crate) fn call(

@@ -11,11 +11,21 @@ use crate::cli::LogFormat;
 /// says: at debug it would log whole requests and results, which carry
 /// message bodies and invite links.
 pub(crate) fn init(format: LogFormat, quiet_protocol: bool) {
-    let mut filter =
-        EnvFilter::try_from_env("AGENTWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if quiet_protocol && let Ok(directive) = "rmcp=warn".parse() {
-        filter = filter.add_directive(directive);
-    }
+    let spec = std::env::var("AGENTWIRE_LOG").unwrap_or_else(|_| "info".into());
+    let spec = if quiet_protocol {
+        // Any directive of the user's that names the MCP library goes (a
+        // more specific one would win over ours), then ours caps it.
+        let mut kept: Vec<&str> = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && !d.starts_with("rmcp"))
+            .collect();
+        kept.push("rmcp=warn");
+        kept.join(",")
+    } else {
+        spec
+    };
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

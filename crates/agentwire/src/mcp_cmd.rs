@@ -18,7 +18,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use agentwire_daemon::Home;
@@ -31,7 +31,7 @@ use rmcp::model::{
     LoggingMessageNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig,
     ServerNotification, SetLevelRequestParams,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -61,6 +61,9 @@ const MAX_BURST_NOTICES: usize = 3;
 /// mode; the rest stay unread, announced by one summary notice.
 const MAX_BURST_MESSAGES: usize = 10;
 const MAX_BURST_BYTES: usize = 256 * 1024;
+/// Most lines (and bytes) the push side reads as one burst.
+const MAX_BURST_LINES: usize = 1000;
+const MAX_BURST_READ: usize = 1024 * 1024;
 /// How long the push side waits for more lines of the same burst.
 const BURST_GAP: Duration = Duration::from_millis(3);
 /// Backoff between attempts to (re)open the daemon subscription.
@@ -89,6 +92,11 @@ pub(crate) struct McpServer {
 struct Inner {
     home: Home,
     identity: Option<String>,
+    /// What to push, and whether the push loop runs yet (it starts once the
+    /// client said it is initialized, so nothing is pushed — and, in
+    /// `message` mode, marked read — before the client listens).
+    push: PushMode,
+    push_started: AtomicBool,
     /// The lowest log level the client wants (`logging/setLevel`), as
     /// [`level_rank`]; debug (everything) until it says otherwise.
     log_level: AtomicU8,
@@ -204,11 +212,13 @@ macro_rules! answer {
 
 #[tool_router]
 impl McpServer {
-    fn new(home: Home, identity: Option<String>) -> McpServer {
+    fn new(home: Home, identity: Option<String>, push: PushMode) -> McpServer {
         McpServer {
             inner: Arc::new(Inner {
                 home,
                 identity,
+                push,
+                push_started: AtomicBool::new(false),
                 log_level: AtomicU8::new(0),
             }),
             tool_router: Self::tool_router(),
@@ -256,14 +266,8 @@ impl McpServer {
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
         let args: ListArgs = answer!(parse("recv", arguments));
-        let request = Request::Recv {
-            identity: self.inner.identity.clone(),
-            from: args.from,
-            max: Some(bounded_max(args.max)),
-            wait_ms: None,
-        };
-        let answer = answer!(self.call(&request, &cancel).await);
-        Ok(messages_result(answer, "No unread messages."))
+        let taken = answer!(self.take(args.from, args.max, None, &cancel).await);
+        Ok(messages_result(taken, "No unread messages."))
     }
 
     #[tool(
@@ -280,6 +284,7 @@ impl McpServer {
             identity: self.inner.identity.clone(),
             from: args.from,
             max: Some(bounded_max(args.max)),
+            wait_ms: None,
         };
         let answer = answer!(self.call(&request, &cancel).await);
         Ok(messages_result(answer, "No unread messages."))
@@ -299,14 +304,11 @@ impl McpServer {
             .timeout_secs
             .unwrap_or(DEFAULT_WAIT_SECS)
             .min(MAX_WAIT_SECS);
-        let request = Request::Recv {
-            identity: self.inner.identity.clone(),
-            from: args.from,
-            max: Some(bounded_max(args.max)),
-            wait_ms: Some(secs * 1000),
-        };
         let started = Instant::now();
-        let answer = answer!(self.call(&request, &cancel).await);
+        let answer = answer!(
+            self.take(args.from, args.max, Some(secs * 1000), &cancel)
+                .await
+        );
         let waited = started.elapsed().as_secs();
         let none = if waited + 1 < secs {
             format!(
@@ -420,6 +422,62 @@ impl McpServer {
         tokio::select! {
             answer = call_daemon(&self.inner.home, request) => answer,
             () = cancel.cancelled() => Err("cancelled".into()),
+        }
+    }
+
+    /// Takes unread messages for a tool to return: looks (waiting up to
+    /// `wait_ms` for a first one) without taking, then — unless the call was
+    /// cancelled meanwhile — takes exactly those, and returns the ones this
+    /// call got (a concurrent reader may have taken some first). A message is
+    /// thus marked read only when a result that carries it is about to be
+    /// returned.
+    async fn take(
+        &self,
+        from: Option<String>,
+        max: Option<usize>,
+        wait_ms: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let look = Request::Inbox {
+                identity: self.inner.identity.clone(),
+                from: from.clone(),
+                max: Some(bounded_max(max)),
+                wait_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+            };
+            let unread = self.call(&look, cancel).await?;
+            let messages = unread["messages"].as_array().cloned().unwrap_or_default();
+            if messages.is_empty() {
+                return Ok(json!({"messages": []}));
+            }
+            let ids: Vec<String> = messages
+                .iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect();
+            if cancel.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            let ack = Request::Ack {
+                identity: self.inner.identity.clone(),
+                ids,
+            };
+            let acked = call_daemon(&self.inner.home, &ack).await?;
+            let acked: HashSet<&str> = acked["acked"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let taken: Vec<Value> = messages
+                .into_iter()
+                .filter(|m| m["id"].as_str().is_some_and(|id| acked.contains(id)))
+                .collect();
+            // Another reader took them all first: look again while time is left.
+            if !taken.is_empty() || Instant::now() >= deadline {
+                return Ok(json!({"messages": taken}));
+            }
         }
     }
 
@@ -544,6 +602,13 @@ impl ServerHandler for McpServer {
         std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
     }
 
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self.inner.push != PushMode::Off && !self.inner.push_started.swap(true, Ordering::SeqCst)
+        {
+            tokio::spawn(push_loop(context.peer, self.inner.clone()));
+        }
+    }
+
     async fn set_level(
         &self,
         request: SetLevelRequestParams,
@@ -592,16 +657,12 @@ pub(crate) fn run(
         .context("cannot start the async runtime")
         .code(CANNOT_START)?;
     runtime.block_on(async move {
-        let server = McpServer::new(home.clone(), identity.clone());
-        let inner = server.inner.clone();
+        let server = McpServer::new(home, identity, push);
         let running = server
             .serve(rmcp::transport::stdio())
             .await
             .context("the MCP client did not complete the handshake")
             .code(CANNOT_START)?;
-        if push != PushMode::Off {
-            tokio::spawn(push_loop(running.peer().clone(), inner, push));
-        }
         // The session ends when the client closes stdin.
         let _ = running.waiting().await;
         Ok(())
@@ -636,7 +697,8 @@ impl Pushed {
 /// re-opening the daemon subscription (with backoff) when it drops or is
 /// refused (e.g. the identity does not exist yet). It never starts the
 /// daemon: a stopped daemon stays stopped until a tool call needs it.
-async fn push_loop(peer: Peer<RoleServer>, inner: Arc<Inner>, mode: PushMode) {
+async fn push_loop(peer: Peer<RoleServer>, inner: Arc<Inner>) {
+    let mode = inner.push;
     let mut pushed = Pushed::default();
     let mut delay = RETRY_FIRST;
     let mut warned = false;
@@ -678,6 +740,11 @@ async fn subscription(
         Ok(stream) => stream,
         Err(e) => return lost(e.to_string(), false),
     };
+    // Messages stored before this moment were waiting already: a backlog,
+    // announced by one summary and left unread.
+    let subscribed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let request = json!({"op": "subscribe", "as": inner.identity});
     if let Err(e) = stream.write_all(format!("{request}\n").as_bytes()).await {
         return lost(e.to_string(), false);
@@ -687,21 +754,29 @@ async fn subscription(
     loop {
         // One burst: a line, then whatever follows it at once.
         let mut burst = Vec::new();
+        let mut bytes = 0;
         let mut ended = None;
         match lines.next_line().await {
-            Ok(Some(line)) => burst.push(line),
+            Ok(Some(line)) => {
+                bytes += line.len();
+                burst.push(line);
+            }
             Ok(None) => return lost("the daemon closed the subscription".into(), up),
             Err(e) => return lost(e.to_string(), up),
         }
-        while ended.is_none() && burst.len() < 1000 {
+        while ended.is_none() && burst.len() < MAX_BURST_LINES && bytes < MAX_BURST_READ {
             match tokio::time::timeout(BURST_GAP, lines.next_line()).await {
-                Ok(Ok(Some(line))) => burst.push(line),
+                Ok(Ok(Some(line))) => {
+                    bytes += line.len();
+                    burst.push(line);
+                }
                 Ok(Ok(None)) => ended = Some("the daemon closed the subscription".to_owned()),
                 Ok(Err(e)) => ended = Some(e.to_string()),
                 Err(_) => break,
             }
         }
         let mut messages = Vec::new();
+        let mut backlog = Vec::new();
         for line in burst {
             let Ok(event) = serde_json::from_str::<Value>(&line) else {
                 continue;
@@ -720,15 +795,20 @@ async fn subscription(
                     if let Some(id) = message["id"].as_str()
                         && !pushed.contains(id)
                     {
-                        messages.push(message);
+                        if message["stored_at_ms"].as_u64().unwrap_or(0) < subscribed_at_ms {
+                            backlog.push(message);
+                        } else {
+                            messages.push(message);
+                        }
                     }
                 }
                 Some(_) => {}
             }
         }
-        if push_burst(peer, inner, mode, messages, pushed)
-            .await
-            .is_err()
+        if summarize(peer, inner, backlog, pushed).await.is_err()
+            || push_burst(peer, inner, mode, messages, pushed)
+                .await
+                .is_err()
         {
             return Ended::ClientGone;
         }
@@ -786,12 +866,23 @@ async fn push_burst(
                 identity: inner.identity.clone(),
                 ids: vec![id.clone()],
             };
-            if let Err(e) = call_daemon(&inner.home, &ack).await {
+            // Straight to the socket: the push loop never starts a daemon.
+            if let Err(e) = agentwire::call_socket(&inner.home.socket(), &ack).await {
                 tracing::warn!(%id, error = %e, "could not mark a pushed message read");
             }
         }
         pushed.insert(id);
     }
+    summarize(peer, inner, rest, pushed).await
+}
+
+/// One notice for several messages, which stay unread.
+async fn summarize(
+    peer: &Peer<RoleServer>,
+    inner: &Inner,
+    rest: Vec<Value>,
+    pushed: &mut Pushed,
+) -> Result<(), rmcp::ServiceError> {
     if !rest.is_empty() {
         let mut senders: Vec<&str> = rest
             .iter()
@@ -800,8 +891,9 @@ async fn push_burst(
         senders.sort_unstable();
         senders.dedup();
         let content = format!(
-            "{} new messages (from {}). Take them with the `recv` tool.",
+            "{} unread message{} (from {}). Take them with the `recv` tool.",
             rest.len(),
+            if rest.len() == 1 { "" } else { "s" },
             senders.join(", ")
         );
         let meta = json!({"count": rest.len().to_string(), "senders": senders.join(",")});

@@ -227,8 +227,12 @@ fn binary_path() -> Result<PathBuf, Failure> {
     let exe = std::env::current_exe()
         .context("cannot tell where the agentwire binary is")
         .code(INTERNAL)?;
-    let same_file = |candidate: &Path| {
-        std::fs::canonicalize(candidate).ok() == std::fs::canonicalize(&exe).ok()
+    let same_file = |candidate: &Path| match (
+        std::fs::canonicalize(candidate),
+        std::fs::canonicalize(&exe),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     };
     let invoked = std::env::args_os().next().map(PathBuf::from);
     let found = invoked.and_then(|name| {

@@ -173,6 +173,9 @@ pub enum Request {
         /// At most this many (default 100).
         #[serde(default)]
         max: Option<usize>,
+        /// Wait up to this long for a first unread message (taking none).
+        #[serde(default)]
+        wait_ms: Option<u64>,
     },
 }
 
@@ -182,7 +185,9 @@ impl Request {
     /// keeps its side of the connection open until it has the answer.
     pub fn waits(&self) -> bool {
         match self {
-            Request::Recv { wait_ms, .. } => wait_ms.is_some_and(|ms| ms > 0),
+            Request::Recv { wait_ms, .. } | Request::Inbox { wait_ms, .. } => {
+                wait_ms.is_some_and(|ms| ms > 0)
+            }
             Request::Send { wait, .. } => wait.is_some(),
             Request::Accept { .. } | Request::Invite { .. } => true,
             _ => false,

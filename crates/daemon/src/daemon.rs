@@ -1198,7 +1198,7 @@ impl Daemon {
                 from,
                 max,
                 wait_ms,
-            } => self.recv(identity, from, max, wait_ms).await,
+            } => self.unread(identity, from, max, wait_ms, true).await,
             Request::Ack { identity, ids } => self.ack(identity, ids).await,
             Request::Subscribe { .. } => Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -1208,25 +1208,8 @@ impl Daemon {
                 identity,
                 from,
                 max,
-            } => {
-                let state = self.state.lock().await;
-                let (name, _) = state.pick(identity.as_deref())?;
-                let from = from
-                    .map(|peer| state.resolve_peer(&name, &peer))
-                    .transpose()?;
-                let messages = store::unread(
-                    state.store.conn(),
-                    &name,
-                    from.as_ref().map(|c| &c.address),
-                    max.unwrap_or(DEFAULT_MAX_MESSAGES),
-                )?;
-                let unread = store::unread_count(state.store.conn(), &name)?;
-                let contacts = store::contacts(state.store.conn(), &name)?;
-                Ok(json!({
-                    "unread": unread,
-                    "messages": messages.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
-                }))
-            }
+                wait_ms,
+            } => self.unread(identity, from, max, wait_ms, false).await,
         }
     }
 
@@ -1723,12 +1706,17 @@ impl Daemon {
         }
     }
 
-    async fn recv(
+    /// The unread messages (urgent first, then oldest first): taken
+    /// (`consume`, for `recv`: marked read, receipts queued, in one
+    /// transaction) or only shown (`inbox`). With `wait_ms`, waits up to that
+    /// long for a first one.
+    async fn unread(
         &self,
         identity: Option<String>,
         from: Option<String>,
         max: Option<usize>,
         wait_ms: Option<u64>,
+        consume: bool,
     ) -> Result<serde_json::Value, ApiError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
@@ -1747,24 +1735,35 @@ impl Daemon {
                     .transpose()?;
                 let contacts = store::contacts(state.store.conn(), &name)?;
                 let now = now_ms();
-                let taken = state.store.transaction(|tx| {
-                    let candidates = store::unread(
-                        tx,
+                let max = max.unwrap_or(DEFAULT_MAX_MESSAGES);
+                let messages = if consume {
+                    let taken = state.store.transaction(|tx| {
+                        let candidates =
+                            store::unread(tx, &name, from.as_ref().map(|c| &c.address), max)?;
+                        self.consume(tx, &name, candidates, now)
+                    })?;
+                    if !taken.is_empty() {
+                        self.outbox_waker(&name).notify_one();
+                        // Subscriptions may now show messages beyond their window.
+                        self.arrived.notify_waiters();
+                    }
+                    taken
+                } else {
+                    store::unread(
+                        state.store.conn(),
                         &name,
                         from.as_ref().map(|c| &c.address),
-                        max.unwrap_or(DEFAULT_MAX_MESSAGES),
-                    )?;
-                    self.consume(tx, &name, candidates, now)
-                })?;
-                if !taken.is_empty() {
-                    self.outbox_waker(&name).notify_one();
-                    // Subscriptions may now show messages beyond their window.
-                    self.arrived.notify_waiters();
-                }
-                if !taken.is_empty() || tokio::time::Instant::now() >= deadline {
-                    return Ok(json!({
-                        "messages": taken.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
-                    }));
+                        max,
+                    )?
+                };
+                if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                    let mut answer = json!({
+                        "messages": messages.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
+                    });
+                    if !consume {
+                        answer["unread"] = json!(store::unread_count(state.store.conn(), &name)?);
+                    }
+                    return Ok(answer);
                 }
             }
             tokio::select! {

@@ -87,6 +87,20 @@ impl Home {
         self.root.join("daemon.sock")
     }
 
+    /// The file a running daemon holds an exclusive lock on: one daemon per
+    /// home, and a new one starts only after the old one has exited.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+
+    /// Whether a daemon holds the home's lock (is running or still stopping).
+    pub fn daemon_running(&self) -> bool {
+        match std::fs::File::open(self.daemon_lock()) {
+            Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     /// The daemon's store.
     pub fn db(&self) -> PathBuf {
         self.root.join("agentwire.db")

@@ -28,6 +28,19 @@ pub enum DaemonError {
     /// Stored state does not load.
     #[error("the daemon's store is damaged: {0}")]
     Corrupt(String),
+    /// The home's lock file cannot be opened or locked.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Another daemon holds the home and did not let go.
+    #[error(
+        "another daemon runs for {0} (it holds daemon.lock); stop it with `agentwire daemon stop`"
+    )]
+    Locked(String),
     /// The socket cannot be bound.
     #[error("cannot listen on {path}: {source}")]
     Socket {
@@ -43,6 +56,7 @@ pub async fn run(
     home: Home,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let lock = lock_home(&home).await?;
     let daemon = Daemon::open(home.clone())?;
     let socket = home.socket();
     let listener = server::bind(&socket)
@@ -51,6 +65,7 @@ pub async fn run(
             path: socket.display().to_string(),
             source,
         })?;
+    let bound = socket_identity(&socket);
     tracing::info!(home = %home.root().display(), "daemon started");
     daemon.start_links().await;
     daemon.tasks.spawn(server::serve(listener, daemon.clone()));
@@ -59,7 +74,66 @@ pub async fn run(
         () = daemon.shutdown.cancelled() => {}
     }
     daemon.stop().await;
-    let _ = std::fs::remove_file(&socket);
+    // Remove the socket only if it is still the one this daemon bound.
+    if bound.is_some() && socket_identity(&socket) == bound {
+        let _ = std::fs::remove_file(&socket);
+    }
     tracing::info!("daemon stopped");
+    drop(lock);
     Ok(())
+}
+
+/// How long a starting daemon waits for a stopping one to let go of the home.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Takes the home's exclusive daemon lock, waiting up to [`LOCK_WAIT`] for a
+/// daemon that is still stopping. The lock goes with the returned file (and
+/// with the process, however it ends).
+async fn lock_home(home: &Home) -> Result<std::fs::File, DaemonError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.daemon_lock();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| DaemonError::Lock {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            // A daemon that answers on the socket is running, not stopping:
+            // no point waiting for it.
+            Err(std::fs::TryLockError::WouldBlock)
+                if tokio::time::Instant::now() < deadline
+                    && tokio::net::UnixStream::connect(home.socket())
+                        .await
+                        .is_err() =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DaemonError::Locked(home.root().display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(DaemonError::Lock {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The device and inode of the file at `path`.
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

@@ -292,3 +292,26 @@ fn unread(home: &TestHome, name: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+#[test]
+fn one_daemon_per_home_and_stop_waits_for_the_exit() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "solo"]).ok();
+    // A second daemon for the same home refuses at once: the first holds
+    // daemon.lock and answers on the socket.
+    let second = home.run(&["daemon", "run"]);
+    assert_ne!(second.code, 0, "{second:?}");
+    assert!(
+        second.stderr.contains("another daemon"),
+        "{}",
+        second.stderr
+    );
+    // The first one is unharmed.
+    home.run(&["whoami"]).ok();
+    // `daemon stop` returns once the daemon has exited and let go of the home.
+    let stop = home.run(&["--json", "daemon", "stop"]).ok().json();
+    assert_eq!(stop, serde_json::json!({"stopped": true, "exited": true}));
+    assert!(!home.path().join("daemon.sock").exists());
+    // The next command starts a fresh one.
+    assert_eq!(home.run(&["--json", "whoami"]).ok().json()["name"], "solo");
+}

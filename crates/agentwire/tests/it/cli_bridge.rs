@@ -230,3 +230,22 @@ fn two_concurrent_long_polls_never_get_the_same_message() {
     );
     assert_eq!(one.len() + two.len(), 40, "{} + {}", one.len(), two.len());
 }
+
+#[test]
+fn an_inbox_long_poll_wakes_on_arrival_and_takes_nothing() {
+    let home = siblings();
+    let b = BridgeProcess::start(&home, "b");
+    let poll = std::thread::spawn({
+        let http = b.http.clone();
+        move || http.get("/v1/inbox?wait=20")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    home.run(&["--as", "a", "send", "b", "peek at me"]).ok();
+    let (status, got) = poll.join().unwrap();
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["messages"][0]["body"], "peek at me");
+    assert_eq!(got["unread"], 1);
+    // Still there for whoever takes it.
+    let (_, taken) = b.get("/v1/recv");
+    assert_eq!(taken["messages"][0]["body"], "peek at me");
+}

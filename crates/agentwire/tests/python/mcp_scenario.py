@@ -106,6 +106,17 @@ class Client:
         check(done(), f"{self.name}: {what}", {"logs": self.logs, "channel": self.channel})
 
 
+async def until_read(sender: Client, message_id: str, what: str) -> None:
+    """Polls the sender's `status` until the message is read (10 s)."""
+    state: dict[str, Any] = {}
+    for _ in range(100):
+        state = (await sender.call("status", {"id": message_id})).structured_content
+        if state["state"] == "read":
+            return
+        await anyio.sleep(0.1)
+    check(False, what, state)
+
+
 def text_of(result: types.CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
@@ -207,14 +218,7 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         )
 
         # The message was consumed by wait: read for alice.
-        state = await alice.call("status", {"id": first_id})
-        summary["state_after_wait"] = state.structured_content
-        for _ in range(100):
-            if state.structured_content["state"] == "read":
-                break
-            await anyio.sleep(0.1)
-            state = await alice.call("status", {"id": first_id})
-        check(state.structured_content["state"] == "read", "read once wait returned it", state.structured_content)
+        await until_read(alice, first_id, "read once wait returned it")
 
         # 3. A body that imitates the frame.
         forged = (
@@ -239,7 +243,7 @@ async def scenario(args, summary: dict[str, Any]) -> None:
             check(False, "the short client timeout should have cut the wait")
         except Exception as e:  # MCPError: request timed out
             summary["cancelled_wait"] = str(e)
-        await anyio.sleep(0.5)
+        await anyio.sleep(2)
         sent = await alice.call("send", {"to": "bob", "text": "after the cancel"})
         after_cancel = sent.structured_content["id"]
         await anyio.sleep(1.5)
@@ -269,7 +273,7 @@ async def scenario(args, summary: dict[str, Any]) -> None:
             await anyio.sleep(0.1)
         late = Client("bob-late")
         await open_client(stack, args, late, [])
-        await late.until(lambda: any("5 new messages" in c["content"] for c in late.channel), "one summary notice for a backlog")
+        await late.until(lambda: any("5 unread messages" in c["content"] for c in late.channel), "one summary notice for a backlog")
         summary["backlog_notice"] = late.channel
         check(len(late.channel) == 1, "a backlog is one notice", late.channel)
         took = await bob.call("recv", {})
@@ -281,8 +285,11 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         bad = await alice.call("recv", {"colour": "red"})
         check(bad.is_error and "colour" in text_of(bad), "an unknown argument is named", text_of(bad))
 
-        # 4. Push mode `message`: whole message pushed, marked read.
-        await open_client(stack, args, bob_channel, ["--push", "message"])
+        # 4. Push mode `message`: whole message pushed, marked read (in a
+        # session of its own, closed afterwards).
+        channel_stack = contextlib.AsyncExitStack()
+        await channel_stack.__aenter__()
+        await open_client(channel_stack, args, bob_channel, ["--push", "message"])
         sent = await alice.call("send", {"to": "bob", "text": "pushed in full", "thread": first_id})
         pushed_id = sent.structured_content["id"]
         await bob_channel.until(lambda: any(c["meta"]["id"] == pushed_id for c in bob_channel.channel), "full push")
@@ -290,15 +297,10 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         summary["message_push"] = full
         check("pushed in full" in full["content"] and 'from="alice"' in full["content"], "push carries the framed body", full)
         check(full["meta"]["thread"] == first_id, "push meta has the thread", full)
-        state = {}
-        for _ in range(100):
-            state = (await alice.call("status", {"id": pushed_id})).structured_content
-            if state["state"] == "read":
-                break
-            await anyio.sleep(0.1)
-        check(state["state"] == "read", "a pushed message is read", state)
+        await until_read(alice, pushed_id, "a pushed message is read")
         peek = await bob.call("peek", {})
         check(pushed_id not in text_of(peek), "pushed message is no longer unread", text_of(peek))
+        await channel_stack.aclose()
 
         # 5. Errors a model can read.
         bad = await alice.call("send", {"to": "nobody", "text": "hi"})
@@ -310,21 +312,33 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         contacts = await alice.call("contacts", {})
         check("bob" in text_of(contacts), "contacts lists bob", text_of(contacts))
         # 6. The daemon restarts under the sessions: tools start it again,
-        # pushes resume, and nothing is pushed twice.
+        # pushes resume, and nothing is pushed twice. alice was told about a
+        # message she has not taken yet: she is not told again.
         import subprocess
 
-        subprocess.run([args.exe, "--home", args.home, "daemon", "stop"], check=True, capture_output=True)
-        await anyio.sleep(0.5)
+        sent = await bob.call("send", {"to": "alice", "text": "before the restart"})
+        unread_id = sent.structured_content["id"]
+        await alice.until(lambda: any(c["meta"].get("id") == unread_id for c in alice.channel), "notice before the restart")
+        alice_seen, bob_seen = len(alice.channel), len(bob.channel)
+        stopped = subprocess.run([args.exe, "--home", args.home, "--json", "daemon", "stop"], check=True, capture_output=True, text=True)
+        check(json.loads(stopped.stdout) == {"stopped": True, "exited": True}, "daemon stop waits for the exit", stopped.stdout)
         who = await alice.call("whoami", {})
         check(not who.is_error, "a tool call starts the daemon again", text_of(who))
         sent = await alice.call("send", {"to": "bob", "text": "after the restart"})
         restart_id = sent.structured_content["id"]
-        await bob.until(lambda: any(c["meta"].get("id") == restart_id for c in bob.channel), "pushes resume after a daemon restart", timeout=40)
-        # bob-channel (still open, --push message) takes it whole.
-        await bob_channel.until(lambda: any(c["meta"].get("id") == restart_id for c in bob_channel.channel), "whole pushes resume too", timeout=40)
-        for client in (bob, bob_channel):
+        # A notice for it, or (if bob's session re-subscribed after it was
+        # stored) a one-line summary: either way, bob hears of it.
+        await bob.until(lambda: len(bob.channel) > bob_seen, "pushes resume after a daemon restart", timeout=40)
+        took = await bob.call("wait", {"timeout_secs": 20})
+        check([m["id"] for m in took.structured_content["messages"]] == [restart_id], "wait after the restart", took.structured_content)
+        await anyio.sleep(1.0)
+        after = alice.channel[alice_seen:]
+        check(after == [], "alice is not told again of what she was told", after)
+        for client in (alice, bob):
             ids = [c["meta"]["id"] for c in client.channel if "id" in c["meta"]]
             check(len(ids) == len(set(ids)), f"{client.name}: no message pushed twice", ids)
+        await alice.call("recv", {})
+        await until_read(alice, restart_id, "read after the restart")
 
         summary["notifications"] = {
             "bob_logs": len(bob.logs),
