@@ -56,6 +56,7 @@ pub async fn run(
     home: Home,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    home.ensure()?;
     let lock = lock_home(&home).await?;
     let daemon = Daemon::open(home.clone())?;
     let socket = home.socket();
