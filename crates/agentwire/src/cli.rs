@@ -257,6 +257,7 @@ pub(crate) enum Command {
     ///   agentwire setup claude                 # then start `claude` in this directory
     ///   agentwire --as coder setup codex
     ///   agentwire setup claude --push message  # for Claude Code channels
+    ///   agentwire setup claude --hooks         # plus mail at each prompt and stop
     ///   agentwire setup gemini --print         # show the entry, change nothing
     #[command(verbatim_doc_comment)]
     Setup {
@@ -279,6 +280,11 @@ pub(crate) enum Command {
         /// Push mode the server runs with (see `agentwire mcp --help`)
         #[arg(long, value_enum, default_value_t = PushMode::Notice)]
         push: PushMode,
+        /// Claude Code only: also install the wake-up hooks (`agentwire hook
+        /// claude` on UserPromptSubmit and Stop) in .claude/settings.local.json
+        /// (--scope user: ~/.claude/settings.json)
+        #[arg(long)]
+        hooks: bool,
     },
     /// Run a command for each message that arrives (a wake-up for idle agents)
     ///

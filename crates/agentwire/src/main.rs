@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             dir,
             entry,
             push,
+            hooks,
         } => setup_cmd::run(
             &cli.global,
             &setup_cmd::Options {
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
                 dir,
                 entry,
                 push,
+                hooks,
             },
         ),
         cli::Command::Connect => {

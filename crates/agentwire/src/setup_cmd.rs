@@ -28,6 +28,7 @@ pub(crate) struct Options {
     pub(crate) dir: PathBuf,
     pub(crate) entry: String,
     pub(crate) push: PushMode,
+    pub(crate) hooks: bool,
 }
 
 /// The server as a client should start it.
@@ -75,10 +76,33 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
             ),
         ));
     }
+    if options.hooks && options.client != SetupClient::Claude {
+        return Err(Failure::new(
+            USAGE,
+            anyhow!("--hooks installs Claude Code hooks; it goes with `setup claude`"),
+        ));
+    }
     let server = server(global, options.push)?;
     let path = config_path(options)?;
     let codex = options.client == SetupClient::Codex;
+    let hooks = if options.hooks {
+        Some((hooks_path(options)?, hook_command(global)?))
+    } else {
+        None
+    };
     if options.print {
+        if let Some((hooks_path, command)) = &hooks {
+            let (snippet, _) = hooks_merge(None, command)?;
+            if global.json {
+                println!(
+                    "{}",
+                    json!({"client": "claude", "path": hooks_path.display().to_string(), "snippet": snippet})
+                );
+            } else {
+                eprintln!("# for {}", hooks_path.display());
+                print!("{snippet}");
+            }
+        }
         let snippet = if codex {
             toml_entry(None, &options.entry, &server)?.0
         } else {
@@ -112,23 +136,53 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
         )
         .map_err(|failure| refuse(&path, failure))?
     };
+    // Both files are parsed before either is written: a malformed one
+    // leaves both as they were.
+    let hooks = match &hooks {
+        Some((hooks_path, command)) => {
+            let existing = read_config(hooks_path)?;
+            let (text, action) = hooks_merge(existing.as_deref(), command)
+                .map_err(|failure| refuse(hooks_path, failure))?;
+            Some((hooks_path, text, action))
+        }
+        None => None,
+    };
     if action != Action::Unchanged {
         write_atomically(&path, &text).code(CONFIG)?;
     }
+    if let Some((hooks_path, text, action)) = &hooks
+        && *action != Action::Unchanged
+    {
+        write_atomically(hooks_path, text).code(CONFIG)?;
+    }
     if global.json {
-        println!(
-            "{}",
-            json!({
-                "client": client_name(options.client),
-                "path": path.display().to_string(),
-                "action": action.name(),
-                "entry": options.entry,
-                "command": server.command,
-                "args": server.args,
-                "kept": kept,
-            })
-        );
+        let mut report = json!({
+            "client": client_name(options.client),
+            "path": path.display().to_string(),
+            "action": action.name(),
+            "entry": options.entry,
+            "command": server.command,
+            "args": server.args,
+            "kept": kept,
+        });
+        if let Some((hooks_path, _, action)) = &hooks {
+            report["hooks"] =
+                json!({"path": hooks_path.display().to_string(), "action": action.name()});
+        }
+        println!("{report}");
     } else {
+        if let Some((hooks_path, _, action)) = &hooks {
+            let what = match action {
+                Action::Added => "Added",
+                Action::Updated => "Updated",
+                Action::Unchanged => "Already had",
+            };
+            println!(
+                "{what} the wake-up hooks ({}) in {}.",
+                HOOK_EVENTS.join(", "),
+                hooks_path.display()
+            );
+        }
         let what = match action {
             Action::Added => "Added",
             Action::Updated => "Updated",
@@ -196,6 +250,20 @@ fn client_name(client: SetupClient) -> &'static str {
 /// This binary, with the flags that pick the same home and identity.
 fn server(global: &GlobalArgs, push: PushMode) -> Result<Server, Failure> {
     let exe = binary_path()?;
+    let mut args = identity_args(global)?;
+    args.push("mcp".to_owned());
+    if push != PushMode::Notice {
+        args.push("--push".to_owned());
+        args.push(push.name().to_owned());
+    }
+    Ok(Server {
+        command: exe.display().to_string(),
+        args,
+    })
+}
+
+/// `--home DIR` and `--as NAME`, as given to `setup`.
+fn identity_args(global: &GlobalArgs) -> Result<Vec<String>, Failure> {
     let mut args = Vec::new();
     if let Some(home) = &global.home {
         let home = std::path::absolute(home)
@@ -208,15 +276,119 @@ fn server(global: &GlobalArgs, push: PushMode) -> Result<Server, Failure> {
         args.push("--as".to_owned());
         args.push(identity.clone());
     }
-    args.push("mcp".to_owned());
-    if push != PushMode::Notice {
-        args.push("--push".to_owned());
-        args.push(push.name().to_owned());
-    }
-    Ok(Server {
-        command: exe.display().to_string(),
-        args,
+    Ok(args)
+}
+
+/// Claude Code events the wake-up hook is installed for: mail is shown at
+/// the next prompt, and a session about to stop with unread mail goes on.
+const HOOK_EVENTS: [&str; 2] = ["UserPromptSubmit", "Stop"];
+
+/// Claude Code's settings file for the hooks: the project's personal one
+/// (`.claude/settings.local.json`, not shared: it holds this machine's paths)
+/// or the user's.
+fn hooks_path(options: &Options) -> Result<PathBuf, Failure> {
+    Ok(match options.scope.unwrap_or(SetupScope::Project) {
+        SetupScope::Project => std::path::absolute(&options.dir)
+            .with_context(|| format!("cannot make {} absolute", options.dir.display()))
+            .code(CONFIG)?
+            .join(".claude")
+            .join("settings.local.json"),
+        SetupScope::User => user_home()?.join(".claude").join("settings.json"),
     })
+}
+
+/// The hook's shell command: this binary, the same home and identity,
+/// `hook claude`; each word quoted for `sh`.
+fn hook_command(global: &GlobalArgs) -> Result<String, Failure> {
+    let mut words = vec![binary_path()?.display().to_string()];
+    words.extend(identity_args(global)?);
+    words.extend(["hook".to_owned(), "claude".to_owned()]);
+    Ok(words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=+@%,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Adds the wake-up hook for each of [`HOOK_EVENTS`] to Claude Code's
+/// settings, keeping everything else. A hook of ours from another path or
+/// identity (a command ending in `hook claude`) is updated in place.
+fn hooks_merge(existing: Option<&str>, command: &str) -> Result<(String, Action), Failure> {
+    let mut root = parse_json_object(existing)?;
+    let hooks = root
+        .as_object_mut()
+        .and_then(|o| {
+            o.entry("hooks")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
+        .ok_or_else(|| Failure::new(CONFIG, anyhow!("its `hooks` is not an object")))?;
+    let mut action = Action::Unchanged;
+    for event in HOOK_EVENTS {
+        let groups = hooks
+            .entry(event)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .ok_or_else(|| Failure::new(CONFIG, anyhow!("its `hooks.{event}` is not a list")))?;
+        let commands = groups
+            .iter_mut()
+            .filter_map(|g| g.get_mut("hooks").and_then(Value::as_array_mut))
+            .flatten()
+            .filter_map(|h| h.get_mut("command"));
+        let mut found = false;
+        for existing in commands {
+            let text = existing.as_str().unwrap_or_default();
+            if text == command {
+                found = true;
+            } else if text.ends_with(" hook claude") && text.contains("agentwire") {
+                *existing = json!(command);
+                found = true;
+                action = Action::Updated;
+            }
+        }
+        if !found {
+            groups.push(json!({"hooks": [{"type": "command", "command": command}]}));
+            if action == Action::Unchanged {
+                action = Action::Added;
+            }
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&root)
+        .context("cannot render the settings")
+        .code(INTERNAL)?;
+    text.push('\n');
+    Ok((text, action))
+}
+
+/// A JSON file's top-level object (an empty one for no file).
+fn parse_json_object(existing: Option<&str>) -> Result<Value, Failure> {
+    let root = match existing {
+        None => json!({}),
+        Some(text) if text.trim().is_empty() => json!({}),
+        Some(text) => serde_json::from_str::<Value>(text)
+            .context("it is not valid JSON (setup does not edit files with comments)")
+            .code(CONFIG)?,
+    };
+    if root.is_object() {
+        Ok(root)
+    } else {
+        Err(Failure::new(
+            CONFIG,
+            anyhow!("its top level is not an object"),
+        ))
+    }
 }
 
 /// The path to start this binary by: the one it was started by (found on
@@ -347,13 +519,7 @@ fn json_merge(
     name: &str,
     entry: Value,
 ) -> Result<(String, Action, Vec<String>), Failure> {
-    let mut root = match existing {
-        None => json!({}),
-        Some(text) if text.trim().is_empty() => json!({}),
-        Some(text) => serde_json::from_str::<Value>(text)
-            .context("it is not valid JSON (setup does not edit files with comments)")
-            .code(CONFIG)?,
-    };
+    let mut root = parse_json_object(existing)?;
     let Some(object) = root.as_object_mut() else {
         return Err(Failure::new(
             CONFIG,
@@ -579,6 +745,14 @@ mod tests {
         let (again, action, _) = toml_entry(Some(&text), "agentwire", &server()).unwrap();
         assert_eq!(action, Action::Unchanged);
         assert_eq!(again, text);
+    }
+
+    #[test]
+    fn shell_quote_keeps_odd_paths_one_word() {
+        assert_eq!(shell_quote("/usr/bin/agentwire"), "/usr/bin/agentwire");
+        assert_eq!(shell_quote("/home/a b/it's"), r"'/home/a b/it'\''s'");
+        let quoted = shell_quote("$(rm -rf ~)");
+        assert_eq!(quoted, "'$(rm -rf ~)'");
     }
 
     #[test]

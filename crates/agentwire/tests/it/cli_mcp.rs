@@ -335,3 +335,76 @@ fn setup_keeps_the_users_settings_links_and_permissions() {
         run.stderr
     );
 }
+
+#[test]
+fn setup_claude_hooks_installs_a_wake_up_that_works() {
+    let home = two_siblings();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    let settings = dir.join(".claude/settings.local.json");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings,
+        r#"{"permissions": {"allow": ["Bash(ls)"]}, "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo other"}]}]}}"#,
+    )
+    .unwrap();
+    let report = setup(&home, dir, &[], &["claude", "--hooks", "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["hooks"]["action"], "added", "{report}");
+    assert_eq!(report["hooks"]["path"], settings.to_str().unwrap());
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert_eq!(written["permissions"]["allow"][0], "Bash(ls)");
+    let stop = written["hooks"]["Stop"].as_array().unwrap();
+    assert_eq!(stop.len(), 2, "{written}");
+    assert_eq!(stop[0]["hooks"][0]["command"], "echo other");
+    let command = written["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(stop[1]["hooks"][0]["command"], command.as_str());
+    assert!(command.ends_with("--as alice hook claude"), "{command}");
+    // Again: nothing added twice.
+    let again = setup(&home, dir, &[], &["claude", "--hooks", "--json"])
+        .ok()
+        .json();
+    assert_eq!(again["hooks"]["action"], "unchanged", "{again}");
+
+    // The installed command is a working wake-up: with mail waiting, Claude
+    // Code's prompt hook gets it as additional context, framed.
+    home.run(&["--as", "bob", "send", "alice", "tests are green"])
+        .ok();
+    assert!(eventually(|| home
+        .run(&["--as", "alice", "--json", "inbox"])
+        .stdout
+        .contains("tests are green")));
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .env_remove("AGENTWIRE_AGENT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"hook_event_name":"UserPromptSubmit"}"#)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hook: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let context = hook["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .unwrap();
+    assert!(
+        context.contains("tests are green") && context.contains(r#"from="bob""#),
+        "{context}"
+    );
+
+    // Hooks are a Claude Code thing.
+    let run = setup(&home, dir, &[], &["codex", "--hooks"]);
+    assert_eq!(run.code, 2, "{run:?}");
+}
