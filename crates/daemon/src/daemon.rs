@@ -782,11 +782,9 @@ impl Daemon {
     /// The relay id this identity's link is connected to, waiting for the link
     /// up to [`LINK_WAIT`].
     async fn connected_relay_id(&self, name: &Name) -> Result<RelayId, ApiError> {
-        let deadline = tokio::time::Instant::now() + LINK_WAIT;
+        let mut wait = self.wait_on(&self.pairing, tokio::time::Instant::now() + LINK_WAIT);
         loop {
-            let connected = self.pairing.notified();
-            tokio::pin!(connected);
-            connected.as_mut().enable();
+            let at_deadline = wait.arm();
             if let Some(id) = self
                 .relay_ids
                 .lock()
@@ -795,21 +793,21 @@ impl Daemon {
             {
                 return Ok(*id);
             }
-            tokio::select! {
-                () = connected => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    let why = self
-                        .link_errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(name)
-                        .cloned()
-                        .unwrap_or_else(|| "still connecting".into());
-                    return Err(ApiError::new(
-                        ErrorCode::RelayUnreachable,
-                        format!("{name} is not connected to its relay: {why}"),
-                    ));
-                }
+            if at_deadline {
+                let why = self
+                    .link_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "still connecting".into());
+                return Err(ApiError::new(
+                    ErrorCode::RelayUnreachable,
+                    format!("{name} is not connected to its relay: {why}"),
+                ));
+            }
+            if !wait.sleep().await {
+                return Err(stopping());
             }
         }
     }
@@ -914,10 +912,9 @@ impl Daemon {
 
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(wait_ms.unwrap_or(30_000)).min(MAX_WAIT);
+        let mut wait = self.wait_on(&self.pairing, deadline);
         loop {
-            let answered = self.pairing.notified();
-            tokio::pin!(answered);
-            answered.as_mut().enable();
+            let timed_out = wait.arm();
             let refusal = self
                 .refusals
                 .lock()
@@ -943,7 +940,6 @@ impl Daemon {
                 let state = self.state.lock().await;
                 store::contact(state.store.conn(), &name, &invite.inviter)?
             };
-            let timed_out = tokio::time::Instant::now() >= deadline;
             match &contact {
                 Some(contact) if contact.state == "active" || timed_out => {
                     return Ok(contact_json(contact));
@@ -956,12 +952,8 @@ impl Daemon {
                 }
                 _ => {}
             }
-            tokio::select! {
-                () = answered => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                () = self.shutdown.cancelled() => {
-                    return Err(ApiError::new(ErrorCode::Internal, "the daemon is stopping"));
-                }
+            if !wait.sleep().await {
+                return Err(stopping());
             }
         }
     }
@@ -1670,10 +1662,9 @@ impl Daemon {
         let id = parse_message_id("id", id)?;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(wait_ms.unwrap_or(30_000)).min(MAX_WAIT);
+        let mut wait = self.wait_on(&self.states, deadline);
         loop {
-            let changed = self.states.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let timed_out = wait.arm();
             let (message, contacts) = {
                 let state = self.state.lock().await;
                 let (name, _) = state.pick(identity.as_deref())?;
@@ -1690,18 +1681,14 @@ impl Daemon {
             };
             let reached = rank(&message.state) >= wanted_rank;
             let terminal = matches!(message.state.as_str(), "failed" | "expired");
-            if reached || terminal || tokio::time::Instant::now() >= deadline {
+            if reached || terminal || timed_out {
                 let mut result = sent_json(&message, &contacts);
                 result["reached"] = json!(reached);
                 result["wanted"] = json!(wanted);
                 return Ok(result);
             }
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                () = self.shutdown.cancelled() => {
-                    return Err(ApiError::new(ErrorCode::Internal, "the daemon is stopping"));
-                }
+            if !wait.sleep().await {
+                return Err(stopping());
             }
         }
     }
@@ -1720,12 +1707,9 @@ impl Daemon {
     ) -> Result<serde_json::Value, ApiError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        let mut wait = self.wait_on(&self.arrived, deadline);
         loop {
-            // Register for wake-ups before looking, so an arrival in between
-            // is not missed.
-            let arrived = self.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
+            let timed_out = wait.arm();
             {
                 let mut state = self.state.lock().await;
                 let (name, _) = state.pick(identity.as_deref())?;
@@ -1756,7 +1740,7 @@ impl Daemon {
                         max,
                     )?
                 };
-                if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                if !messages.is_empty() || timed_out {
                     let mut answer = json!({
                         "messages": messages.iter().map(|m| message_json(m, &contacts)).collect::<Vec<_>>(),
                     });
@@ -1766,13 +1750,57 @@ impl Daemon {
                     return Ok(answer);
                 }
             }
-            tokio::select! {
-                () = arrived => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                () = self.shutdown.cancelled() => return Ok(json!({"messages": []})),
+            if !wait.sleep().await {
+                // A stopping daemon ends a wait for messages with none.
+                return Ok(json!({"messages": []}));
             }
         }
     }
+}
+
+impl Daemon {
+    /// A wait for `notify` (or `deadline`, or the daemon's shutdown).
+    fn wait_on<'a>(&'a self, notify: &'a Notify, deadline: tokio::time::Instant) -> Wait<'a> {
+        Wait {
+            notify,
+            shutdown: &self.shutdown,
+            deadline,
+            woken: Box::pin(notify.notified()),
+        }
+    }
+}
+
+/// Waiting for a change: [`Wait::arm`] before each look, so a change between
+/// the look and the sleep is not missed, then [`Wait::sleep`].
+struct Wait<'a> {
+    notify: &'a Notify,
+    shutdown: &'a CancellationToken,
+    deadline: tokio::time::Instant,
+    woken: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+}
+
+impl Wait<'_> {
+    /// Registers for the next wake-up; whether the deadline has passed (the
+    /// look that follows is then the last).
+    fn arm(&mut self) -> bool {
+        self.woken.set(self.notify.notified());
+        self.woken.as_mut().enable();
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// Sleeps until woken or the deadline; false when the daemon is stopping.
+    async fn sleep(&mut self) -> bool {
+        tokio::select! {
+            () = self.woken.as_mut() => true,
+            () = tokio::time::sleep_until(self.deadline) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+/// The error of a wait the daemon's shutdown cut short.
+fn stopping() -> ApiError {
+    ApiError::new(ErrorCode::Internal, "the daemon is stopping")
 }
 
 impl State {
