@@ -26,7 +26,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Bridge { .. }
         | Command::Watch { .. }
         | Command::Mcp { .. }
-        | Command::Setup { .. }
+        | Command::Setup(_)
         | Command::Hook { .. } => {
             // main runs these itself; reaching here is a dispatch bug.
             return Err(Failure::new(

@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentwire_daemon::Home;
 use agentwire_daemon::api::{ApiError, ErrorCode, Request};
@@ -242,6 +241,13 @@ struct ListQuery {
     identity: Option<String>,
 }
 
+impl ListQuery {
+    /// The long-poll, in milliseconds, at most [`MAX_WAIT_SECS`].
+    fn wait_ms(&self) -> u64 {
+        self.wait.unwrap_or(0).min(MAX_WAIT_SECS) * 1000
+    }
+}
+
 fn parse_query(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<ListQuery, BridgeError> {
@@ -261,12 +267,12 @@ async fn recv(
 ) -> Result<Json<Value>, BridgeError> {
     bridge.authorize(&headers)?;
     let query = parse_query(query)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let wait_ms = query.wait_ms();
     let request = Request::Recv {
         identity: bridge.identity(query.identity),
         from: query.from,
         max: query.max,
-        wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        wait_ms: Some(wait_ms),
     };
     bridge.call(&request).await.map(Json)
 }
@@ -278,12 +284,12 @@ async fn inbox(
 ) -> Result<Json<Value>, BridgeError> {
     bridge.authorize(&headers)?;
     let query = parse_query(query)?;
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let wait_ms = query.wait_ms();
     let request = Request::Inbox {
         identity: bridge.identity(query.identity),
         from: query.from,
         max: query.max,
-        wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        wait_ms: Some(wait_ms),
     };
     bridge.call(&request).await.map(Json)
 }

@@ -260,32 +260,7 @@ pub(crate) enum Command {
     ///   agentwire setup claude --hooks         # plus mail at each prompt and stop
     ///   agentwire setup gemini --print         # show the entry, change nothing
     #[command(verbatim_doc_comment)]
-    Setup {
-        /// The client to configure
-        #[arg(value_enum)]
-        client: SetupClient,
-        /// Print the entry instead of writing it
-        #[arg(long)]
-        print: bool,
-        /// Project file (in --dir) or the user's own file [default: user for
-        /// codex, project for the others]
-        #[arg(long, value_enum)]
-        scope: Option<SetupScope>,
-        /// Project directory for the project scope
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        dir: PathBuf,
-        /// Name of the server entry (the channel's name in Claude Code)
-        #[arg(long, default_value = "agentwire")]
-        entry: String,
-        /// Push mode the server runs with (see `agentwire mcp --help`)
-        #[arg(long, value_enum, default_value_t = PushMode::Notice)]
-        push: PushMode,
-        /// Claude Code only: also install the wake-up hooks (`agentwire hook
-        /// claude` on UserPromptSubmit and Stop) in .claude/settings.local.json
-        /// (--scope user: ~/.claude/settings.json)
-        #[arg(long)]
-        hooks: bool,
-    },
+    Setup(SetupArgs),
     /// Run a command for each message that arrives (a wake-up for idle agents)
     ///
     /// CMD runs with `sh -c`, one message at a time, the message as JSON on its
@@ -306,6 +281,35 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+}
+
+/// The flags of `agentwire setup`.
+#[derive(Debug, Args)]
+pub(crate) struct SetupArgs {
+    /// The client to configure
+    #[arg(value_enum)]
+    pub(crate) client: SetupClient,
+    /// Print the entry instead of writing it
+    #[arg(long)]
+    pub(crate) print: bool,
+    /// Project file (in --dir) or the user's own file [default: user for
+    /// codex, project for the others]
+    #[arg(long, value_enum)]
+    pub(crate) scope: Option<SetupScope>,
+    /// Project directory for the project scope
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Name of the server entry (the channel's name in Claude Code)
+    #[arg(long, default_value = "agentwire")]
+    pub(crate) entry: String,
+    /// Push mode the server runs with (see `agentwire mcp --help`)
+    #[arg(long, value_enum, default_value_t = PushMode::Notice)]
+    pub(crate) push: PushMode,
+    /// Claude Code only: also install the wake-up hooks (`agentwire hook
+    /// claude` on UserPromptSubmit and Stop) in .claude/settings.local.json
+    /// (--scope user: ~/.claude/settings.json)
+    #[arg(long)]
+    pub(crate) hooks: bool,
 }
 
 /// What `agentwire mcp` pushes when a message arrives.

@@ -55,7 +55,17 @@ pub enum AgentError {
     /// The daemon refused the request (unknown peer, bad name, ...).
     #[error("{0}")]
     Refused(ApiError),
-    /// The daemon cannot be reached.
+    /// No daemon listens on the socket: nothing was sent (start one, e.g.
+    /// with [`EmbeddedDaemon`]).
+    #[error("no agentwire daemon listens at {path}: {reason}")]
+    NotRunning {
+        /// Its socket.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The connection to the daemon failed after the request may have been
+    /// sent, or its answer was not valid.
     #[error("the agentwire daemon at {path} cannot be reached: {reason}")]
     Unreachable {
         /// Its socket.
@@ -270,7 +280,10 @@ impl Agent {
     async fn connect(&self) -> Result<UnixStream, AgentError> {
         UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| self.unreachable(e))
+            .map_err(|e| AgentError::NotRunning {
+                path: self.socket.display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     fn unreachable(&self, error: std::io::Error) -> AgentError {
@@ -291,7 +304,12 @@ pub async fn call_socket(socket: &Path, request: &Request) -> Result<Value, Agen
         path: socket.display().to_string(),
         reason: e.to_string(),
     };
-    let stream = UnixStream::connect(socket).await.map_err(unreachable)?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| AgentError::NotRunning {
+            path: socket.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(request).map_err(|e| AgentError::Start(e.to_string()))?;
     line.push(b'\n');

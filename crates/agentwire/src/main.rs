@@ -62,26 +62,7 @@ fn main() -> ExitCode {
             cli.global.identity.clone(),
             push,
         ),
-        cli::Command::Setup {
-            client,
-            print,
-            scope,
-            dir,
-            entry,
-            push,
-            hooks,
-        } => setup_cmd::run(
-            &cli.global,
-            &setup_cmd::Options {
-                client,
-                print,
-                scope,
-                dir,
-                entry,
-                push,
-                hooks,
-            },
-        ),
+        cli::Command::Setup(args) => setup_cmd::run(&cli.global, &args),
         cli::Command::Connect => {
             connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())
         }

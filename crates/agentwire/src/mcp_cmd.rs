@@ -494,19 +494,24 @@ impl McpServer {
 /// once: one that may have been carried out is never repeated.
 async fn call_daemon(home: &Home, request: &Request) -> Result<Value, String> {
     let socket = home.socket();
-    if tokio::net::UnixStream::connect(&socket).await.is_err() {
-        let home = home.clone();
-        tokio::task::spawn_blocking(move || crate::daemon_client::start(&home))
-            .await
-            .map_err(|e| format!("cannot start the agentwire daemon: {e}"))?
-            .map_err(|failure| {
-                failure
-                    .error
-                    .map(|e| format!("cannot start the agentwire daemon: {e:#}"))
-                    .unwrap_or_else(|| "cannot start the agentwire daemon".into())
-            })?;
-    }
-    match agentwire::call_socket(&socket, request).await {
+    let answer = match agentwire::call_socket(&socket, request).await {
+        // Nothing was sent: start the daemon and send it now.
+        Err(agentwire::AgentError::NotRunning { .. }) => {
+            let home = home.clone();
+            tokio::task::spawn_blocking(move || crate::daemon_client::start(&home))
+                .await
+                .map_err(|e| format!("cannot start the agentwire daemon: {e}"))?
+                .map_err(|failure| {
+                    failure
+                        .error
+                        .map(|e| format!("cannot start the agentwire daemon: {e:#}"))
+                        .unwrap_or_else(|| "cannot start the agentwire daemon".into())
+                })?;
+            agentwire::call_socket(&socket, request).await
+        }
+        answer => answer,
+    };
+    match answer {
         Ok(answer) => Ok(answer),
         Err(agentwire::AgentError::Refused(error)) => Err(format!(
             "{} ({})",
@@ -516,6 +521,7 @@ async fn call_daemon(home: &Home, request: &Request) -> Result<Value, String> {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default()
         )),
+        Err(error @ agentwire::AgentError::NotRunning { .. }) => Err(error.to_string()),
         Err(error) => Err(format!(
             "{error}. Whether the request was carried out is unknown: check with `status` or `peek` before repeating it."
         )),

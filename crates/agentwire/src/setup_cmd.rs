@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 
-use crate::cli::{GlobalArgs, PushMode, SetupClient, SetupScope};
+use crate::cli::{GlobalArgs, PushMode, SetupArgs as Options, SetupClient, SetupScope};
 use crate::exit::{CONFIG, Failure, INTERNAL, USAGE, WithCode};
 
 /// Seconds Codex may wait for one tool call: the longest `wait` plus slack.
@@ -19,17 +19,6 @@ const CODEX_TOOL_TIMEOUT_SECS: i64 = crate::mcp_cmd::MAX_WAIT_SECS as i64 + 30;
 const CODEX_STARTUP_TIMEOUT_SECS: i64 = 30;
 /// Largest config file `setup` reads.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-
-/// What `setup` was asked to do.
-pub(crate) struct Options {
-    pub(crate) client: SetupClient,
-    pub(crate) print: bool,
-    pub(crate) scope: Option<SetupScope>,
-    pub(crate) dir: PathBuf,
-    pub(crate) entry: String,
-    pub(crate) push: PushMode,
-    pub(crate) hooks: bool,
-}
 
 /// The server as a client should start it.
 struct Server {
@@ -52,6 +41,15 @@ impl Action {
             Action::Updated
         } else {
             Action::Added
+        }
+    }
+
+    /// The start of the sentence that reports it.
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Added => "Added",
+            Action::Updated => "Updated",
+            Action::Unchanged => "Already had",
         }
     }
 
@@ -172,24 +170,16 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
         println!("{report}");
     } else {
         if let Some((hooks_path, _, action)) = &hooks {
-            let what = match action {
-                Action::Added => "Added",
-                Action::Updated => "Updated",
-                Action::Unchanged => "Already had",
-            };
             println!(
-                "{what} the wake-up hooks ({}) in {}.",
+                "{} the wake-up hooks ({}) in {}.",
+                action.verb(),
                 HOOK_EVENTS.join(", "),
                 hooks_path.display()
             );
         }
-        let what = match action {
-            Action::Added => "Added",
-            Action::Updated => "Updated",
-            Action::Unchanged => "Already had",
-        };
         println!(
-            "{what} the `{}` MCP server in {}{}.",
+            "{} the `{}` MCP server in {}{}.",
+            action.verb(),
             options.entry,
             path.display(),
             if kept.is_empty() {
@@ -288,9 +278,7 @@ const HOOK_EVENTS: [&str; 2] = ["UserPromptSubmit", "Stop"];
 /// or the user's.
 fn hooks_path(options: &Options) -> Result<PathBuf, Failure> {
     Ok(match options.scope.unwrap_or(SetupScope::Project) {
-        SetupScope::Project => std::path::absolute(&options.dir)
-            .with_context(|| format!("cannot make {} absolute", options.dir.display()))
-            .code(CONFIG)?
+        SetupScope::Project => project_dir(options)?
             .join(".claude")
             .join("settings.local.json"),
         SetupScope::User => user_home()?.join(".claude").join("settings.json"),
@@ -436,15 +424,20 @@ fn user_home() -> Result<PathBuf, Failure> {
         })
 }
 
+/// `--dir`, absolute.
+fn project_dir(options: &Options) -> Result<PathBuf, Failure> {
+    std::path::absolute(&options.dir)
+        .with_context(|| format!("cannot make {} absolute", options.dir.display()))
+        .code(CONFIG)
+}
+
 /// The file to edit.
 fn config_path(options: &Options) -> Result<PathBuf, Failure> {
     let scope = options.scope.unwrap_or(match options.client {
         SetupClient::Codex => SetupScope::User,
         _ => SetupScope::Project,
     });
-    let dir = std::path::absolute(&options.dir)
-        .with_context(|| format!("cannot make {} absolute", options.dir.display()))
-        .code(CONFIG)?;
+    let dir = project_dir(options)?;
     Ok(match (options.client, scope) {
         (SetupClient::Claude, SetupScope::Project) => dir.join(".mcp.json"),
         (SetupClient::Claude, SetupScope::User) => user_home()?.join(".claude.json"),

@@ -92,16 +92,8 @@ impl Http {
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        let (status, body) = parse_http_response(&response);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     fn get(&self, path: &str) -> (u16, Value) {

@@ -293,7 +293,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .await
         .unwrap()
         .unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
+    parse_http_response(&String::from_utf8_lossy(&response))
+}
+
+/// An HTTP/1.1 response's status and body.
+pub fn parse_http_response(response: &str) -> (u16, String) {
     let status = response
         .split(' ')
         .nth(1)
