@@ -6,9 +6,8 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use agentwire_daemon::Home;
-use agentwire_daemon::api::Request;
+use agentwire_daemon::api::{self, ContactState, SendOutcome};
 use anyhow::Context;
-use serde_json::Value;
 
 use crate::cli::{Command, ContactsAction, DaemonAction, GlobalArgs};
 use crate::daemon_client::{call, call_running, start};
@@ -20,7 +19,8 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> {
     let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
     let identity = global.identity.clone();
-    let (request, wait) = match command {
+    let out = Output { json: global.json };
+    match command {
         Command::Relay(_)
         | Command::Connect
         | Command::Bridge { .. }
@@ -29,12 +29,12 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Setup(_)
         | Command::Hook { .. } => {
             // main runs these itself; reaching here is a dispatch bug.
-            return Err(Failure::new(
+            Err(Failure::new(
                 crate::exit::INTERNAL,
                 anyhow::anyhow!("this command is not an agent command"),
-            ));
+            ))
         }
-        Command::Daemon { action } => return daemon(global, &home, action),
+        Command::Daemon { action } => daemon(global, &home, action),
         Command::Init {
             name,
             relay,
@@ -50,58 +50,116 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 })
                 .transpose()
                 .code(CONFIG)?;
-            (
-                Request::Init {
+            let created = call(
+                &home,
+                api::Init {
                     name,
                     relay,
                     relay_token,
                 },
                 Duration::ZERO,
-            )
+            )?;
+            out.print(&created, |c| {
+                if c.siblings.is_empty() {
+                    format!("created {} {}", c.name, c.short_id)
+                } else {
+                    format!(
+                        "created {} {} (contacts: {})",
+                        c.name,
+                        c.short_id,
+                        c.siblings.join(", ")
+                    )
+                }
+            })
         }
-        Command::Whoami => (Request::Whoami { identity }, Duration::ZERO),
+        Command::Whoami => {
+            let me = call(&home, api::Whoami { identity }, Duration::ZERO)?;
+            out.print(&me, |me| {
+                format!("{} {} {}", me.name, me.short_id, me.address)
+            })
+        }
         Command::Contacts { action } => match action {
-            None => (Request::Contacts { identity }, Duration::ZERO),
-            Some(ContactsAction::Rename { peer, new_name }) => (
-                Request::Rename {
-                    identity,
-                    peer,
-                    new_name,
-                },
-                Duration::ZERO,
-            ),
+            None => {
+                let list = call(&home, api::Contacts { identity }, Duration::ZERO)?;
+                out.print_lines(&list, &list.contacts, |c| {
+                    format!("{} {} {} {}", c.name, c.short_id, c.via, c.state)
+                })
+            }
+            Some(ContactsAction::Rename { peer, new_name }) => {
+                let renamed = call(
+                    &home,
+                    api::Rename {
+                        identity,
+                        peer,
+                        new_name,
+                    },
+                    Duration::ZERO,
+                )?;
+                out.print(&renamed, |r| format!("renamed {} to {}", r.renamed, r.to))
+            }
             Some(ContactsAction::Remove { peer }) => {
-                (Request::Remove { identity, peer }, Duration::ZERO)
+                let removed = call(&home, api::Remove { identity, peer }, Duration::ZERO)?;
+                out.print(&removed, |r| format!("removed {}", r.removed))
             }
         },
-        Command::Invite { ttl } => (
-            Request::Invite {
-                identity,
-                ttl_ms: Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-            },
-            Duration::ZERO,
-        ),
-        Command::Accept { link, name, wait } => (
-            Request::Accept {
-                identity,
-                token: if link == "-" {
-                    read_stdin_line()?
-                } else {
-                    link
+        Command::Invite { ttl } => {
+            let invite = call(
+                &home,
+                api::Invite {
+                    identity,
+                    ttl_ms: Some(millis(ttl)),
                 },
-                name,
-                wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
-            },
-            wait,
-        ),
-        Command::Status { id } => (Request::State { identity, id }, Duration::ZERO),
-        Command::Sent { max } => (
-            Request::Sent {
-                identity,
-                max: Some(max),
-            },
-            Duration::ZERO,
-        ),
+                Duration::ZERO,
+            )?;
+            out.print(&invite, |i| i.invite.clone())
+        }
+        Command::Accept { link, name, wait } => {
+            let token = if link == "-" {
+                read_stdin_line()?
+            } else {
+                link
+            };
+            let contact = call(
+                &home,
+                api::Accept {
+                    identity,
+                    token,
+                    name,
+                    wait_ms: Some(millis(wait)),
+                },
+                wait,
+            )?;
+            out.print(&contact, |c| match c.state {
+                ContactState::Active => format!("paired with {} {}", c.name, c.short_id),
+                ContactState::Pending => format!(
+                    "sent; {} {} is pending until the inviter's daemon answers",
+                    c.name, c.short_id
+                ),
+            })
+        }
+        Command::Status { id } => {
+            let sent = call(
+                &home,
+                api::State {
+                    identity,
+                    id,
+                    ..api::State::default()
+                },
+                Duration::ZERO,
+            )?;
+            out.print(&sent, sent_line)
+        }
+        Command::Sent { max } => {
+            let list = call(
+                &home,
+                api::Sent {
+                    identity,
+                    max: Some(max),
+                },
+                Duration::ZERO,
+            )?;
+            out.print_lines(&list, &list.messages, sent_line)
+        }
         Command::Send {
             peer,
             text,
@@ -123,61 +181,155 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             } else {
                 text
             };
-            (
-                Request::Send {
-                    identity,
-                    to: peer,
-                    body,
-                    kind: Some(kind),
-                    reply_to,
-                    thread,
-                    priority: Some(priority),
-                    wait_ms: wait
-                        .is_some()
-                        .then(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-                    wait,
-                },
-                timeout,
-            )
+            let request = api::SendMessage {
+                identity,
+                to: peer,
+                body,
+                kind: Some(kind),
+                reply_to,
+                thread,
+                priority: Some(priority),
+                wait_ms: wait.is_some().then(|| millis(timeout)),
+                wait,
+            };
+            let extra = if wait.is_some() {
+                timeout
+            } else {
+                Duration::ZERO
+            };
+            match call(&home, request, extra)? {
+                SendOutcome::Queued(queued) => {
+                    out.print(&queued, |q| format!("{} {} to {}", q.id, q.state, q.to))
+                }
+                SendOutcome::Waited(waited) => {
+                    out.print(&waited, |w| sent_line(&w.sent))?;
+                    if waited.sent.state.is_failure() {
+                        Err(Failure::quiet(crate::exit::UNDELIVERABLE))
+                    } else if !waited.reached {
+                        Err(Failure::quiet(crate::exit::NOT_YET))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
         }
         Command::Recv { from, max, wait } => {
             let wait = wait.unwrap_or(Duration::ZERO);
-            (
-                Request::Recv {
-                    identity,
-                    from,
-                    max: Some(max),
-                    wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
-                },
-                wait,
-            )
+            let request = api::Recv {
+                identity,
+                from,
+                max: Some(max),
+                wait_ms: Some(millis(wait)),
+            };
+            let messages = call(&home, request, wait)?;
+            print_messages(out, &messages)
         }
-        Command::Inbox { from, max } => (
-            Request::Inbox {
+        Command::Inbox { from, max } => {
+            let request = api::Inbox {
                 identity,
                 from,
                 max: Some(max),
                 wait_ms: None,
-            },
-            Duration::ZERO,
-        ),
-    };
-    let result = call(&home, &request, wait)?;
-    print(global.json, &request, &result);
-    let empty = matches!(request, Request::Recv { .. } | Request::Inbox { .. })
-        && result["messages"].as_array().is_none_or(|m| m.is_empty());
-    if empty {
+            };
+            let messages = call(&home, request, Duration::ZERO)?;
+            print_messages(out, &messages)
+        }
+    }
+}
+
+/// A duration as whole milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Prints messages; exits 1 (quietly) when there are none.
+fn print_messages(out: Output, messages: &api::Messages) -> Result<(), Failure> {
+    out.print_lines(messages, &messages.messages, |m| {
+        format!(
+            "{} {}({}) {}: {}",
+            m.id,
+            m.from.name.as_deref().unwrap_or("?"),
+            m.from.short_id,
+            m.kind,
+            m.body.escape_debug()
+        )
+    })?;
+    if messages.messages.is_empty() {
         return Err(Failure::quiet(NOTHING));
     }
-    if let Request::Send { wait: Some(_), .. } = &request {
-        if matches!(result["state"].as_str(), Some("failed" | "expired")) {
-            return Err(Failure::quiet(crate::exit::UNDELIVERABLE));
-        }
-        if result["reached"] == false {
-            return Err(Failure::quiet(crate::exit::NOT_YET));
+    Ok(())
+}
+
+fn sent_line(message: &api::SentView) -> String {
+    format!(
+        "{} {} to {}({}) {}",
+        message.id,
+        message.state,
+        message.to.name.as_deref().unwrap_or("?"),
+        message.to.short_id,
+        message.kind
+    )
+}
+
+/// How a command prints its answer: text lines, or one JSON object with
+/// `--json`. A closed stdout (`| head`) ends the command quietly.
+#[derive(Clone, Copy)]
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// One answer: its JSON, or `text(answer)`.
+    fn print<T: serde::Serialize>(
+        self,
+        answer: &T,
+        text: impl Fn(&T) -> String,
+    ) -> Result<(), Failure> {
+        if self.json {
+            write_line(&json_text(answer)?)
+        } else {
+            write_line(&text(answer))
         }
     }
-    Ok(())
+
+    /// An answer that is a list: its JSON, or one text line per item.
+    fn print_lines<T: serde::Serialize, I>(
+        self,
+        answer: &T,
+        items: &[I],
+        text: impl Fn(&I) -> String,
+    ) -> Result<(), Failure> {
+        if self.json {
+            return write_line(&json_text(answer)?);
+        }
+        for item in items {
+            write_line(&text(item))?;
+        }
+        Ok(())
+    }
+}
+
+fn json_text<T: serde::Serialize>(answer: &T) -> Result<String, Failure> {
+    serde_json::to_string(answer)
+        .context("cannot encode the answer as JSON")
+        .code(crate::exit::INTERNAL)
+}
+
+/// Writes one line to stdout; a closed stdout is the quiet end of the
+/// command (its reader has what it wanted).
+pub(crate) fn write_line(line: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::quiet(crate::exit::OK))
+        }
+        Err(error) => Err(Failure::new(
+            crate::exit::INTERNAL,
+            anyhow::anyhow!("cannot write to stdout: {error}"),
+        )),
+    }
 }
 
 /// The first line of stdin (for secrets that should not sit in the process
@@ -209,15 +361,14 @@ fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), 
                 .code(crate::exit::CANNOT_START)
         }
         DaemonAction::Start => {
-            if call_running(home, &Request::Status)?.is_none() {
+            if call_running(home, api::Status {})?.is_none() {
                 start(home)?;
             }
-            let status = call(home, &Request::Status, Duration::ZERO)?;
-            print_status(global.json, &status);
-            Ok(())
+            let status = call(home, api::Status {}, Duration::ZERO)?;
+            print_status(global.json, &status)
         }
         DaemonAction::Stop => {
-            let stopped = call_running(home, &Request::Stop)?.is_some();
+            let stopped = call_running(home, api::Stop {})?.is_some();
             // Returns once the daemon has exited (it lets go of the home's
             // lock last), so a command right after starts a fresh one.
             let deadline = std::time::Instant::now() + STOP_WAIT;
@@ -225,179 +376,55 @@ fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), 
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
             let exited = !home.daemon_running();
-            if global.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"stopped": stopped, "exited": exited})
-                );
+            write_line(&if global.json {
+                serde_json::json!({"stopped": stopped, "exited": exited}).to_string()
             } else if !stopped {
-                println!("no daemon running for {}", home.root().display());
+                format!("no daemon running for {}", home.root().display())
             } else if exited {
-                println!("daemon stopped");
+                "daemon stopped".to_owned()
             } else {
-                println!("daemon stopping (still finishing after {STOP_WAIT:?})");
-            }
-            Ok(())
+                format!("daemon stopping (still finishing after {STOP_WAIT:?})")
+            })
         }
-        DaemonAction::Status => match call_running(home, &Request::Status)? {
-            Some(status) => {
-                print_status(global.json, &status);
-                Ok(())
-            }
+        DaemonAction::Status => match call_running(home, api::Status {})? {
+            Some(status) => print_status(global.json, &status),
             None => {
-                if global.json {
-                    println!("{}", serde_json::json!({"running": false}));
+                write_line(&if global.json {
+                    serde_json::json!({"running": false}).to_string()
                 } else {
-                    println!("no daemon running for {}", home.root().display());
-                }
+                    format!("no daemon running for {}", home.root().display())
+                })?;
                 Err(Failure::quiet(crate::exit::DAEMON_UNREACHABLE))
             }
         },
     }
 }
 
-fn print_status(json: bool, status: &Value) {
-    if json {
-        println!("{status}");
-        return;
-    }
-    println!(
-        "daemon running (pid {}), relay {}{}",
-        status["pid"],
-        status["relay"].as_str().unwrap_or("?"),
-        if status["local_relay"] == true {
-            " (local)"
-        } else {
-            ""
-        }
-    );
-    for identity in status["identities"].as_array().into_iter().flatten() {
-        print!(
-            "  {} {} unread {}",
-            identity["name"].as_str().unwrap_or("?"),
-            identity["short_id"].as_str().unwrap_or("?"),
-            identity["unread"]
+fn print_status(json: bool, status: &api::DaemonStatus) -> Result<(), Failure> {
+    let out = Output { json };
+    out.print(status, |status| {
+        let mut text = format!(
+            "daemon running (pid {}), relay {}{}",
+            status.pid,
+            status.relay.as_deref().unwrap_or("?"),
+            if status.local_relay { " (local)" } else { "" }
         );
-        print!(" queued {}", identity["queued"]);
-        if let Some(reason) = identity["queued_because"].as_str() {
-            print!(" (the relay declined: {reason})");
-        }
-        match identity["relay_error"].as_str() {
-            Some(error) => println!(" (not connected: {error})"),
-            None => println!(),
-        }
-    }
-    println!(
-        "  queued {} dropped-from-non-contacts {} dropped-undecryptable {}",
-        status["queued"], status["dropped_non_contact"], status["dropped_undecryptable"]
-    );
-}
-
-fn print_sent(message: &Value) {
-    let to = &message["to"];
-    println!(
-        "{} {} to {}({}) {}",
-        message["id"].as_str().unwrap_or(""),
-        message["state"].as_str().unwrap_or(""),
-        to["name"].as_str().unwrap_or("?"),
-        to["short_id"].as_str().unwrap_or(""),
-        message["kind"].as_str().unwrap_or("")
-    );
-}
-
-fn print(json: bool, request: &Request, result: &Value) {
-    if json {
-        println!("{result}");
-        return;
-    }
-    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    match request {
-        Request::Init { .. } => {
-            let siblings: Vec<String> = result["siblings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
-            print!(
-                "created {} {}",
-                text(&result["name"]),
-                text(&result["short_id"])
-            );
-            if siblings.is_empty() {
-                println!();
-            } else {
-                println!(" (contacts: {})", siblings.join(", "));
+        for identity in &status.identities {
+            text.push_str(&format!(
+                "\n  {} {} unread {} queued {}",
+                identity.name, identity.short_id, identity.unread, identity.queued
+            ));
+            if let Some(reason) = &identity.queued_because {
+                text.push_str(&format!(" (the relay declined: {reason})"));
+            }
+            if let Some(error) = &identity.relay_error {
+                text.push_str(&format!(" (not connected: {error})"));
             }
         }
-        Request::Whoami { .. } => println!(
-            "{} {} {}",
-            text(&result["name"]),
-            text(&result["short_id"]),
-            text(&result["address"])
-        ),
-        Request::Contacts { .. } => {
-            for contact in result["contacts"].as_array().into_iter().flatten() {
-                println!(
-                    "{} {} {} {}",
-                    text(&contact["name"]),
-                    text(&contact["short_id"]),
-                    text(&contact["via"]),
-                    text(&contact["state"])
-                );
-            }
-        }
-        Request::Invite { .. } => println!("{}", text(&result["invite"])),
-        Request::Accept { .. } => {
-            if result["state"] == "active" {
-                println!(
-                    "paired with {} {}",
-                    text(&result["name"]),
-                    text(&result["short_id"])
-                );
-            } else {
-                println!(
-                    "sent; {} {} is pending until the inviter's daemon answers",
-                    text(&result["name"]),
-                    text(&result["short_id"])
-                );
-            }
-        }
-        Request::Rename { .. } => {
-            println!(
-                "renamed {} to {}",
-                text(&result["renamed"]),
-                text(&result["to"])
-            )
-        }
-        Request::Remove { .. } => println!("removed {}", text(&result["removed"])),
-        Request::Send { wait: None, .. } => println!(
-            "{} {} to {}",
-            text(&result["id"]),
-            text(&result["state"]),
-            text(&result["to"])
-        ),
-        Request::Send { .. } | Request::State { .. } => print_sent(result),
-        Request::Sent { .. } => {
-            for message in result["messages"].as_array().into_iter().flatten() {
-                print_sent(message);
-            }
-        }
-        Request::Recv { .. } | Request::Inbox { .. } => {
-            for message in result["messages"].as_array().into_iter().flatten() {
-                let from = &message["from"];
-                println!(
-                    "{} {}({}) {}: {}",
-                    text(&message["id"]),
-                    from["name"].as_str().unwrap_or("?"),
-                    text(&from["short_id"]),
-                    text(&message["kind"]),
-                    text(&message["body"]).escape_debug()
-                );
-            }
-        }
-        Request::Status | Request::Stop | Request::Ack { .. } | Request::Subscribe { .. } => {
-            println!("{result}")
-        }
-    }
+        text.push_str(&format!(
+            "\n  queued {} dropped-from-non-contacts {} dropped-undecryptable {}",
+            status.queued, status.dropped_non_contact, status.dropped_undecryptable
+        ));
+        text
+    })
 }

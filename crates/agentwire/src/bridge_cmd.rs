@@ -10,7 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use agentwire_daemon::Home;
-use agentwire_daemon::api::{ApiError, ErrorCode, Request};
+use agentwire_daemon::api::{self, ApiError, ErrorCode, Kind, Priority};
+use agentwire_daemon::client::ClientError;
+use agentwire_daemon::{DaemonClient, Run};
 use anyhow::Context;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
 
@@ -170,11 +172,13 @@ impl Bridge {
     }
 
     /// One request to the daemon over its socket.
-    async fn call(&self, request: &Request) -> Result<Value, BridgeError> {
-        agentwire::call_socket(&self.home.socket(), request)
+    async fn call<O: Run>(&self, op: O) -> Result<Json<O::Output>, BridgeError> {
+        DaemonClient::socket(self.home.socket())
+            .call(op)
             .await
+            .map(Json)
             .map_err(|error| match error {
-                agentwire::AgentError::Refused(error) => error.into(),
+                ClientError::Refused(error) => error.into(),
                 other => BridgeError(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "daemon_unreachable".into(),
@@ -190,13 +194,13 @@ struct SendBody {
     to: String,
     body: String,
     #[serde(default)]
-    kind: Option<String>,
+    kind: Option<Kind>,
     #[serde(default)]
     reply_to: Option<String>,
     #[serde(default)]
     thread: Option<String>,
     #[serde(default)]
-    priority: Option<String>,
+    priority: Option<Priority>,
     #[serde(default, rename = "as")]
     identity: Option<String>,
 }
@@ -205,7 +209,7 @@ async fn send(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
     body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, BridgeError> {
+) -> Result<Json<api::SendOutcome>, BridgeError> {
     bridge.authorize(&headers)?;
     let Json(body) = body.map_err(|e| {
         BridgeError(
@@ -214,7 +218,7 @@ async fn send(
             e.body_text(),
         )
     })?;
-    let request = Request::Send {
+    let request = api::SendMessage {
         identity: bridge.identity(body.identity),
         to: body.to,
         body: body.body,
@@ -225,7 +229,7 @@ async fn send(
         wait: None,
         wait_ms: None,
     };
-    bridge.call(&request).await.map(Json)
+    bridge.call(request).await
 }
 
 #[derive(Deserialize)]
@@ -264,56 +268,57 @@ async fn recv(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, BridgeError> {
+) -> Result<Json<api::Messages>, BridgeError> {
     bridge.authorize(&headers)?;
     let query = parse_query(query)?;
     let wait_ms = query.wait_ms();
-    let request = Request::Recv {
+    let request = api::Recv {
         identity: bridge.identity(query.identity),
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
     };
-    bridge.call(&request).await.map(Json)
+    bridge.call(request).await
 }
 
 async fn inbox(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, BridgeError> {
+) -> Result<Json<api::Messages>, BridgeError> {
     bridge.authorize(&headers)?;
     let query = parse_query(query)?;
     let wait_ms = query.wait_ms();
-    let request = Request::Inbox {
+    let request = api::Inbox {
         identity: bridge.identity(query.identity),
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
     };
-    bridge.call(&request).await.map(Json)
+    bridge.call(request).await
 }
 
 async fn status(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, BridgeError> {
+) -> Result<Json<api::SentView>, BridgeError> {
     bridge.authorize(&headers)?;
-    let request = Request::State {
+    let request = api::State {
         identity: bridge.identity(None),
         id,
+        ..api::State::default()
     };
-    bridge.call(&request).await.map(Json)
+    bridge.call(request).await
 }
 
 async fn contacts(
     State(bridge): State<Arc<Bridge>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, BridgeError> {
+) -> Result<Json<api::ContactList>, BridgeError> {
     bridge.authorize(&headers)?;
-    let request = Request::Contacts {
+    let request = api::Contacts {
         identity: bridge.identity(None),
     };
-    bridge.call(&request).await.map(Json)
+    bridge.call(request).await
 }

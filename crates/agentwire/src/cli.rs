@@ -140,7 +140,7 @@ pub(crate) enum Command {
         text: String,
         /// Kind: chat, task, result, query or file
         #[arg(long, default_value = "chat")]
-        kind: String,
+        kind: agentwire_api::Kind,
         /// Id of the message this answers
         #[arg(long, value_name = "ID")]
         reply_to: Option<String>,
@@ -148,12 +148,12 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ID")]
         thread: Option<String>,
         /// urgent, normal or low: the recipient's recv and inbox show urgent first
-        #[arg(long, default_value = "normal", value_parser = ["urgent", "normal", "low"])]
-        priority: String,
+        #[arg(long, default_value = "normal")]
+        priority: agentwire_api::Priority,
         /// Wait until the message is relayed, delivered (stored by the peer's
         /// daemon) or read (consumed by the peer's agent); exit 18 if not in time
-        #[arg(long, value_name = "STATE", value_parser = ["relayed", "delivered", "read"])]
-        wait: Option<String>,
+        #[arg(long, value_name = "STATE", value_parser = parse_waitable)]
+        wait: Option<agentwire_api::DeliveryState>,
         /// How long --wait waits
         #[arg(long, default_value = "30s", value_parser = parse_wait, requires = "wait")]
         timeout: Duration,
@@ -472,6 +472,16 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("must be between 1s and 30d".into());
     }
     Ok(duration)
+}
+
+/// A delivery state `send --wait` can wait for.
+fn parse_waitable(text: &str) -> Result<agentwire_api::DeliveryState, String> {
+    match text.parse() {
+        Ok(state) if agentwire_api::DeliveryState::WAITABLE.contains(&state) => Ok(state),
+        _ => Err(format!(
+            "{text:?} is not a state to wait for; use relayed, delivered or read"
+        )),
+    }
 }
 
 fn parse_wait(text: &str) -> Result<Duration, String> {

@@ -6,21 +6,32 @@
 //! command's `ref` if it had one) and, as they happen, `{"event":"message",...}`
 //! for each unread message and `{"event":"state",...}` for each change of a
 //! sent message's state. PROTOCOL.md ("JSON lines") has the schema.
+//!
+//! Three tasks share the session: commands (stdin, one at a time), events
+//! (the daemon subscription, re-opened when the daemon restarts) and the
+//! writer (stdout), which owns the other two: it ends the session when stdin
+//! ends or stdout closes, and cancels them.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_daemon::Home;
-use agentwire_daemon::api::Request;
-use serde_json::{Value, json};
+use agentwire_daemon::api::{Event, Request, Subscribe};
+use agentwire_daemon::client::ClientError;
+use agentwire_daemon::{DaemonClient, Home};
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::daemon_client::{call, start};
-use crate::exit::{CONFIG, Failure, WithCode};
+use crate::daemon_client::{ANSWER_TIME, call_json, exit_code, extra_wait, start};
+use crate::exit::{CANNOT_START, CONFIG, DAEMON_UNREACHABLE, Failure, WithCode};
 
 /// Longest input line, in bytes.
 pub(crate) const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Output lines buffered for stdout.
+const OUT_BUFFER: usize = 256;
+/// Pause before re-opening a lost subscription.
+const RESUBSCRIBE: Duration = Duration::from_millis(500);
 
 /// The operations a streaming agent may send, and the daemon operation each
 /// becomes.
@@ -41,107 +52,191 @@ pub(crate) fn run(
     identity: Option<String>,
 ) -> Result<(), Failure> {
     let home = Home::resolve(home_flag).code(CONFIG)?;
-    if UnixStream::connect(home.socket()).is_err() {
+    if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
         start(&home)?;
     }
-    let stdout = Arc::new(Mutex::new(std::io::stdout()));
-    let emit = {
-        let stdout = stdout.clone();
-        move |value: &Value| {
-            let mut out = stdout.lock().unwrap_or_else(|e| e.into_inner());
-            // A closed stdout ends the session.
-            if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
-                std::process::exit(0);
-            }
-        }
-    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(CANNOT_START)?;
+    runtime.block_on(session(home, identity));
+    // A read of stdin may still be blocked in its thread: do not wait for it.
+    runtime.shutdown_background();
+    Ok(())
+}
 
-    // Events: one subscription connection, re-opened if the daemon restarts.
-    {
-        let home = home.clone();
-        let identity = identity.clone();
-        let emit = emit.clone();
-        std::thread::spawn(move || {
-            loop {
-                match stream_events(&home, identity.as_deref(), &emit) {
-                    Err(Ended::Refused(message)) => {
-                        // Retrying cannot help (no such identity): say so once.
-                        emit(
-                            &json!({"event": "error", "code": "request_failed", "message": message}),
-                        );
-                        return;
-                    }
-                    Err(Ended::Lost(message)) => {
-                        emit(
-                            &json!({"event": "error", "code": "daemon_unreachable", "message": message}),
-                        );
-                    }
-                    Ok(()) => {}
-                }
-                std::thread::sleep(Duration::from_millis(500));
-                if UnixStream::connect(home.socket()).is_err() {
-                    let _ = start(&home);
-                }
-            }
-        });
-    }
-
-    // Commands: one line in, one answer out.
-    let stdin = std::io::stdin();
-    let mut reader = BufReader::new(stdin.lock());
+/// Runs the session until stdin ends or stdout closes; owns the events and
+/// commands tasks and ends them then.
+async fn session(home: Home, identity: Option<String>) {
+    let (out, mut lines) = mpsc::channel::<Value>(OUT_BUFFER);
+    let done = CancellationToken::new();
+    let events = tokio::spawn(events(home.clone(), identity.clone(), out.clone()));
+    let commands = tokio::spawn(commands(home, identity, out, done.clone()));
+    let mut stdout = tokio::io::stdout();
     loop {
-        let mut line = Vec::new();
-        let read = (&mut reader)
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .unwrap_or(0);
-        if read == 0 {
-            return Ok(());
-        }
-        if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") {
-            // Skip the rest of the over-long line without keeping it.
-            while let Ok(buffer) = reader.fill_buf() {
-                if buffer.is_empty() {
-                    break;
-                }
-                match buffer.iter().position(|b| *b == b'\n') {
-                    Some(end) => {
-                        reader.consume(end + 1);
+        let line = tokio::select! {
+            biased;
+            line = lines.recv() => line,
+            () = done.cancelled() => {
+                // Stdin ended: write the answers still queued, then stop.
+                while let Ok(line) = lines.try_recv() {
+                    if write(&mut stdout, &line).await.is_err() {
                         break;
                     }
-                    None => {
-                        let len = buffer.len();
-                        reader.consume(len);
-                    }
                 }
+                None
             }
-            emit(&error(
+        };
+        let Some(line) = line else { break };
+        if write(&mut stdout, &line).await.is_err() {
+            // A closed stdout ends the session.
+            break;
+        }
+    }
+    // A command still waiting is abandoned: its connection closes, and the
+    // daemon takes nothing for a reader that is gone.
+    events.abort();
+    commands.abort();
+}
+
+async fn write(stdout: &mut tokio::io::Stdout, line: &Value) -> std::io::Result<()> {
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    stdout.write_all(&bytes).await?;
+    stdout.flush().await
+}
+
+/// Follows the daemon's events, re-subscribing when the daemon restarts.
+async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Value>) {
+    let client = DaemonClient::socket(home.socket());
+    loop {
+        let request = Subscribe {
+            identity: identity.clone(),
+        };
+        let ended = match client.subscribe(request).await {
+            Ok(mut events) => loop {
+                match events.next().await {
+                    Ok(Some(event)) => {
+                        if out.send(event_line(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        break ClientError::Lost {
+                            path: home.socket().display().to_string(),
+                            reason: "the daemon closed the event stream; reconnecting".into(),
+                        };
+                    }
+                    Err(error) => break error,
+                }
+            },
+            Err(error) => error,
+        };
+        let line = match &ended {
+            // Retrying cannot help (no such identity): say so once.
+            ClientError::Refused(error) => {
+                let _ = out
+                    .send(json!({"event": "error", "code": "request_failed", "message": error.message}))
+                    .await;
+                return;
+            }
+            lost => {
+                json!({"event": "error", "code": "daemon_unreachable", "message": lost.to_string()})
+            }
+        };
+        if out.send(line).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(RESUBSCRIBE).await;
+        if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
+            let home = home.clone();
+            if let Ok(Err(failure)) = tokio::task::spawn_blocking(move || start(&home)).await {
+                tracing::debug!(code = failure.code, "the daemon did not start again yet");
+            }
+        }
+    }
+}
+
+fn event_line(event: &Event) -> Value {
+    serde_json::to_value(event).unwrap_or_else(|e| {
+        json!({"event": "error", "code": "daemon_unreachable", "message": format!("cannot encode an event: {e}")})
+    })
+}
+
+/// Reads commands from stdin and answers each, until stdin ends.
+async fn commands(
+    home: Home,
+    identity: Option<String>,
+    out: mpsc::Sender<Value>,
+    done: CancellationToken,
+) {
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut stdin)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+            .unwrap_or(0);
+        if read == 0 {
+            break;
+        }
+        let answer = if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") {
+            skip_rest_of_line(&mut stdin).await;
+            error(
                 None,
                 "too_large",
                 &format!("a command line is at most {MAX_LINE_BYTES} bytes"),
-            ));
-            continue;
+            )
+        } else {
+            let text = String::from_utf8_lossy(&line);
+            if text.trim().is_empty() {
+                continue;
+            }
+            answer(&home, identity.as_deref(), text.trim()).await
+        };
+        if out.send(answer).await.is_err() {
+            break;
         }
-        let text = String::from_utf8_lossy(&line);
-        if text.trim().is_empty() {
-            continue;
+    }
+    done.cancel();
+}
+
+/// Skips the rest of an over-long line without keeping it.
+async fn skip_rest_of_line(stdin: &mut tokio::io::BufReader<tokio::io::Stdin>) {
+    while let Ok(buffer) = stdin.fill_buf().await {
+        if buffer.is_empty() {
+            return;
         }
-        emit(&answer(&home, identity.as_deref(), text.trim()));
+        match buffer.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                stdin.consume(end + 1);
+                return;
+            }
+            None => {
+                let len = buffer.len();
+                stdin.consume(len);
+            }
+        }
     }
 }
 
 fn error(reference: Option<&Value>, code: &str, message: &str) -> Value {
-    let mut value = json!({"event": "error", "code": code, "message": message});
+    let mut line = Map::new();
+    line.insert("event".into(), json!("error"));
+    line.insert("code".into(), json!(code));
+    line.insert("message".into(), json!(message));
     if let Some(reference) = reference {
-        value["ref"] = reference.clone();
+        line.insert("ref".into(), reference.clone());
     }
-    value
+    Value::Object(line)
 }
 
 /// Validates one command line and carries it out.
-fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
-    let mut command: Value = match serde_json::from_str(line) {
-        Ok(Value::Object(map)) => Value::Object(map),
+async fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
+    let mut command = match serde_json::from_str(line) {
+        Ok(Value::Object(map)) => map,
         Ok(_) => {
             return error(
                 None,
@@ -151,8 +246,8 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
         }
         Err(e) => return error(None, "invalid_json", &format!("not valid JSON: {e}")),
     };
-    let reference = command.as_object_mut().and_then(|map| map.remove("ref"));
-    let Some(op) = command["op"].as_str().map(str::to_owned) else {
+    let reference = command.remove("ref");
+    let Some(op) = command.get("op").and_then(Value::as_str).map(str::to_owned) else {
         return error(
             reference.as_ref(),
             "missing_field",
@@ -167,19 +262,11 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
             &format!("unknown op {op:?}; use one of {}", known.join(", ")),
         );
     };
-    command["op"] = json!(daemon_op);
-    if let (Some(identity), None) = (identity, command.get("as")) {
-        command["as"] = json!(identity);
+    command.insert("op".into(), json!(daemon_op));
+    if let Some(identity) = identity {
+        command.entry("as").or_insert_with(|| json!(identity));
     }
-    // A command that waits (recv with wait_ms, send with wait) gets that long
-    // on top of the usual answer time; a send's wait defaults to 30 s.
-    let default_wait = if command.get("wait").is_some_and(|w| !w.is_null()) {
-        30_000
-    } else {
-        0
-    };
-    let waits = Duration::from_millis(command["wait_ms"].as_u64().unwrap_or(default_wait));
-    let request: Request = match serde_json::from_value(command) {
+    let request: Request = match serde_json::from_value(Value::Object(command)) {
         Ok(request) => request,
         Err(e) => {
             let text = e.to_string();
@@ -191,57 +278,31 @@ fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
             return error(reference.as_ref(), code, &format!("{op}: {text}"));
         }
     };
-    match call(home, &request, waits) {
-        Ok(result) => {
-            let mut value = json!({"event": "result", "op": op, "result": result});
+    let limit = ANSWER_TIME + extra_wait(&request);
+    let answered = tokio::time::timeout(limit, call_json(home, request)).await;
+    let failed = |code: u8, message: String| {
+        let mut line = error(reference.as_ref(), "request_failed", &message);
+        if let Value::Object(map) = &mut line {
+            map.insert("exit_code".into(), json!(code));
+        }
+        line
+    };
+    match answered {
+        Ok(Ok(result)) => {
+            let mut line = Map::new();
+            line.insert("event".into(), json!("result"));
+            line.insert("op".into(), json!(op));
+            line.insert("result".into(), result);
             if let Some(reference) = reference {
-                value["ref"] = reference;
+                line.insert("ref".into(), reference);
             }
-            value
+            Value::Object(line)
         }
-        Err(failure) => {
-            let message = failure
-                .error
-                .map(|e| format!("{e:#}"))
-                .unwrap_or_else(|| "failed".into());
-            let mut value = error(reference.as_ref(), "request_failed", &message);
-            value["exit_code"] = json!(failure.code);
-            value
-        }
+        Ok(Err(ClientError::Refused(error))) => failed(exit_code(error.code), error.message),
+        Ok(Err(error)) => failed(DAEMON_UNREACHABLE, error.to_string()),
+        Err(_) => failed(
+            DAEMON_UNREACHABLE,
+            format!("the daemon did not answer within {limit:?}"),
+        ),
     }
-}
-
-/// Copies the daemon's event stream to stdout until it ends.
-fn stream_events(home: &Home, identity: Option<&str>, emit: &impl Fn(&Value)) -> Result<(), Ended> {
-    let lost = |e: std::io::Error| Ended::Lost(format!("cannot reach the daemon: {e}"));
-    let stream = UnixStream::connect(home.socket()).map_err(lost)?;
-    let request = json!({"op": "subscribe", "as": identity});
-    (&stream)
-        .write_all(format!("{request}\n").as_bytes())
-        .map_err(lost)?;
-    for line in BufReader::new(&stream).lines() {
-        let line = line.map_err(lost)?;
-        match serde_json::from_str::<Value>(&line) {
-            Ok(value) if value.get("event").is_some() => emit(&value),
-            Ok(value) => {
-                let message = value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("subscription refused")
-                    .to_owned();
-                return Err(Ended::Refused(message));
-            }
-            Err(_) => {}
-        }
-    }
-    Err(Ended::Lost(
-        "the daemon closed the event stream; reconnecting".into(),
-    ))
-}
-
-/// Why an event stream ended.
-enum Ended {
-    /// The daemon refused the subscription.
-    Refused(String),
-    /// The connection was lost (the daemon stopped or restarted).
-    Lost(String),
 }

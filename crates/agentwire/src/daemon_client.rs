@@ -1,14 +1,14 @@
 //! Talking to the home's daemon over its Unix socket, starting it on demand.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentwire_daemon::Home;
-use agentwire_daemon::api::{ErrorCode, Request, Response};
+use agentwire_daemon::api::{ErrorCode, Operation, Request};
+use agentwire_daemon::client::{ClientError, blocking};
+use agentwire_daemon::{DaemonClient, Home, Run};
 use anyhow::{Context, anyhow};
 
 use crate::exit::{
@@ -20,95 +20,57 @@ use crate::exit::{
 /// wait for a stopping daemon of the same home to exit).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Sends one request and returns the result, starting the daemon if needed.
-pub(crate) fn call(
+/// Carries out one operation, starting the daemon if none runs; `extra_wait`
+/// is added to the usual answer time for an operation that waits.
+pub(crate) fn call<O: Operation>(
     home: &Home,
-    request: &Request,
+    op: O,
     extra_wait: Duration,
-) -> Result<serde_json::Value, Failure> {
-    let stream = match UnixStream::connect(home.socket()) {
-        Ok(stream) => stream,
-        Err(_) => {
-            start(home)?;
-            UnixStream::connect(home.socket())
-                .with_context(|| format!("cannot reach the daemon at {}", home.socket().display()))
-                .code(DAEMON_UNREACHABLE)?
-        }
-    };
-    exchange(stream, request, extra_wait)
+) -> Result<O::Output, Failure> {
+    if UnixStream::connect(home.socket()).is_err() {
+        start(home)?;
+    }
+    blocking::call(&home.socket(), op, ANSWER_TIME + extra_wait).map_err(failure)
 }
 
-/// Sends one request to a running daemon; `None` when none runs.
-pub(crate) fn call_running(
-    home: &Home,
-    request: &Request,
-) -> Result<Option<serde_json::Value>, Failure> {
-    match UnixStream::connect(home.socket()) {
-        Ok(stream) => exchange(stream, request, Duration::ZERO).map(Some),
-        Err(_) => Ok(None),
+/// Carries out one operation on a running daemon; `None` when none runs.
+pub(crate) fn call_running<O: Operation>(home: &Home, op: O) -> Result<Option<O::Output>, Failure> {
+    match blocking::call(&home.socket(), op, ANSWER_TIME) {
+        Ok(answer) => Ok(Some(answer)),
+        Err(ClientError::NotRunning { .. }) => Ok(None),
+        Err(error) => Err(failure(error)),
     }
 }
 
-fn exchange(
-    stream: UnixStream,
-    request: &Request,
-    extra_wait: Duration,
-) -> Result<serde_json::Value, Failure> {
-    let unreachable = |e: std::io::Error| {
-        Failure::new(
-            DAEMON_UNREACHABLE,
-            anyhow!("the daemon stopped answering: {e}"),
-        )
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30) + extra_wait))
-        .map_err(unreachable)?;
-    let mut line = serde_json::to_vec(request)
-        .context("cannot encode the request")
-        .code(INTERNAL)?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(unreachable)?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(unreachable)?;
-    if answer.is_empty() {
-        return Err(Failure::new(
-            DAEMON_UNREACHABLE,
-            anyhow!(
-                "the daemon closed the connection without answering; see daemon.log in the home"
-            ),
-        ));
+/// How long a command waits for an answer that involves no waiting.
+pub(crate) const ANSWER_TIME: Duration = Duration::from_secs(30);
+
+/// The exit code of a daemon error code.
+pub(crate) fn exit_code(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::InvalidRequest
+        | ErrorCode::BadName
+        | ErrorCode::NameTaken
+        | ErrorCode::BodyTooLarge => USAGE,
+        ErrorCode::NotInitialized => NOT_INITIALIZED,
+        ErrorCode::UnknownIdentity
+        | ErrorCode::UnknownPeer
+        | ErrorCode::AmbiguousPeer
+        | ErrorCode::UnknownMessage => UNKNOWN_PEER,
+        ErrorCode::RelayUnreachable => RELAY_UNREACHABLE,
+        ErrorCode::InviteInvalid => INVITE_INVALID,
+        ErrorCode::InviteExpired => INVITE_EXPIRED,
+        ErrorCode::InviteSpent => INVITE_SPENT,
+        ErrorCode::InviteWrongRelay => INVITE_WRONG_RELAY,
+        ErrorCode::Internal => INTERNAL,
     }
-    let response: Response = serde_json::from_str(&answer)
-        .context("the daemon's answer is not valid")
-        .code(INTERNAL)?;
-    match (response.ok, response.result, response.error) {
-        (true, Some(result), _) => Ok(result),
-        (_, _, Some(error)) => {
-            let code = match error.code {
-                ErrorCode::InvalidRequest
-                | ErrorCode::BadName
-                | ErrorCode::NameTaken
-                | ErrorCode::BodyTooLarge => USAGE,
-                ErrorCode::NotInitialized => NOT_INITIALIZED,
-                ErrorCode::UnknownIdentity
-                | ErrorCode::UnknownPeer
-                | ErrorCode::AmbiguousPeer
-                | ErrorCode::UnknownMessage => UNKNOWN_PEER,
-                ErrorCode::RelayUnreachable => RELAY_UNREACHABLE,
-                ErrorCode::InviteInvalid => INVITE_INVALID,
-                ErrorCode::InviteExpired => INVITE_EXPIRED,
-                ErrorCode::InviteSpent => INVITE_SPENT,
-                ErrorCode::InviteWrongRelay => INVITE_WRONG_RELAY,
-                ErrorCode::Internal => INTERNAL,
-            };
-            Err(Failure::new(code, anyhow!(error.message)))
-        }
-        _ => Err(Failure::new(
-            INTERNAL,
-            anyhow!("the daemon's answer is empty"),
-        )),
+}
+
+/// A client error as the CLI reports it.
+pub(crate) fn failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::Refused(error) => Failure::new(exit_code(error.code), anyhow!(error.message)),
+        other => Failure::new(DAEMON_UNREACHABLE, anyhow!(other)),
     }
 }
 
@@ -160,4 +122,89 @@ pub(crate) fn start(home: &Home) -> Result<(), Failure> {
             home.log().display()
         ),
     ))
+}
+
+/// Carries out one operation from async code, starting the daemon (once) if
+/// none listens. A request is sent at most once: one that may have been
+/// carried out is never repeated.
+pub(crate) async fn call_async<O: Run + Clone>(
+    home: &Home,
+    op: O,
+) -> Result<O::Output, ClientError> {
+    let client = DaemonClient::socket(home.socket());
+    match client.call(op.clone()).await {
+        // Nothing was sent: start the daemon and send it now.
+        Err(ClientError::NotRunning { .. }) => {
+            let starting = home.clone();
+            let started = tokio::task::spawn_blocking(move || start(&starting))
+                .await
+                .map_err(|e| format!("{e}"))
+                .and_then(|started| {
+                    started.map_err(|failure| {
+                        failure
+                            .error
+                            .map(|e| format!("{e:#}"))
+                            .unwrap_or_else(|| "it did not start".into())
+                    })
+                });
+            if let Err(reason) = started {
+                return Err(ClientError::NotRunning {
+                    path: home.socket().display().to_string(),
+                    source: std::io::Error::other(format!("cannot start the daemon: {reason}")),
+                });
+            }
+            client.call(op).await
+        }
+        answer => answer,
+    }
+}
+
+/// Carries out any one-answer request and returns its answer as JSON, for
+/// doors that pass answers on as JSON (`connect --json`, the bridge).
+pub(crate) async fn call_json(
+    home: &Home,
+    request: Request,
+) -> Result<serde_json::Value, ClientError> {
+    async fn json<O: Run + Clone>(home: &Home, op: O) -> Result<serde_json::Value, ClientError> {
+        let answer = call_async(home, op).await?;
+        serde_json::to_value(answer).map_err(|e| ClientError::Lost {
+            path: home.socket().display().to_string(),
+            reason: format!("cannot encode the answer: {e}"),
+        })
+    }
+    match request {
+        Request::Status(op) => json(home, op).await,
+        Request::Stop(op) => json(home, op).await,
+        Request::Init(op) => json(home, op).await,
+        Request::Whoami(op) => json(home, op).await,
+        Request::Contacts(op) => json(home, op).await,
+        Request::Rename(op) => json(home, op).await,
+        Request::Remove(op) => json(home, op).await,
+        Request::Send(op) => json(home, op).await,
+        Request::State(op) => json(home, op).await,
+        Request::Sent(op) => json(home, op).await,
+        Request::Invite(op) => json(home, op).await,
+        Request::Accept(op) => json(home, op).await,
+        Request::Recv(op) => json(home, op).await,
+        Request::Ack(op) => json(home, op).await,
+        Request::Inbox(op) => json(home, op).await,
+        Request::Subscribe(_) => Err(ClientError::Refused(
+            agentwire_daemon::api::ApiError::invalid(
+                "subscribe streams events; it has no single answer",
+            ),
+        )),
+    }
+}
+
+/// How much longer than usual a request may take: what it waits for.
+pub(crate) fn extra_wait(request: &Request) -> Duration {
+    let millis = match request {
+        Request::Recv(recv) => recv.wait_ms.unwrap_or(0),
+        Request::Inbox(inbox) => inbox.wait_ms.unwrap_or(0),
+        Request::Send(send) if send.wait.is_some() => send.wait_ms.unwrap_or(30_000),
+        Request::State(state) if state.wait.is_some() => state.wait_ms.unwrap_or(30_000),
+        Request::Accept(accept) => accept.wait_ms.unwrap_or(30_000),
+        _ => 0,
+    };
+    Duration::from_millis(millis).min(agentwire_daemon::MAX_WAIT)
 }

@@ -1,9 +1,10 @@
 //! agentwire for in-process agents: a Rust client of the home's daemon.
 //!
-//! An [`Agent`] is one identity of a home. It talks to the home's daemon over
-//! its local socket — the same daemon, store and delivery states the CLI, the
-//! JSON-lines mode and the HTTP bridge use. [`EmbeddedDaemon`] runs that
-//! daemon inside your process instead of a separate one.
+//! An [`Agent`] is one identity of a home. It talks to the home's daemon —
+//! the same daemon, store and delivery states the CLI, the JSON-lines mode
+//! and the HTTP bridge use — over its local socket ([`Agent::open`]), or in
+//! this very process when the daemon is an [`EmbeddedDaemon`]
+//! ([`EmbeddedDaemon::agent`]: no socket, no JSON).
 //!
 //! Two agents on one machine, with a daemon embedded in this process:
 //!
@@ -11,15 +12,14 @@
 //! # #[tokio::main(flavor = "multi_thread")]
 //! # async fn main() -> Result<(), agentwire::AgentError> {
 //! use std::time::Duration;
-//! use agentwire::{Agent, EmbeddedDaemon};
+//! use agentwire::{DeliveryState, EmbeddedDaemon};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let home = dir.path().join("home");
-//! let daemon = EmbeddedDaemon::start(&home).await?;
+//! let daemon = EmbeddedDaemon::start(&dir.path().join("home")).await?;
 //!
 //! // Two identities of one home are contacts of each other from the start.
-//! let planner = Agent::init(&home, "planner").await?;
-//! let coder = Agent::init(&home, "coder").await?;
+//! let planner = daemon.init("planner").await?;
+//! let coder = daemon.init("coder").await?;
 //!
 //! let sent = planner.send("coder", "run the tests").await?;
 //! let mut messages = coder.recv(Duration::from_secs(10)).await?;
@@ -29,8 +29,8 @@
 //! assert!(message.from.verified);
 //!
 //! // The sender sees it read once the coder consumed it.
-//! let state = planner.wait_for(&sent.id, "read", Duration::from_secs(10)).await?;
-//! assert_eq!(state, "read");
+//! let state = planner.wait_for(&sent.id, DeliveryState::Read, Duration::from_secs(10)).await?;
+//! assert_eq!(state, DeliveryState::Read);
 //!
 //! daemon.stop().await;
 //! # Ok(()) }
@@ -39,15 +39,16 @@
 //! [`Agent::messages`] streams messages as they arrive (without consuming
 //! them; [`Agent::ack`] does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use agentwire_daemon::Home;
-use agentwire_daemon::api::{ApiError, ErrorCode, Request, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use agentwire_daemon::api::{self, Event};
+pub use agentwire_daemon::api::{
+    ApiError, DeliveryState, ErrorCode, Kind, MessageView as Message, Priority, Queued, Sender,
+    SentView,
+};
+use agentwire_daemon::client::ClientError;
+use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -88,78 +89,55 @@ impl AgentError {
     }
 }
 
-/// A message's verified sender.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Sender {
-    /// The contact's petname here.
-    pub name: Option<String>,
-    /// The first 8 hex digits of its key.
-    pub short_id: String,
-    /// Its full key, hex.
-    pub address: String,
-    /// Always true: the daemon set it from the session that decrypted it.
-    pub verified: bool,
+impl From<ClientError> for AgentError {
+    fn from(error: ClientError) -> AgentError {
+        match error {
+            ClientError::Refused(error) => AgentError::Refused(error),
+            ClientError::NotRunning { path, source } => AgentError::NotRunning {
+                path,
+                reason: source.to_string(),
+            },
+            ClientError::Lost { path, reason } => AgentError::Unreachable { path, reason },
+        }
+    }
 }
 
-/// A received message. The body is untrusted content from [`Message::from`].
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Message {
-    /// Its id.
-    pub id: String,
-    /// Who sent it (verified).
-    pub from: Sender,
-    /// `chat`, `task`, `result`, `query` or `file`.
-    pub kind: String,
-    /// `urgent`, `normal` or `low`.
-    pub priority: String,
-    /// The sender's clock, Unix ms.
-    pub sent_at_ms: u64,
-    /// What it answers.
-    pub reply_to: Option<String>,
-    /// Its thread.
-    pub thread: Option<String>,
-    /// The content.
-    pub body: String,
-}
-
-/// What `send` returns.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Sent {
-    /// The message id (for [`Agent::state`] and [`Agent::wait_for`]).
-    pub id: String,
-    /// `queued`.
-    pub state: String,
-}
+/// Messages buffered by [`Agent::messages`] for a consumer that reads slowly.
+const MESSAGE_BUFFER: usize = 256;
 
 /// One identity of a home, as a client of the home's daemon.
 #[derive(Clone, Debug)]
 pub struct Agent {
-    socket: PathBuf,
+    client: DaemonClient,
     name: String,
 }
 
 impl Agent {
-    /// The identity `name` of the home at `home` (whose daemon must run:
-    /// `agentwire daemon start`, or an [`EmbeddedDaemon`]).
+    /// The identity `name` of the home at `home`, over the home's socket
+    /// (its daemon must run: `agentwire daemon start`).
     pub fn open(home: &Path, name: &str) -> Agent {
         Agent {
-            socket: home.join("daemon.sock"),
+            client: DaemonClient::socket(home.join("daemon.sock")),
             name: name.to_owned(),
         }
     }
 
-    /// Creates the identity `name` in the home (the first one picks the
-    /// relay: the daemon's own loopback relay here) and opens it.
+    /// Creates the identity `name` in the home at `home` (the first one picks
+    /// the relay: the daemon's own loopback relay here) and opens it.
     pub async fn init(home: &Path, name: &str) -> Result<Agent, AgentError> {
         let agent = Agent::open(home, name);
-        agent
-            .call(&Request::Init {
-                name: Some(name.to_owned()),
-                relay: None,
-                relay_token: None,
+        agent.create().await?;
+        Ok(agent)
+    }
+
+    async fn create(&self) -> Result<(), AgentError> {
+        self.client
+            .call(api::Init {
+                name: Some(self.name.clone()),
+                ..api::Init::default()
             })
             .await?;
-        Ok(agent)
+        Ok(())
     }
 
     /// This identity's name.
@@ -167,192 +145,124 @@ impl Agent {
         &self.name
     }
 
+    fn me(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+
     /// Sends `body` to the contact `to` (petname or key prefix); returns once
     /// it is durable in the outbox.
-    pub async fn send(&self, to: &str, body: &str) -> Result<Sent, AgentError> {
-        let result = self
-            .call(&Request::Send {
-                identity: Some(self.name.clone()),
-                to: to.to_owned(),
-                body: body.to_owned(),
-                kind: None,
-                reply_to: None,
-                thread: None,
-                priority: None,
-                wait: None,
-                wait_ms: None,
-            })
-            .await?;
-        decode(result)
+    pub async fn send(&self, to: &str, body: &str) -> Result<Queued, AgentError> {
+        let request = api::SendMessage {
+            identity: self.me(),
+            to: to.to_owned(),
+            body: body.to_owned(),
+            ..api::SendMessage::default()
+        };
+        match self.client.call(request).await? {
+            api::SendOutcome::Queued(queued) => Ok(queued),
+            api::SendOutcome::Waited(_) => Err(AgentError::Unreachable {
+                path: format!("{:?}", self.client),
+                reason: "a send without a wait was answered as one with a wait".into(),
+            }),
+        }
     }
 
     /// Consumes unread messages, waiting up to `wait` for one to arrive.
     pub async fn recv(&self, wait: Duration) -> Result<Vec<Message>, AgentError> {
-        let result = self
-            .call(&Request::Recv {
-                identity: Some(self.name.clone()),
-                from: None,
-                max: None,
-                wait_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
-            })
-            .await?;
-        decode(result["messages"].clone())
+        let request = api::Recv {
+            identity: self.me(),
+            wait_ms: Some(millis(wait)),
+            ..api::Recv::default()
+        };
+        Ok(self.client.call(request).await?.messages)
     }
 
-    /// Consumes the messages with these ids (e.g. seen on [`Agent::messages`]).
-    pub async fn ack(&self, ids: &[String]) -> Result<(), AgentError> {
-        self.call(&Request::Ack {
-            identity: Some(self.name.clone()),
+    /// Consumes the messages with these ids (e.g. seen on
+    /// [`Agent::messages`]); returns the ids this call took.
+    pub async fn ack(&self, ids: &[String]) -> Result<Vec<String>, AgentError> {
+        let request = api::Ack {
+            identity: self.me(),
             ids: ids.to_vec(),
-        })
-        .await
-        .map(|_| ())
+        };
+        Ok(self.client.call(request).await?.acked)
     }
 
-    /// A sent message's state: `queued`, `relayed`, `delivered`, `read`,
-    /// `expired` or `failed`.
-    pub async fn state(&self, id: &str) -> Result<String, AgentError> {
-        let result = self
-            .call(&Request::State {
-                identity: Some(self.name.clone()),
-                id: id.to_owned(),
-            })
-            .await?;
-        Ok(result["state"].as_str().unwrap_or_default().to_owned())
+    /// A sent message and its delivery state.
+    pub async fn state(&self, id: &str) -> Result<SentView, AgentError> {
+        let request = api::State {
+            identity: self.me(),
+            id: id.to_owned(),
+            ..api::State::default()
+        };
+        Ok(self.client.call(request).await?)
     }
 
     /// Waits up to `timeout` for a sent message to reach `wanted`
-    /// (`relayed`, `delivered` or `read`); returns the state it has then.
+    /// (`Relayed`, `Delivered` or `Read`); returns the state it has then
+    /// (which is a failure if it expired or was refused). The daemon wakes
+    /// the wait when the state changes: nothing polls.
     pub async fn wait_for(
         &self,
         id: &str,
-        wanted: &str,
+        wanted: DeliveryState,
         timeout: Duration,
-    ) -> Result<String, AgentError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let state = self.state(id).await?;
-            let rank = |s: &str| {
-                ["queued", "relayed", "delivered", "read"]
-                    .iter()
-                    .position(|x| *x == s)
-            };
-            let done = matches!(state.as_str(), "expired" | "failed")
-                || rank(&state) >= rank(wanted)
-                || tokio::time::Instant::now() >= deadline;
-            if done {
-                return Ok(state);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    ) -> Result<DeliveryState, AgentError> {
+        let request = api::State {
+            identity: self.me(),
+            id: id.to_owned(),
+            wait: Some(wanted),
+            wait_ms: Some(millis(timeout)),
+        };
+        Ok(self.client.call(request).await?.state)
     }
 
     /// A stream of messages as they arrive (unread ones first), without
-    /// consuming them. Ends when the daemon stops.
+    /// consuming them. Ends when the daemon stops or the receiver is dropped
+    /// (the task that feeds it ends with it).
     pub async fn messages(&self) -> Result<tokio::sync::mpsc::Receiver<Message>, AgentError> {
-        let stream = self.connect().await?;
-        let (read, mut write) = stream.into_split();
-        let request = json!({"op": "subscribe", "as": self.name});
-        write
-            .write_all(format!("{request}\n").as_bytes())
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut events = self
+            .client
+            .subscribe(api::Subscribe {
+                identity: self.me(),
+            })
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(MESSAGE_BUFFER);
         tokio::spawn(async move {
-            // Keeping the write half alive keeps the subscription open.
-            let _write = write;
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
+            loop {
+                let event = tokio::select! {
+                    () = tx.closed() => return,
+                    event = events.next() => event,
                 };
-                if event["event"] == "message"
-                    && let Ok(message) = serde_json::from_value(event["message"].clone())
-                    && tx.send(message).await.is_err()
-                {
-                    return;
+                match event {
+                    Ok(Some(Event::Message { message })) => {
+                        if tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
                 }
             }
         });
         Ok(rx)
     }
-
-    async fn connect(&self) -> Result<UnixStream, AgentError> {
-        UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| AgentError::NotRunning {
-                path: self.socket.display().to_string(),
-                reason: e.to_string(),
-            })
-    }
-
-    fn unreachable(&self, error: std::io::Error) -> AgentError {
-        AgentError::Unreachable {
-            path: self.socket.display().to_string(),
-            reason: error.to_string(),
-        }
-    }
-
-    async fn call(&self, request: &Request) -> Result<Value, AgentError> {
-        call_socket(&self.socket, request).await
-    }
 }
 
-/// One request to the daemon at `socket`, one answer.
-pub async fn call_socket(socket: &Path, request: &Request) -> Result<Value, AgentError> {
-    let unreachable = |e: std::io::Error| AgentError::Unreachable {
-        path: socket.display().to_string(),
-        reason: e.to_string(),
-    };
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| AgentError::NotRunning {
-            path: socket.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(request).map_err(|e| AgentError::Start(e.to_string()))?;
-    line.push(b'\n');
-    write.write_all(&line).await.map_err(unreachable)?;
-    let mut answer = String::new();
-    BufReader::new(read)
-        .read_line(&mut answer)
-        .await
-        .map_err(unreachable)?;
-    let response: Response =
-        serde_json::from_str(&answer).map_err(|e| AgentError::Unreachable {
-            path: socket.display().to_string(),
-            reason: format!("an answer that is not valid: {e}"),
-        })?;
-    match (response.ok, response.result, response.error) {
-        (true, Some(result), _) => Ok(result),
-        (_, _, Some(error)) => Err(AgentError::Refused(error)),
-        _ => Err(AgentError::Unreachable {
-            path: socket.display().to_string(),
-            reason: "an empty answer".into(),
-        }),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, AgentError> {
-    serde_json::from_value(value).map_err(|e| AgentError::Unreachable {
-        path: String::new(),
-        reason: format!("an answer of another shape: {e}"),
-    })
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The home's daemon, run inside this process.
 pub struct EmbeddedDaemon {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), agentwire_daemon::DaemonError>>,
+    handle: DaemonHandle,
 }
 
 impl EmbeddedDaemon {
-    /// Starts the daemon for the home at `home` (created if missing) and
-    /// waits until it answers.
+    /// Starts the daemon for the home at `home` (created if missing). Fails
+    /// if another daemon runs for that home.
     pub async fn start(home: &Path) -> Result<EmbeddedDaemon, AgentError> {
         let resolved = Home::resolve(Some(home)).map_err(|e| AgentError::Start(e.to_string()))?;
-        if call_socket(&resolved.socket(), &Request::Status)
+        if tokio::net::UnixStream::connect(resolved.socket())
             .await
             .is_ok()
         {
@@ -361,32 +271,30 @@ impl EmbeddedDaemon {
                 home.display()
             )));
         }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(agentwire_daemon::run(resolved.clone(), async move {
-            let _ = stopped.await;
-        }));
-        let socket = resolved.socket();
-        for _ in 0..400 {
-            if call_socket(&socket, &Request::Status).await.is_ok() {
-                return Ok(EmbeddedDaemon { stop, task });
-            }
-            if task.is_finished() {
-                let outcome = task.await;
-                return Err(AgentError::Start(match outcome {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => "the daemon stopped at start".into(),
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let handle = DaemonHandle::spawn(resolved)
+            .await
+            .map_err(|e| AgentError::Start(e.to_string()))?;
+        Ok(EmbeddedDaemon { handle })
+    }
+
+    /// The identity `name` of this daemon's home, called in process.
+    pub fn agent(&self, name: &str) -> Agent {
+        Agent {
+            client: self.handle.client(),
+            name: name.to_owned(),
         }
-        Err(AgentError::Start(
-            "the daemon did not answer within 10 s".into(),
-        ))
+    }
+
+    /// Creates the identity `name` (the first one picks the relay: this
+    /// daemon's own loopback relay) and returns it.
+    pub async fn init(&self, name: &str) -> Result<Agent, AgentError> {
+        let agent = self.agent(name);
+        agent.create().await?;
+        Ok(agent)
     }
 
     /// Stops the daemon and waits for it.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.handle.shutdown().await;
     }
 }

@@ -298,6 +298,22 @@ fn hook_command(global: &GlobalArgs) -> Result<String, Failure> {
         .join(" "))
 }
 
+/// `agentwire` with the `--home` and `--as` this command was given, quoted
+/// for `sh`: the start of a hint that works as printed.
+pub(crate) fn command_words(home: Option<&std::path::Path>, identity: Option<&str>) -> String {
+    let mut words = vec!["agentwire".to_owned()];
+    if let Some(home) = home {
+        let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+        words.push("--home".to_owned());
+        words.push(shell_quote(&home.display().to_string()));
+    }
+    if let Some(identity) = identity {
+        words.push("--as".to_owned());
+        words.push(shell_quote(identity));
+    }
+    words.join(" ")
+}
+
 fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word

@@ -7,14 +7,21 @@
 //! process on loopback, so agents on one machine need nothing else.
 
 pub mod api;
-mod daemon;
+pub mod client;
+mod core;
 pub mod home;
+mod link;
+mod ops;
 mod pairing;
+mod receive;
 mod server;
 pub mod store;
+mod views;
 
-pub use daemon::{DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, Daemon, MAX_WAIT};
+pub use client::{ClientError, DaemonClient, Events};
+pub use core::{DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, Daemon, MAX_WAIT};
 pub use home::{Home, HomeError};
+pub use ops::Run;
 
 /// Why the daemon cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +31,7 @@ pub enum DaemonError {
     Home(#[from] HomeError),
     /// The store cannot be opened.
     #[error("cannot open the daemon's store: {0}")]
-    Store(rusqlite::Error),
+    Store(store::StoreError),
     /// Stored state does not load.
     #[error("the daemon's store is damaged: {0}")]
     Corrupt(String),
@@ -51,36 +58,75 @@ pub enum DaemonError {
     },
 }
 
+/// A running daemon: its tasks, its socket and the home's lock. Dropping it
+/// without [`DaemonHandle::shutdown`] leaves the tasks to the runtime's end.
+pub struct DaemonHandle {
+    daemon: std::sync::Arc<Daemon>,
+    socket: std::path::PathBuf,
+    bound: Option<(u64, u64)>,
+    lock: std::fs::File,
+}
+
+impl DaemonHandle {
+    /// Takes the home (waiting for a daemon that is still stopping), opens
+    /// its store, listens on its socket and starts a relay link per identity.
+    pub async fn spawn(home: Home) -> Result<DaemonHandle, DaemonError> {
+        home.ensure()?;
+        let lock = lock_home(&home).await?;
+        let daemon = Daemon::open(home.clone())?;
+        let socket = home.socket();
+        let listener = server::bind(&socket)
+            .await
+            .map_err(|source| DaemonError::Socket {
+                path: socket.display().to_string(),
+                source,
+            })?;
+        let bound = socket_identity(&socket);
+        tracing::info!(home = %home.root().display(), "daemon started");
+        daemon.start_links().await;
+        daemon.tasks.spawn(server::serve(listener, daemon.clone()));
+        Ok(DaemonHandle {
+            daemon,
+            socket,
+            bound,
+            lock,
+        })
+    }
+
+    /// A client that calls this daemon in process (no socket, no JSON).
+    pub fn client(&self) -> DaemonClient {
+        DaemonClient::InProcess(self.daemon.clone())
+    }
+
+    /// Resolves when the daemon was asked to stop (`agentwire daemon stop`).
+    pub async fn stop_requested(&self) {
+        self.daemon.shutdown.cancelled().await;
+    }
+
+    /// Stops the daemon: its links and requests end, the socket goes, the
+    /// home is let go.
+    pub async fn shutdown(self) {
+        self.daemon.stop().await;
+        // Remove the socket only if it is still the one this daemon bound.
+        if self.bound.is_some() && socket_identity(&self.socket) == self.bound {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+        tracing::info!("daemon stopped");
+        drop(self.lock);
+    }
+}
+
 /// Runs the daemon for `home` until a stop request or `stop` resolves.
 pub async fn run(
     home: Home,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    home.ensure()?;
-    let lock = lock_home(&home).await?;
-    let daemon = Daemon::open(home.clone())?;
-    let socket = home.socket();
-    let listener = server::bind(&socket)
-        .await
-        .map_err(|source| DaemonError::Socket {
-            path: socket.display().to_string(),
-            source,
-        })?;
-    let bound = socket_identity(&socket);
-    tracing::info!(home = %home.root().display(), "daemon started");
-    daemon.start_links().await;
-    daemon.tasks.spawn(server::serve(listener, daemon.clone()));
+    let daemon = DaemonHandle::spawn(home).await?;
     tokio::select! {
         () = stop => {}
-        () = daemon.shutdown.cancelled() => {}
+        () = daemon.stop_requested() => {}
     }
-    daemon.stop().await;
-    // Remove the socket only if it is still the one this daemon bound.
-    if bound.is_some() && socket_identity(&socket) == bound {
-        let _ = std::fs::remove_file(&socket);
-    }
-    tracing::info!("daemon stopped");
-    drop(lock);
+    daemon.shutdown().await;
     Ok(())
 }
 

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::api::{ApiError, ErrorCode, MAX_REQUEST_BYTES, Request, Response};
-use crate::daemon::Daemon;
+use tokio::net::unix::OwnedWriteHalf;
+
+use crate::api::{ApiError, MAX_REQUEST_BYTES, Request, Response, Subscribe};
+use crate::core::Daemon;
+use crate::ops;
+use crate::ops::subscribe::subscribe;
 
 /// Binds the socket, replacing a stale one (left by a daemon that died).
 pub(crate) async fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
@@ -53,25 +57,18 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
     let mut line = String::new();
-    let response = match reader.read_line(&mut line).await {
-        Ok(_) if line.len() > MAX_REQUEST_BYTES => Response::from_result(Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+    let answer = match reader.read_line(&mut line).await {
+        Ok(_) if line.len() > MAX_REQUEST_BYTES => refusal(ApiError::invalid(format!(
+            "request longer than {MAX_REQUEST_BYTES} bytes"
         ))),
         Ok(0) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Subscribe { identity }) => {
+            Ok(Request::Subscribe(request)) => {
                 let mut rest = Vec::new();
                 let hangup = async move {
                     let _ = reader.read_to_end(&mut rest).await;
                 };
-                if let Err(error) = daemon.subscribe(identity, &mut write, hangup).await {
-                    let response = Response::from_result(Err(error));
-                    if let Ok(mut bytes) = serde_json::to_vec(&response) {
-                        bytes.push(b'\n');
-                        let _ = write.write_all(&bytes).await;
-                    }
-                }
+                stream_events(&daemon, request, &mut write, hangup).await;
                 return;
             }
             Ok(request) if request.waits() => {
@@ -80,24 +77,62 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
                 // reader that is gone.
                 let mut rest = Vec::new();
                 tokio::select! {
-                    result = daemon.handle(request) => Response::from_result(result),
+                    answer = ops::answer(&daemon, request) => answer,
                     _ = reader.read_to_end(&mut rest) => return,
                 }
             }
-            Ok(request) => Response::from_result(daemon.handle(request).await),
-            Err(error) => Response::from_result(Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("invalid request: {error}"),
-            ))),
+            Ok(request) => ops::answer(&daemon, request).await,
+            Err(error) => refusal(ApiError::invalid(format!("invalid request: {error}"))),
         },
         Err(error) => {
             tracing::debug!(%error, "cannot read a request");
             return;
         }
     };
-    let Ok(mut bytes) = serde_json::to_vec(&response) else {
-        return;
-    };
+    let mut bytes = answer;
     bytes.push(b'\n');
-    let _ = write.write_all(&bytes).await;
+    if let Err(error) = write.write_all(&bytes).await {
+        tracing::debug!(%error, "a client left before its answer");
+    }
+}
+
+fn refusal(error: ApiError) -> Vec<u8> {
+    ops::encode(&Response::<()>::from_result(Err(error)))
+}
+
+/// Writes a subscription's events, one line each (what is ready together in
+/// one write, so a reader sees a backlog as one burst), until the client
+/// hangs up or the daemon stops.
+async fn stream_events(
+    daemon: &Arc<Daemon>,
+    request: Subscribe,
+    write: &mut OwnedWriteHalf,
+    hangup: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(hangup);
+    let mut subscription = match subscribe(daemon, request).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            let mut bytes = refusal(error);
+            bytes.push(b'\n');
+            let _ = write.write_all(&bytes).await;
+            return;
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            () = &mut hangup => return,
+            event = subscription.next() => event,
+        };
+        let Some(first) = first else { return };
+        let mut batch = ops::encode(&first);
+        batch.push(b'\n');
+        while let Some(event) = subscription.try_next() {
+            batch.extend_from_slice(&ops::encode(&event));
+            batch.push(b'\n');
+        }
+        if write.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
 }

@@ -1,0 +1,26 @@
+//! Events of a subscription: one JSON object a line on the daemon's socket,
+//! and the `message`/`state`/`ready` lines of `connect --json`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::response::{MessageView, SentView};
+
+/// Something that happened for a subscribed identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The subscription is up.
+    Ready {
+        /// The identity it follows.
+        #[serde(rename = "as")]
+        identity: String,
+    },
+    /// An unread message, once per subscription.
+    Message {
+        /// The message.
+        message: MessageView,
+    },
+    /// A sent message changed state.
+    State(SentView),
+}

@@ -1,0 +1,415 @@
+//! Requests: one struct per operation, and [`Request`], the enum of them all
+//! as it travels on the daemon's socket (`{"op": NAME, ...fields}`).
+//!
+//! Each operation names its answer type through [`Operation`], so a client
+//! gets a typed answer back and never reads JSON by key.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::response::{
+    Acked, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView, Messages,
+    Removed, Renamed, SendOutcome, SentList, SentView, Stopping,
+};
+use crate::types::{DeliveryState, Kind, Priority};
+
+/// An operation: a request with a typed answer.
+pub trait Operation: Into<Request> + Serialize + Send + 'static {
+    /// What the daemon answers.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}
+
+macro_rules! operations {
+    ($( $(#[$meta:meta])* $variant:ident($op:ident) => $output:ty, $name:literal; )+) => {
+        /// A request to the daemon. `Debug` shows only the operation: bodies
+        /// and invite tokens stay out of logs.
+        #[derive(Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        pub enum Request {
+            $( $(#[$meta])* $variant($op), )+
+            /// Stream [`crate::Event`]s on this connection until it closes.
+            Subscribe(Subscribe),
+        }
+
+        impl Request {
+            /// The operation's name, as in `op`.
+            pub fn op(&self) -> &'static str {
+                match self {
+                    $( Request::$variant(_) => $name, )+
+                    Request::Subscribe(_) => "subscribe",
+                }
+            }
+        }
+
+        $(
+            impl From<$op> for Request {
+                fn from(op: $op) -> Request {
+                    Request::$variant(op)
+                }
+            }
+
+            impl Operation for $op {
+                type Output = $output;
+            }
+        )+
+    };
+}
+
+operations! {
+    /// Daemon health and counters.
+    Status(Status) => DaemonStatus, "status";
+    /// Stop the daemon.
+    Stop(Stop) => Stopping, "stop";
+    /// Create an identity (the first one also picks the relay).
+    Init(Init) => Created, "init";
+    /// Who an identity is.
+    Whoami(Whoami) => IdentityView, "whoami";
+    /// An identity's contacts.
+    Contacts(Contacts) => ContactList, "contacts";
+    /// Rename a contact.
+    Rename(Rename) => Renamed, "rename";
+    /// Remove a contact.
+    Remove(Remove) => Removed, "remove";
+    /// Send a message.
+    Send(SendMessage) => SendOutcome, "send";
+    /// The delivery state of one sent message, optionally waiting for one.
+    State(State) => SentView, "state";
+    /// Recent sent messages with their states.
+    Sent(Sent) => SentList, "sent";
+    /// Make an invite.
+    Invite(Invite) => InviteView, "invite";
+    /// Accept an invite.
+    Accept(Accept) => ContactView, "accept";
+    /// Take unread messages (mark them read).
+    Recv(Recv) => Messages, "recv";
+    /// Take the named unread messages.
+    Ack(Ack) => Acked, "ack";
+    /// Show unread messages without taking them.
+    Inbox(Inbox) => Messages, "inbox";
+}
+
+impl Request {
+    /// Whether the request may wait (for an arrival, an answer or a state);
+    /// the daemon abandons such a request when its client hangs up, so a
+    /// client keeps its side open until it has the answer.
+    pub fn waits(&self) -> bool {
+        match self {
+            Request::Recv(Recv { wait_ms, .. }) | Request::Inbox(Inbox { wait_ms, .. }) => {
+                wait_ms.is_some_and(|ms| ms > 0)
+            }
+            Request::Send(send) => send.wait.is_some(),
+            Request::State(state) => state.wait.is_some(),
+            Request::Accept(_) | Request::Invite(_) | Request::Subscribe(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request({})", self.op())
+    }
+}
+
+/// `status`: daemon health and counters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Status {}
+
+/// `stop`: stop the daemon.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stop {}
+
+/// `init`: create an identity.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Init {
+    /// Its name (default `agent`, or `agent-N` when taken).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Relay URL; without it, a relay runs inside the daemon on loopback.
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// The relay's access token, if it requires one.
+    #[serde(default)]
+    pub relay_token: Option<String>,
+}
+
+impl std::fmt::Debug for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Init")
+            .field("name", &self.name)
+            .field("relay", &self.relay)
+            .field(
+                "relay_token",
+                &self.relay_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Declares a request that names only the identity.
+macro_rules! identity_only {
+    ($( $(#[$meta:meta])* $name:ident; )+) => {$(
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Identity name (default: the home's first).
+            #[serde(rename = "as", default)]
+            pub identity: Option<String>,
+        }
+    )+};
+}
+
+identity_only! {
+    /// `whoami`: who an identity is.
+    Whoami;
+    /// `contacts`: an identity's contacts.
+    Contacts;
+    /// `subscribe`: stream events until the connection closes.
+    Subscribe;
+}
+
+/// `rename`: give a contact another petname.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Petname or unique key prefix.
+    pub peer: String,
+    /// New petname.
+    pub new_name: String,
+}
+
+/// `remove`: forget a contact.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Remove {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Petname or unique key prefix.
+    pub peer: String,
+}
+
+/// `send`: queue a message for a contact.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Petname or unique key prefix.
+    pub to: String,
+    /// The body, UTF-8.
+    pub body: String,
+    /// Kind (default `chat`).
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    /// Id of the message this answers.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Id of the thread this belongs to.
+    #[serde(default)]
+    pub thread: Option<String>,
+    /// Priority (default `normal`).
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Wait until the message is `relayed`, `delivered` or `read`.
+    #[serde(default)]
+    pub wait: Option<DeliveryState>,
+    /// How long to wait (default 30 s).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for SendMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMessage")
+            .field("identity", &self.identity)
+            .field("to", &self.to)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("kind", &self.kind)
+            .field("priority", &self.priority)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `state`: one sent message's delivery state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// The message id.
+    pub id: String,
+    /// Wait until it is `relayed`, `delivered` or `read` (or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<DeliveryState>,
+    /// How long to wait (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `sent`: recent sent messages.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sent {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// At most this many (default 100).
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
+/// `invite`: make a single-use invite.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Invite {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// How long it stays valid (default 24 h).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `accept`: redeem an invite.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Accept {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// The `aw1:` token.
+    pub token: String,
+    /// Petname for the inviter (default: the name it suggests).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long to wait for the inviter's answer (default 30 s).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept")
+            .field("identity", &self.identity)
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("wait_ms", &self.wait_ms)
+            .finish()
+    }
+}
+
+/// `recv`: take unread messages.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recv {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Only from this contact.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// At most this many (default 100).
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// Wait up to this long for a first message.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// `inbox`: show unread messages, taking none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inbox {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Only from this contact.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// At most this many (default 100).
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// Wait up to this long for a first unread message.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// `ack`: take the named unread messages.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    pub identity: Option<String>,
+    /// Message ids.
+    pub ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_keep_their_wire_shape() {
+        let send: Request = serde_json::from_str(
+            r#"{"op":"send","as":"planner","to":"coder","body":"hi","priority":"urgent"}"#,
+        )
+        .unwrap();
+        let Request::Send(send) = send else {
+            panic!("not a send")
+        };
+        assert_eq!(send.identity.as_deref(), Some("planner"));
+        assert_eq!(send.priority, Some(Priority::Urgent));
+        let status: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
+        assert_eq!(status.op(), "status");
+        let back = serde_json::to_value(Request::from(Recv {
+            identity: Some("a".into()),
+            ..Recv::default()
+        }))
+        .unwrap();
+        assert_eq!(back["op"], "recv");
+        assert_eq!(back["as"], "a");
+    }
+
+    #[test]
+    fn unknown_fields_and_values_are_refused() {
+        for line in [
+            r#"{"op":"send","to":"x","body":"y","colour":"red"}"#,
+            r#"{"op":"send","to":"x","body":"y","kind":"redeem"}"#,
+            r#"{"op":"status","x":1}"#,
+            r#"{"op":"launch"}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_bodies_and_tokens() {
+        let send = SendMessage {
+            to: "coder".into(),
+            body: "the secret plan".into(),
+            ..SendMessage::default()
+        };
+        assert!(!format!("{send:?}").contains("secret"));
+        assert!(!format!("{:?}", Request::from(send)).contains("secret"));
+        let accept = Accept {
+            identity: None,
+            token: "aw1:abc".into(),
+            name: None,
+            wait_ms: None,
+        };
+        assert!(!format!("{accept:?}").contains("aw1"));
+    }
+}

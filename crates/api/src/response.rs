@@ -1,0 +1,296 @@
+//! Answers: what each operation returns, as plain data. The JSON of each is
+//! what `--json`, `connect --json`, the bridge and MCP's structured content
+//! show.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ContactState, DeliveryState, Kind, Priority, Via};
+
+/// `status`: the daemon's health and counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DaemonStatus {
+    /// Always true (a daemon that answers runs).
+    pub running: bool,
+    /// Its process id.
+    pub pid: u32,
+    /// Its home directory.
+    pub home: String,
+    /// The relay URL, once known.
+    pub relay: Option<String>,
+    /// Whether the relay runs inside the daemon on loopback.
+    pub local_relay: bool,
+    /// Each identity.
+    pub identities: Vec<IdentityStatus>,
+    /// Messages waiting for the relay, all identities.
+    pub queued: u64,
+    /// Envelopes dropped because their sender is not a contact.
+    pub dropped_non_contact: u64,
+    /// Envelopes dropped because they did not decrypt.
+    pub dropped_undecryptable: u64,
+}
+
+/// One identity in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityStatus {
+    /// Its name.
+    pub name: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// Why it is not connected to its relay, while it is not.
+    pub relay_error: Option<String>,
+    /// Messages waiting for the relay.
+    pub queued: u64,
+    /// Why the relay last declined one of them, until the outbox drains.
+    pub queued_because: Option<String>,
+    /// Unread messages.
+    pub unread: u64,
+}
+
+/// `stop`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Stopping {
+    /// Always true.
+    pub stopping: bool,
+}
+
+/// `init`: the new identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Created {
+    /// Its name.
+    pub name: String,
+    /// Its key, hex.
+    pub address: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// The identities of the same home, now its contacts.
+    pub siblings: Vec<String>,
+}
+
+/// `whoami`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityView {
+    /// Its name.
+    pub name: String,
+    /// Its key, hex.
+    pub address: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+}
+
+/// `contacts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContactList {
+    /// By petname.
+    pub contacts: Vec<ContactView>,
+}
+
+/// A contact (also `accept`'s answer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContactView {
+    /// Its petname here.
+    pub name: String,
+    /// Whether it can be written to.
+    pub state: ContactState,
+    /// Its key, hex.
+    pub address: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// How it became a contact.
+    pub via: Via,
+    /// When, Unix ms.
+    pub created_at_ms: u64,
+}
+
+/// `contacts rename`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Renamed {
+    /// The old petname.
+    pub renamed: String,
+    /// The new one.
+    pub to: String,
+}
+
+/// `contacts remove`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Removed {
+    /// The petname it had.
+    pub removed: String,
+}
+
+/// `send` without a wait: the message is durable in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Queued {
+    /// Its id.
+    pub id: String,
+    /// The contact's petname.
+    pub to: String,
+    /// `queued`.
+    pub state: DeliveryState,
+    /// Its priority.
+    pub priority: Priority,
+}
+
+/// `send` with a wait: where the message got to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Waited {
+    /// The message and its state.
+    #[serde(flatten)]
+    pub sent: SentView,
+    /// Whether it reached the wanted state in time.
+    pub reached: bool,
+    /// The state waited for.
+    pub wanted: DeliveryState,
+}
+
+/// What `send` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SendOutcome {
+    /// It waited for a state.
+    Waited(Waited),
+    /// It returned once queued.
+    Queued(Queued),
+}
+
+impl SendOutcome {
+    /// The message id.
+    pub fn id(&self) -> &str {
+        match self {
+            SendOutcome::Waited(waited) => &waited.sent.id,
+            SendOutcome::Queued(queued) => &queued.id,
+        }
+    }
+
+    /// Its state when the answer was made.
+    pub fn state(&self) -> DeliveryState {
+        match self {
+            SendOutcome::Waited(waited) => waited.sent.state,
+            SendOutcome::Queued(queued) => queued.state,
+        }
+    }
+}
+
+/// Who a sent message is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Recipient {
+    /// Its petname; `None` for a removed contact.
+    pub name: Option<String>,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+}
+
+/// A sent message and its delivery state (`state`, `sent`, state events).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SentView {
+    /// Its id.
+    pub id: String,
+    /// Its recipient.
+    pub to: Recipient,
+    /// Its kind.
+    pub kind: Kind,
+    /// Where it is.
+    pub state: DeliveryState,
+    /// When it was sent, Unix ms.
+    pub sent_at_ms: u64,
+    /// When its state last changed, Unix ms.
+    pub updated_at_ms: u64,
+}
+
+/// `sent`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SentList {
+    /// The messages.
+    pub messages: Vec<SentView>,
+}
+
+/// `invite`: the token to hand over. `Debug` hides it (anyone holding it can
+/// pair with this identity once).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InviteView {
+    /// The `aw1:` token.
+    pub invite: String,
+    /// When it stops working, Unix ms.
+    pub expires_at_ms: u64,
+    /// The relay it is for.
+    pub relay: String,
+    /// What the acceptor may do.
+    pub permissions: Vec<String>,
+}
+
+impl std::fmt::Debug for InviteView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteView")
+            .field("invite", &"<redacted>")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("relay", &self.relay)
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// `recv` and `inbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Messages {
+    /// Urgent first, then oldest first.
+    pub messages: Vec<MessageView>,
+    /// `inbox` only: how many are unread in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+}
+
+/// A message's sender, as the daemon verified it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Sender {
+    /// The contact's petname here; `None` if it was removed since.
+    pub name: Option<String>,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// Its key, hex.
+    pub address: String,
+    /// Always true: set from the session that decrypted the message.
+    pub verified: bool,
+}
+
+/// A received message. The sender is verified; the body is untrusted content
+/// from that sender. `Debug` shows the body's length, not the body.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageView {
+    /// Its id.
+    pub id: String,
+    /// Who sent it.
+    pub from: Sender,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its priority.
+    pub priority: Priority,
+    /// The sender's clock, Unix ms.
+    pub sent_at_ms: u64,
+    /// When this daemon stored it, Unix ms.
+    pub stored_at_ms: u64,
+    /// What it answers.
+    pub reply_to: Option<String>,
+    /// Its thread.
+    pub thread: Option<String>,
+    /// The content.
+    pub body: String,
+}
+
+impl std::fmt::Debug for MessageView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageView")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("kind", &self.kind)
+            .field("priority", &self.priority)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ack`: the ids taken by this call (not those another reader took first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Acked {
+    /// The ids.
+    pub acked: Vec<String>,
+}

@@ -1,0 +1,336 @@
+//! [`DaemonClient`]: how every door (CLI, `connect --json`, bridge, MCP,
+//! hooks, the Rust library) talks to a daemon — over the home's Unix socket,
+//! or in process with an embedded daemon. Either way it is one typed request
+//! in and one typed answer out ([`DaemonClient::call`]), or a stream of
+//! typed events ([`DaemonClient::subscribe`]). The JSON of the socket is
+//! written and read here and in `server.rs`, nowhere else.
+//!
+//! [`blocking`] has the same for synchronous callers (the one-shot CLI).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::api::{ApiError, Event, Operation, Request, Response, Subscribe};
+use crate::core::Daemon;
+use crate::ops::Run;
+use crate::ops::subscribe::Subscription;
+
+/// Longest answer or event line a client reads, in bytes (a `recv` of 100
+/// messages of 128 KiB each, escaped, fits).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a request got no answer from the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon refused the request (unknown peer, bad name, …).
+    #[error(transparent)]
+    Refused(ApiError),
+    /// No daemon listens: nothing was sent.
+    #[error("no agentwire daemon listens at {path}: {source}")]
+    NotRunning {
+        /// The socket.
+        path: String,
+        /// Why it could not be reached.
+        source: std::io::Error,
+    },
+    /// The connection failed after the request may have been sent, or the
+    /// answer was not valid: whether it was carried out is unknown.
+    #[error("the agentwire daemon at {path} stopped answering: {reason}")]
+    Lost {
+        /// The socket.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The daemon's refusal, if that is what it is.
+    pub fn refusal(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Refused(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one daemon. Cloning is cheap.
+#[derive(Clone)]
+pub enum DaemonClient {
+    /// Over the daemon's Unix socket.
+    Socket(PathBuf),
+    /// A daemon in this process.
+    InProcess(Arc<Daemon>),
+}
+
+impl std::fmt::Debug for DaemonClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonClient::Socket(path) => write!(f, "DaemonClient::Socket({})", path.display()),
+            DaemonClient::InProcess(_) => f.write_str("DaemonClient::InProcess"),
+        }
+    }
+}
+
+impl DaemonClient {
+    /// A client of the daemon listening at `socket`.
+    pub fn socket(socket: impl Into<PathBuf>) -> DaemonClient {
+        DaemonClient::Socket(socket.into())
+    }
+
+    /// Carries out one operation and returns its typed answer. Dropping the
+    /// future abandons the request: over the socket that closes the
+    /// connection, and the daemon cancels a request that was waiting.
+    pub async fn call<O: Run>(&self, op: O) -> Result<O::Output, ClientError> {
+        match self {
+            DaemonClient::InProcess(daemon) => op.run(daemon).await.map_err(ClientError::Refused),
+            DaemonClient::Socket(path) => {
+                let (read, mut write) = connect(path).await?;
+                send_line(path, &mut write, &op.into()).await?;
+                let mut lines = BufReader::new(read);
+                let line = read_line(path, &mut lines, &mut Vec::new()).await?.ok_or_else(|| {
+                    lost(
+                        path,
+                        "it closed the connection without answering; see daemon.log in the home",
+                    )
+                })?;
+                decode_answer::<O>(path, &line)
+            }
+        }
+    }
+
+    /// Follows an identity's events until the daemon stops (or the returned
+    /// stream is dropped).
+    pub async fn subscribe(&self, request: Subscribe) -> Result<Events, ClientError> {
+        match self {
+            DaemonClient::InProcess(daemon) => {
+                let subscription = crate::ops::subscribe::subscribe(daemon, request)
+                    .await
+                    .map_err(ClientError::Refused)?;
+                Ok(Events(EventSource::InProcess(subscription)))
+            }
+            DaemonClient::Socket(path) => {
+                let (read, mut write) = connect(path).await?;
+                send_line(path, &mut write, &Request::Subscribe(request)).await?;
+                Ok(Events(EventSource::Socket {
+                    path: path.clone(),
+                    lines: BufReader::new(read),
+                    partial: Vec::new(),
+                    _write: write,
+                }))
+            }
+        }
+    }
+}
+
+/// A subscription's events.
+pub struct Events(EventSource);
+
+enum EventSource {
+    InProcess(Subscription),
+    Socket {
+        path: PathBuf,
+        lines: BufReader<OwnedReadHalf>,
+        /// A line read in part by a call that was cancelled.
+        partial: Vec<u8>,
+        /// Kept open: closing it ends the subscription.
+        _write: OwnedWriteHalf,
+    },
+}
+
+impl Events {
+    /// The next event; `Ok(None)` when the daemon ended the stream (it
+    /// stopped), an error when it refused the subscription or the
+    /// connection failed. Cancel-safe: a call dropped halfway (in a
+    /// `select!` or under a timeout) loses nothing.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        match &mut self.0 {
+            EventSource::InProcess(subscription) => Ok(subscription.next().await),
+            EventSource::Socket {
+                path,
+                lines,
+                partial,
+                ..
+            } => match read_line(path, lines, partial).await? {
+                None => Ok(None),
+                Some(line) => decode_event(path, &line).map(Some),
+            },
+        }
+    }
+}
+
+/// One event line: an event, or the daemon's refusal of the subscription.
+fn decode_event(path: &Path, line: &str) -> Result<Event, ClientError> {
+    if let Ok(event) = serde_json::from_str::<Event>(line) {
+        return Ok(event);
+    }
+    match serde_json::from_str::<Response<serde::de::IgnoredAny>>(line) {
+        Ok(response) => match response.into_result() {
+            Err(error) => Err(ClientError::Refused(error)),
+            Ok(_) => Err(lost(path, "an answer where an event was expected")),
+        },
+        Err(error) => Err(lost(path, format!("an event that is not valid: {error}"))),
+    }
+}
+
+/// One answer line, as the operation's answer type.
+fn decode_answer<O: Operation>(path: &Path, line: &str) -> Result<O::Output, ClientError> {
+    let response: Response<O::Output> = serde_json::from_str(line)
+        .map_err(|e| lost(path, format!("an answer that is not valid: {e}")))?;
+    response.into_result().map_err(ClientError::Refused)
+}
+
+fn lost(path: &Path, reason: impl Into<String>) -> ClientError {
+    ClientError::Lost {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+async fn connect(path: &Path) -> Result<(OwnedReadHalf, OwnedWriteHalf), ClientError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ClientError::NotRunning {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(stream.into_split())
+}
+
+fn request_line(path: &Path, request: &Request) -> Result<Vec<u8>, ClientError> {
+    let mut line =
+        serde_json::to_vec(request).map_err(|e| lost(path, format!("cannot encode: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+async fn send_line(
+    path: &Path,
+    write: &mut OwnedWriteHalf,
+    request: &Request,
+) -> Result<(), ClientError> {
+    let line = request_line(path, request)?;
+    write
+        .write_all(&line)
+        .await
+        .map_err(|e| lost(path, e.to_string()))
+}
+
+/// One line, at most [`MAX_ANSWER_BYTES`]; `None` at the end of the stream.
+/// What a cancelled call read stays in `partial` for the next call.
+async fn read_line(
+    path: &Path,
+    lines: &mut BufReader<OwnedReadHalf>,
+    partial: &mut Vec<u8>,
+) -> Result<Option<String>, ClientError> {
+    let room = (MAX_ANSWER_BYTES + 1).saturating_sub(partial.len()) as u64;
+    let read = (&mut *lines)
+        .take(room)
+        .read_until(b'\n', partial)
+        .await
+        .map_err(|e| lost(path, e.to_string()))?;
+    let line = std::mem::take(partial);
+    if read == 0 && line.is_empty() {
+        return Ok(None);
+    }
+    if line.len() > MAX_ANSWER_BYTES {
+        return Err(lost(path, "an answer longer than the limit"));
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| lost(path, "an answer that is not UTF-8"))
+}
+
+/// The same over blocking sockets, for synchronous callers.
+pub mod blocking {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::{ClientError, MAX_ANSWER_BYTES, decode_answer, decode_event, lost, request_line};
+    use crate::api::{Event, Operation, Request, Subscribe};
+
+    /// Carries out one operation on the daemon at `socket`; `timeout` bounds
+    /// the wait for its answer.
+    pub fn call<O: Operation>(
+        socket: &Path,
+        op: O,
+        timeout: Duration,
+    ) -> Result<O::Output, ClientError> {
+        let stream = connect(socket)?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| lost(socket, e.to_string()))?;
+        (&stream)
+            .write_all(&request_line(socket, &op.into())?)
+            .map_err(|e| lost(socket, e.to_string()))?;
+        let mut reader = BufReader::new(&stream);
+        let line = read_line(socket, &mut reader)?.ok_or_else(|| {
+            lost(
+                socket,
+                "it closed the connection without answering; see daemon.log in the home",
+            )
+        })?;
+        decode_answer::<O>(socket, &line)
+    }
+
+    /// Follows an identity's events on the daemon at `socket`.
+    pub fn subscribe(socket: &Path, request: Subscribe) -> Result<Events, ClientError> {
+        let stream = connect(socket)?;
+        (&stream)
+            .write_all(&request_line(socket, &Request::Subscribe(request))?)
+            .map_err(|e| lost(socket, e.to_string()))?;
+        Ok(Events {
+            path: socket.to_path_buf(),
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// A subscription's events, as an iterator; it ends when the daemon
+    /// closes the stream.
+    pub struct Events {
+        path: std::path::PathBuf,
+        reader: BufReader<UnixStream>,
+    }
+
+    impl Iterator for Events {
+        type Item = Result<Event, ClientError>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            match read_line(&self.path, &mut self.reader) {
+                Ok(None) => None,
+                Ok(Some(line)) => Some(decode_event(&self.path, &line)),
+                Err(error) => Some(Err(error)),
+            }
+        }
+    }
+
+    fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
+            path: socket.display().to_string(),
+            source,
+        })
+    }
+
+    fn read_line(path: &Path, reader: &mut impl BufRead) -> Result<Option<String>, ClientError> {
+        let mut line = Vec::new();
+        let read = reader
+            .take(MAX_ANSWER_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| lost(path, e.to_string()))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if line.len() > MAX_ANSWER_BYTES {
+            return Err(lost(path, "an answer longer than the limit"));
+        }
+        String::from_utf8(line)
+            .map(Some)
+            .map_err(|_| lost(path, "an answer that is not UTF-8"))
+    }
+}

@@ -1,0 +1,362 @@
+//! The daemon's shared state: the store, the identities, the in-process
+//! relay, and the wake-ups that waiters and links listen to. Operations
+//! (`ops/`), the relay links (`link.rs`) and the receive pipeline
+//! (`receive.rs`) work on it; this module holds no logic of theirs.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use agentwire_relay::{Relay, RelayConfig};
+use agentwire_session::{Identity, MessageId, Name, PickleKey};
+use agentwire_wire::{PublicKey, RelayId};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiError, ErrorCode};
+use crate::home::Home;
+use crate::pairing::Answer;
+use crate::store::{Contact, Store};
+
+/// Default number of messages `recv`/`inbox` return.
+pub const DEFAULT_MAX_MESSAGES: usize = 100;
+/// Longest wait the daemon grants a request.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How long a wait lasts when the request does not say.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Default lifetime of an invite.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Messages dropped since the daemon started (kept in memory: counting must
+/// not cost a disk write per dropped envelope).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) non_contact: AtomicU64,
+    pub(crate) undecryptable: AtomicU64,
+}
+
+/// Mutable state.
+pub(crate) struct State {
+    pub(crate) store: Store,
+    /// In creation order; the first is the default.
+    pub(crate) identities: Vec<(Name, Arc<StdMutex<Identity>>)>,
+}
+
+/// A map behind a std mutex, for the small per-identity side tables (never
+/// held across an await).
+pub(crate) struct Table<K, V>(StdMutex<HashMap<K, V>>);
+
+impl<K: std::hash::Hash + Eq, V: Clone> Table<K, V> {
+    fn new() -> Self {
+        Table(StdMutex::new(HashMap::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        self.lock().get(key).cloned()
+    }
+
+    pub(crate) fn set(&self, key: K, value: V) {
+        self.lock().insert(key, value);
+    }
+
+    pub(crate) fn take(&self, key: &K) -> Option<V> {
+        self.lock().remove(key)
+    }
+}
+
+/// The daemon.
+pub struct Daemon {
+    pub(crate) home: Home,
+    pub(crate) key: PickleKey,
+    pub(crate) state: Mutex<State>,
+    /// Woken whenever a message is stored or consumed.
+    pub(crate) arrived: Notify,
+    /// Per identity: woken when a message is queued for sending (a stored
+    /// permit means a wake-up is never lost while the link is busy).
+    queued: StdMutex<HashMap<Name, Arc<Notify>>>,
+    relay: Mutex<Option<Relay>>,
+    /// The id of the relay each identity is connected to, once connected.
+    pub(crate) relay_ids: Table<Name, RelayId>,
+    /// Woken when a link connects or a pairing answer arrives.
+    pub(crate) pairing: Notify,
+    /// Woken when an outgoing message changes state.
+    pub(crate) states: Notify,
+    pub(crate) counters: Counters,
+    /// Why each identity's link is not connected, while it is not.
+    pub(crate) link_errors: Table<Name, String>,
+    /// Why the relay last declined one of an identity's queued messages,
+    /// until the outbox drains.
+    pub(crate) outbox_errors: Table<Name, String>,
+    /// Refusals of our redemptions, by (identity, inviter), for `accept`.
+    pub(crate) refusals: Table<(Name, PublicKey), Answer>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// The time now, Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// Opens the home's store and restores the identities.
+    pub fn open(home: Home) -> Result<Arc<Daemon>, crate::DaemonError> {
+        home.ensure()?;
+        let key = home.load_or_create_key()?;
+        let store = Store::open(&home.db()).map_err(crate::DaemonError::Store)?;
+        let mut identities = Vec::new();
+        let stored = store
+            .read()
+            .identities()
+            .map_err(crate::DaemonError::Store)?;
+        for (name, pickle) in stored {
+            let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
+            let identity = Identity::from_encrypted_pickle(name.clone(), &pickle, &key)
+                .map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
+            identities.push((name, Arc::new(StdMutex::new(identity))));
+        }
+        Ok(Arc::new(Daemon {
+            home,
+            key,
+            state: Mutex::new(State { store, identities }),
+            arrived: Notify::new(),
+            queued: StdMutex::new(HashMap::new()),
+            relay: Mutex::new(None),
+            relay_ids: Table::new(),
+            pairing: Notify::new(),
+            states: Notify::new(),
+            refusals: Table::new(),
+            counters: Counters::default(),
+            link_errors: Table::new(),
+            outbox_errors: Table::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// The relay URL: the configured one, or an in-process relay on loopback.
+    pub(crate) async fn relay_url(&self) -> Result<String, ApiError> {
+        if let Some(url) = self.state.lock().await.store.read().setting("relay_url")? {
+            return Ok(url);
+        }
+        let mut relay = self.relay.lock().await;
+        if let Some(relay) = relay.as_ref() {
+            return Ok(relay.url());
+        }
+        let config = RelayConfig::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            self.home.local_relay_db(),
+        );
+        let started = Relay::spawn(config).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::RelayUnreachable,
+                format!("cannot start the local relay: {e}"),
+            )
+        })?;
+        let url = started.url();
+        tracing::info!(%url, "started the local relay");
+        *relay = Some(started);
+        Ok(url)
+    }
+
+    /// Whether the relay runs inside this daemon.
+    pub(crate) async fn has_local_relay(&self) -> bool {
+        self.relay.lock().await.is_some()
+    }
+
+    /// Stops links, waiters and the in-process relay.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some of the daemon's tasks did not stop within 5 s");
+        }
+        if let Some(relay) = self.relay.lock().await.take() {
+            relay.shutdown().await;
+        }
+    }
+
+    /// The wake-up of `name`'s outbox pump.
+    pub(crate) fn outbox_waker(&self, name: &Name) -> Arc<Notify> {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// A wait for `notify` (or `deadline`, or the daemon's shutdown).
+    pub(crate) fn wait_on<'a>(
+        &'a self,
+        notify: &'a Notify,
+        deadline: tokio::time::Instant,
+    ) -> Wait<'a> {
+        Wait {
+            notify,
+            shutdown: &self.shutdown,
+            deadline,
+            woken: Box::pin(notify.notified()),
+        }
+    }
+}
+
+/// The deadline of a wait of `wait_ms` (or `default`), capped at
+/// [`MAX_WAIT`].
+pub(crate) fn deadline(wait_ms: Option<u64>, default: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + wait_ms.map_or(default, Duration::from_millis).min(MAX_WAIT)
+}
+
+/// Waiting for a change: [`Wait::arm`] before each look, so a change between
+/// the look and the sleep is not missed, then [`Wait::sleep`].
+pub(crate) struct Wait<'a> {
+    notify: &'a Notify,
+    shutdown: &'a CancellationToken,
+    deadline: tokio::time::Instant,
+    woken: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+}
+
+impl Wait<'_> {
+    /// Registers for the next wake-up; whether the deadline has passed (the
+    /// look that follows is then the last).
+    pub(crate) fn arm(&mut self) -> bool {
+        self.woken.set(self.notify.notified());
+        self.woken.as_mut().enable();
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// Sleeps until woken or the deadline; false when the daemon is stopping.
+    pub(crate) async fn sleep(&mut self) -> bool {
+        tokio::select! {
+            () = self.woken.as_mut() => true,
+            () = tokio::time::sleep_until(self.deadline) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+/// The error of a wait the daemon's shutdown cut short.
+pub(crate) fn stopping() -> ApiError {
+    ApiError::new(ErrorCode::Internal, "the daemon is stopping")
+}
+
+impl State {
+    pub(crate) fn identity(&self, name: &Name) -> Option<Arc<StdMutex<Identity>>> {
+        self.identities
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| i.clone())
+    }
+
+    /// The identity named, or the default one.
+    pub(crate) fn pick(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Name, Arc<StdMutex<Identity>>), ApiError> {
+        match name {
+            None => self.identities.first().cloned().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotInitialized,
+                    "no identity in this home yet; run `agentwire init`",
+                )
+            }),
+            Some(name) => {
+                let name = parse_name(name)?;
+                self.identity(&name).map(|i| (name.clone(), i)).ok_or_else(|| {
+                    let known: Vec<&str> = self.identities.iter().map(|(n, _)| n.as_str()).collect();
+                    ApiError::new(
+                        ErrorCode::UnknownIdentity,
+                        format!("no identity named {name} in this home (have: {}); create it with `agentwire init --name {name}`", known.join(", ")),
+                    )
+                })
+            }
+        }
+    }
+
+    /// A contact by petname or by a unique prefix of its key (hex).
+    pub(crate) fn resolve_peer(&self, identity: &Name, peer: &str) -> Result<Contact, ApiError> {
+        let contacts = self.store.read().contacts(identity)?;
+        let prefix = peer.to_ascii_lowercase();
+        let by_key: Vec<&Contact> =
+            if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+                contacts
+                    .iter()
+                    .filter(|c| c.address.to_hex().starts_with(&prefix))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
+            // A name that looks like another contact's key must not capture
+            // messages meant for that key.
+            if by_key.iter().any(|c| c.address != contact.address) {
+                return Err(ApiError::new(
+                    ErrorCode::AmbiguousPeer,
+                    format!(
+                        "{peer:?} is both a contact's name and the start of another contact's key; use more of the key, or rename the contact"
+                    ),
+                ));
+            }
+            return Ok(contact.clone());
+        }
+        match by_key.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::new(
+                ErrorCode::UnknownPeer,
+                format!(
+                    "no contact named {peer:?} (or with a key starting so); see `agentwire contacts`"
+                ),
+            )),
+            many => Err(ApiError::new(
+                ErrorCode::AmbiguousPeer,
+                format!(
+                    "{peer:?} matches {} contacts ({}); give more of the key or the petname",
+                    many.len(),
+                    many.iter()
+                        .map(|c| c.petname.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// `agent`, or `agent-2`, `agent-3`, … when taken.
+    pub(crate) fn free_name(&self) -> Result<Name, ApiError> {
+        let taken = |candidate: &str| self.identities.iter().any(|(n, _)| n.as_str() == candidate);
+        let mut candidate = "agent".to_owned();
+        let mut n = 2;
+        while taken(&candidate) {
+            candidate = format!("agent-{n}");
+            n += 1;
+        }
+        parse_name(&candidate)
+    }
+}
+
+/// A name from a request.
+pub(crate) fn parse_name(text: &str) -> Result<Name, ApiError> {
+    Name::new(text)
+        .map_err(|e| ApiError::new(ErrorCode::BadName, format!("invalid name {text:?}: {e}")))
+}
+
+/// A message id from a request; `field` names it in the error.
+pub(crate) fn parse_message_id(field: &str, text: &str) -> Result<MessageId, ApiError> {
+    MessageId::parse(text).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{field} {text:?} is not a message id (a UUID as printed by send and recv)"
+        ))
+    })
+}

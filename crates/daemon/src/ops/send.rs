@@ -1,0 +1,191 @@
+//! `send` (seal a message and queue it, optionally waiting for a delivery
+//! state), `state` (one sent message, optionally waiting) and `sent`.
+
+use std::sync::Arc;
+
+use agentwire_session::{MessageId, PeerSession, Plaintext};
+
+use crate::api::{
+    ApiError, DeliveryState, ErrorCode, Queued, SendMessage, SendOutcome, Sent, SentList, SentView,
+    State, Waited, internal,
+};
+use crate::core::{
+    DEFAULT_MAX_MESSAGES, DEFAULT_WAIT, Daemon, deadline, now_ms, parse_message_id, stopping,
+};
+use crate::ops::Run;
+use crate::store::{Direction, StoredMessage};
+use crate::views::{api_priority, sent_view, session_kind, session_priority};
+
+impl Run for SendMessage {
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<SendOutcome, ApiError> {
+        if let Some(wanted) = self.wait {
+            check_waitable(wanted)?;
+        }
+        let (identity, wait, wait_ms) = (self.identity.clone(), self.wait, self.wait_ms);
+        let queued = queue(daemon, self).await?;
+        let Some(wanted) = wait else {
+            return Ok(SendOutcome::Queued(queued));
+        };
+        let id = parse_message_id("id", &queued.id)?;
+        let (sent, reached) =
+            wait_for_state(daemon, identity.as_deref(), &id, wanted, wait_ms).await?;
+        Ok(SendOutcome::Waited(Waited {
+            sent,
+            reached,
+            wanted,
+        }))
+    }
+}
+
+/// Seals the message in the contact's session and stores both in one
+/// transaction; the link pushes it from there.
+async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, ApiError> {
+    let reply_to = optional_id("--reply-to", request.reply_to.as_deref())?;
+    let thread = optional_id("--thread", request.thread.as_deref())?;
+    let priority = request.priority.unwrap_or_default();
+    let kind = session_kind(request.kind.unwrap_or_default());
+    let mut state = daemon.state.lock().await;
+    let (name, _) = state.pick(request.identity.as_deref())?;
+    let contact = state.resolve_peer(&name, &request.to)?;
+    let pickle = state
+        .store
+        .read()
+        .session(&name, &contact.address)?
+        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
+    let mut session = PeerSession::from_encrypted_pickle(&pickle, &daemon.key)
+        .map_err(|e| internal("cannot restore a session", e))?;
+    let plaintext = Plaintext {
+        id: MessageId::new_v7(),
+        kind,
+        priority: session_priority(priority),
+        sent_at_ms: now_ms(),
+        reply_to,
+        thread,
+        body: request.body.into_bytes(),
+    };
+    let payload = session.seal(&plaintext).map_err(|e| match e {
+        agentwire_session::SessionError::Message(m) => {
+            ApiError::new(ErrorCode::BodyTooLarge, m.to_string())
+        }
+        other => internal("cannot encrypt", other),
+    })?;
+    let message = StoredMessage {
+        id: plaintext.id,
+        direction: Direction::Out,
+        peer: contact.address,
+        kind,
+        priority: plaintext.priority,
+        reply_to,
+        thread,
+        sent_at_ms: plaintext.sent_at_ms,
+        stored_at_ms: plaintext.sent_at_ms,
+        body: plaintext.body,
+        state: DeliveryState::Queued,
+    };
+    let session_pickle = session.to_encrypted_pickle(&daemon.key);
+    state.store.write(|tx| {
+        tx.save_session(&name, &contact.address, &session_pickle)?;
+        tx.insert_message(&name, &message, Some(&payload))?;
+        Ok::<_, ApiError>(())
+    })?;
+    drop(state);
+    daemon.outbox_waker(&name).notify_one();
+    Ok(Queued {
+        id: message.id.to_string(),
+        to: contact.petname.as_str().to_owned(),
+        state: DeliveryState::Queued,
+        priority: api_priority(message.priority),
+    })
+}
+
+fn optional_id(field: &str, text: Option<&str>) -> Result<Option<MessageId>, ApiError> {
+    text.map(|text| parse_message_id(field, text)).transpose()
+}
+
+fn check_waitable(wanted: DeliveryState) -> Result<(), ApiError> {
+    if DeliveryState::WAITABLE.contains(&wanted) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "cannot wait for {wanted:?}; wait for relayed, delivered or read",
+            wanted = wanted.name()
+        )))
+    }
+}
+
+impl Run for State {
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<SentView, ApiError> {
+        let id = parse_message_id("id", &self.id)?;
+        match self.wait {
+            Some(wanted) => {
+                check_waitable(wanted)?;
+                let (sent, _) =
+                    wait_for_state(daemon, self.identity.as_deref(), &id, wanted, self.wait_ms)
+                        .await?;
+                Ok(sent)
+            }
+            None => {
+                let state = daemon.state.lock().await;
+                let (name, _) = state.pick(self.identity.as_deref())?;
+                let tx = state.store.read();
+                match tx.sent_message(&name, &id)? {
+                    Some(message) => sent_view(&message, &tx.contacts(&name)?),
+                    None => Err(ApiError::new(
+                        ErrorCode::UnknownMessage,
+                        format!("no message {id} was sent by {name}; see `agentwire sent`"),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Waits until a sent message reaches `wanted` (or a later state), fails for
+/// good, or the time is up; its state then, and whether it reached `wanted`.
+async fn wait_for_state(
+    daemon: &Daemon,
+    identity: Option<&str>,
+    id: &MessageId,
+    wanted: DeliveryState,
+    wait_ms: Option<u64>,
+) -> Result<(SentView, bool), ApiError> {
+    let mut wait = daemon.wait_on(&daemon.states, deadline(wait_ms, DEFAULT_WAIT));
+    loop {
+        let timed_out = wait.arm();
+        let (message, contacts) = {
+            let state = daemon.state.lock().await;
+            let (name, _) = state.pick(identity)?;
+            let tx = state.store.read();
+            (tx.sent_message(&name, id)?, tx.contacts(&name)?)
+        };
+        let Some(message) = message else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownMessage,
+                format!("no sent message {id}"),
+            ));
+        };
+        let reached = message.state.has_reached(wanted);
+        if reached || message.state.is_failure() || timed_out {
+            return Ok((sent_view(&message, &contacts)?, reached));
+        }
+        if !wait.sleep().await {
+            return Err(stopping());
+        }
+    }
+}
+
+impl Run for Sent {
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<SentList, ApiError> {
+        let state = daemon.state.lock().await;
+        let (name, _) = state.pick(self.identity.as_deref())?;
+        let tx = state.store.read();
+        let contacts = tx.contacts(&name)?;
+        let sent = tx.sent_messages(&name, self.max.unwrap_or(DEFAULT_MAX_MESSAGES))?;
+        Ok(SentList {
+            messages: sent
+                .iter()
+                .map(|m| sent_view(m, &contacts))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Stored rows as API views, and the conversions between the end-to-end
+//! layer's vocabulary (`agentwire-session`) and the API's.
+
+use agentwire_session::{InviteError, MessageId};
+
+use crate::api::{
+    self, ApiError, ContactView, ErrorCode, MessageView, Recipient, Sender, SentView,
+};
+use crate::store::{Contact, SentMessage, StoredMessage};
+
+/// The API kind of a message kind; control kinds (receipts, pairing) are
+/// never shown, so meeting one here is a bug reported as such.
+pub(crate) fn api_kind(kind: agentwire_session::Kind) -> Result<api::Kind, ApiError> {
+    use agentwire_session::Kind as K;
+    Ok(match kind {
+        K::Chat => api::Kind::Chat,
+        K::Task => api::Kind::Task,
+        K::Result => api::Kind::Result,
+        K::Query => api::Kind::Query,
+        K::File => api::Kind::File,
+        K::Receipt | K::Redeem => {
+            return Err(crate::api::internal(
+                "a control message reached an agent's view",
+                kind.name(),
+            ));
+        }
+    })
+}
+
+/// The message kind of an API kind.
+pub(crate) fn session_kind(kind: api::Kind) -> agentwire_session::Kind {
+    use agentwire_session::Kind as K;
+    match kind {
+        api::Kind::Chat => K::Chat,
+        api::Kind::Task => K::Task,
+        api::Kind::Result => K::Result,
+        api::Kind::Query => K::Query,
+        api::Kind::File => K::File,
+    }
+}
+
+/// The API priority of a message priority.
+pub(crate) fn api_priority(priority: agentwire_session::Priority) -> api::Priority {
+    use agentwire_session::Priority as P;
+    match priority {
+        P::Urgent => api::Priority::Urgent,
+        P::Normal => api::Priority::Normal,
+        P::Low => api::Priority::Low,
+    }
+}
+
+/// The message priority of an API priority.
+pub(crate) fn session_priority(priority: api::Priority) -> agentwire_session::Priority {
+    use agentwire_session::Priority as P;
+    match priority {
+        api::Priority::Urgent => P::Urgent,
+        api::Priority::Normal => P::Normal,
+        api::Priority::Low => P::Low,
+    }
+}
+
+fn petname_of(contacts: &[Contact], peer: &agentwire_wire::PublicKey) -> Option<String> {
+    contacts
+        .iter()
+        .find(|c| c.address == *peer)
+        .map(|c| c.petname.as_str().to_owned())
+}
+
+/// A sent message and its delivery state.
+pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<SentView, ApiError> {
+    Ok(SentView {
+        id: message.id.to_string(),
+        to: Recipient {
+            name: petname_of(contacts, &message.peer),
+            short_id: message.peer.short_id(),
+        },
+        kind: api_kind(message.kind)?,
+        state: message.state,
+        sent_at_ms: message.sent_at_ms,
+        updated_at_ms: message.updated_at_ms,
+    })
+}
+
+/// A contact.
+pub(crate) fn contact_view(contact: &Contact) -> ContactView {
+    ContactView {
+        name: contact.petname.as_str().to_owned(),
+        state: contact.state,
+        address: contact.address.to_hex(),
+        short_id: contact.address.short_id(),
+        via: contact.via,
+        created_at_ms: contact.created_at_ms,
+    }
+}
+
+/// A received message. The sender is the verified contact (petname and key,
+/// filled in by the daemon); the body is untrusted content from that contact.
+pub(crate) fn message_view(
+    message: &StoredMessage,
+    contacts: &[Contact],
+) -> Result<MessageView, ApiError> {
+    let id_text = |id: Option<MessageId>| id.map(|id| id.to_string());
+    Ok(MessageView {
+        id: message.id.to_string(),
+        from: Sender {
+            name: petname_of(contacts, &message.peer),
+            short_id: message.peer.short_id(),
+            address: message.peer.to_hex(),
+            verified: true,
+        },
+        kind: api_kind(message.kind)?,
+        priority: api_priority(message.priority),
+        sent_at_ms: message.sent_at_ms,
+        stored_at_ms: message.stored_at_ms,
+        reply_to: id_text(message.reply_to),
+        thread: id_text(message.thread),
+        body: String::from_utf8_lossy(&message.body).into_owned(),
+    })
+}
+
+/// Messages as views.
+pub(crate) fn message_views(
+    messages: &[StoredMessage],
+    contacts: &[Contact],
+) -> Result<Vec<MessageView>, ApiError> {
+    messages.iter().map(|m| message_view(m, contacts)).collect()
+}
+
+/// An invite that does not hold, as an API error.
+pub(crate) fn invite_error(error: InviteError) -> ApiError {
+    let code = match &error {
+        InviteError::Malformed(_)
+        | InviteError::UnsupportedVersion(_)
+        | InviteError::BadSignature => ErrorCode::InviteInvalid,
+        InviteError::Expired { .. } => ErrorCode::InviteExpired,
+        InviteError::WrongRelay { .. } => ErrorCode::InviteWrongRelay,
+    };
+    ApiError::new(code, error.to_string())
+}
