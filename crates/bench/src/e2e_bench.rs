@@ -1,0 +1,436 @@
+//! End-to-end benchmark: messages from agents of one home to agents of
+//! another, through two daemons and a relay, each its own process, driven
+//! through the `agentwire` library as an agent would use it. Every message is
+//! end-to-end encrypted and durably stored three times (sender's outbox, the
+//! relay, the recipient's store). Prints throughput and latency; asserts
+//! nothing.
+//!
+//! ```text
+//! cargo build --release -p agentwire -p agentwire-bench
+//! target/release/e2e-bench [--pairs 4] [--window 32] [--messages 10000] [--json]
+//! ```
+//!
+//! Scenarios (all by default):
+//! - `throughput`: N pairs; each sender keeps W sends in flight, each
+//!   receiver takes with `recv`; messages per second from the first send to
+//!   the last receipt, and send → received latency under that load;
+//! - `latency`: one pair, one message at a time: send → the receiver's
+//!   waiting `recv` returns it;
+//! - `backlog`: the receiving daemon is stopped, K messages are sent and
+//!   relayed, then the daemon starts: time until the agent has taken all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentwire::Agent;
+use clap::{Parser, ValueEnum};
+use tokio::sync::Semaphore;
+
+/// End-to-end throughput and latency through two daemons and a relay.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The agentwire binary [default: `agentwire` next to this program]
+    #[arg(long)]
+    exe: Option<PathBuf>,
+    /// Which scenario to run
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Sender/receiver pairs (throughput)
+    #[arg(long, default_value_t = 4)]
+    pairs: usize,
+    /// Sends in flight per sender (throughput)
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Messages in all (throughput, backlog)
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    /// Messages sent one at a time (latency)
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Body bytes per message
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// A tiny run that only checks the benchmark works (used by CI)
+    #[arg(long)]
+    smoke: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Throughput,
+    Latency,
+    Backlog,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.pairs = 2;
+        args.window = 4;
+        args.messages = 100;
+        args.samples = 20;
+    }
+    let exe = match &args.exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or("no directory for this program")?
+            .join("agentwire"),
+    };
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: build it (cargo build --release -p agentwire) or pass --exe",
+            exe.display()
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args, exe))
+}
+
+/// The relay and the two homes, as processes; stopped when dropped.
+struct Setup {
+    exe: PathBuf,
+    dir: tempfile::TempDir,
+    relay: std::process::Child,
+    url: String,
+}
+
+impl Setup {
+    async fn start(exe: &Path) -> Result<Setup, Error> {
+        let dir = tempfile::tempdir()?;
+        // Generous limits: the benchmark measures the message path, not the
+        // relay's abuse limits (which all loopback clients share, one IP).
+        let mut relay = Command::new(exe)
+            .args(["--home"])
+            .arg(dir.path().join("relay-home"))
+            .args(["relay", "--listen", "127.0.0.1:0", "--json"])
+            .arg("--db")
+            .arg(dir.path().join("relay.db"))
+            .args(["--key-rate", "1000000", "--ip-rate", "1000000"])
+            .args(["--max-queue", "1000000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = relay.stdout.take().ok_or("no relay stdout")?;
+        let line = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        })
+        .await??;
+        let listening: serde_json::Value = serde_json::from_str(&line)?;
+        let url = listening
+            .get("url")
+            .and_then(serde_json::Value::as_str)
+            .ok_or("the relay did not print its url")?
+            .to_owned();
+        Ok(Setup {
+            exe: exe.to_path_buf(),
+            dir,
+            relay,
+            url,
+        })
+    }
+
+    fn home(&self, side: &str) -> PathBuf {
+        self.dir.path().join(side)
+    }
+
+    /// Runs one CLI command against a home; its stdout.
+    fn cli(&self, side: &str, args: &[&str]) -> Result<String, Error> {
+        let output = Command::new(&self.exe)
+            .arg("--home")
+            .arg(self.home(side))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "agentwire {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+
+    /// `pairs` identities in home `a` and in home `b`, a{i} paired with b{i}.
+    fn pair(&self, pairs: usize) -> Result<(), Error> {
+        for i in 0..pairs {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            self.cli("a", &["init", "--name", &a, "--relay", &self.url])?;
+            self.cli("b", &["init", "--name", &b, "--relay", &self.url])?;
+            let token = self.cli("b", &["--as", &b, "invite"])?;
+            self.cli("a", &["--as", &a, "accept", &token, "--name", &b])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for side in ["a", "b"] {
+            let _ = self.cli(side, &["daemon", "stop"]);
+        }
+        let _ = self.relay.kill();
+        let _ = self.relay.wait();
+    }
+}
+
+/// A body of `size` bytes.
+fn body(size: usize, n: usize) -> String {
+    let mut body = format!("m{n} ");
+    while body.len() < size {
+        body.push('x');
+    }
+    body
+}
+
+async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
+    let mut report = serde_json::Map::new();
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Throughput {
+        let setup = Setup::start(&exe).await?;
+        setup.pair(args.pairs)?;
+        let result = throughput(&setup, &args).await?;
+        report.insert("throughput".into(), result);
+    }
+    if all || args.scenario == Scenario::Latency {
+        let setup = Setup::start(&exe).await?;
+        setup.pair(1)?;
+        let result = latency(&setup, &args).await?;
+        report.insert("latency".into(), result);
+    }
+    if all || args.scenario == Scenario::Backlog {
+        let setup = Setup::start(&exe).await?;
+        setup.pair(1)?;
+        let result = backlog(&setup, &args).await?;
+        report.insert("backlog".into(), result);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(report));
+    }
+    Ok(())
+}
+
+fn agents(setup: &Setup, i: usize) -> (Agent, Agent) {
+    (
+        Agent::open(&setup.home("a"), &format!("a{i}")),
+        Agent::open(&setup.home("b"), &format!("b{i}")),
+    )
+}
+
+/// Takes messages until `count` have arrived; when each arrived.
+async fn take(agent: &Agent, count: usize) -> Result<Vec<(usize, Instant)>, Error> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let messages = agent.recv(Duration::from_secs(30)).await?;
+        if messages.is_empty() {
+            return Err(format!("{} of {count} arrived within 30 s", got.len()).into());
+        }
+        let now = Instant::now();
+        for message in messages {
+            let n = message
+                .body
+                .strip_prefix('m')
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .ok_or("a message that is not the benchmark's")?;
+            got.push((n, now));
+        }
+    }
+    Ok(got)
+}
+
+async fn throughput(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let per_pair = args.messages / args.pairs;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.pairs {
+        let (sender, receiver) = agents(setup, i);
+        let payload = args.payload;
+        let window = Arc::new(Semaphore::new(args.window));
+        let to = format!("b{i}");
+        tasks.spawn(async move {
+            let receiving = tokio::spawn(async move { take(&receiver, per_pair).await });
+            let mut sent_at = vec![started; per_pair];
+            let mut sends = tokio::task::JoinSet::new();
+            for (n, at) in sent_at.iter_mut().enumerate() {
+                let permit = window.clone().acquire_owned().await?;
+                *at = Instant::now();
+                let (sender, to, body) = (sender.clone(), to.clone(), body(payload, n));
+                sends.spawn(async move {
+                    let sent = sender.send(&to, &body).await;
+                    drop(permit);
+                    sent
+                });
+                while let Some(done) = sends.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = sends.join_next().await {
+                done??;
+            }
+            let got = receiving.await??;
+            let latencies: Vec<Duration> = got
+                .iter()
+                .map(|(n, at)| at.saturating_duration_since(sent_at[*n]))
+                .collect();
+            let last = got.iter().map(|(_, at)| *at).max().unwrap_or(started);
+            Ok::<_, Error>((latencies, last))
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut last = started;
+    while let Some(done) = tasks.join_next().await {
+        let (mut pair, pair_last) = done??;
+        latencies.append(&mut pair);
+        last = last.max(pair_last);
+    }
+    let elapsed = last.duration_since(started);
+    let total = per_pair * args.pairs;
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let (p50, p99) = percentiles(&mut latencies);
+    if !args.json {
+        println!(
+            "throughput: {} pairs, window {}, {total} × {} B: {rate:.0} msg/s ({:.2} s); send→received p50 {:.2} ms, p99 {:.2} ms",
+            args.pairs,
+            args.window,
+            args.payload,
+            elapsed.as_secs_f64(),
+            ms(p50),
+            ms(p99)
+        );
+    }
+    Ok(serde_json::json!({
+        "pairs": args.pairs, "window": args.window, "messages": total, "payload": args.payload,
+        "msg_per_s": rate, "seconds": elapsed.as_secs_f64(),
+        "p50_ms": ms(p50), "p99_ms": ms(p99),
+    }))
+}
+
+async fn latency(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let (sender, receiver) = agents(setup, 0);
+    // Warm up: sessions, connections, caches.
+    for n in 0..5 {
+        sender.send("b0", &body(args.payload, n)).await?;
+        take(&receiver, 1).await?;
+    }
+    let mut samples = Vec::with_capacity(args.samples);
+    for n in 0..args.samples {
+        let receiving = {
+            let receiver = receiver.clone();
+            tokio::spawn(async move { take(&receiver, 1).await })
+        };
+        // Let the receiver's recv start waiting first.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let started = Instant::now();
+        sender.send("b0", &body(args.payload, n)).await?;
+        let got = receiving.await??;
+        let at = got.first().map_or(started, |(_, at)| *at);
+        samples.push(at.duration_since(started));
+    }
+    let (p50, p99) = percentiles(&mut samples);
+    if !args.json {
+        println!(
+            "latency: one at a time, {} × {} B: send→received p50 {:.2} ms, p99 {:.2} ms",
+            args.samples,
+            args.payload,
+            ms(p50),
+            ms(p99)
+        );
+    }
+    Ok(serde_json::json!({
+        "samples": args.samples, "payload": args.payload, "p50_ms": ms(p50), "p99_ms": ms(p99),
+    }))
+}
+
+async fn backlog(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let (sender, receiver) = agents(setup, 0);
+    setup.cli("b", &["daemon", "stop"])?;
+    let queued_at = Instant::now();
+    let mut last = None;
+    let window = Arc::new(Semaphore::new(args.window.max(1)));
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..args.messages {
+        let permit = window.clone().acquire_owned().await?;
+        let (sender, body) = (sender.clone(), body(args.payload, n));
+        sends.spawn(async move {
+            let sent = sender.send("b0", &body).await;
+            drop(permit);
+            sent
+        });
+        while let Some(done) = sends.try_join_next() {
+            last = Some(done??.id);
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        last = Some(done??.id);
+    }
+    let last = last.ok_or("nothing sent")?;
+    // Everything at the relay before the receiver comes back.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let unsent = setup.cli("a", &["--as", "a0", "--json", "daemon", "status"])?;
+        let status: serde_json::Value = serde_json::from_str(&unsent)?;
+        let queued = status.get("queued").and_then(serde_json::Value::as_u64);
+        if queued == Some(0) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = sender.state(&last.to_string()).await?.state;
+    let relayed_in = queued_at.elapsed();
+    let started = Instant::now();
+    setup.cli("b", &["daemon", "start"])?;
+    let got = take(&receiver, args.messages).await?;
+    let drained = got
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .unwrap_or(started)
+        .duration_since(started);
+    if !args.json {
+        println!(
+            "backlog: {} × {} B queued and relayed in {:.2} s (last one {state}); drained to the agent {:.2} s after its daemon started ({:.0} msg/s)",
+            args.messages,
+            args.payload,
+            relayed_in.as_secs_f64(),
+            drained.as_secs_f64(),
+            args.messages as f64 / drained.as_secs_f64()
+        );
+    }
+    Ok(serde_json::json!({
+        "messages": args.messages, "payload": args.payload,
+        "relayed_s": relayed_in.as_secs_f64(), "drain_s": drained.as_secs_f64(),
+    }))
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (at(0.50), at(0.99))
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
