@@ -240,6 +240,11 @@ impl Events {
     pub async fn recv(&mut self) -> Option<Event> {
         self.0.recv().await
     }
+
+    /// An event that is already waiting, if any (to take a burst at once).
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.0.try_recv().ok()
+    }
 }
 
 enum Command {

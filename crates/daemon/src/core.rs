@@ -5,17 +5,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::Duration;
 
 use agentwire_relay::{Relay, RelayConfig};
-use agentwire_session::{Identity, MessageId, Name, PickleKey};
+use agentwire_session::{Identity, MessageId, Name, PeerSession, PickleKey};
 use agentwire_wire::{PublicKey, RelayId};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{ApiError, ErrorCode};
+use crate::api::{ApiError, ErrorCode, internal};
+use crate::db::{Db, DbThread};
 use crate::home::Home;
 use crate::pairing::Answer;
 use crate::store::{Contact, Store};
@@ -37,12 +38,15 @@ pub(crate) struct Counters {
     pub(crate) undecryptable: AtomicU64,
 }
 
-/// Mutable state.
-pub(crate) struct State {
-    pub(crate) store: Store,
-    /// In creation order; the first is the default.
-    pub(crate) identities: Vec<(Name, Arc<StdMutex<Identity>>)>,
-}
+/// The identities of the home, in creation order (the first is the default).
+pub(crate) struct Identities(pub(crate) Vec<(Name, Arc<StdMutex<Identity>>)>);
+
+/// A contact's session as cached, behind the lock that orders its changes.
+type CachedSession = Arc<Mutex<Option<PeerSession>>>;
+
+/// One contact's session, cached: `None` until loaded from the store (or
+/// after something else replaced it there).
+pub(crate) type SessionSlot = OwnedMutexGuard<Option<PeerSession>>;
 
 /// A map behind a std mutex, for the small per-identity side tables (never
 /// held across an await).
@@ -74,7 +78,18 @@ impl<K: std::hash::Hash + Eq, V: Clone> Table<K, V> {
 pub struct Daemon {
     pub(crate) home: Home,
     pub(crate) key: PickleKey,
-    pub(crate) state: Mutex<State>,
+    /// The store, through its thread.
+    pub(crate) db: Db,
+    db_thread: StdMutex<Option<DbThread>>,
+    pub(crate) identities: RwLock<Identities>,
+    /// Held while an account changes (an identity created, a one-time key
+    /// made for an invite or used by a redemption) until its store write is
+    /// done, so such changes never interleave.
+    pub(crate) accounts: Mutex<()>,
+    /// Each contact's session, behind a lock that orders its changes: a
+    /// change (seal or open) and the queueing of its store write happen under
+    /// it, so the store receives a session's states in order.
+    sessions: StdMutex<HashMap<(Name, PublicKey), CachedSession>>,
     /// Woken whenever a message is stored or consumed.
     pub(crate) arrived: Notify,
     /// Per identity: woken when a message is queued for sending (a stored
@@ -118,6 +133,7 @@ impl Daemon {
             .read()
             .identities()
             .map_err(crate::DaemonError::Store)?;
+        let (db, db_thread) = Db::spawn(store).map_err(crate::DaemonError::Store)?;
         for (name, pickle) in stored {
             let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
             let identity = Identity::from_encrypted_pickle(name.clone(), &pickle, &key)
@@ -127,7 +143,11 @@ impl Daemon {
         Ok(Arc::new(Daemon {
             home,
             key,
-            state: Mutex::new(State { store, identities }),
+            db,
+            db_thread: StdMutex::new(Some(db_thread)),
+            identities: RwLock::new(Identities(identities)),
+            accounts: Mutex::new(()),
+            sessions: StdMutex::new(HashMap::new()),
             arrived: Notify::new(),
             queued: StdMutex::new(HashMap::new()),
             relay: Mutex::new(None),
@@ -145,7 +165,7 @@ impl Daemon {
 
     /// The relay URL: the configured one, or an in-process relay on loopback.
     pub(crate) async fn relay_url(&self) -> Result<String, ApiError> {
-        if let Some(url) = self.state.lock().await.store.read().setting("relay_url")? {
+        if let Some(url) = self.setting("relay_url").await? {
             return Ok(url);
         }
         let mut relay = self.relay.lock().await;
@@ -168,6 +188,68 @@ impl Daemon {
         Ok(url)
     }
 
+    /// A setting from the store.
+    pub(crate) async fn setting(&self, key: &'static str) -> Result<Option<String>, ApiError> {
+        Ok(self.db.run(move |tx| tx.setting(key)).await?)
+    }
+
+    /// The identities, for a moment (never held across an await).
+    pub(crate) fn identities(&self) -> std::sync::RwLockReadGuard<'_, Identities> {
+        self.identities.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The identity named, or the default one.
+    pub(crate) fn pick(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Name, Arc<StdMutex<Identity>>), ApiError> {
+        self.identities().pick(name)
+    }
+
+    /// The contact's session slot, locked: the caller changes the session
+    /// and queues its store write before letting go.
+    pub(crate) async fn session_slot(&self, name: &Name, peer: &PublicKey) -> SessionSlot {
+        let slot = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((name.clone(), *peer))
+            .or_default()
+            .clone();
+        slot.lock_owned().await
+    }
+
+    /// The session in `slot`, loaded from the store if not cached; `None`
+    /// when there is none with this contact.
+    pub(crate) async fn load_session<'a>(
+        &self,
+        slot: &'a mut SessionSlot,
+        name: &Name,
+        peer: &PublicKey,
+    ) -> Result<Option<&'a mut PeerSession>, ApiError> {
+        if slot.is_none() {
+            let (name, peer) = (name.clone(), *peer);
+            let pickle = self.db.run(move |tx| tx.session(&name, &peer)).await?;
+            if let Some(pickle) = pickle {
+                let session = PeerSession::from_encrypted_pickle(&pickle, &self.key)
+                    .map_err(|e| internal("a stored session does not load", e))?;
+                **slot = Some(session);
+            }
+        }
+        Ok(slot.as_mut())
+    }
+
+    /// A contact by petname or by a unique prefix of its key (hex).
+    pub(crate) async fn resolve_peer(
+        &self,
+        identity: &Name,
+        peer: &str,
+    ) -> Result<Contact, ApiError> {
+        let name = identity.clone();
+        let contacts = self.db.run(move |tx| tx.contacts(&name)).await?;
+        resolve_peer(&contacts, peer)
+    }
+
     /// Whether the relay runs inside this daemon.
     pub(crate) async fn has_local_relay(&self) -> bool {
         self.relay.lock().await.is_some()
@@ -185,6 +267,19 @@ impl Daemon {
         }
         if let Some(relay) = self.relay.lock().await.take() {
             relay.shutdown().await;
+        }
+        self.db.close().await;
+        let thread = self
+            .db_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .is_err()
+        {
+            tracing::error!("cannot wait for the store thread");
         }
     }
 
@@ -252,9 +347,9 @@ pub(crate) fn stopping() -> ApiError {
     ApiError::new(ErrorCode::Internal, "the daemon is stopping")
 }
 
-impl State {
+impl Identities {
     pub(crate) fn identity(&self, name: &Name) -> Option<Arc<StdMutex<Identity>>> {
-        self.identities
+        self.0
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, i)| i.clone())
@@ -266,7 +361,7 @@ impl State {
         name: Option<&str>,
     ) -> Result<(Name, Arc<StdMutex<Identity>>), ApiError> {
         match name {
-            None => self.identities.first().cloned().ok_or_else(|| {
+            None => self.0.first().cloned().ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NotInitialized,
                     "no identity in this home yet; run `agentwire init`",
@@ -275,7 +370,7 @@ impl State {
             Some(name) => {
                 let name = parse_name(name)?;
                 self.identity(&name).map(|i| (name.clone(), i)).ok_or_else(|| {
-                    let known: Vec<&str> = self.identities.iter().map(|(n, _)| n.as_str()).collect();
+                    let known: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
                     ApiError::new(
                         ErrorCode::UnknownIdentity,
                         format!("no identity named {name} in this home (have: {}); create it with `agentwire init --name {name}`", known.join(", ")),
@@ -285,57 +380,9 @@ impl State {
         }
     }
 
-    /// A contact by petname or by a unique prefix of its key (hex).
-    pub(crate) fn resolve_peer(&self, identity: &Name, peer: &str) -> Result<Contact, ApiError> {
-        let contacts = self.store.read().contacts(identity)?;
-        let prefix = peer.to_ascii_lowercase();
-        let by_key: Vec<&Contact> =
-            if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-                contacts
-                    .iter()
-                    .filter(|c| c.address.to_hex().starts_with(&prefix))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-        if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
-            // A name that looks like another contact's key must not capture
-            // messages meant for that key.
-            if by_key.iter().any(|c| c.address != contact.address) {
-                return Err(ApiError::new(
-                    ErrorCode::AmbiguousPeer,
-                    format!(
-                        "{peer:?} is both a contact's name and the start of another contact's key; use more of the key, or rename the contact"
-                    ),
-                ));
-            }
-            return Ok(contact.clone());
-        }
-        match by_key.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(ApiError::new(
-                ErrorCode::UnknownPeer,
-                format!(
-                    "no contact named {peer:?} (or with a key starting so); see `agentwire contacts`"
-                ),
-            )),
-            many => Err(ApiError::new(
-                ErrorCode::AmbiguousPeer,
-                format!(
-                    "{peer:?} matches {} contacts ({}); give more of the key or the petname",
-                    many.len(),
-                    many.iter()
-                        .map(|c| c.petname.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
-    }
-
     /// `agent`, or `agent-2`, `agent-3`, … when taken.
     pub(crate) fn free_name(&self) -> Result<Name, ApiError> {
-        let taken = |candidate: &str| self.identities.iter().any(|(n, _)| n.as_str() == candidate);
+        let taken = |candidate: &str| self.0.iter().any(|(n, _)| n.as_str() == candidate);
         let mut candidate = "agent".to_owned();
         let mut n = 2;
         while taken(&candidate) {
@@ -343,6 +390,54 @@ impl State {
             n += 1;
         }
         parse_name(&candidate)
+    }
+}
+
+/// The contact named `peer`, or whose key starts with it (hex), among
+/// `contacts`.
+fn resolve_peer(contacts: &[Contact], peer: &str) -> Result<Contact, ApiError> {
+    let prefix = peer.to_ascii_lowercase();
+    let by_key: Vec<&Contact> =
+        if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            contacts
+                .iter()
+                .filter(|c| c.address.to_hex().starts_with(&prefix))
+                .collect()
+        } else {
+            Vec::new()
+        };
+    if let Some(contact) = contacts.iter().find(|c| c.petname.as_str() == peer) {
+        // A name that looks like another contact's key must not capture
+        // messages meant for that key.
+        if by_key.iter().any(|c| c.address != contact.address) {
+            return Err(ApiError::new(
+                ErrorCode::AmbiguousPeer,
+                format!(
+                    "{peer:?} is both a contact's name and the start of another contact's key; use more of the key, or rename the contact"
+                ),
+            ));
+        }
+        return Ok(contact.clone());
+    }
+    match by_key.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::new(
+            ErrorCode::UnknownPeer,
+            format!(
+                "no contact named {peer:?} (or with a key starting so); see `agentwire contacts`"
+            ),
+        )),
+        many => Err(ApiError::new(
+            ErrorCode::AmbiguousPeer,
+            format!(
+                "{peer:?} matches {} contacts ({}); give more of the key or the petname",
+                many.len(),
+                many.iter()
+                    .map(|c| c.petname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 

@@ -9,11 +9,13 @@
 pub mod api;
 pub mod client;
 mod core;
+mod db;
 pub mod home;
 mod link;
 mod ops;
 mod pairing;
 mod receive;
+mod redeem;
 mod server;
 pub mod store;
 mod views;

@@ -3,19 +3,33 @@
 //! receive pipeline, and pushes the outbox. It owns no state of its own
 //! beyond the connection; what it learns goes into the store and the
 //! daemon's side tables.
+//!
+//! While connected, the link runs two loops: receiving (bursts of envelopes
+//! committed together, acknowledged without waiting for each answer) and the
+//! outbox pump (its own task, up to [`SEND_WINDOW`] sends in flight, the
+//! resulting states recorded in one store job per round).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex};
 
 use agentwire_api::DeliveryState;
-use agentwire_client::{ClientConfig, Event, RelayClient};
+use agentwire_client::{ClientConfig, ClientError, Event, Events, RelayClient};
 use agentwire_session::{Identity, MessageId, Name};
-use agentwire_wire::{PublicKey, Signature};
+use agentwire_wire::{EnvelopeId, PublicKey, Signature};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, ErrorCode};
 use crate::core::{Daemon, now_ms};
 
 /// Outgoing messages read from the store per round.
-const OUTBOX_BATCH: usize = 64;
+const OUTBOX_BATCH: usize = 256;
+/// Sends in flight to the relay per identity (under the relay's limit of
+/// pending requests per connection, and under the receiver's tolerance for
+/// messages of one session arriving out of order).
+const SEND_WINDOW: usize = 32;
+/// Envelopes taken from the relay and committed together, at most.
+const RECEIVE_BURST: usize = 256;
 /// How often a link retries messages the relay did not accept yet.
 const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -41,10 +55,7 @@ impl agentwire_client::Signer for IdentitySigner {
 impl Daemon {
     /// Starts a link for every identity.
     pub async fn start_links(self: &Arc<Self>) {
-        let names: Vec<Name> = {
-            let state = self.state.lock().await;
-            state.identities.iter().map(|(n, _)| n.clone()).collect()
-        };
+        let names: Vec<Name> = self.identities().0.iter().map(|(n, _)| n.clone()).collect();
         for name in names {
             self.start_link(name);
         }
@@ -59,13 +70,12 @@ impl Daemon {
     /// Keeps one identity's relay connection: stores what arrives, pushes
     /// what is queued.
     async fn link(self: Arc<Self>, name: Name) {
-        let queued = self.outbox_waker(&name);
         let mut attempt = 0u32;
         loop {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            let (client, mut events) = match self.connect(&name).await {
+            let (client, events) = match self.connect(&name).await {
                 Ok(connected) => connected,
                 Err(error) => {
                     self.link_errors.set(name.clone(), error.message.clone());
@@ -81,67 +91,120 @@ impl Daemon {
             attempt = 0;
             self.link_errors.take(&name);
             tracing::info!(identity = %name, "connected to the relay");
-            self.push_outbox(&name, &client).await;
-            let mut retry = tokio::time::interval(OUTBOX_RETRY);
-            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = self.shutdown.cancelled() => return,
-                    _ = retry.tick() => self.push_outbox(&name, &client).await,
-                    event = events.recv() => match event {
-                        Some(Event::Envelope(envelope)) => {
-                            let id = envelope.id;
-                            if self.receive(&name, envelope.from, envelope.id, &envelope.payload).await
-                                && let Err(error) = client.ack(id).await
-                            {
-                                tracing::info!(identity = %name, %error, "an ack did not reach the relay; it will deliver again");
-                            }
-                        }
-                        Some(Event::Connected { relay_id, .. }) => {
-                            self.relay_ids.set(name.clone(), relay_id);
-                            self.link_errors.take(&name);
-                            self.pairing.notify_waiters();
-                            self.push_outbox(&name, &client).await;
-                        }
-                        Some(Event::Expired { id, to, .. }) => {
-                            self.expired(&name, &client, id, to).await;
-                        }
-                        Some(Event::Disconnected { reason }) => {
-                            tracing::warn!(identity = %name, %reason, "lost the relay; reconnecting");
-                            self.relay_ids.take(&name);
-                            self.link_errors.set(name.clone(), format!("reconnecting: {reason}"));
-                        }
-                        Some(Event::Stopped { reason }) => {
-                            tracing::error!(identity = %name, %reason, "the relay refused this identity");
-                            self.link_errors.set(name.clone(), reason.to_string());
-                            break;
-                        }
-                        None => break,
-                    },
-                    () = queued.notified() => self.push_outbox(&name, &client).await,
+            // The pump lives as long as this connection.
+            let connection = self.shutdown.child_token();
+            let pump = {
+                let (daemon, name, client) = (self.clone(), name.clone(), client.clone());
+                let stop = connection.clone();
+                self.tasks
+                    .spawn(async move { daemon.pump(&name, &client, stop).await })
+            };
+            self.serve_link(&name, &client, events).await;
+            connection.cancel();
+            if pump.await.is_err() {
+                tracing::error!(identity = %name, "the outbox pump failed");
+            }
+        }
+    }
+
+    /// Handles one connection's events until the client stops or the daemon
+    /// does.
+    async fn serve_link(&self, name: &Name, client: &RelayClient, mut events: Events) {
+        let mut acks = FuturesUnordered::new();
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                Some((id, acked)) = acks.next(), if !acks.is_empty() => {
+                    if let Err(error) = acked {
+                        tracing::info!(identity = %name, %error, envelope = ?id, "an ack did not reach the relay; it will deliver again");
+                    }
+                    continue;
                 }
+                event = events.recv() => event,
+            };
+            let Some(event) = event else { return };
+            // A burst: this envelope and those already waiting behind it.
+            let mut burst = Vec::new();
+            let mut next = Some(event);
+            while let Some(event) = next.take() {
+                match event {
+                    Event::Envelope(envelope) => {
+                        burst.push(envelope);
+                        if burst.len() < RECEIVE_BURST {
+                            next = events.try_recv();
+                        }
+                    }
+                    other => {
+                        for id in self.take_burst(name, &mut burst).await {
+                            acks.push(ack(client.clone(), id));
+                        }
+                        if !self.on_event(name, client, other).await {
+                            return;
+                        }
+                        next = events.try_recv();
+                    }
+                }
+            }
+            for id in self.take_burst(name, &mut burst).await {
+                acks.push(ack(client.clone(), id));
+            }
+        }
+    }
+
+    /// Stores a burst; the envelopes to acknowledge (the event loop sends
+    /// the acks and takes their answers as they come).
+    async fn take_burst(
+        &self,
+        name: &Name,
+        burst: &mut Vec<agentwire_client::Envelope>,
+    ) -> Vec<EnvelopeId> {
+        if burst.is_empty() {
+            return Vec::new();
+        }
+        self.receive(name, std::mem::take(burst)).await
+    }
+
+    /// Handles an event other than an envelope; false when the link must
+    /// reconnect from scratch.
+    async fn on_event(&self, name: &Name, client: &RelayClient, event: Event) -> bool {
+        match event {
+            Event::Envelope(_) => true,
+            Event::Connected { relay_id, .. } => {
+                self.relay_ids.set(name.clone(), relay_id);
+                self.link_errors.take(name);
+                self.pairing.notify_waiters();
+                self.outbox_waker(name).notify_one();
+                true
+            }
+            Event::Expired { id, to, .. } => {
+                self.expired(name, client, id, to).await;
+                true
+            }
+            Event::Disconnected { reason } => {
+                tracing::warn!(identity = %name, %reason, "lost the relay; reconnecting");
+                self.relay_ids.take(name);
+                self.link_errors
+                    .set(name.clone(), format!("reconnecting: {reason}"));
+                true
+            }
+            Event::Stopped { reason } => {
+                tracing::error!(identity = %name, %reason, "the relay refused this identity");
+                self.link_errors.set(name.clone(), reason.to_string());
+                false
             }
         }
     }
 
     /// The relay gave up on one of our messages: record it, then stop
     /// hearing about it.
-    async fn expired(
-        &self,
-        name: &Name,
-        client: &RelayClient,
-        id: agentwire_wire::EnvelopeId,
-        to: PublicKey,
-    ) {
+    async fn expired(&self, name: &Name, client: &RelayClient, id: EnvelopeId, to: PublicKey) {
         let message_id = MessageId::from_bytes(*id.as_bytes());
-        let recorded = {
-            let state = self.state.lock().await;
-            state
-                .store
-                .read()
-                .advance(name, &message_id, None, DeliveryState::Expired, now_ms())
-        };
+        let owner = name.clone();
+        let recorded = self
+            .db
+            .run(move |tx| tx.advance(&owner, &message_id, None, DeliveryState::Expired, now_ms()))
+            .await;
         match recorded {
             Ok(_) => {
                 self.states.notify_waiters();
@@ -153,20 +216,15 @@ impl Daemon {
         }
     }
 
-    async fn connect(
-        &self,
-        name: &Name,
-    ) -> Result<(RelayClient, agentwire_client::Events), ApiError> {
+    async fn connect(&self, name: &Name) -> Result<(RelayClient, Events), ApiError> {
         let url = self.relay_url().await?;
-        let (signer, token) = {
-            let state = self.state.lock().await;
-            let identity = state
-                .identity(name)
-                .ok_or_else(|| ApiError::new(ErrorCode::UnknownIdentity, "identity removed"))?;
-            let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
-            let token = state.store.read().setting("relay_token")?;
-            (IdentitySigner { identity, address }, token)
-        };
+        let identity = self
+            .identities()
+            .identity(name)
+            .ok_or_else(|| ApiError::new(ErrorCode::UnknownIdentity, "identity removed"))?;
+        let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+        let token = self.setting("relay_token").await?;
+        let signer = IdentitySigner { identity, address };
         let mut config = ClientConfig::new(url);
         config.access_token = token.map(String::into_bytes);
         RelayClient::connect(config, Arc::new(signer))
@@ -174,26 +232,45 @@ impl Daemon {
             .map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
     }
 
-    /// Sends what is queued for `name`, oldest first, until the outbox is
-    /// empty or the relay refuses (then the next wake-up retries).
+    /// The outbox pump of one connection: pushes when something is queued,
+    /// and retries what the relay declined every [`OUTBOX_RETRY`].
+    async fn pump(&self, name: &Name, client: &RelayClient, stop: CancellationToken) {
+        let queued = self.outbox_waker(name);
+        let mut retry = tokio::time::interval(OUTBOX_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = queued.notified() => {}
+                _ = retry.tick() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.push_outbox(name, client) => {}
+            }
+        }
+    }
+
+    /// Sends what is queued for `name`, oldest first, [`SEND_WINDOW`] at a
+    /// time, until the outbox is empty or the relay declines (then the next
+    /// wake-up retries). One store job per round records the new states.
     async fn push_outbox(&self, name: &Name, client: &RelayClient) {
         // Pages forward through the outbox, so that a recipient the relay
         // declines for now cannot keep everyone else's messages waiting.
         let mut after: Option<MessageId> = None;
-        let mut blocked: std::collections::HashSet<PublicKey> = std::collections::HashSet::new();
+        let mut blocked: HashSet<PublicKey> = HashSet::new();
         loop {
-            let batch = {
-                let state = self.state.lock().await;
-                match state
-                    .store
-                    .read()
-                    .outbox(name, after.as_ref(), OUTBOX_BATCH)
-                {
-                    Ok(batch) => batch,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot read the outbox");
-                        return;
-                    }
+            let owner = name.clone();
+            let batch = match self
+                .db
+                .run(move |tx| tx.outbox(&owner, after.as_ref(), OUTBOX_BATCH))
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the outbox");
+                    return;
                 }
             };
             if batch.is_empty() {
@@ -203,43 +280,85 @@ impl Daemon {
                 return;
             }
             after = batch.last().map(|outgoing| outgoing.id);
-            for outgoing in batch {
-                // Per recipient, messages go out in order: once one waits,
-                // the later ones to the same recipient wait too.
-                if blocked.contains(&outgoing.peer) {
-                    continue;
+            let mut in_flight = FuturesUnordered::new();
+            let mut states = Vec::new();
+            let mut disconnected = false;
+            let mut outgoing = batch.into_iter();
+            loop {
+                while in_flight.len() < SEND_WINDOW && !disconnected {
+                    let Some(next) = outgoing.next() else { break };
+                    // Per recipient, messages wait behind one the relay
+                    // declined for now.
+                    if blocked.contains(&next.peer) {
+                        continue;
+                    }
+                    in_flight.push(send(client.clone(), next));
                 }
-                let envelope_id = agentwire_wire::EnvelopeId::from_bytes(*outgoing.id.as_bytes());
-                let state_after = match client
-                    .send(outgoing.peer, envelope_id, outgoing.payload)
-                    .await
-                {
-                    Ok(()) => DeliveryState::Relayed,
+                let Some((id, peer, sent)) = in_flight.next().await else {
+                    break;
+                };
+                match sent {
+                    Ok(()) => states.push((id, DeliveryState::Relayed)),
                     Err(error) if error.code().is_some_and(|c| !c.is_transient()) => {
                         tracing::warn!(%error, "the relay refused a message for good");
-                        DeliveryState::Failed
+                        states.push((id, DeliveryState::Failed));
                     }
-                    Err(agentwire_client::ClientError::Disconnected) => return,
+                    Err(ClientError::Disconnected) => disconnected = true,
                     Err(error) => {
                         tracing::info!(%error, "the relay did not accept a message yet; will retry");
                         self.outbox_errors.set(name.clone(), error.to_string());
-                        blocked.insert(outgoing.peer);
-                        continue;
-                    }
-                };
-                let state = self.state.lock().await;
-                match state
-                    .store
-                    .read()
-                    .advance(name, &outgoing.id, None, state_after, now_ms())
-                {
-                    Ok(_) => self.states.notify_waiters(),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot record a message's state");
-                        return;
+                        blocked.insert(peer);
                     }
                 }
             }
+            if !self.record_states(name, states).await || disconnected {
+                return;
+            }
         }
     }
+
+    /// Records the outcome of a round of sends in one store job.
+    async fn record_states(&self, name: &Name, states: Vec<(MessageId, DeliveryState)>) -> bool {
+        if states.is_empty() {
+            return true;
+        }
+        let owner = name.clone();
+        let now = now_ms();
+        let recorded = self
+            .db
+            .run(move |tx| {
+                for (id, state) in &states {
+                    tx.advance(&owner, id, None, *state, now)?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .await;
+        match recorded {
+            Ok(()) => {
+                self.states.notify_waiters();
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot record messages' states");
+                false
+            }
+        }
+    }
+}
+
+/// One send to the relay, with what it was.
+async fn send(
+    client: RelayClient,
+    outgoing: crate::store::Outgoing,
+) -> (MessageId, PublicKey, Result<(), ClientError>) {
+    let envelope_id = EnvelopeId::from_bytes(*outgoing.id.as_bytes());
+    let sent = client
+        .send(outgoing.peer, envelope_id, outgoing.payload)
+        .await;
+    (outgoing.id, outgoing.peer, sent)
+}
+
+/// One ack to the relay, with what it was for.
+async fn ack(client: RelayClient, id: EnvelopeId) -> (EnvelopeId, Result<(), ClientError>) {
+    (id, client.ack(id).await)
 }

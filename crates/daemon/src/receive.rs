@@ -1,207 +1,324 @@
-//! The receive pipeline: what a link hands over for an identity. An envelope
-//! from a contact is opened with that contact's session and stored together
-//! with the new session state and a `delivered` receipt, in one transaction;
-//! receipts move our sent messages forward; a first message from a
-//! non-contact is either the redemption of one of our invites or dropped.
-//! The relay's envelope is acknowledged only once what it carried is
-//! committed (or is dropped for good).
+//! The receive pipeline: what a link hands over for an identity, a burst of
+//! envelopes at a time. Envelopes from contacts are opened with their
+//! sessions and committed together — messages, the new session states, and
+//! one `delivered` receipt per sender for the whole burst — in one store
+//! job; receipts move our sent messages forward. A first message from a
+//! non-contact is the redemption of one of our invites or is dropped
+//! (`redeem.rs`). The caller acknowledges to the relay exactly the envelopes
+//! returned, once committed.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex as StdMutex};
 
-use agentwire_api::{ContactState, DeliveryState, Via};
-use agentwire_session::{
-    Identity, Kind, MessageId, Name, PeerSession, Plaintext, Redeem, prekey_identity_key,
-    prekey_one_time_key,
-};
-use agentwire_wire::PublicKey;
+use agentwire_api::DeliveryState;
+use agentwire_client::Envelope;
+use agentwire_session::{Kind, MessageId, Name, PeerSession, Plaintext, prekey_one_time_key};
+use agentwire_wire::{EnvelopeId, PublicKey};
 
-use crate::core::{Daemon, State, now_ms};
+use crate::api::ApiError;
+use crate::core::{Daemon, SessionSlot, now_ms};
 use crate::pairing::{self, Answer};
 use crate::store::{Contact, Direction, StoreError, StoredMessage, Tx};
 
+/// What one envelope from a contact changes, decided before the store job.
+enum Effect {
+    /// A message for the agent.
+    Store(StoredMessage),
+    /// A receipt for our sent messages.
+    Receipt(MessageId, agentwire_session::Receipt),
+    /// A control message with nothing to show; remembered as seen.
+    Seen(MessageId, Kind),
+}
+
 impl Daemon {
-    /// Handles one envelope for `name`. Returns whether to acknowledge it
-    /// (it is stored, a duplicate, or dropped for good).
-    pub(crate) async fn receive(
+    /// Handles a burst of envelopes for `name`; returns the ids to
+    /// acknowledge (stored, duplicates, or dropped for good). An envelope
+    /// whose handling failed is not acknowledged: the relay delivers it again.
+    pub(crate) async fn receive(&self, name: &Name, envelopes: Vec<Envelope>) -> Vec<EnvelopeId> {
+        match self.receive_burst(name, envelopes).await {
+            Ok(acks) => acks,
+            Err(error) => {
+                tracing::error!(identity = %name, %error, "cannot store what arrived; the relay keeps it");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn receive_burst(
         &self,
         name: &Name,
-        from: PublicKey,
-        id: agentwire_wire::EnvelopeId,
-        payload: &[u8],
-    ) -> bool {
-        let mut state = self.state.lock().await;
-        let Some(identity) = state.identity(name) else {
-            return false;
-        };
-        let contact = match state.store.read().contact(name, &from) {
-            Ok(contact) => contact,
-            Err(error) => {
-                tracing::error!(%error, "cannot read contacts");
-                return false;
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<EnvelopeId>, ApiError> {
+        let ids: Vec<[u8; 16]> = envelopes.iter().map(|e| *e.id.as_bytes()).collect();
+        let owner = name.clone();
+        let (contacts, known) = self
+            .db
+            .run(move |tx| {
+                let contacts: HashMap<PublicKey, Contact> = tx
+                    .contacts(&owner)?
+                    .into_iter()
+                    .map(|c| (c.address, c))
+                    .collect();
+                let mut known = HashSet::new();
+                for id in ids {
+                    if tx.has_message(&owner, &id)? {
+                        known.insert(id);
+                    }
+                }
+                Ok::<_, StoreError>((contacts, known))
+            })
+            .await?;
+        let mut acks = Vec::new();
+        // Messages from contacts are taken in segments; pairing envelopes
+        // (rare, and they change the account) alone, in order between them.
+        let mut segment = Vec::new();
+        for envelope in envelopes {
+            let contact = contacts.get(&envelope.from);
+            // Redelivered after it was stored (the ack was lost): ack again,
+            // no second copy.
+            if contact.is_some() && known.contains(envelope.id.as_bytes()) {
+                acks.push(envelope.id);
+                continue;
             }
-        };
-        // Redelivered after it was stored (the ack was lost): ack again, no
-        // second copy.
-        if contact.is_some() && has_message(&state, name, &id) {
-            return true;
-        }
-        let Some(contact) = contact else {
-            return self.redeem(&mut state, name, &identity, from, payload);
-        };
-        if payload.first() == Some(&pairing::NOTICE_TAG) {
-            return self.answered(&mut state, name, &identity, &contact, payload);
-        }
-        let stored_session = match state.store.read().session(name, &from) {
-            Ok(session) => session,
-            Err(error) => {
-                tracing::error!(%error, "cannot read a session");
-                return false;
+            match contact {
+                Some(contact) if envelope.payload.first() != Some(&pairing::NOTICE_TAG) => {
+                    segment.push((contact, envelope));
+                }
+                Some(contact) => {
+                    acks.extend(self.segment(name, std::mem::take(&mut segment)).await?);
+                    if self.answered(name, contact, &envelope.payload).await {
+                        acks.push(envelope.id);
+                    }
+                }
+                None => {
+                    acks.extend(self.segment(name, std::mem::take(&mut segment)).await?);
+                    if self.redeem(name, &envelope).await {
+                        acks.push(envelope.id);
+                    }
+                }
             }
+        }
+        acks.extend(self.segment(name, segment).await?);
+        Ok(acks)
+    }
+
+    /// Opens and commits envelopes from contacts together. The senders'
+    /// session locks are taken up front in key order (as everywhere several
+    /// are held), so no two holders can wait on each other.
+    async fn segment(
+        &self,
+        name: &Name,
+        segment: Vec<(&Contact, Envelope)>,
+    ) -> Result<Vec<EnvelopeId>, ApiError> {
+        if segment.is_empty() {
+            return Ok(Vec::new());
+        }
+        let senders: std::collections::BTreeSet<PublicKey> =
+            segment.iter().map(|(_, e)| e.from).collect();
+        let mut burst = Burst::default();
+        for sender in senders {
+            let slot = self.session_slot(name, &sender).await;
+            burst.slots.insert(sender, slot);
+        }
+        let mut acks = Vec::new();
+        for (contact, envelope) in segment {
+            if self
+                .open_envelope(name, &mut burst, contact, &envelope)
+                .await?
+            {
+                burst.acks.push(envelope.id);
+            } else {
+                acks.push(envelope.id);
+            }
+        }
+        acks.extend(self.commit(name, burst).await?);
+        Ok(acks)
+    }
+
+    /// Opens one envelope from `contact` into `burst`; false when it was
+    /// dropped (does not open, or refused), which is acknowledged at once.
+    async fn open_envelope(
+        &self,
+        name: &Name,
+        burst: &mut Burst,
+        contact: &Contact,
+        envelope: &Envelope,
+    ) -> Result<bool, ApiError> {
+        let from = envelope.from;
+        let Some(slot) = burst.slots.get_mut(&from) else {
+            return Ok(false);
         };
-        let session = stored_session.and_then(|pickle| {
-            PeerSession::from_encrypted_pickle(&pickle, &self.key)
-                .inspect_err(|error| tracing::error!(identity = %name, %error, "a stored session does not load"))
-                .ok()
-        });
         // The sender is whoever owns the session that opens the payload: only
         // the session set up with this contact is tried. A contact never
         // starts a second session by itself.
-        let opened = session.map(|mut session| session.open(payload).map(|p| (session, p)));
-        let (session, plaintext) = match opened {
-            Some(Ok(opened)) => opened,
-            _ => {
-                // A redemption of one of our invites by someone who already
-                // is a contact (e.g. both sides accepted each other's
-                // invites): refused, so that no second session replaces the
-                // first.
-                if let Some(one_time_key) = prekey_one_time_key(payload)
-                    && let Ok(Some(record)) = state.store.read().invite_by_key(name, &one_time_key)
-                    && record.spent_by.is_none()
-                {
+        let opened = match self.load_session(slot, name, &from).await? {
+            Some(session) => session.open(&envelope.payload).ok(),
+            None => None,
+        };
+        let Some(plaintext) = opened else {
+            // A redemption of one of our invites by someone who already is a
+            // contact (e.g. both accepted each other's invites): refused, so
+            // that no second session replaces the first.
+            if let Some(one_time_key) = prekey_one_time_key(&envelope.payload) {
+                let owner = name.clone();
+                let record = self
+                    .db
+                    .run(move |tx| tx.invite_by_key(&owner, &one_time_key))
+                    .await?;
+                if record.is_some_and(|r| r.spent_by.is_none()) {
                     let notice = {
+                        let (_, identity) = self.pick(Some(name.as_str()))?;
                         let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
                         pairing::notice(&guard, &one_time_key, &from, Answer::AlreadyContact)
                     };
-                    return self.queue_notice(&mut state, name, from, notice);
+                    if self.queue_notice(name, from, notice).await {
+                        return Ok(false);
+                    }
+                    return Err(crate::api::internal(
+                        "cannot queue a pairing answer",
+                        "the store refused it",
+                    ));
                 }
-                tracing::info!(identity = %name, from = %from.short_id(), "dropped an undecryptable message");
-                self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
-                return true;
             }
+            tracing::info!(identity = %name, from = %from.short_id(), via = %contact.petname, "dropped an undecryptable message");
+            self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
         };
-        if plaintext.id.as_bytes() != id.as_bytes() {
+        if plaintext.id.as_bytes() != envelope.id.as_bytes() {
             tracing::info!(identity = %name, from = %from.short_id(), "dropped a message whose id does not match its envelope");
             self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
-            return true;
+            // The session moved on; its new state is kept with the burst.
+            burst.touched.insert(from);
+            return Ok(false);
         }
-        let mut session = session;
+        burst.touched.insert(from);
         let now = now_ms();
-        let (plaintext_id, plaintext_kind) = (plaintext.id, plaintext.kind);
-        // What this message changes, decided before the transaction.
-        enum Effect {
-            Store(StoredMessage, Option<(MessageId, Vec<u8>)>),
-            Receipt(agentwire_session::Receipt),
-            Nothing,
-        }
         let effect = match plaintext.kind {
             Kind::Receipt => match agentwire_session::Receipt::decode(&plaintext.body) {
-                Ok(receipt) => Effect::Receipt(receipt),
-                Err(_) => Effect::Nothing,
+                Ok(receipt) => Effect::Receipt(plaintext.id, receipt),
+                Err(error) => {
+                    tracing::info!(identity = %name, from = %from.short_id(), %error, "a receipt that does not decode");
+                    Effect::Seen(plaintext.id, Kind::Receipt)
+                }
             },
             // A redemption-kind message from a contact carries nothing to show.
-            Kind::Redeem => Effect::Nothing,
-            _ => {
-                // The sender learns "delivered" by an encrypted receipt,
-                // queued in the same transaction as the message itself.
-                let receipt = seal_receipt(
-                    &mut session,
-                    agentwire_session::ReceiptState::Delivered,
-                    vec![plaintext.id],
-                    now,
-                );
-                Effect::Store(
-                    StoredMessage {
-                        id: plaintext.id,
-                        direction: Direction::In,
-                        peer: from,
-                        kind: plaintext.kind,
-                        priority: plaintext.priority,
-                        reply_to: plaintext.reply_to,
-                        thread: plaintext.thread,
-                        sent_at_ms: plaintext.sent_at_ms,
-                        stored_at_ms: now,
-                        body: plaintext.body,
-                        state: DeliveryState::Delivered,
-                    },
-                    receipt,
-                )
-            }
+            Kind::Redeem => Effect::Seen(plaintext.id, Kind::Redeem),
+            _ => Effect::Store(incoming(from, plaintext, now)),
         };
-        let session_pickle = session.to_encrypted_pickle(&self.key);
-        let stored = state.store.write(|tx| {
-            tx.save_session(name, &from, &session_pickle)?;
-            match &effect {
-                Effect::Store(message, receipt) => {
-                    if tx.insert_message(name, message, None)?
-                        && let Some((receipt_id, payload)) = receipt
-                    {
-                        insert_receipt(tx, name, from, *receipt_id, payload, now)?;
-                    }
-                }
-                Effect::Receipt(receipt) => {
-                    tx.insert_seen(name, &plaintext_id, &from, Kind::Receipt, now)?;
-                    let state = match receipt.state {
-                        agentwire_session::ReceiptState::Delivered => DeliveryState::Delivered,
-                        agentwire_session::ReceiptState::Read => DeliveryState::Read,
-                    };
-                    for id in &receipt.ids {
-                        tx.advance(name, id, Some(&from), state, now)?;
-                    }
-                }
-                Effect::Nothing => {
-                    tx.insert_seen(name, &plaintext_id, &from, plaintext_kind, now)?;
+        burst.effects.push((from, effect));
+        Ok(true)
+    }
+
+    /// Commits a burst in one store job: session states, messages, one
+    /// delivered receipt per sender, receipts applied. Returns the ids to
+    /// acknowledge once committed.
+    async fn commit(&self, name: &Name, mut burst: Burst) -> Result<Vec<EnvelopeId>, ApiError> {
+        if burst.touched.is_empty() {
+            return Ok(burst.acks);
+        }
+        let now = now_ms();
+        // The sender learns "delivered" by an encrypted receipt, sealed now
+        // and queued in the same job as the messages themselves.
+        let mut delivered: BTreeMap<PublicKey, Vec<MessageId>> = BTreeMap::new();
+        for (from, effect) in &burst.effects {
+            if let Effect::Store(message) = effect {
+                delivered.entry(*from).or_default().push(message.id);
+            }
+        }
+        let mut receipts = Vec::new();
+        let mut pickles = Vec::new();
+        for from in &burst.touched {
+            let Some(session) = burst.slots.get_mut(from).and_then(|slot| slot.as_mut()) else {
+                continue;
+            };
+            let ids = delivered.remove(from).unwrap_or_default();
+            for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
+                let receipt = agentwire_session::ReceiptState::Delivered;
+                if let Some(sealed) = seal_receipt(session, receipt, chunk.to_vec(), now) {
+                    receipts.push((*from, sealed));
                 }
             }
-            Ok::<_, StoreError>(())
-        });
-        drop(state);
-        match stored {
-            Ok(()) => {
-                match effect {
-                    Effect::Store(..) => {
-                        self.arrived.notify_waiters();
-                        self.outbox_waker(name).notify_one();
-                        self.touch_notify_file(name).await;
-                    }
-                    Effect::Receipt(_) => self.states.notify_waiters(),
-                    Effect::Nothing => {}
+            pickles.push((*from, session.to_encrypted_pickle(&self.key)));
+        }
+        let owner = name.clone();
+        let effects = std::mem::take(&mut burst.effects);
+        let queued_receipts = !receipts.is_empty();
+        let pending = self
+            .db
+            .queue(move |tx| {
+                let mut stored = false;
+                let mut receipt_applied = false;
+                for (from, pickle) in &pickles {
+                    tx.save_session(&owner, from, pickle)?;
                 }
-                true
+                for (from, effect) in &effects {
+                    match effect {
+                        Effect::Store(message) => {
+                            stored |= tx.insert_message(&owner, message, None)?
+                        }
+                        Effect::Receipt(id, receipt) => {
+                            tx.insert_seen(&owner, id, from, Kind::Receipt, now)?;
+                            let state = match receipt.state {
+                                agentwire_session::ReceiptState::Delivered => {
+                                    DeliveryState::Delivered
+                                }
+                                agentwire_session::ReceiptState::Read => DeliveryState::Read,
+                            };
+                            for id in &receipt.ids {
+                                receipt_applied |=
+                                    tx.advance(&owner, id, Some(from), state, now)?;
+                            }
+                        }
+                        Effect::Seen(id, kind) => tx.insert_seen(&owner, id, from, *kind, now)?,
+                    }
+                }
+                for (to, (id, payload)) in &receipts {
+                    insert_receipt(tx, &owner, *to, *id, payload, now)?;
+                }
+                let unread = if stored {
+                    Some(tx.unread_count(&owner)?)
+                } else {
+                    None
+                };
+                Ok::<_, StoreError>((unread, receipt_applied))
+            })
+            .await;
+        // The session locks are held until the commit: a failed job must not
+        // leave a cached session ahead of the store for someone else to use.
+        let committed = match pending {
+            Ok(pending) => pending.committed().await,
+            Err(error) => Err(error),
+        };
+        match committed {
+            Ok((unread, receipt_applied)) => {
+                drop(burst.slots);
+                if receipt_applied {
+                    self.states.notify_waiters();
+                }
+                if let Some(unread) = unread {
+                    self.arrived.notify_waiters();
+                    self.outbox_waker(name).notify_one();
+                    self.write_notify_file(name, unread);
+                } else if queued_receipts {
+                    self.outbox_waker(name).notify_one();
+                }
+                Ok(burst.acks)
             }
             Err(error) => {
-                // Nothing committed; the stored session is still the one
-                // before this message, so the redelivery decrypts.
-                tracing::error!(%error, "cannot store a message; it stays at the relay");
-                false
+                // Nothing committed: the cached sessions moved on past what
+                // is stored, so forget them; the relay delivers again and the
+                // stored sessions open it.
+                for slot in burst.slots.values_mut() {
+                    **slot = None;
+                }
+                Err(error.into())
             }
         }
     }
 
     /// Writes the unread count to the identity's notify file (atomically:
     /// written aside, then renamed), so that file watchers see each arrival.
-    async fn touch_notify_file(&self, name: &Name) {
-        let unread = {
-            let state = self.state.lock().await;
-            state.store.read().unread_count(name)
-        };
-        let unread = match unread {
-            Ok(unread) => unread,
-            Err(error) => {
-                tracing::warn!(%error, "cannot count unread messages for the notify file");
-                return;
-            }
-        };
+    fn write_notify_file(&self, name: &Name, unread: u64) {
         let path = self.home.notify_file(name);
         let written = (|| -> std::io::Result<()> {
             use std::io::Write;
@@ -225,214 +342,34 @@ impl Daemon {
             tracing::warn!(%error, "cannot update the notify file");
         }
     }
-
-    /// Replaces the in-memory account with the stored one, after a change to
-    /// it (a one-time key consumed) was not committed.
-    fn reload_identity(&self, state: &State, name: &Name, identity: &Arc<StdMutex<Identity>>) {
-        let stored = state.store.read().identities().map(|all| {
-            all.into_iter()
-                .find(|(n, _)| n == name.as_str())
-                .map(|(_, pickle)| pickle)
-        });
-        let restored = match stored {
-            Ok(Some(pickle)) => Identity::from_encrypted_pickle(name.clone(), &pickle, &self.key)
-                .map_err(|e| e.to_string()),
-            Ok(None) => Err("it is not in the store".to_owned()),
-            Err(error) => Err(error.to_string()),
-        };
-        match restored {
-            Ok(restored) => *identity.lock().unwrap_or_else(|e| e.into_inner()) = restored,
-            Err(error) => {
-                tracing::error!(identity = %name, %error, "cannot reload an identity from the store")
-            }
-        }
-    }
-
-    /// A first message from a non-contact: the redemption of one of our
-    /// invites, or dropped (and counted) — never shown to an agent.
-    fn redeem(
-        &self,
-        state: &mut State,
-        name: &Name,
-        identity: &Arc<StdMutex<Identity>>,
-        from: PublicKey,
-        payload: &[u8],
-    ) -> bool {
-        let drop_it = |_: &mut State, why: &str| {
-            tracing::info!(identity = %name, from = %from.short_id(), why, "dropped a message from a non-contact");
-            self.counters.non_contact.fetch_add(1, Ordering::Relaxed);
-            true
-        };
-        let (Some(one_time_key), Some(their_curve)) =
-            (prekey_one_time_key(payload), prekey_identity_key(payload))
-        else {
-            return drop_it(state, "not a first message");
-        };
-        let record = match state.store.read().invite_by_key(name, &one_time_key) {
-            Ok(Some(record)) => record,
-            Ok(None) => return drop_it(state, "no invite of ours"),
-            Err(error) => {
-                tracing::error!(%error, "cannot read invites");
-                return false;
-            }
-        };
-        if record.spent_by == Some(from) {
-            // A redelivery of the redemption we accepted; our answer is queued.
-            return true;
-        }
-        let refusal = if record.spent_by.is_some() {
-            Some(Answer::Spent)
-        } else if now_ms() >= record.expires_at_ms {
-            Some(Answer::Expired)
-        } else {
-            None
-        };
-        if let Some(answer) = refusal {
-            let notice = {
-                let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
-                pairing::notice(&guard, &one_time_key, &from, answer)
-            };
-            tracing::info!(identity = %name, from = %from.short_id(), ?answer, "refused a redemption");
-            return self.queue_notice(state, name, from, notice);
-        }
-        let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
-        let Ok((session, first)) = guard.accept_session(their_curve, payload) else {
-            drop(guard);
-            return drop_it(state, "redemption does not decrypt");
-        };
-        let redeem = match (first.kind, Redeem::decode(&first.body)) {
-            (Kind::Redeem, Ok(redeem)) => redeem,
-            _ => {
-                drop(guard);
-                // The one-time key stays for the real redemption.
-                self.reload_identity(state, name, identity);
-                return drop_it(state, "first message is not a redemption");
-            }
-        };
-        if redeem.acceptor != from
-            || !redeem.verify(&guard.address(), &their_curve)
-            || redeem.secret.as_bytes() != &record.secret
-        {
-            drop(guard);
-            self.reload_identity(state, name, identity);
-            return drop_it(state, "redemption does not prove the invite");
-        }
-        let notice = pairing::notice(&guard, &one_time_key, &from, Answer::Accepted);
-        let identity_pickle = guard.to_encrypted_pickle(&self.key);
-        let address = guard.address();
-        drop(guard);
-        let now = now_ms();
-        let session_pickle = session.to_encrypted_pickle(&self.key);
-        let stored = state.store.write(|tx| {
-            let petname = tx.free_petname(name, &redeem.acceptor_name)?;
-            tx.add_contact(
-                name,
-                &Contact {
-                    address: from,
-                    curve25519: their_curve,
-                    petname,
-                    via: Via::Invited,
-                    state: ContactState::Active,
-                    invite_key: None,
-                    created_at_ms: now,
-                },
-            )?;
-            tx.save_session(name, &from, &session_pickle)?;
-            tx.save_identity(name, &address, &identity_pickle, now)?;
-            tx.spend_invite(name, &one_time_key, &from, now)?;
-            insert_notice(tx, name, from, &notice, now)?;
-            Ok::<_, StoreError>(())
-        });
-        match stored {
-            Ok(()) => {
-                tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact");
-                self.outbox_waker(name).notify_one();
-                true
-            }
-            Err(error) => {
-                // The account in memory consumed the one-time key; reload it
-                // from the store so memory matches what is committed.
-                tracing::error!(%error, "cannot store a new contact");
-                self.reload_identity(state, name, identity);
-                false
-            }
-        }
-    }
-
-    fn queue_notice(&self, state: &mut State, name: &Name, to: PublicKey, notice: Vec<u8>) -> bool {
-        let now = now_ms();
-        match state
-            .store
-            .write(|tx| insert_notice(tx, name, to, &notice, now))
-        {
-            Ok(()) => {
-                self.outbox_waker(name).notify_one();
-                true
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot queue a pairing answer");
-                false
-            }
-        }
-    }
-
-    /// The inviter's answer to our redemption.
-    fn answered(
-        &self,
-        state: &mut State,
-        name: &Name,
-        identity: &Arc<StdMutex<Identity>>,
-        contact: &Contact,
-        payload: &[u8],
-    ) -> bool {
-        let me = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
-        let answer = contact
-            .invite_key
-            .and_then(|key| pairing::read_notice(payload, &contact.address, &me, &key));
-        let Some(answer) = answer else {
-            self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
-            return true;
-        };
-        let result = match answer {
-            Answer::Accepted => {
-                state
-                    .store
-                    .read()
-                    .set_contact_state(name, &contact.address, ContactState::Active)
-            }
-            refused => {
-                self.refusals.set((name.clone(), contact.address), refused);
-                if contact.state == ContactState::Pending {
-                    state
-                        .store
-                        .read()
-                        .remove_contact(name, &contact.address)
-                        .map(|_| ())
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        if let Err(error) = result {
-            tracing::error!(%error, "cannot record a pairing answer");
-            return false;
-        }
-        tracing::info!(identity = %name, inviter = %contact.address.short_id(), ?answer, "pairing answered");
-        self.pairing.notify_waiters();
-        true
-    }
 }
 
-/// Whether the envelope `id` was stored already (a redelivery after a lost
-/// ack). A store that cannot tell counts as "not yet": the message is then
-/// opened again, which fails harmlessly for a real duplicate.
-fn has_message(state: &State, name: &Name, id: &agentwire_wire::EnvelopeId) -> bool {
-    match state.store.read().has_message(name, id.as_bytes()) {
-        Ok(known) => known,
-        Err(error) => {
-            tracing::error!(%error, "cannot look up a message id");
-            false
-        }
+/// Envelopes of one burst, opened and waiting for their store job.
+#[derive(Default)]
+struct Burst {
+    /// The session of each sender met, locked until the job is queued.
+    slots: HashMap<PublicKey, SessionSlot>,
+    /// Senders whose session changed.
+    touched: HashSet<PublicKey>,
+    effects: Vec<(PublicKey, Effect)>,
+    /// Envelopes to acknowledge once the job commits.
+    acks: Vec<EnvelopeId>,
+}
+
+/// A received message as stored.
+fn incoming(from: PublicKey, plaintext: Plaintext, now: u64) -> StoredMessage {
+    StoredMessage {
+        id: plaintext.id,
+        direction: Direction::In,
+        peer: from,
+        kind: plaintext.kind,
+        priority: plaintext.priority,
+        reply_to: plaintext.reply_to,
+        thread: plaintext.thread,
+        sent_at_ms: plaintext.sent_at_ms,
+        stored_at_ms: now,
+        body: plaintext.body,
+        state: DeliveryState::Delivered,
     }
 }
 

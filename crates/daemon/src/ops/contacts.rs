@@ -12,8 +12,7 @@ use crate::views::contact_view;
 
 impl Run for Whoami {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<IdentityView, ApiError> {
-        let state = daemon.state.lock().await;
-        let (name, identity) = state.pick(self.identity.as_deref())?;
+        let (name, identity) = daemon.pick(self.identity.as_deref())?;
         let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
         Ok(IdentityView {
             name: name.as_str().to_owned(),
@@ -25,9 +24,8 @@ impl Run for Whoami {
 
 impl Run for Contacts {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<ContactList, ApiError> {
-        let state = daemon.state.lock().await;
-        let (name, _) = state.pick(self.identity.as_deref())?;
-        let contacts = state.store.read().contacts(&name)?;
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let contacts = daemon.db.run(move |tx| tx.contacts(&name)).await?;
         Ok(ContactList {
             contacts: contacts.iter().map(contact_view).collect(),
         })
@@ -36,15 +34,15 @@ impl Run for Contacts {
 
 impl Run for Rename {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Renamed, ApiError> {
-        let state = daemon.state.lock().await;
-        let (name, _) = state.pick(self.identity.as_deref())?;
-        let contact = state.resolve_peer(&name, &self.peer)?;
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let contact = daemon.resolve_peer(&name, &self.peer).await?;
         let new_name = parse_name(&self.new_name)?;
-        match state
-            .store
-            .read()
-            .rename_contact(&name, &contact.address, &new_name)
-        {
+        let (address, petname) = (contact.address, new_name.clone());
+        let renamed = daemon
+            .db
+            .run(move |tx| tx.rename_contact(&name, &address, &petname))
+            .await;
+        match renamed {
             Ok(_) => Ok(Renamed {
                 renamed: contact.petname.as_str().to_owned(),
                 to: new_name.as_str().to_owned(),
@@ -60,12 +58,15 @@ impl Run for Rename {
 
 impl Run for Remove {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Removed, ApiError> {
-        let mut state = daemon.state.lock().await;
-        let (name, _) = state.pick(self.identity.as_deref())?;
-        let contact = state.resolve_peer(&name, &self.peer)?;
-        state
-            .store
-            .write(|tx| tx.remove_contact(&name, &contact.address))?;
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let contact = daemon.resolve_peer(&name, &self.peer).await?;
+        let address = contact.address;
+        let mut slot = daemon.session_slot(&name, &address).await;
+        daemon
+            .db
+            .run(move |tx| tx.remove_contact(&name, &address))
+            .await?;
+        *slot = None;
         Ok(Removed {
             removed: contact.petname.as_str().to_owned(),
         })

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex as StdMutex};
 
 use agentwire_api::{ContactState, Via};
-use agentwire_session::{Identity, Kind, MessageId, Plaintext};
+use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext};
 
 use crate::api::{ApiError, Created, ErrorCode, Init, internal};
 use crate::core::{Daemon, now_ms, parse_name};
@@ -26,10 +26,11 @@ impl Run for Init {
                 "relay URL {url:?} must start with ws:// or wss://"
             )));
         }
-        let mut state = daemon.state.lock().await;
+        let _accounts = daemon.accounts.lock().await;
+        let existing: Vec<(Name, Arc<StdMutex<Identity>>)> = daemon.identities().0.clone();
         if let Some(url) = &relay
-            && !state.identities.is_empty()
-            && state.store.read().setting("relay_url")?.as_deref() != Some(url.as_str())
+            && !existing.is_empty()
+            && daemon.setting("relay_url").await?.as_deref() != Some(url.as_str())
         {
             return Err(ApiError::invalid(
                 "this home already has identities on another relay; --relay is chosen with the first identity (use another --home for another relay)",
@@ -37,9 +38,9 @@ impl Run for Init {
         }
         let name = match name {
             Some(name) => parse_name(&name)?,
-            None => state.free_name()?,
+            None => daemon.identities().free_name()?,
         };
-        if state.identities.iter().any(|(n, _)| *n == name) {
+        if existing.iter().any(|(n, _)| *n == name) {
             return Err(ApiError::new(
                 ErrorCode::NameTaken,
                 format!("an identity named {name} already exists here; pick another with --name"),
@@ -49,7 +50,7 @@ impl Run for Init {
         let address = identity.address();
         let curve = identity.curve25519();
         let mut pairs = Vec::new();
-        for (sibling_name, sibling) in &state.identities {
+        for (sibling_name, sibling) in &existing {
             let sibling = sibling.lock().unwrap_or_else(|e| e.into_inner());
             let pairing_failed = |e| internal("cannot pair siblings", e);
             let otk = identity.new_one_time_key();
@@ -79,7 +80,7 @@ impl Run for Init {
         }
         let now = now_ms();
         let pickle = identity.to_encrypted_pickle(&daemon.key);
-        let sibling = |petname, address, curve25519| Contact {
+        let sibling = move |petname, address, curve25519| Contact {
             address,
             curve25519,
             petname,
@@ -88,30 +89,37 @@ impl Run for Init {
             invite_key: None,
             created_at_ms: now,
         };
-        state.store.write(|tx| {
-            if let Some(url) = &relay {
-                tx.set_setting("relay_url", url)?;
-            }
-            if let Some(token) = &relay_token {
-                tx.set_setting("relay_token", token)?;
-            }
-            tx.save_identity(&name, &address, &pickle, now)?;
-            for pair in &pairs {
-                tx.save_identity(&pair.name, &pair.address, &pair.pickle, now)?;
-                tx.add_contact(
-                    &name,
-                    &sibling(pair.name.clone(), pair.address, pair.curve25519),
-                )?;
-                tx.add_contact(&pair.name, &sibling(name.clone(), address, curve))?;
-                tx.save_session(&pair.name, &address, &pair.outbound)?;
-                tx.save_session(&name, &pair.address, &pair.inbound)?;
-            }
-            Ok::<_, ApiError>(())
-        })?;
-        state
+        let (owner, written_pairs) = (name.clone(), pairs.clone());
+        daemon
+            .db
+            .run(move |tx| {
+                let (name, pairs) = (owner, written_pairs);
+                if let Some(url) = &relay {
+                    tx.set_setting("relay_url", url)?;
+                }
+                if let Some(token) = &relay_token {
+                    tx.set_setting("relay_token", token)?;
+                }
+                tx.save_identity(&name, &address, &pickle, now)?;
+                for pair in &pairs {
+                    tx.save_identity(&pair.name, &pair.address, &pair.pickle, now)?;
+                    tx.add_contact(
+                        &name,
+                        &sibling(pair.name.clone(), pair.address, pair.curve25519),
+                    )?;
+                    tx.add_contact(&pair.name, &sibling(name.clone(), address, curve))?;
+                    tx.save_session(&pair.name, &address, &pair.outbound)?;
+                    tx.save_session(&name, &pair.address, &pair.inbound)?;
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+        daemon
             .identities
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
             .push((name.clone(), Arc::new(StdMutex::new(identity))));
-        drop(state);
         daemon.start_link(name.clone());
         Ok(Created {
             name: name.as_str().to_owned(),
@@ -123,6 +131,7 @@ impl Run for Init {
 }
 
 /// A new identity's session pair with an existing sibling.
+#[derive(Clone)]
 struct SiblingPair {
     name: agentwire_session::Name,
     address: agentwire_wire::PublicKey,

@@ -60,11 +60,10 @@ impl Run for Invite {
                 "an invite lives between 1s and 30d; pass --ttl within that",
             ));
         }
-        let name = daemon.state.lock().await.pick(identity.as_deref())?.0;
+        let (name, identity) = daemon.pick(identity.as_deref())?;
         let relay_url = daemon.relay_url().await?;
         let relay_id = connected_relay_id(daemon, &name).await?;
-        let mut state = daemon.state.lock().await;
-        let (_, identity) = state.pick(Some(name.as_str()))?;
+        let _accounts = daemon.accounts.lock().await;
         let secret = InviteSecret::generate().map_err(|e| internal("no randomness", e))?;
         let now = now_ms();
         let expires_at_ms = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
@@ -90,19 +89,28 @@ impl Run for Invite {
             )
         };
         let invite = &signed.invite;
-        state.store.write(|tx| {
-            tx.prune_invites(now)?;
-            tx.save_identity(&name, &address, &pickle, now)?;
-            tx.add_invite(
-                &name,
-                &invite.one_time_key,
-                invite.secret.as_bytes(),
-                expires_at_ms,
-                invite.permissions.bits(),
-                now,
-            )?;
-            Ok::<_, ApiError>(())
-        })?;
+        let (owner, one_time_key, secret, permissions) = (
+            name.clone(),
+            invite.one_time_key,
+            *invite.secret.as_bytes(),
+            invite.permissions.bits(),
+        );
+        daemon
+            .db
+            .run(move |tx| {
+                tx.prune_invites(now)?;
+                tx.save_identity(&owner, &address, &pickle, now)?;
+                tx.add_invite(
+                    &owner,
+                    &one_time_key,
+                    &secret,
+                    expires_at_ms,
+                    permissions,
+                    now,
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await?;
         Ok(InviteView {
             invite: signed.to_token(),
             expires_at_ms,
@@ -129,7 +137,7 @@ impl Run for Accept {
         signed.check_unexpired(now_ms()).map_err(invite_error)?;
         let invite = signed.invite;
         let petname = petname.map(|p| parse_name(&p)).transpose()?;
-        let name = daemon.state.lock().await.pick(identity.as_deref())?.0;
+        let name = daemon.pick(identity.as_deref())?.0;
         let relay_url = daemon.relay_url().await?;
         if invite.relay_url != relay_url {
             return Err(ApiError::new(
@@ -171,10 +179,11 @@ impl Run for Accept {
                     ),
                 });
             }
-            let contact = {
-                let state = daemon.state.lock().await;
-                state.store.read().contact(&name, &invite.inviter)?
-            };
+            let (owner, inviter) = (name.clone(), invite.inviter);
+            let contact = daemon
+                .db
+                .run(move |tx| tx.contact(&owner, &inviter))
+                .await?;
             match &contact {
                 Some(contact) if contact.state == ContactState::Active || timed_out => {
                     return Ok(contact_view(contact));
@@ -205,15 +214,19 @@ async fn send_redemption(
     // Accepting the same invite again (say after a timeout) sends nothing
     // new: the first redemption is queued or delivered, and a second
     // session on the same one-time key would never open.
-    let mut state = daemon.state.lock().await;
-    let (_, identity) = state.pick(Some(name.as_str()))?;
+    let (_, identity) = daemon.pick(Some(name.as_str()))?;
     if identity.lock().unwrap_or_else(|e| e.into_inner()).address() == invite.inviter {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "this is your own invite; give it to the agent you want to pair with",
         ));
     }
-    let replaced = match state.store.read().contact(name, &invite.inviter)? {
+    let (owner, inviter) = (name.clone(), invite.inviter);
+    let existing = daemon
+        .db
+        .run(move |tx| tx.contact(&owner, &inviter))
+        .await?;
+    let replaced = match existing {
         // This very invite, accepted before: nothing to send again.
         Some(existing) if existing.invite_key == Some(invite.one_time_key) => return Ok(()),
         Some(existing) if existing.state == ContactState::Active => {
@@ -251,21 +264,23 @@ async fn send_redemption(
         (first, payload, session.to_encrypted_pickle(&daemon.key))
     };
     let now = now_ms();
-    state
-        .store
-        .write(|tx| {
+    let (name, invite) = (name.clone(), invite.clone());
+    let mut slot = daemon.session_slot(&name, &invite.inviter).await;
+    let written = daemon
+        .db
+        .run(move |tx| {
             if replaced {
                 // A pending pairing by an older invite of the same
                 // inviter gives way to this one.
-                tx.remove_contact(name, &invite.inviter)?;
-                tx.drop_queued_to(name, &invite.inviter)?;
+                tx.remove_contact(&name, &invite.inviter)?;
+                tx.drop_queued_to(&name, &invite.inviter)?;
             }
             let petname = match &petname {
                 Some(chosen) => chosen.clone(),
-                None => tx.free_petname(name, &invite.inviter_name)?,
+                None => tx.free_petname(&name, &invite.inviter_name)?,
             };
             tx.add_contact(
-                name,
+                &name,
                 &Contact {
                     address: invite.inviter,
                     curve25519: invite.inviter_curve25519,
@@ -276,17 +291,19 @@ async fn send_redemption(
                     created_at_ms: now,
                 },
             )?;
-            tx.save_session(name, &invite.inviter, &session_pickle)?;
+            tx.save_session(&name, &invite.inviter, &session_pickle)?;
             let message =
                 StoredMessage::outgoing_control(first.id, invite.inviter, Kind::Redeem, now);
-            tx.insert_message(name, &message, Some(&payload))?;
+            tx.insert_message(&name, &message, Some(&payload))?;
             Ok::<_, StoreError>(())
         })
-        .map_err(|e| match e {
-            e if e.is_conflict() => ApiError::new(
-                ErrorCode::NameTaken,
-                "a contact already has that name; pass another with --name",
-            ),
-            other => other.into(),
-        })
+        .await;
+    *slot = None;
+    written.map_err(|e| match e {
+        e if e.is_conflict() => ApiError::new(
+            ErrorCode::NameTaken,
+            "a contact already has that name; pass another with --name",
+        ),
+        other => other.into(),
+    })
 }

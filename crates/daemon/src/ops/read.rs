@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agentwire_session::{MessageId, Name, PeerSession};
+use agentwire_session::{MessageId, Name};
 use agentwire_wire::PublicKey;
 
 use crate::api::{Ack, Acked, ApiError, Inbox, Messages, Recv};
 use crate::core::{DEFAULT_MAX_MESSAGES, Daemon, deadline, now_ms, parse_message_id};
 use crate::ops::Run;
 use crate::receive::{insert_receipt, seal_receipt};
-use crate::store::{StoreError, StoredMessage, Tx};
+use crate::store::{StoreError, StoredMessage};
 use crate::views::message_views;
 
 impl Run for Recv {
@@ -56,44 +56,36 @@ async fn unread(daemon: &Arc<Daemon>, look: Look, consume: bool) -> Result<Messa
         deadline(look.wait_ms, std::time::Duration::ZERO),
     );
     let max = look.max.unwrap_or(DEFAULT_MAX_MESSAGES);
+    let (name, _) = daemon.pick(look.identity.as_deref())?;
+    let from = match &look.from {
+        Some(peer) => Some(daemon.resolve_peer(&name, peer).await?.address),
+        None => None,
+    };
     loop {
         let timed_out = wait.arm();
-        {
-            let mut state = daemon.state.lock().await;
-            let (name, _) = state.pick(look.identity.as_deref())?;
-            let from = look
-                .from
-                .as_ref()
-                .map(|peer| state.resolve_peer(&name, peer))
-                .transpose()?
-                .map(|contact| contact.address);
-            let contacts = state.store.read().contacts(&name)?;
-            let now = now_ms();
-            let messages = if consume {
-                let taken = state.store.write(|tx| {
-                    let candidates = tx.unread(&name, from.as_ref(), max)?;
-                    take(daemon, tx, &name, candidates, now)
-                })?;
-                if !taken.is_empty() {
-                    daemon.outbox_waker(&name).notify_one();
-                    // Subscriptions may now show messages beyond their window.
-                    daemon.arrived.notify_waiters();
-                }
-                taken
-            } else {
-                state.store.read().unread(&name, from.as_ref(), max)?
-            };
-            if !messages.is_empty() || timed_out {
+        let owner = name.clone();
+        let (contacts, candidates, unread) = daemon
+            .db
+            .run(move |tx| {
+                let candidates = tx.unread(&owner, from.as_ref(), max)?;
                 let unread = if consume {
                     None
                 } else {
-                    Some(state.store.read().unread_count(&name)?)
+                    Some(tx.unread_count(&owner)?)
                 };
-                return Ok(Messages {
-                    messages: message_views(&messages, &contacts)?,
-                    unread,
-                });
-            }
+                Ok::<_, StoreError>((tx.contacts(&owner)?, candidates, unread))
+            })
+            .await?;
+        let messages = if consume && !candidates.is_empty() {
+            take(daemon, &name, candidates).await?
+        } else {
+            candidates
+        };
+        if !messages.is_empty() || timed_out {
+            return Ok(Messages {
+                messages: message_views(&messages, &contacts)?,
+                unread,
+            });
         }
         if !wait.sleep().await {
             // A stopping daemon ends a wait for messages with none.
@@ -112,71 +104,96 @@ impl Run for Ack {
             .iter()
             .map(|id| parse_message_id("id", id))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut state = daemon.state.lock().await;
-        let (name, _) = state.pick(self.identity.as_deref())?;
-        let now = now_ms();
-        let taken = state.store.write(|tx| {
-            let mut candidates = Vec::new();
-            for id in &ids {
-                if let Some(message) = tx.unread_message(&name, id)? {
-                    candidates.push(message);
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let owner = name.clone();
+        let candidates = daemon
+            .db
+            .run(move |tx| {
+                let mut candidates = Vec::new();
+                for id in &ids {
+                    if let Some(message) = tx.unread_message(&owner, id)? {
+                        candidates.push(message);
+                    }
                 }
-            }
-            take(daemon, tx, &name, candidates, now)
-        })?;
-        drop(state);
-        if !taken.is_empty() {
-            daemon.outbox_waker(&name).notify_one();
-            daemon.arrived.notify_waiters();
-        }
+                Ok::<_, StoreError>(candidates)
+            })
+            .await?;
+        let taken = if candidates.is_empty() {
+            candidates
+        } else {
+            take(daemon, &name, candidates).await?
+        };
         Ok(Acked {
             acked: taken.iter().map(|m| m.id.to_string()).collect(),
         })
     }
 }
 
-/// Marks `candidates` consumed (those another reader has not claimed in the
-/// meantime) and queues the read receipts, one per sender, in the caller's
-/// transaction: the sender learns "read" exactly when this commits.
-fn take(
+/// Takes `candidates`: marks them consumed (those another reader has not
+/// claimed in the meantime) and queues a read receipt to each sender, in one
+/// store job: the sender learns "read" exactly when it commits. The
+/// receipts are sealed before the job, under the senders' session locks
+/// (taken in key order), and name every candidate: one that another reader
+/// took in between is read as well.
+async fn take(
     daemon: &Daemon,
-    tx: &Tx<'_>,
     name: &Name,
     candidates: Vec<StoredMessage>,
-    now: u64,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut taken = Vec::new();
-    for message in candidates {
-        if tx.consume(name, &message.id, now)? {
-            taken.push(message);
-        }
-    }
+) -> Result<Vec<StoredMessage>, ApiError> {
     let mut by_peer: BTreeMap<PublicKey, Vec<MessageId>> = BTreeMap::new();
-    for message in &taken {
+    for message in &candidates {
         by_peer.entry(message.peer).or_default().push(message.id);
     }
-    for (peer, ids) in by_peer {
-        let Some(pickle) = tx.session(name, &peer)? else {
-            continue;
-        };
-        let mut session = match PeerSession::from_encrypted_pickle(&pickle, &daemon.key) {
-            Ok(session) => session,
-            Err(error) => {
-                tracing::error!(identity = %name, %error, "a stored session does not load; no read receipt");
-                continue;
+    let now = now_ms();
+    let mut slots = Vec::new();
+    let mut receipts = Vec::new();
+    let mut pickles = Vec::new();
+    for (peer, ids) in &by_peer {
+        let mut slot = daemon.session_slot(name, peer).await;
+        if let Some(session) = daemon.load_session(&mut slot, name, peer).await? {
+            for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
+                let read = agentwire_session::ReceiptState::Read;
+                if let Some(sealed) = seal_receipt(session, read, chunk.to_vec(), now) {
+                    receipts.push((*peer, sealed));
+                }
             }
-        };
-        for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
-            if let Some((receipt_id, payload)) = seal_receipt(
-                &mut session,
-                agentwire_session::ReceiptState::Read,
-                chunk.to_vec(),
-                now,
-            ) {
-                insert_receipt(tx, name, peer, receipt_id, &payload, now)?;
-            }
+            pickles.push((*peer, session.to_encrypted_pickle(&daemon.key)));
         }
-        tx.save_session(name, &peer, &session.to_encrypted_pickle(&daemon.key))?;
+        slots.push(slot);
     }
-    Ok(taken)
+    let owner = name.clone();
+    let taken = daemon
+        .db
+        .run(move |tx| {
+            let mut taken = Vec::new();
+            for message in candidates {
+                if tx.consume(&owner, &message.id, now)? {
+                    taken.push(message);
+                }
+            }
+            for (peer, pickle) in &pickles {
+                tx.save_session(&owner, peer, pickle)?;
+            }
+            for (peer, (id, payload)) in &receipts {
+                insert_receipt(tx, &owner, *peer, *id, payload, now)?;
+            }
+            Ok::<_, StoreError>(taken)
+        })
+        .await;
+    match taken {
+        Ok(taken) => {
+            drop(slots);
+            daemon.outbox_waker(name).notify_one();
+            // Subscriptions may now show messages beyond their window.
+            daemon.arrived.notify_waiters();
+            Ok(taken)
+        }
+        Err(error) => {
+            // The cached sessions are ahead of the store: forget them.
+            for slot in &mut slots {
+                **slot = None;
+            }
+            Err(error.into())
+        }
+    }
 }

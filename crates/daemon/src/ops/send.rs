@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentwire_session::{MessageId, PeerSession, Plaintext};
+use agentwire_session::{MessageId, Plaintext};
 
 use crate::api::{
     ApiError, DeliveryState, ErrorCode, Queued, SendMessage, SendOutcome, Sent, SentList, SentView,
@@ -13,7 +13,7 @@ use crate::core::{
     DEFAULT_MAX_MESSAGES, DEFAULT_WAIT, Daemon, deadline, now_ms, parse_message_id, stopping,
 };
 use crate::ops::Run;
-use crate::store::{Direction, StoredMessage};
+use crate::store::{Direction, StoreError, StoredMessage};
 use crate::views::{api_priority, sent_view, session_kind, session_priority};
 
 impl Run for SendMessage {
@@ -44,16 +44,8 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
     let thread = optional_id("--thread", request.thread.as_deref())?;
     let priority = request.priority.unwrap_or_default();
     let kind = session_kind(request.kind.unwrap_or_default());
-    let mut state = daemon.state.lock().await;
-    let (name, _) = state.pick(request.identity.as_deref())?;
-    let contact = state.resolve_peer(&name, &request.to)?;
-    let pickle = state
-        .store
-        .read()
-        .session(&name, &contact.address)?
-        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
-    let mut session = PeerSession::from_encrypted_pickle(&pickle, &daemon.key)
-        .map_err(|e| internal("cannot restore a session", e))?;
+    let (name, _) = daemon.pick(request.identity.as_deref())?;
+    let contact = daemon.resolve_peer(&name, &request.to).await?;
     let plaintext = Plaintext {
         id: MessageId::new_v7(),
         kind,
@@ -63,12 +55,21 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         thread,
         body: request.body.into_bytes(),
     };
+    // Sealed and queued under the session's lock, so the store receives the
+    // session's states in order; the commit is awaited after letting go, so
+    // a burst of sends shares one commit.
+    let mut slot = daemon.session_slot(&name, &contact.address).await;
+    let session = daemon
+        .load_session(&mut slot, &name, &contact.address)
+        .await?
+        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
     let payload = session.seal(&plaintext).map_err(|e| match e {
         agentwire_session::SessionError::Message(m) => {
             ApiError::new(ErrorCode::BodyTooLarge, m.to_string())
         }
         other => internal("cannot encrypt", other),
     })?;
+    let session_pickle = session.to_encrypted_pickle(&daemon.key);
     let message = StoredMessage {
         id: plaintext.id,
         direction: Direction::Out,
@@ -82,20 +83,35 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         body: plaintext.body,
         state: DeliveryState::Queued,
     };
-    let session_pickle = session.to_encrypted_pickle(&daemon.key);
-    state.store.write(|tx| {
-        tx.save_session(&name, &contact.address, &session_pickle)?;
-        tx.insert_message(&name, &message, Some(&payload))?;
-        Ok::<_, ApiError>(())
-    })?;
-    drop(state);
-    daemon.outbox_waker(&name).notify_one();
-    Ok(Queued {
+    let queued = Queued {
         id: message.id.to_string(),
         to: contact.petname.as_str().to_owned(),
         state: DeliveryState::Queued,
         priority: api_priority(message.priority),
-    })
+    };
+    let (owner, peer) = (name.clone(), contact.address);
+    let pending = daemon
+        .db
+        .queue(move |tx| {
+            tx.save_session(&owner, &peer, &session_pickle)?;
+            tx.insert_message(&owner, &message, Some(&payload))?;
+            Ok::<_, ApiError>(())
+        })
+        .await;
+    let committed = match pending {
+        Ok(pending) => {
+            drop(slot);
+            pending.committed().await
+        }
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = committed {
+        // The cached session is ahead of the store; the next use reloads it.
+        *daemon.session_slot(&name, &peer).await = None;
+        return Err(error);
+    }
+    daemon.outbox_waker(&name).notify_one();
+    Ok(queued)
 }
 
 fn optional_id(field: &str, text: Option<&str>) -> Result<Option<MessageId>, ApiError> {
@@ -125,11 +141,16 @@ impl Run for State {
                 Ok(sent)
             }
             None => {
-                let state = daemon.state.lock().await;
-                let (name, _) = state.pick(self.identity.as_deref())?;
-                let tx = state.store.read();
-                match tx.sent_message(&name, &id)? {
-                    Some(message) => sent_view(&message, &tx.contacts(&name)?),
+                let (name, _) = daemon.pick(self.identity.as_deref())?;
+                let owner = name.clone();
+                let (message, contacts) = daemon
+                    .db
+                    .run(move |tx| {
+                        Ok::<_, StoreError>((tx.sent_message(&owner, &id)?, tx.contacts(&owner)?))
+                    })
+                    .await?;
+                match message {
+                    Some(message) => sent_view(&message, &contacts),
                     None => Err(ApiError::new(
                         ErrorCode::UnknownMessage,
                         format!("no message {id} was sent by {name}; see `agentwire sent`"),
@@ -152,12 +173,12 @@ async fn wait_for_state(
     let mut wait = daemon.wait_on(&daemon.states, deadline(wait_ms, DEFAULT_WAIT));
     loop {
         let timed_out = wait.arm();
-        let (message, contacts) = {
-            let state = daemon.state.lock().await;
-            let (name, _) = state.pick(identity)?;
-            let tx = state.store.read();
-            (tx.sent_message(&name, id)?, tx.contacts(&name)?)
-        };
+        let (name, _) = daemon.pick(identity)?;
+        let id = *id;
+        let (message, contacts) = daemon
+            .db
+            .run(move |tx| Ok::<_, StoreError>((tx.sent_message(&name, &id)?, tx.contacts(&name)?)))
+            .await?;
         let Some(message) = message else {
             return Err(ApiError::new(
                 ErrorCode::UnknownMessage,
@@ -176,11 +197,14 @@ async fn wait_for_state(
 
 impl Run for Sent {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<SentList, ApiError> {
-        let state = daemon.state.lock().await;
-        let (name, _) = state.pick(self.identity.as_deref())?;
-        let tx = state.store.read();
-        let contacts = tx.contacts(&name)?;
-        let sent = tx.sent_messages(&name, self.max.unwrap_or(DEFAULT_MAX_MESSAGES))?;
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let max = self.max.unwrap_or(DEFAULT_MAX_MESSAGES);
+        let (contacts, sent) = daemon
+            .db
+            .run(move |tx| {
+                Ok::<_, StoreError>((tx.contacts(&name)?, tx.sent_messages(&name, max)?))
+            })
+            .await?;
         Ok(SentList {
             messages: sent
                 .iter()

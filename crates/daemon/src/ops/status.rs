@@ -5,27 +5,47 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::api::{ApiError, DaemonStatus, IdentityStatus, Status, Stop, Stopping};
+use agentwire_session::Name;
+
 use crate::core::Daemon;
 use crate::ops::Run;
+use crate::store::StoreError;
 
 impl Run for Status {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<DaemonStatus, ApiError> {
         let relay = daemon.relay_url().await.ok();
         let local_relay = daemon.has_local_relay().await;
-        let state = daemon.state.lock().await;
-        let tx = state.store.read();
-        let mut identities = Vec::new();
-        for (name, identity) in &state.identities {
-            let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
-            identities.push(IdentityStatus {
+        let known: Vec<(Name, String)> = daemon
+            .identities()
+            .0
+            .iter()
+            .map(|(name, identity)| {
+                let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
+                (name.clone(), address.short_id())
+            })
+            .collect();
+        let names: Vec<Name> = known.iter().map(|(name, _)| name.clone()).collect();
+        let counts = daemon
+            .db
+            .run(move |tx| {
+                names
+                    .iter()
+                    .map(|name| Ok((tx.outbox_count(name)?, tx.unread_count(name)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        let identities: Vec<IdentityStatus> = known
+            .into_iter()
+            .zip(counts)
+            .map(|((name, short_id), (queued, unread))| IdentityStatus {
+                relay_error: daemon.link_errors.get(&name),
+                queued_because: daemon.outbox_errors.get(&name),
                 name: name.as_str().to_owned(),
-                short_id: address.short_id(),
-                relay_error: daemon.link_errors.get(name),
-                queued: tx.outbox_count(name)?,
-                queued_because: daemon.outbox_errors.get(name),
-                unread: tx.unread_count(name)?,
-            });
-        }
+                short_id,
+                queued,
+                unread,
+            })
+            .collect();
         Ok(DaemonStatus {
             running: true,
             pid: std::process::id(),

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{ApiError, DeliveryState, Event, Subscribe};
 use crate::core::{Daemon, now_ms};
+use crate::store::StoreError;
 use crate::views::{message_view, sent_view};
 
 /// Unread messages a subscription looks at per wake-up, at most; the rest
@@ -40,12 +41,7 @@ pub(crate) async fn subscribe(
     daemon: &Arc<Daemon>,
     request: Subscribe,
 ) -> Result<Subscription, ApiError> {
-    let name = daemon
-        .state
-        .lock()
-        .await
-        .pick(request.identity.as_deref())?
-        .0;
+    let name = daemon.pick(request.identity.as_deref())?.0;
     let (sender, events) = mpsc::channel(EVENT_BUFFER);
     let task = daemon.clone();
     daemon.tasks.spawn(async move {
@@ -81,40 +77,47 @@ async fn follow(daemon: &Daemon, name: &Name, out: &mpsc::Sender<Event>) -> Resu
         arrived.as_mut().enable();
         changed.as_mut().enable();
         let mut events = Vec::new();
-        {
-            let state = daemon.state.lock().await;
-            let tx = state.store.read();
-            let contacts = tx.contacts(name)?;
-            let unread = tx.unread(name, None, SUBSCRIBE_WINDOW)?;
-            // Forget only what was consumed: a message that merely left the
-            // window (urgent ones came first) is not shown twice.
-            let mut consumed = Vec::new();
-            for id in &shown {
-                if tx.unread_message(name, id)?.is_none() {
-                    consumed.push(*id);
+        let (owner, looked_at) = (name.clone(), shown.iter().copied().collect::<Vec<_>>());
+        let since = states_since;
+        let (contacts, unread, consumed, state_changes) = daemon
+            .db
+            .run(move |tx| {
+                // Forget only what was consumed: a message that merely left
+                // the window (urgent ones came first) is not shown twice.
+                let mut consumed = Vec::new();
+                for id in looked_at {
+                    if tx.unread_message(&owner, &id)?.is_none() {
+                        consumed.push(id);
+                    }
                 }
+                Ok::<_, StoreError>((
+                    tx.contacts(&owner)?,
+                    tx.unread(&owner, None, SUBSCRIBE_WINDOW)?,
+                    consumed,
+                    tx.sent_changed_since(&owner, since)?,
+                ))
+            })
+            .await?;
+        for id in consumed {
+            shown.remove(&id);
+        }
+        for message in &unread {
+            if shown.insert(message.id) {
+                events.push(Event::Message {
+                    message: message_view(message, &contacts)?,
+                });
             }
-            for id in consumed {
-                shown.remove(&id);
+        }
+        for message in state_changes {
+            let key = (message.id, message.state);
+            if message.updated_at_ms > states_since {
+                states_since = message.updated_at_ms;
+                sent_at_since.clear();
             }
-            for message in &unread {
-                if shown.insert(message.id) {
-                    events.push(Event::Message {
-                        message: message_view(message, &contacts)?,
-                    });
-                }
+            if message.updated_at_ms == states_since && !sent_at_since.insert(key) {
+                continue;
             }
-            for message in tx.sent_changed_since(name, states_since)? {
-                let key = (message.id, message.state);
-                if message.updated_at_ms > states_since {
-                    states_since = message.updated_at_ms;
-                    sent_at_since.clear();
-                }
-                if message.updated_at_ms == states_since && !sent_at_since.insert(key) {
-                    continue;
-                }
-                events.push(Event::State(sent_view(&message, &contacts)?));
-            }
+            events.push(Event::State(sent_view(&message, &contacts)?));
         }
         for event in events {
             send(event).await?;

@@ -1,300 +1,15 @@
-//! The daemon's local store (SQLite, WAL, `synchronous=FULL`): identities
-//! (as encrypted pickles), contacts, session state (encrypted pickles),
-//! invites, and messages in both directions. The only module that knows SQL
-//! or rusqlite: the rest of the daemon sees [`Store`], [`Tx`] and
-//! [`StoreError`].
-//!
-//! Changes that must stand or fall together — a decrypted message and the
-//! session state that decrypted it; a new contact and the spent invite — are
-//! written in one transaction by the caller through [`Store::write`]. Every
-//! statement is prepared once per connection and cached.
+//! The queries: one method of [`Tx`] per thing the daemon reads or writes,
+//! and the conversions of rows to typed values (a stored value that does not
+//! read back as its type is an error, never a default).
 
-use std::path::Path;
-
-use agentwire_api::{ContactState, DeliveryState, Via};
+use agentwire_api::{ContactState, DeliveryState};
 use agentwire_session::{Kind, MessageId, Name, Priority};
 use agentwire_wire::PublicKey;
-use rusqlite::{Connection, OptionalExtension, Params, params};
+use rusqlite::{OptionalExtension, Params, params};
 
-/// Statements kept prepared per connection.
-const STATEMENT_CACHE: usize = 64;
-
-/// A store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[error("the local store failed: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
-
-impl StoreError {
-    /// Whether a uniqueness rule refused the change (a name already taken).
-    pub fn is_conflict(&self) -> bool {
-        matches!(&self.0, rusqlite::Error::SqliteFailure(failure, _)
-            if failure.code == rusqlite::ErrorCode::ConstraintViolation)
-    }
-
-    /// A stored value that does not read back as its type.
-    fn corrupt(what: &str, value: impl std::fmt::Display) -> rusqlite::Error {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("stored {what} \"{value}\" is not valid").into(),
-        )
-    }
-}
-
-/// `Result` of the store.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Which way a message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Received.
-    In,
-    /// Sent.
-    Out,
-}
-
-impl Direction {
-    fn name(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-        }
-    }
-}
-
-/// A stored contact.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Contact {
-    /// The contact's address.
-    pub address: PublicKey,
-    /// Its Curve25519 identity key.
-    pub curve25519: [u8; 32],
-    /// The local name for it.
-    pub petname: Name,
-    /// How it became a contact.
-    pub via: Via,
-    /// `active`, or `pending` until the inviter confirms our redemption.
-    pub state: ContactState,
-    /// For a contact we accepted an invite from: the invite's one-time key,
-    /// which the inviter's answer names.
-    pub invite_key: Option<[u8; 32]>,
-    /// Unix milliseconds.
-    pub created_at_ms: u64,
-}
-
-/// A stored message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// Its id.
-    pub id: MessageId,
-    /// Which way it went.
-    pub direction: Direction,
-    /// The other side.
-    pub peer: PublicKey,
-    /// Its kind.
-    pub kind: Kind,
-    /// How soon it should be seen.
-    pub priority: Priority,
-    /// What it answers.
-    pub reply_to: Option<MessageId>,
-    /// Its thread.
-    pub thread: Option<MessageId>,
-    /// The sender's clock, Unix ms.
-    pub sent_at_ms: u64,
-    /// When this daemon stored it, Unix ms.
-    pub stored_at_ms: u64,
-    /// The content.
-    pub body: Vec<u8>,
-    /// For outgoing messages, where it is; incoming ones are `delivered`.
-    pub state: DeliveryState,
-}
-
-impl StoredMessage {
-    /// An outgoing message of `kind` to `peer` with an empty local body: what
-    /// the outbox keeps for pairing messages and receipts (their content is
-    /// only in the sealed payload).
-    pub fn outgoing_control(
-        id: MessageId,
-        peer: PublicKey,
-        kind: Kind,
-        now_ms: u64,
-    ) -> StoredMessage {
-        StoredMessage {
-            id,
-            direction: Direction::Out,
-            peer,
-            kind,
-            priority: Priority::Normal,
-            reply_to: None,
-            thread: None,
-            sent_at_ms: now_ms,
-            stored_at_ms: now_ms,
-            body: Vec::new(),
-            state: DeliveryState::Queued,
-        }
-    }
-}
-
-/// An invite this daemon made. `Debug` leaves out the secret.
-#[derive(Clone)]
-pub struct InviteRecord {
-    /// The invite's secret.
-    pub secret: [u8; 32],
-    /// Expiry, Unix ms.
-    pub expires_at_ms: u64,
-    /// Who redeemed it, if anyone.
-    pub spent_by: Option<PublicKey>,
-}
-
-impl std::fmt::Debug for InviteRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InviteRecord")
-            .field("secret", &"<redacted>")
-            .field("expires_at_ms", &self.expires_at_ms)
-            .field("spent_by", &self.spent_by)
-            .finish()
-    }
-}
-
-/// An outgoing message waiting for the relay to accept it.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    /// Its id (also the envelope id).
-    pub id: MessageId,
-    /// The recipient.
-    pub peer: PublicKey,
-    /// The sealed payload, exactly as it will be sent (and resent).
-    pub payload: Vec<u8>,
-}
-
-/// An outgoing message as `status` and `sent` show it.
-#[derive(Clone, Debug)]
-pub struct SentMessage {
-    /// Its id.
-    pub id: MessageId,
-    /// Its recipient.
-    pub peer: PublicKey,
-    /// Its kind.
-    pub kind: Kind,
-    /// Its state.
-    pub state: DeliveryState,
-    /// When it was sent, Unix ms.
-    pub sent_at_ms: u64,
-    /// When its state last changed, Unix ms.
-    pub updated_at_ms: u64,
-}
-
-/// The store.
-pub struct Store {
-    conn: Connection,
-}
-
-impl Store {
-    /// Opens (creating, 0600) and migrates the database.
-    pub fn open(path: &Path) -> Result<Store> {
-        if let Err(error) = crate::home::create_private_file(path) {
-            return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(error)).into());
-        }
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        migrate(&conn)?;
-        Ok(Store { conn })
-    }
-
-    /// Runs `f` in one transaction; commits if it returns `Ok`.
-    pub fn write<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, E> {
-        let tx = self.conn.transaction().map_err(StoreError::from)?;
-        let value = f(&Tx { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(value)
-    }
-
-    /// Reads (and single-statement writes) outside a transaction.
-    pub fn read(&self) -> Tx<'_> {
-        Tx { conn: &self.conn }
-    }
-}
-
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS identities (
-                 name TEXT PRIMARY KEY,
-                 address BLOB NOT NULL UNIQUE,
-                 pickle TEXT NOT NULL,
-                 created_at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS contacts (
-                 identity TEXT NOT NULL,
-                 address BLOB NOT NULL,
-                 curve25519 BLOB NOT NULL,
-                 petname TEXT NOT NULL,
-                 via TEXT NOT NULL,
-                 state TEXT NOT NULL,
-                 invite_key BLOB,
-                 created_at INTEGER NOT NULL,
-                 PRIMARY KEY (identity, address),
-                 UNIQUE (identity, petname)
-             );
-             CREATE TABLE IF NOT EXISTS sessions (
-                 identity TEXT NOT NULL,
-                 address BLOB NOT NULL,
-                 pickle TEXT NOT NULL,
-                 PRIMARY KEY (identity, address)
-             );
-             CREATE TABLE IF NOT EXISTS messages (
-                 identity TEXT NOT NULL,
-                 id BLOB NOT NULL,
-                 direction TEXT NOT NULL,
-                 peer BLOB NOT NULL,
-                 kind TEXT NOT NULL,
-                 priority INTEGER NOT NULL DEFAULT 1,
-                 reply_to BLOB,
-                 thread BLOB,
-                 sent_at INTEGER NOT NULL,
-                 stored_at INTEGER NOT NULL,
-                 body BLOB NOT NULL,
-                 payload BLOB,
-                 state TEXT NOT NULL,
-                 updated_at INTEGER,
-                 consumed_at INTEGER,
-                 PRIMARY KEY (identity, id)
-             );
-             CREATE INDEX IF NOT EXISTS messages_unread
-                 ON messages (identity, direction, consumed_at, priority, id);
-             CREATE INDEX IF NOT EXISTS messages_outbox ON messages (state, identity);
-             CREATE TABLE IF NOT EXISTS invites (
-                 identity TEXT NOT NULL,
-                 one_time_key BLOB NOT NULL,
-                 secret BLOB NOT NULL,
-                 expires_at INTEGER NOT NULL,
-                 permissions INTEGER NOT NULL,
-                 created_at INTEGER NOT NULL,
-                 spent_at INTEGER,
-                 spent_by BLOB,
-                 PRIMARY KEY (identity, one_time_key)
-             );
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
-}
-
-/// Access to the store: inside a transaction ([`Store::write`]) or not
-/// ([`Store::read`]).
-pub struct Tx<'a> {
-    conn: &'a Connection,
-}
+use super::{
+    Contact, Direction, InviteRecord, Outgoing, Result, SentMessage, StoreError, StoredMessage, Tx,
+};
 
 const CONTACT_COLUMNS: &str = "address, curve25519, petname, via, created_at, state, invite_key";
 const SENT_COLUMNS: &str = "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at)";
@@ -304,11 +19,28 @@ const MESSAGE_COLUMNS: &str =
 const TRACKED: &str = "direction = 'out' AND kind NOT IN ('receipt', 'redeem')";
 
 impl Tx<'_> {
-    fn exec(&self, sql: &str, params: impl Params) -> Result<usize> {
+    /// Opens a savepoint (a transaction inside the transaction).
+    pub(crate) fn savepoint(&self, name: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(&format!("SAVEPOINT {name}"))?)
+    }
+
+    /// Keeps a savepoint's changes.
+    pub(crate) fn release(&self, name: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(&format!("RELEASE {name}"))?)
+    }
+
+    /// Undoes a savepoint's changes.
+    pub(crate) fn rollback_to(&self, name: &str) -> Result<()> {
+        Ok(self
+            .conn
+            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?)
+    }
+
+    pub(super) fn exec(&self, sql: &str, params: impl Params) -> Result<usize> {
         Ok(self.conn.prepare_cached(sql)?.execute(params)?)
     }
 
-    fn row<T>(
+    pub(super) fn row<T>(
         &self,
         sql: &str,
         params: impl Params,
@@ -461,7 +193,10 @@ impl Tx<'_> {
                 return Ok(name);
             }
         }
-        Err(StoreError(StoreError::corrupt("petnames", "all taken")))
+        Err(StoreError::Sqlite(StoreError::corrupt(
+            "petnames",
+            "all taken",
+        )))
     }
 
     /// Remembers an invite (for a day past its expiry, then forgets it).
@@ -896,77 +631,3 @@ fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use DeliveryState::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn outgoing_states_only_move_forward_and_expired_is_final() {
-        let (_dir, store) = store();
-        let tx = store.read();
-        let me = Name::new("me").unwrap();
-        let peer = PublicKey::from_bytes([7; 32]);
-        let check = |id: &MessageId, expected: DeliveryState| {
-            let state: String = tx
-                .row(
-                    "SELECT state FROM messages WHERE id = ?1",
-                    params![id.as_bytes()],
-                    |row| row.get(0),
-                )
-                .unwrap()
-                .unwrap();
-            assert_eq!(state, expected.name());
-        };
-        let message = |id| StoredMessage::outgoing_control(id, peer, Kind::Chat, 1);
-
-        let a = MessageId::new_v7();
-        tx.insert_message(&me, &message(a), Some(b"sealed"))
-            .unwrap();
-        tx.advance(&me, &a, Some(&peer), Read, 2).unwrap();
-        // A late "relayed" or "delivered" does not move it back.
-        tx.advance(&me, &a, None, Relayed, 3).unwrap();
-        tx.advance(&me, &a, Some(&peer), Delivered, 4).unwrap();
-        tx.advance(&me, &a, None, Expired, 5).unwrap();
-        check(&a, Read);
-
-        let b = MessageId::new_v7();
-        tx.insert_message(&me, &message(b), Some(b"sealed"))
-            .unwrap();
-        tx.advance(&me, &b, None, Expired, 2).unwrap();
-        tx.advance(&me, &b, Some(&peer), Delivered, 3).unwrap();
-        tx.advance(&me, &b, None, Failed, 4).unwrap();
-        check(&b, Expired);
-
-        // A receipt from someone else changes nothing.
-        let c = MessageId::new_v7();
-        tx.insert_message(&me, &message(c), Some(b"sealed"))
-            .unwrap();
-        tx.advance(&me, &c, Some(&PublicKey::from_bytes([9; 32])), Read, 2)
-            .unwrap();
-        check(&c, Queued);
-    }
-
-    #[test]
-    fn a_damaged_value_is_an_error_not_a_default() {
-        let (_dir, store) = store();
-        let tx = store.read();
-        let me = Name::new("me").unwrap();
-        let peer = PublicKey::from_bytes([7; 32]);
-        let id = MessageId::new_v7();
-        let mut message = StoredMessage::outgoing_control(id, peer, Kind::Chat, 1);
-        message.body = b"hi".to_vec();
-        tx.insert_message(&me, &message, Some(b"sealed")).unwrap();
-        tx.exec("UPDATE messages SET kind = 'gossip'", []).unwrap();
-        assert!(tx.sent_message(&me, &id).is_err());
-        tx.exec("UPDATE messages SET kind = 'chat', state = 'lost'", [])
-            .unwrap();
-        assert!(tx.sent_message(&me, &id).is_err());
-    }
-}

@@ -1,0 +1,189 @@
+//! The store's thread and its handle: every read and write of the daemon's
+//! store runs on one thread that owns the SQLite connection. Callers send a
+//! job (a closure over [`Tx`]) and await its answer; the thread takes every
+//! job waiting, runs each in a savepoint of one transaction, commits once,
+//! and only then answers them all (group commit: one fsync for a burst of
+//! sends, receipts and state changes, from every identity at once). A job
+//! that fails is rolled back alone; its caller gets its error.
+//!
+//! Jobs run in the order they were queued, so a job queued after another
+//! sees its changes; [`Db::queue`] lets a caller queue a job while it holds
+//! a lock and wait for the commit after letting go.
+
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoreError, Tx};
+
+/// Jobs waiting for the thread, at most (callers wait for room beyond it).
+const QUEUE: usize = 4096;
+/// Jobs committed together, at most.
+const MAX_BATCH: usize = 1024;
+
+/// What a job leaves to do once its transaction's fate is known.
+type Finish = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
+/// A job: runs on the thread; whether it succeeded, and its finish.
+type Job = Box<dyn FnOnce(&Tx<'_>) -> (bool, Finish) + Send>;
+
+/// A handle to the store thread. Cloning is cheap.
+#[derive(Clone)]
+pub(crate) struct Db {
+    /// `None` asks the thread to finish.
+    jobs: mpsc::Sender<Option<Job>>,
+}
+
+/// The store thread; [`DbThread::join`] waits for it once every [`Db`] is
+/// gone.
+pub(crate) struct DbThread(thread::JoinHandle<()>);
+
+impl DbThread {
+    /// Waits for the thread to finish its last batch.
+    pub(crate) fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the store thread panicked");
+        }
+    }
+}
+
+/// A queued job's answer, once committed.
+pub(crate) struct Pending<T, E> {
+    answer: oneshot::Receiver<Result<T, E>>,
+}
+
+impl<T, E: From<StoreError>> Pending<T, E> {
+    /// The job's answer, after its transaction committed.
+    pub(crate) async fn committed(self) -> Result<T, E> {
+        self.answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Db {
+    /// Starts the thread that owns `store`.
+    pub(crate) fn spawn(store: Store) -> Result<(Db, DbThread), StoreError> {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let handle = thread::Builder::new()
+            .name("daemon-store".into())
+            .spawn(move || run(store, rx))
+            .map_err(StoreError::Thread)?;
+        Ok((Db { jobs }, DbThread(handle)))
+    }
+
+    /// Runs `f` on the store thread and returns its answer once committed.
+    pub(crate) async fn run<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.queue(f).await?.committed().await
+    }
+
+    /// Queues `f` (waiting only for room in the queue); the returned
+    /// [`Pending`] gives its answer once committed.
+    pub(crate) async fn queue<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<Pending<T, E>, StoreError>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |tx| match f(tx) {
+            Ok(value) => (
+                true,
+                Box::new(move |committed: Result<(), Arc<StoreError>>| {
+                    let _ = reply.send(
+                        committed
+                            .map(|()| value)
+                            .map_err(|e| E::from(StoreError::Commit(e))),
+                    );
+                }),
+            ),
+            Err(error) => (
+                false,
+                Box::new(move |_| {
+                    let _ = reply.send(Err(error));
+                }),
+            ),
+        });
+        self.jobs
+            .send(Some(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Pending { answer })
+    }
+
+    /// Asks the thread to finish once the jobs queued so far are done; jobs
+    /// queued later fail with [`StoreError::Closed`].
+    pub(crate) async fn close(&self) {
+        let _ = self.jobs.send(None).await;
+    }
+}
+
+/// The store thread: batch, run, commit, answer; until every handle is gone.
+fn run(mut store: Store, mut jobs: mpsc::Receiver<Option<Job>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing && let Some(first) = jobs.blocking_recv() {
+        match first {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) => {
+                    closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (finishes, outcome) = store.batch(batch.drain(..));
+        let outcome = outcome.map_err(Arc::new);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "a store commit failed; its requests get the error");
+        }
+        for finish in finishes {
+            finish(outcome.clone());
+        }
+    }
+    tracing::debug!("store thread finished");
+}
+
+impl Store {
+    /// Runs each job in a savepoint of one transaction and commits; the
+    /// jobs' finishes and the commit's outcome.
+    fn batch(&mut self, jobs: impl Iterator<Item = Job>) -> (Vec<Finish>, Result<(), StoreError>) {
+        let mut finishes = Vec::new();
+        let outcome = self.write(|tx| {
+            for job in jobs {
+                if let Err(error) = tx.savepoint("job") {
+                    // Not even begun: its caller sees the store closed.
+                    tracing::error!(%error, "cannot begin a store job");
+                    continue;
+                }
+                let (ok, finish) = job(tx);
+                let kept = if ok {
+                    tx.release("job")
+                } else {
+                    tx.rollback_to("job")
+                };
+                match kept {
+                    Ok(()) => finishes.push(finish),
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        finishes.push(Box::new(move |_| finish(Err(error))));
+                    }
+                }
+            }
+            Ok::<_, StoreError>(())
+        });
+        (finishes, outcome)
+    }
+}
