@@ -50,6 +50,10 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 })
                 .transpose()
                 .code(CONFIG)?;
+            // The one command that may create a home.
+            if !home.daemon_running() {
+                crate::daemon_client::spawn_daemon(&home)?;
+            }
             let created = call(
                 &home,
                 api::Init {
@@ -203,10 +207,24 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 }
                 SendOutcome::Waited(waited) => {
                     out.print(&waited, |w| sent_line(&w.sent))?;
-                    if waited.sent.state.is_failure() {
-                        Err(Failure::quiet(crate::exit::UNDELIVERABLE))
+                    let (id, state, wanted) = (&waited.sent.id, waited.sent.state, waited.wanted);
+                    if state.is_failure() {
+                        Err(Failure::new(
+                            crate::exit::UNDELIVERABLE,
+                            anyhow::anyhow!("message {id} {state}: it will not be delivered"),
+                        ))
                     } else if !waited.reached {
-                        Err(Failure::quiet(crate::exit::NOT_YET))
+                        let why = waited
+                            .held_up_by
+                            .map(|why| format!("; {why}"))
+                            .unwrap_or_default();
+                        Err(Failure::new(
+                            crate::exit::NOT_YET,
+                            anyhow::anyhow!(
+                                "message {id} is {state}, not {wanted} yet after {}{why}; it is still on its way (follow it with `agentwire status {id}`)",
+                                humantime::format_duration(timeout)
+                            ),
+                        ))
                     } else {
                         Ok(())
                     }
@@ -234,6 +252,19 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             let messages = call(&home, request, Duration::ZERO)?;
             print_messages(out, &messages)
         }
+    }
+}
+
+/// How long a daemon with no identity lingers: `AGENTWIRE_DAEMON_IDLE_EXIT`
+/// (a duration such as `60s`), or the default.
+fn idle_exit() -> Result<Duration, agentwire_daemon::DaemonError> {
+    match std::env::var("AGENTWIRE_DAEMON_IDLE_EXIT") {
+        Ok(text) => humantime::parse_duration(&text).map_err(|e| {
+            agentwire_daemon::DaemonError::Config(format!(
+                "AGENTWIRE_DAEMON_IDLE_EXIT={text:?} is not a duration ({e}); write e.g. 60s"
+            ))
+        }),
+        Err(_) => Ok(agentwire_daemon::DEFAULT_IDLE_EXIT),
     }
 }
 
@@ -356,7 +387,7 @@ fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), 
             runtime
                 .block_on(async {
                     let stop = crate::relay_cmd::shutdown_signal();
-                    agentwire_daemon::run(home.clone(), stop).await
+                    agentwire_daemon::run(home.clone(), idle_exit()?, stop).await
                 })
                 .code(crate::exit::CANNOT_START)
         }

@@ -40,7 +40,6 @@ pub(crate) fn run(
     json: bool,
 ) -> Result<(), Failure> {
     let home = Home::resolve(home_flag).code(CONFIG)?;
-    home.ensure().code(CONFIG)?;
     if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
         crate::daemon_client::start(&home)?;
     }

@@ -74,9 +74,26 @@ pub(crate) fn failure(error: ClientError) -> Failure {
     }
 }
 
-/// Starts `agentwire daemon run` in the background (its own process group,
-/// output to daemon.log) and waits for its socket.
+/// Starts the daemon of an existing home: one made by `agentwire init`. No
+/// other command creates a home, so a mistyped `--home` is an error, not a
+/// new empty home with a daemon in it.
 pub(crate) fn start(home: &Home) -> Result<(), Failure> {
+    if !home.is_initialized() {
+        return Err(Failure::new(
+            NOT_INITIALIZED,
+            anyhow!(
+                "no agentwire home at {}: create it with `agentwire init`, or check --home and AGENTWIRE_HOME",
+                home.root().display()
+            ),
+        ));
+    }
+    spawn_daemon(home)
+}
+
+/// Starts `agentwire daemon run` in the background (its own process group,
+/// output to daemon.log), creating the home if needed (for `init`), and
+/// waits for its socket.
+pub(crate) fn spawn_daemon(home: &Home) -> Result<(), Failure> {
     home.ensure().code(CONFIG)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -88,6 +105,7 @@ pub(crate) fn start(home: &Home) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .context("cannot find the agentwire binary")
         .code(DAEMON_UNREACHABLE)?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = Command::new(exe)
         .arg("--home")
         .arg(home.root())
@@ -105,12 +123,11 @@ pub(crate) fn start(home: &Home) -> Result<(), Failure> {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
+            let reason = start_failure(&home.log(), log_start)
+                .unwrap_or_else(|| format!("it exited ({status}); see {}", home.log().display()));
             return Err(Failure::new(
                 DAEMON_UNREACHABLE,
-                anyhow!(
-                    "the daemon exited at start ({status}); see {}",
-                    home.log().display()
-                ),
+                anyhow!("the daemon could not start: {reason}"),
             ));
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -122,6 +139,20 @@ pub(crate) fn start(home: &Home) -> Result<(), Failure> {
             home.log().display()
         ),
     ))
+}
+
+/// Why a daemon that just exited could not start: the error it printed to
+/// daemon.log (after `from`), which names the fix.
+fn start_failure(log: &std::path::Path, from: u64) -> Option<String> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(log).ok()?;
+    file.seek(std::io::SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.take(64 * 1024).read_to_string(&mut text).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("agentwire: "))
+        .map(str::to_owned)
 }
 
 /// Carries out one operation from async code, starting the daemon (once) if

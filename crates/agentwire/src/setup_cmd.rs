@@ -188,7 +188,7 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
                 format!(" (other servers kept: {})", kept.join(", "))
             }
         );
-        println!("{}", next_step(options));
+        println!("{}", next_step(global, options));
         if is_project_file(options) {
             println!(
                 "Note: the entry holds this machine's paths; if the file is shared \
@@ -684,9 +684,25 @@ fn is_project_file(options: &Options) -> bool {
     }
 }
 
-/// What the user does next, per client.
-fn next_step(options: &Options) -> String {
+/// What the user does next, per client; a command it suggests works as
+/// printed (the same home, identity, directory and entry name).
+fn next_step(global: &GlobalArgs, options: &Options) -> String {
     let entry = &options.entry;
+    let rerun = {
+        let mut words = vec![
+            command_words(global.home.as_deref(), global.identity.as_deref()),
+            "setup claude".to_owned(),
+        ];
+        if options.dir != Path::new(".") {
+            let dir = std::path::absolute(&options.dir).unwrap_or_else(|_| options.dir.clone());
+            words.push(format!("--dir {}", shell_quote(&dir.display().to_string())));
+        }
+        if entry != "agentwire" {
+            words.push(format!("--entry {}", shell_quote(entry)));
+        }
+        words.push("--push message".to_owned());
+        words.join(" ")
+    };
     match options.client {
         SetupClient::Claude if options.push == PushMode::Message => format!(
             "Start Claude Code with pushes into the session: claude --dangerously-load-development-channels server:{entry}"
@@ -695,7 +711,7 @@ fn next_step(options: &Options) -> String {
             "Start `claude`; `/mcp` lists the server. For messages pushed into the session, add `--push message`.".to_owned()
         }
         SetupClient::Claude => format!(
-            "Start `claude` in {} and approve the project server; `/mcp` lists it. For messages pushed into the session, run `agentwire setup claude --push message`.",
+            "Start `claude` in {} and approve the project server; `/mcp` lists it. For messages pushed into the session, run `{rerun}`.",
             options.dir.display()
         ),
         SetupClient::Codex => "Start `codex`; `/mcp` lists the server.".to_owned(),

@@ -141,6 +141,10 @@ pub struct Waited {
     pub reached: bool,
     /// The state waited for.
     pub wanted: DeliveryState,
+    /// When it did not get there: what holds it up, if the daemon knows
+    /// (the relay link is down, the relay declined it for now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_up_by: Option<String>,
 }
 
 /// What `send` answers.

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::Duration;
 
-use agentwire_relay::{Relay, RelayConfig};
+use agentwire_relay::{RateLimit, Relay, RelayConfig};
 use agentwire_session::{Identity, MessageId, Name, PeerSession, PickleKey};
 use agentwire_wire::{PublicKey, RelayId};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_MESSAGES: usize = 100;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How long a wait lasts when the request does not say.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Frames per second per key and per IP of the daemon's own loopback relay.
+pub(crate) const LOCAL_RELAY_FRAMES_PER_SEC: u32 = 1_000_000;
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -103,6 +105,8 @@ pub struct Daemon {
     /// Woken when an outgoing message changes state.
     pub(crate) states: Notify,
     pub(crate) counters: Counters,
+    /// When the last request came in, Unix ms.
+    pub(crate) last_request_ms: AtomicU64,
     /// Why each identity's link is not connected, while it is not.
     pub(crate) link_errors: Table<Name, String>,
     /// Why the relay last declined one of an identity's queued messages,
@@ -127,13 +131,14 @@ impl Daemon {
     pub fn open(home: Home) -> Result<Arc<Daemon>, crate::DaemonError> {
         home.ensure()?;
         let key = home.load_or_create_key()?;
-        let store = Store::open(&home.db()).map_err(crate::DaemonError::Store)?;
+        let store_error = |source| crate::DaemonError::Store {
+            path: home.db().display().to_string(),
+            source,
+        };
+        let store = Store::open(&home.db()).map_err(store_error)?;
         let mut identities = Vec::new();
-        let stored = store
-            .read()
-            .identities()
-            .map_err(crate::DaemonError::Store)?;
-        let (db, db_thread) = Db::spawn(store).map_err(crate::DaemonError::Store)?;
+        let stored = store.read().identities().map_err(store_error)?;
+        let (db, db_thread) = Db::spawn(store).map_err(store_error)?;
         for (name, pickle) in stored {
             let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
             let identity = Identity::from_encrypted_pickle(name.clone(), &pickle, &key)
@@ -156,6 +161,7 @@ impl Daemon {
             states: Notify::new(),
             refusals: Table::new(),
             counters: Counters::default(),
+            last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
             outbox_errors: Table::new(),
             shutdown: CancellationToken::new(),
@@ -172,10 +178,15 @@ impl Daemon {
         if let Some(relay) = relay.as_ref() {
             return Ok(relay.url());
         }
-        let config = RelayConfig::new(
+        let mut config = RelayConfig::new(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             self.home.local_relay_db(),
         );
+        // The daemon's own relay serves this home's identities over
+        // loopback: its frame rates must not throttle its own daemon (a
+        // message costs about six frames). Still bounded, as everything is.
+        config.limits.key_rate = RateLimit::per_second(LOCAL_RELAY_FRAMES_PER_SEC);
+        config.limits.ip_rate = RateLimit::per_second(LOCAL_RELAY_FRAMES_PER_SEC);
         let started = Relay::spawn(config).await.map_err(|e| {
             ApiError::new(
                 ErrorCode::RelayUnreachable,
@@ -248,6 +259,15 @@ impl Daemon {
         let name = identity.clone();
         let contacts = self.db.run(move |tx| tx.contacts(&name)).await?;
         resolve_peer(&contacts, peer)
+    }
+
+    /// Whether the daemon has no identity and has had no request for `idle`.
+    pub(crate) fn is_idle(&self, idle: Duration) -> bool {
+        let last = self
+            .last_request_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        self.identities().0.is_empty() && now_ms().saturating_sub(last) >= idle_ms
     }
 
     /// Whether the relay runs inside this daemon.

@@ -101,6 +101,11 @@ impl Home {
         }
     }
 
+    /// Whether `agentwire init` made this home (its store exists).
+    pub fn is_initialized(&self) -> bool {
+        self.db().exists()
+    }
+
     /// The daemon's store.
     pub fn db(&self) -> PathBuf {
         self.root.join("agentwire.db")

@@ -31,9 +31,17 @@ pub enum DaemonError {
     /// The home is unusable.
     #[error(transparent)]
     Home(#[from] HomeError),
+    /// A setting is not valid.
+    #[error("{0}")]
+    Config(String),
     /// The store cannot be opened.
-    #[error("cannot open the daemon's store: {0}")]
-    Store(store::StoreError),
+    #[error("cannot open the daemon's store {path}: {source}")]
+    Store {
+        /// The store's file.
+        path: String,
+        /// What failed.
+        source: store::StoreError,
+    },
     /// Stored state does not load.
     #[error("the daemon's store is damaged: {0}")]
     Corrupt(String),
@@ -118,15 +126,33 @@ impl DaemonHandle {
     }
 }
 
-/// Runs the daemon for `home` until a stop request or `stop` resolves.
+/// How long a daemon with no identity waits for a request before it exits,
+/// by default (a home without identities has nothing to keep connected).
+pub const DEFAULT_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs the daemon for `home` until a stop request or `stop` resolves, or
+/// until it has had no identity and no request for `idle_exit`.
 pub async fn run(
     home: Home,
+    idle_exit: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let daemon = DaemonHandle::spawn(home).await?;
+    let idle = async {
+        let mut check =
+            tokio::time::interval((idle_exit / 6).max(std::time::Duration::from_millis(100)));
+        loop {
+            check.tick().await;
+            if daemon.daemon.is_idle(idle_exit) {
+                tracing::info!("no identity and no request for {idle_exit:?}: stopping");
+                return;
+            }
+        }
+    };
     tokio::select! {
         () = stop => {}
         () = daemon.stop_requested() => {}
+        () = idle => {}
     }
     daemon.shutdown().await;
     Ok(())

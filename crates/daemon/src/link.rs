@@ -28,10 +28,20 @@ const OUTBOX_BATCH: usize = 256;
 /// pending requests per connection, and under the receiver's tolerance for
 /// messages of one session arriving out of order).
 const SEND_WINDOW: usize = 32;
+/// Reconnecting to the relay: soon after it comes back (a relay restart
+/// takes seconds), with jitter so that many clients do not come at once.
+const RECONNECT: agentwire_client::Backoff = agentwire_client::Backoff {
+    initial: std::time::Duration::from_millis(100),
+    max: std::time::Duration::from_secs(3),
+};
 /// Envelopes taken from the relay and committed together, at most.
 const RECEIVE_BURST: usize = 256;
-/// How often a link retries messages the relay did not accept yet.
+/// How often a link looks at its outbox anyway, and the longest it waits to
+/// retry messages the relay did not accept yet.
 const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// The first wait before retrying messages the relay declined for now (rate
+/// limit, queue full); it doubles up to [`OUTBOX_RETRY`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Signs relay challenges with an identity held by the daemon.
 struct IdentitySigner {
@@ -79,7 +89,7 @@ impl Daemon {
                 Ok(connected) => connected,
                 Err(error) => {
                     self.link_errors.set(name.clone(), error.message.clone());
-                    let delay = agentwire_client::Backoff::default().delay(attempt);
+                    let delay = RECONNECT.delay(attempt);
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(identity = %name, %error, "cannot reach the relay; retrying");
                     tokio::select! {
@@ -227,27 +237,35 @@ impl Daemon {
         let signer = IdentitySigner { identity, address };
         let mut config = ClientConfig::new(url);
         config.access_token = token.map(String::into_bytes);
+        config.backoff = RECONNECT;
         RelayClient::connect(config, Arc::new(signer))
             .await
             .map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
     }
 
-    /// The outbox pump of one connection: pushes when something is queued,
-    /// and retries what the relay declined every [`OUTBOX_RETRY`].
+    /// The outbox pump of one connection: pushes when something is queued;
+    /// retries what the relay declined for now after [`RETRY_FIRST`],
+    /// doubling up to [`OUTBOX_RETRY`], and looks every [`OUTBOX_RETRY`]
+    /// anyway.
     async fn pump(&self, name: &Name, client: &RelayClient, stop: CancellationToken) {
         let queued = self.outbox_waker(name);
-        let mut retry = tokio::time::interval(OUTBOX_RETRY);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry: Option<std::time::Duration> = None;
         loop {
+            let declined = tokio::select! {
+                () = stop.cancelled() => return,
+                declined = self.push_outbox(name, client) => declined,
+            };
+            retry = match (declined, retry) {
+                (false, _) => None,
+                (true, None) => Some(RETRY_FIRST),
+                (true, Some(last)) => Some(last.saturating_mul(2).min(OUTBOX_RETRY)),
+            };
+            let wait = retry.unwrap_or(OUTBOX_RETRY);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
                 () = queued.notified() => {}
-                _ = retry.tick() => {}
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = self.push_outbox(name, client) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -255,7 +273,8 @@ impl Daemon {
     /// Sends what is queued for `name`, oldest first, [`SEND_WINDOW`] at a
     /// time, until the outbox is empty or the relay declines (then the next
     /// wake-up retries). One store job per round records the new states.
-    async fn push_outbox(&self, name: &Name, client: &RelayClient) {
+    /// Returns whether the relay declined something for now.
+    async fn push_outbox(&self, name: &Name, client: &RelayClient) -> bool {
         // Pages forward through the outbox, so that a recipient the relay
         // declines for now cannot keep everyone else's messages waiting.
         let mut after: Option<MessageId> = None;
@@ -270,14 +289,14 @@ impl Daemon {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(%error, "cannot read the outbox");
-                    return;
+                    return true;
                 }
             };
             if batch.is_empty() {
                 if blocked.is_empty() {
                     self.outbox_errors.take(name);
                 }
-                return;
+                return !blocked.is_empty();
             }
             after = batch.last().map(|outgoing| outgoing.id);
             let mut in_flight = FuturesUnordered::new();
@@ -312,7 +331,7 @@ impl Daemon {
                 }
             }
             if !self.record_states(name, states).await || disconnected {
-                return;
+                return true;
             }
         }
     }

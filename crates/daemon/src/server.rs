@@ -62,7 +62,14 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
             "request longer than {MAX_REQUEST_BYTES} bytes"
         ))),
         Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+        Ok(_) => match serde_json::from_str::<Request>(&line).inspect(|request| {
+            // Asking how the daemon is does not keep an idle one alive.
+            if !matches!(request, Request::Status(_)) {
+                daemon
+                    .last_request_ms
+                    .store(crate::core::now_ms(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }) {
             Ok(Request::Subscribe(request)) => {
                 let mut rest = Vec::new();
                 let hangup = async move {

@@ -184,10 +184,37 @@ async fn a_stranger_who_knows_the_key_gets_nothing_shown() {
 }
 
 #[test]
+fn commands_other_than_init_do_not_create_a_home() {
+    // A mistyped --home: nothing may appear there, no daemon may start.
+    let typo = TestHome::new();
+    for args in [
+        &["daemon", "start"][..],
+        &["whoami"],
+        &["recv"],
+        &["send", "b", "x"],
+        &["contacts"],
+    ] {
+        let run = typo.run(args);
+        assert_eq!(run.code, 13, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("no agentwire home at") && run.stderr.contains("agentwire init"),
+            "{args:?}: {run:?}"
+        );
+        assert!(
+            !typo.path().exists(),
+            "{args:?} created {}",
+            typo.path().display()
+        );
+    }
+}
+
+#[test]
 fn daemon_start_stop_status() {
     let home = TestHome::new();
     let run = home.run(&["daemon", "status"]);
     assert_eq!(run.code, 10, "{run:?}");
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["daemon", "stop"]).ok();
     let started = home.run(&["--json", "daemon", "start"]).ok().json();
     assert_eq!(started["running"], true);
     // Starting again is a no-op.
@@ -314,4 +341,63 @@ fn one_daemon_per_home_and_stop_waits_for_the_exit() {
     assert!(!home.path().join("daemon.sock").exists());
     // The next command starts a fresh one.
     assert_eq!(home.run(&["--json", "whoami"]).ok().json()["name"], "solo");
+}
+
+#[test]
+fn a_daemon_that_cannot_start_says_why_once() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["daemon", "stop"]).ok();
+    let key = home.path().join("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = home.run(&["whoami"]);
+    assert_eq!(run.code, 10, "{run:?}");
+    // The fix itself, not "see daemon.log".
+    assert!(
+        run.stderr.contains("the daemon could not start:") && run.stderr.contains("chmod 600"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.matches("chmod 600").count(), 1, "{run:?}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    home.run(&["whoami"]).ok();
+}
+
+#[test]
+fn send_wait_says_why_a_message_is_held_up() {
+    let mut pair = Paired::start(&[]);
+    pair.relay.signal("-KILL");
+    pair.relay.wait();
+    let run = pair
+        .alice
+        .run(&["send", "bob", "x", "--wait", "relayed", "--timeout", "2s"]);
+    assert_eq!(run.code, 18, "{run:?}");
+    assert!(
+        run.stderr.contains("is queued, not relayed yet after 2s")
+            && run.stderr.contains("not connected to its relay"),
+        "{run:?}"
+    );
+    let status = pair.alice.run(&["--json", "daemon", "status"]).ok().json();
+    let error = status["identities"][0]["relay_error"]
+        .as_str()
+        .unwrap_or("");
+    assert!(error.contains("reconnecting"), "{status}");
+}
+
+#[test]
+fn a_daemon_without_identities_does_not_linger() {
+    let home = TestHome::new();
+    let run = Run::from(
+        std::process::Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(home.path())
+            .args(["init", "--relay", "http://not-a-relay"])
+            .env("AGENTWIRE_DAEMON_IDLE_EXIT", "300ms")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        eventually(|| home.run(&["daemon", "status"]).code == 10),
+        "the daemon lingers"
+    );
 }

@@ -44,6 +44,12 @@ fn hook_claude_puts_framed_mail_into_the_next_prompt_and_blocks_a_stop() {
     );
     assert!(context.contains("please review PR 12"), "{context}");
     assert!(context.contains("untrusted content"), "{context}");
+    // The reply hint works as printed: the same home and identity.
+    let reply = format!(
+        "agentwire --home {} --as b send PEER TEXT",
+        home.path().display()
+    );
+    assert!(context.contains(&reply), "{context}");
 
     // Consumed: the next prompt gets nothing, and the hook stays silent.
     let again = home.run_with_stdin(&["--as", "b", "hook", "claude"], Some(b"{}"));

@@ -126,6 +126,13 @@ fn setup_adds_an_entry_that_starts_the_server_and_keeps_the_rest() {
     // Again: nothing to change.
     let again = setup(&home, dir, &[], &["claude", "--json"]).ok().json();
     assert_eq!(again["action"], "unchanged");
+    // The re-run it suggests works as printed: same home and identity.
+    let hint = setup(&home, dir, &[], &["claude"]).ok().stdout;
+    let rerun = format!(
+        "agentwire --home {} --as alice setup claude --push message",
+        home.path().display()
+    );
+    assert!(hint.contains(&rerun), "{hint}");
     // A different push mode updates the entry in place.
     let text = setup(&home, dir, &[], &["claude", "--push", "message"])
         .ok()

@@ -29,10 +29,16 @@ impl Run for SendMessage {
         let id = parse_message_id("id", &queued.id)?;
         let (sent, reached) =
             wait_for_state(daemon, identity.as_deref(), &id, wanted, wait_ms).await?;
+        let held_up_by = if reached || sent.state.is_failure() {
+            None
+        } else {
+            held_up_by(daemon, identity.as_deref(), sent.state)
+        };
         Ok(SendOutcome::Waited(Waited {
             sent,
             reached,
             wanted,
+            held_up_by,
         }))
     }
 }
@@ -112,6 +118,22 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
     }
     daemon.outbox_waker(&name).notify_one();
     Ok(queued)
+}
+
+/// Why a message of `identity` in `state` may not move on: its relay link
+/// is down, or the relay declined a message for now.
+fn held_up_by(daemon: &Daemon, identity: Option<&str>, state: DeliveryState) -> Option<String> {
+    let (name, _) = daemon.pick(identity).ok()?;
+    if let Some(error) = daemon.link_errors.get(&name) {
+        return Some(format!("{name} is not connected to its relay ({error})"));
+    }
+    if state == DeliveryState::Queued {
+        return daemon
+            .outbox_errors
+            .get(&name)
+            .map(|error| format!("the relay declined it for now ({error}); it is retried"));
+    }
+    None
 }
 
 fn optional_id(field: &str, text: Option<&str>) -> Result<Option<MessageId>, ApiError> {

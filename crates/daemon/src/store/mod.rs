@@ -23,7 +23,7 @@ const STATEMENT_CACHE: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite refused.
-    #[error("the local store failed: {0}")]
+    #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The transaction this change was part of did not commit.
     #[error("the local store could not commit: {0}")]

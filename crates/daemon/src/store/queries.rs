@@ -630,4 +630,3 @@ fn get_ms(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
-
