@@ -11,7 +11,7 @@ use std::time::Duration;
 use agentwire_relay::{RateLimit, Relay, RelayConfig};
 use agentwire_session::{Identity, MessageId, Name, PeerSession, PickleKey};
 use agentwire_wire::{PublicKey, RelayId};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,6 +42,22 @@ pub(crate) struct Counters {
 
 /// The identities of the home, in creation order (the first is the default).
 pub(crate) struct Identities(pub(crate) Vec<(Name, Arc<StdMutex<Identity>>)>);
+
+/// What happened to an identity, as published to its subscriptions.
+#[derive(Clone, Debug)]
+pub(crate) enum Published {
+    /// A message was stored (once per message).
+    Message(Box<crate::api::MessageView>),
+    /// A sent message changed state.
+    State(crate::api::SentView),
+    /// Unread messages were taken (a subscription that could not show its
+    /// whole backlog looks again).
+    Consumed,
+}
+
+/// Published items buffered per identity for subscriptions that lag; one
+/// that falls further behind looks at the store again.
+const PUBLISHED_BUFFER: usize = 1024;
 
 /// A contact's session as cached, behind the lock that orders its changes.
 type CachedSession = Arc<Mutex<Option<PeerSession>>>;
@@ -105,6 +121,8 @@ pub struct Daemon {
     /// Woken when an outgoing message changes state.
     pub(crate) states: Notify,
     pub(crate) counters: Counters,
+    /// Per identity: what its subscriptions follow.
+    published: StdMutex<HashMap<Name, broadcast::Sender<Published>>>,
     /// When the last request came in, Unix ms.
     pub(crate) last_request_ms: AtomicU64,
     /// Why each identity's link is not connected, while it is not.
@@ -161,6 +179,7 @@ impl Daemon {
             states: Notify::new(),
             refusals: Table::new(),
             counters: Counters::default(),
+            published: StdMutex::new(HashMap::new()),
             last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
             outbox_errors: Table::new(),
@@ -259,6 +278,65 @@ impl Daemon {
         let name = identity.clone();
         let contacts = self.db.run(move |tx| tx.contacts(&name)).await?;
         resolve_peer(&contacts, peer)
+    }
+
+    /// Follows what is published for `name` from now on.
+    pub(crate) fn follow(&self, name: &Name) -> broadcast::Receiver<Published> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| broadcast::channel(PUBLISHED_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Whether anyone follows `name` (so that views are built only for a
+    /// reader).
+    pub(crate) fn followed(&self, name: &Name) -> bool {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
+    /// Publishes `items` to `name`'s subscriptions, if it has any.
+    pub(crate) fn publish(&self, name: &Name, items: impl IntoIterator<Item = Published>) {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = published.get(name).filter(|s| s.receiver_count() > 0) {
+            for item in items {
+                // No receiver left is not an error: nobody follows.
+                let _ = sender.send(item);
+            }
+        }
+    }
+
+    /// Publishes stored messages and changed sent messages as views.
+    pub(crate) fn publish_changes<'a>(
+        &self,
+        name: &Name,
+        contacts: impl IntoIterator<Item = &'a Contact>,
+        stored: &[crate::store::StoredMessage],
+        changed: &[crate::store::SentMessage],
+    ) {
+        if stored.is_empty() && changed.is_empty() {
+            return;
+        }
+        let contacts: Vec<Contact> = contacts.into_iter().cloned().collect();
+        let mut items = Vec::with_capacity(stored.len() + changed.len());
+        for message in stored {
+            match crate::views::message_view(message, &contacts) {
+                Ok(view) => items.push(Published::Message(Box::new(view))),
+                Err(error) => tracing::error!(%error, "cannot show a stored message"),
+            }
+        }
+        for message in changed {
+            match crate::views::sent_view(message, &contacts) {
+                Ok(view) => items.push(Published::State(view)),
+                Err(error) => tracing::error!(%error, "cannot show a state change"),
+            }
+        }
+        self.publish(name, items);
     }
 
     /// Whether the daemon has no identity and has had no request for `idle`.

@@ -210,14 +210,11 @@ impl Daemon {
     /// hearing about it.
     async fn expired(&self, name: &Name, client: &RelayClient, id: EnvelopeId, to: PublicKey) {
         let message_id = MessageId::from_bytes(*id.as_bytes());
-        let owner = name.clone();
         let recorded = self
-            .db
-            .run(move |tx| tx.advance(&owner, &message_id, None, DeliveryState::Expired, now_ms()))
+            .advance(name, vec![(message_id, DeliveryState::Expired)])
             .await;
         match recorded {
-            Ok(_) => {
-                self.states.notify_waiters();
+            Ok(()) => {
                 if let Err(error) = client.dismiss(id, to).await {
                     tracing::info!(identity = %name, %error, "an expiry notice was not dismissed; it will come again");
                 }
@@ -336,27 +333,44 @@ impl Daemon {
         }
     }
 
+    /// Moves sent messages to new states in one store job, wakes the waiters
+    /// and tells the subscriptions.
+    async fn advance(
+        &self,
+        name: &Name,
+        states: Vec<(MessageId, DeliveryState)>,
+    ) -> Result<(), crate::store::StoreError> {
+        let (owner, now, followed) = (name.clone(), now_ms(), self.followed(name));
+        let (changed, contacts) = self
+            .db
+            .run(move |tx| {
+                let mut changed = Vec::new();
+                for (id, state) in &states {
+                    if tx.advance(&owner, id, None, *state, now)? {
+                        changed.push(*id);
+                    }
+                }
+                if !followed || changed.is_empty() {
+                    return Ok::<_, crate::store::StoreError>((Vec::new(), Vec::new()));
+                }
+                Ok((
+                    tx.sent_messages_by_id(&owner, &changed)?,
+                    tx.contacts(&owner)?,
+                ))
+            })
+            .await?;
+        self.states.notify_waiters();
+        self.publish_changes(name, &contacts, &[], &changed);
+        Ok(())
+    }
+
     /// Records the outcome of a round of sends in one store job.
     async fn record_states(&self, name: &Name, states: Vec<(MessageId, DeliveryState)>) -> bool {
         if states.is_empty() {
             return true;
         }
-        let owner = name.clone();
-        let now = now_ms();
-        let recorded = self
-            .db
-            .run(move |tx| {
-                for (id, state) in &states {
-                    tx.advance(&owner, id, None, *state, now)?;
-                }
-                Ok::<_, crate::store::StoreError>(())
-            })
-            .await;
-        match recorded {
-            Ok(()) => {
-                self.states.notify_waiters();
-                true
-            }
+        match self.advance(name, states).await {
+            Ok(()) => true,
             Err(error) => {
                 tracing::error!(%error, "cannot record messages' states");
                 false

@@ -85,20 +85,26 @@ impl Daemon {
                     segment.push((contact, envelope));
                 }
                 Some(contact) => {
-                    acks.extend(self.segment(name, std::mem::take(&mut segment)).await?);
+                    acks.extend(
+                        self.segment(name, &contacts, std::mem::take(&mut segment))
+                            .await?,
+                    );
                     if self.answered(name, contact, &envelope.payload).await {
                         acks.push(envelope.id);
                     }
                 }
                 None => {
-                    acks.extend(self.segment(name, std::mem::take(&mut segment)).await?);
+                    acks.extend(
+                        self.segment(name, &contacts, std::mem::take(&mut segment))
+                            .await?,
+                    );
                     if self.redeem(name, &envelope).await {
                         acks.push(envelope.id);
                     }
                 }
             }
         }
-        acks.extend(self.segment(name, segment).await?);
+        acks.extend(self.segment(name, &contacts, segment).await?);
         Ok(acks)
     }
 
@@ -108,6 +114,7 @@ impl Daemon {
     async fn segment(
         &self,
         name: &Name,
+        contacts: &HashMap<PublicKey, Contact>,
         segment: Vec<(&Contact, Envelope)>,
     ) -> Result<Vec<EnvelopeId>, ApiError> {
         if segment.is_empty() {
@@ -131,7 +138,7 @@ impl Daemon {
                 acks.push(envelope.id);
             }
         }
-        acks.extend(self.commit(name, burst).await?);
+        acks.extend(self.commit(name, contacts, burst).await?);
         Ok(acks)
     }
 
@@ -212,7 +219,12 @@ impl Daemon {
     /// Commits a burst in one store job: session states, messages, one
     /// delivered receipt per sender, receipts applied. Returns the ids to
     /// acknowledge once committed.
-    async fn commit(&self, name: &Name, mut burst: Burst) -> Result<Vec<EnvelopeId>, ApiError> {
+    async fn commit(
+        &self,
+        name: &Name,
+        contacts: &HashMap<PublicKey, Contact>,
+        mut burst: Burst,
+    ) -> Result<Vec<EnvelopeId>, ApiError> {
         if burst.touched.is_empty() {
             return Ok(burst.acks);
         }
@@ -243,18 +255,25 @@ impl Daemon {
         let owner = name.clone();
         let effects = std::mem::take(&mut burst.effects);
         let queued_receipts = !receipts.is_empty();
+        let followed = self.followed(name);
         let pending = self
             .db
             .queue(move |tx| {
-                let mut stored = false;
-                let mut receipt_applied = false;
+                let mut inserted = 0;
+                let mut stored = Vec::new();
+                let mut changed = Vec::new();
                 for (from, pickle) in &pickles {
                     tx.save_session(&owner, from, pickle)?;
                 }
                 for (from, effect) in &effects {
                     match effect {
                         Effect::Store(message) => {
-                            stored |= tx.insert_message(&owner, message, None)?
+                            if tx.insert_message(&owner, message, None)? {
+                                inserted += 1;
+                                if followed {
+                                    stored.push(message.clone());
+                                }
+                            }
                         }
                         Effect::Receipt(id, receipt) => {
                             tx.insert_seen(&owner, id, from, Kind::Receipt, now)?;
@@ -265,8 +284,9 @@ impl Daemon {
                                 agentwire_session::ReceiptState::Read => DeliveryState::Read,
                             };
                             for id in &receipt.ids {
-                                receipt_applied |=
-                                    tx.advance(&owner, id, Some(from), state, now)?;
+                                if tx.advance(&owner, id, Some(from), state, now)? {
+                                    changed.push(*id);
+                                }
                             }
                         }
                         Effect::Seen(id, kind) => tx.insert_seen(&owner, id, from, *kind, now)?,
@@ -275,12 +295,19 @@ impl Daemon {
                 for (to, (id, payload)) in &receipts {
                     insert_receipt(tx, &owner, *to, *id, payload, now)?;
                 }
-                let unread = if stored {
-                    Some(tx.unread_count(&owner)?)
-                } else {
+                let unread = if inserted == 0 {
                     None
+                } else {
+                    Some(tx.unread_count(&owner)?)
                 };
-                Ok::<_, StoreError>((unread, receipt_applied))
+                let receipt_applied = !changed.is_empty();
+                // What subscriptions are shown, read only if one follows.
+                let changed = if followed {
+                    tx.sent_messages_by_id(&owner, &changed)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, StoreError>((unread, receipt_applied, stored, changed))
             })
             .await;
         // The session locks are held until the commit: a failed job must not
@@ -290,10 +317,13 @@ impl Daemon {
             Err(error) => Err(error),
         };
         match committed {
-            Ok((unread, receipt_applied)) => {
+            Ok((unread, receipt_applied, stored, changed)) => {
                 drop(burst.slots);
                 if receipt_applied {
                     self.states.notify_waiters();
+                }
+                if followed {
+                    self.publish_changes(name, contacts.values(), &stored, &changed);
                 }
                 if let Some(unread) = unread {
                     self.arrived.notify_waiters();

@@ -19,6 +19,7 @@ mod cli_delivery;
 mod cli_hooks;
 mod cli_mcp;
 mod cli_pairing;
+mod library;
 mod relay_auth;
 mod relay_client;
 mod relay_delivery;

@@ -9,7 +9,7 @@ use agentwire_session::{MessageId, Name};
 use agentwire_wire::PublicKey;
 
 use crate::api::{Ack, Acked, ApiError, Inbox, Messages, Recv};
-use crate::core::{DEFAULT_MAX_MESSAGES, Daemon, deadline, now_ms, parse_message_id};
+use crate::core::{DEFAULT_MAX_MESSAGES, Daemon, Published, deadline, now_ms, parse_message_id};
 use crate::ops::Run;
 use crate::receive::{insert_receipt, seal_receipt};
 use crate::store::{StoreError, StoredMessage};
@@ -184,8 +184,9 @@ async fn take(
         Ok(taken) => {
             drop(slots);
             daemon.outbox_waker(name).notify_one();
-            // Subscriptions may now show messages beyond their window.
             daemon.arrived.notify_waiters();
+            // Subscriptions may now show messages beyond their window.
+            daemon.publish(name, [Published::Consumed]);
             Ok(taken)
         }
         Err(error) => {

@@ -2,20 +2,23 @@
 //! message once, and each change of a sent message's state — until the
 //! subscriber goes away or the daemon stops.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use agentwire_session::{MessageId, Name};
-use tokio::sync::mpsc;
+use agentwire_session::Name;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{ApiError, DeliveryState, Event, Subscribe};
-use crate::core::{Daemon, now_ms};
+use crate::api::{ApiError, Event, Subscribe};
+use crate::core::{Daemon, Published};
 use crate::store::StoreError;
-use crate::views::{message_view, sent_view};
+use crate::views::message_view;
 
-/// Unread messages a subscription looks at per wake-up, at most; the rest
-/// follow as these are consumed.
+/// Unread messages a subscription reads from the store at once, at most;
+/// the rest follow as these are taken.
 const SUBSCRIBE_WINDOW: usize = 1000;
+/// Message ids a subscription remembers as shown (a message is shown once
+/// per subscription even if both the backlog and the stream carry it).
+const SHOWN_MEMORY: usize = 10_000;
 /// Events buffered for a subscriber that reads slowly.
 const EVENT_BUFFER: usize = 256;
 
@@ -58,73 +61,91 @@ pub(crate) async fn subscribe(
     Ok(Subscription { events })
 }
 
-/// Sends events until the receiver is gone.
+/// Sends events until the receiver is gone: the unread backlog first (up to
+/// [`SUBSCRIBE_WINDOW`]), then what is published as it happens. The store is
+/// read again only when the backlog did not fit (as messages are taken) or
+/// the subscription fell behind the published stream; a subscriber that
+/// never takes anything costs nothing per message.
 async fn follow(daemon: &Daemon, name: &Name, out: &mpsc::Sender<Event>) -> Result<(), ApiError> {
-    let mut shown: HashSet<MessageId> = HashSet::new();
-    let mut states_since = now_ms();
-    // State changes already sent whose time is exactly `states_since`
-    // (several can share a millisecond).
-    let mut sent_at_since: HashSet<(MessageId, DeliveryState)> = HashSet::new();
     let send = |event| async { out.send(event).await.map_err(|_| ApiError::invalid("gone")) };
+    // Follow first, then read: nothing published in between is missed
+    // (and what both show is shown once).
+    let mut published = daemon.follow(name);
     send(Event::Ready {
         identity: name.as_str().to_owned(),
     })
     .await?;
+    let mut shown = Shown::default();
+    let mut truncated = backlog(daemon, name, &mut shown, out).await?;
     loop {
-        let arrived = daemon.arrived.notified();
-        let changed = daemon.states.notified();
-        tokio::pin!(arrived, changed);
-        arrived.as_mut().enable();
-        changed.as_mut().enable();
-        let mut events = Vec::new();
-        let (owner, looked_at) = (name.clone(), shown.iter().copied().collect::<Vec<_>>());
-        let since = states_since;
-        let (contacts, unread, consumed, state_changes) = daemon
-            .db
-            .run(move |tx| {
-                // Forget only what was consumed: a message that merely left
-                // the window (urgent ones came first) is not shown twice.
-                let mut consumed = Vec::new();
-                for id in looked_at {
-                    if tx.unread_message(&owner, &id)?.is_none() {
-                        consumed.push(id);
-                    }
+        match published.recv().await {
+            Ok(Published::Message(message)) => {
+                if shown.insert(&message.id) {
+                    send(Event::Message { message: *message }).await?;
                 }
-                Ok::<_, StoreError>((
-                    tx.contacts(&owner)?,
-                    tx.unread(&owner, None, SUBSCRIBE_WINDOW)?,
-                    consumed,
-                    tx.sent_changed_since(&owner, since)?,
-                ))
-            })
-            .await?;
-        for id in consumed {
-            shown.remove(&id);
+            }
+            Ok(Published::State(sent)) => send(Event::State(sent)).await?,
+            Ok(Published::Consumed) if truncated => {
+                truncated = backlog(daemon, name, &mut shown, out).await?;
+            }
+            Ok(Published::Consumed) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(identity = %name, missed, "a subscription fell behind; reading the store");
+                truncated = backlog(daemon, name, &mut shown, out).await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
-        for message in &unread {
-            if shown.insert(message.id) {
-                events.push(Event::Message {
-                    message: message_view(message, &contacts)?,
-                });
+    }
+}
+
+/// Sends the unread messages not shown yet (at most [`SUBSCRIBE_WINDOW`]);
+/// whether there were more.
+async fn backlog(
+    daemon: &Daemon,
+    name: &Name,
+    shown: &mut Shown,
+    out: &mpsc::Sender<Event>,
+) -> Result<bool, ApiError> {
+    let owner = name.clone();
+    let (contacts, unread) = daemon
+        .db
+        .run(move |tx| {
+            Ok::<_, StoreError>((
+                tx.contacts(&owner)?,
+                tx.unread(&owner, None, SUBSCRIBE_WINDOW)?,
+            ))
+        })
+        .await?;
+    for message in &unread {
+        let view = message_view(message, &contacts)?;
+        if shown.insert(&view.id) {
+            out.send(Event::Message { message: view })
+                .await
+                .map_err(|_| ApiError::invalid("gone"))?;
+        }
+    }
+    Ok(unread.len() >= SUBSCRIBE_WINDOW)
+}
+
+/// Message ids a subscription has shown, the oldest forgotten first.
+#[derive(Default)]
+struct Shown {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Shown {
+    /// Records `id`; whether it is new.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        while self.order.len() > SHOWN_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
             }
         }
-        for message in state_changes {
-            let key = (message.id, message.state);
-            if message.updated_at_ms > states_since {
-                states_since = message.updated_at_ms;
-                sent_at_since.clear();
-            }
-            if message.updated_at_ms == states_since && !sent_at_since.insert(key) {
-                continue;
-            }
-            events.push(Event::State(sent_view(&message, &contacts)?));
-        }
-        for event in events {
-            send(event).await?;
-        }
-        tokio::select! {
-            () = arrived => {}
-            () = changed => {}
-        }
+        true
     }
 }

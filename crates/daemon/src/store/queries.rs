@@ -465,6 +465,19 @@ impl Tx<'_> {
         )
     }
 
+    /// The outgoing messages with these ids (those that exist).
+    pub fn sent_messages_by_id(
+        &self,
+        identity: &Name,
+        ids: &[MessageId],
+    ) -> Result<Vec<SentMessage>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.sent_message(identity, id)?);
+        }
+        Ok(found)
+    }
+
     /// The most recent outgoing messages, newest first.
     pub fn sent_messages(&self, identity: &Name, limit: usize) -> Result<Vec<SentMessage>> {
         self.rows(

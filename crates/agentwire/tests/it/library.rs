@@ -1,0 +1,83 @@
+//! The Rust library with the daemon in process (`EmbeddedDaemon`): what an
+//! in-process agent sees, and what a slow or silent subscriber costs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agentwire::{DeliveryState, EmbeddedDaemon};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_subscriber_that_never_acks_sees_every_message_and_costs_no_intake() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
+            .await
+            .unwrap();
+        let a = daemon.init("a").await.unwrap();
+        let b = daemon.init("b").await.unwrap();
+        // More than a subscription reads from the store at once (1000).
+        let total = 1500;
+        let mut stream = b.messages().await.unwrap();
+        let mut last = None;
+        for n in 0..total {
+            last = Some(a.send("b", &format!("m{n}")).await.unwrap().id);
+        }
+        let mut seen = HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < total {
+            let message = tokio::time::timeout_at(deadline, stream.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {total} shown", seen.len()))
+                .unwrap();
+            assert!(seen.insert(message.body), "a message was shown twice");
+        }
+        // Nothing was taken: all of it is still unread, and the intake kept
+        // up (the last one is delivered).
+        let state = a
+            .wait_for(
+                &last.unwrap(),
+                DeliveryState::Delivered,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(state, DeliveryState::Delivered);
+        let taken = b.recv(Duration::ZERO).await.unwrap();
+        assert_eq!(taken.len(), 100, "recv takes at most 100 at a time");
+        daemon.stop().await;
+    });
+}
+
+#[test]
+fn wait_for_returns_when_the_state_is_reached_without_polling() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
+            .await
+            .unwrap();
+        let a = daemon.init("a").await.unwrap();
+        let b = daemon.init("b").await.unwrap();
+        let sent = a.send("b", "hello").await.unwrap();
+        // Not read yet: the wait runs out and says where it is.
+        let state = a
+            .wait_for(&sent.id, DeliveryState::Read, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(state < DeliveryState::Read, "{state}");
+        let reader = tokio::spawn(async move { b.recv(Duration::from_secs(10)).await });
+        let state = a
+            .wait_for(&sent.id, DeliveryState::Read, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(state, DeliveryState::Read);
+        assert_eq!(reader.await.unwrap().unwrap()[0].body, "hello");
+        daemon.stop().await;
+    });
+}
