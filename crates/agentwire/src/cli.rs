@@ -25,7 +25,7 @@ Exit codes: 0 ok, 1 nothing to receive, 2 usage, 3 configuration, 4 cannot start
 10 daemon unreachable, 11 relay unreachable, 12 unknown peer, identity or message,
 13 no identity yet, 14 invite invalid, 15 invite expired, 16 invite already used,
 17 invite for another relay, 18 send --wait not reached in time, 19 message expired
-or failed, 70 internal."
+or failed, 20 outbox full, 70 internal."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]

@@ -35,6 +35,9 @@ pub(crate) const INVITE_WRONG_RELAY: u8 = 17;
 pub(crate) const NOT_YET: u8 = 18;
 /// `send --wait`: the message expired at the relay or was refused for good.
 pub(crate) const UNDELIVERABLE: u8 = 19;
+/// `send`: the identity's outbox is full (the relay has not taken what is
+/// queued); nothing was queued.
+pub(crate) const OUTBOX_FULL: u8 = 20;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 

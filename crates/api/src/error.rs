@@ -36,6 +36,9 @@ pub enum ErrorCode {
     InviteSpent,
     /// The invite is for another relay.
     InviteWrongRelay,
+    /// The identity's outbox is full: the relay has not taken what is
+    /// queued. Nothing was queued.
+    OutboxFull,
     /// Something failed inside the daemon.
     Internal,
 }
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::InviteExpired => "invite_expired",
             ErrorCode::InviteSpent => "invite_spent",
             ErrorCode::InviteWrongRelay => "invite_wrong_relay",
+            ErrorCode::OutboxFull => "outbox_full",
             ErrorCode::Internal => "internal",
         }
     }

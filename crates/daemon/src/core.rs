@@ -27,6 +27,12 @@ pub const DEFAULT_MAX_MESSAGES: usize = 100;
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How long a wait lasts when the request does not say.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Messages an identity may have waiting for the relay, by default
+/// (`AGENTWIRE_OUTBOX_LIMIT`); a `send` beyond it waits for room, then is
+/// refused with `outbox_full`.
+pub const DEFAULT_OUTBOX_LIMIT: u64 = 10_000;
+/// How long a `send` waits for room in a full outbox.
+pub(crate) const OUTBOX_ROOM_WAIT: Duration = Duration::from_secs(10);
 /// Frames per second per key and per IP of the daemon's own loopback relay.
 pub(crate) const LOCAL_RELAY_FRAMES_PER_SEC: u32 = 1_000_000;
 /// Default lifetime of an invite.
@@ -127,6 +133,11 @@ pub struct Daemon {
     pub(crate) last_request_ms: AtomicU64,
     /// Why each identity's link is not connected, while it is not.
     pub(crate) link_errors: Table<Name, String>,
+    /// Per identity: messages waiting for the relay (not receipts or
+    /// pairing messages), as of the last store job that changed it.
+    pub(crate) outbox_depth: Table<Name, u64>,
+    /// The most messages an identity may have waiting for the relay.
+    pub(crate) outbox_limit: u64,
     /// Why the relay last declined one of an identity's queued messages,
     /// until the outbox drains.
     pub(crate) outbox_errors: Table<Name, String>,
@@ -134,6 +145,20 @@ pub struct Daemon {
     pub(crate) refusals: Table<(Name, PublicKey), Answer>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+}
+
+/// `AGENTWIRE_OUTBOX_LIMIT`, or [`DEFAULT_OUTBOX_LIMIT`].
+fn outbox_limit() -> u64 {
+    match std::env::var("AGENTWIRE_OUTBOX_LIMIT").map(|v| v.parse::<u64>()) {
+        Ok(Ok(limit)) if limit > 0 => limit,
+        Ok(_) => {
+            tracing::warn!(
+                "AGENTWIRE_OUTBOX_LIMIT is not a positive number; using {DEFAULT_OUTBOX_LIMIT}"
+            );
+            DEFAULT_OUTBOX_LIMIT
+        }
+        Err(_) => DEFAULT_OUTBOX_LIMIT,
+    }
 }
 
 /// The time now, Unix milliseconds.
@@ -183,6 +208,8 @@ impl Daemon {
             last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
             outbox_errors: Table::new(),
+            outbox_depth: Table::new(),
+            outbox_limit: outbox_limit(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))

@@ -21,7 +21,7 @@ pub mod store;
 mod views;
 
 pub use client::{ClientError, DaemonClient, Events};
-pub use core::{DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, Daemon, MAX_WAIT};
+pub use core::{DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, DEFAULT_OUTBOX_LIMIT, Daemon, MAX_WAIT};
 pub use home::{Home, HomeError};
 pub use ops::Run;
 

@@ -80,6 +80,11 @@ impl Daemon {
     /// Keeps one identity's relay connection: stores what arrives, pushes
     /// what is queued.
     async fn link(self: Arc<Self>, name: Name) {
+        let owner = name.clone();
+        match self.db.run(move |tx| tx.outbox_count(&owner)).await {
+            Ok(depth) => self.outbox_depth.set(name.clone(), depth),
+            Err(error) => tracing::error!(identity = %name, %error, "cannot count the outbox"),
+        }
         let mut attempt = 0u32;
         loop {
             if self.shutdown.is_cancelled() {
@@ -341,7 +346,7 @@ impl Daemon {
         states: Vec<(MessageId, DeliveryState)>,
     ) -> Result<(), crate::store::StoreError> {
         let (owner, now, followed) = (name.clone(), now_ms(), self.followed(name));
-        let (changed, contacts) = self
+        let (changed, contacts, depth) = self
             .db
             .run(move |tx| {
                 let mut changed = Vec::new();
@@ -350,15 +355,18 @@ impl Daemon {
                         changed.push(*id);
                     }
                 }
+                let depth = tx.outbox_count(&owner)?;
                 if !followed || changed.is_empty() {
-                    return Ok::<_, crate::store::StoreError>((Vec::new(), Vec::new()));
+                    return Ok::<_, crate::store::StoreError>((Vec::new(), Vec::new(), depth));
                 }
                 Ok((
                     tx.sent_messages_by_id(&owner, &changed)?,
                     tx.contacts(&owner)?,
+                    depth,
                 ))
             })
             .await?;
+        self.outbox_depth.set(name.clone(), depth);
         self.states.notify_waiters();
         self.publish_changes(name, &contacts, &[], &changed);
         Ok(())

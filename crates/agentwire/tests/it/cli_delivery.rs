@@ -298,3 +298,39 @@ fn a_recipient_the_relay_declines_does_not_hold_up_other_recipients() {
     let got = carol.run(&["--json", "recv", "--wait", "10s"]).ok().json();
     assert_eq!(bodies(&got), ["for carol"]);
 }
+
+#[test]
+fn a_full_outbox_refuses_sends_with_a_reason_instead_of_growing() {
+    let mut pair = Paired::start(&[]);
+    let alice = &pair.alice;
+    alice.run(&["daemon", "stop"]).ok();
+    // Alice's daemon comes back with a small outbox, and no relay.
+    let started = Run::from(
+        Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(alice.path())
+            .args(["daemon", "start"])
+            .env("AGENTWIRE_OUTBOX_LIMIT", "5")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(started.code, 0, "{started:?}");
+    pair.relay.signal("-KILL");
+    pair.relay.wait();
+    let alice = &pair.alice;
+    assert!(eventually(|| {
+        let status = alice.run(&["--json", "daemon", "status"]).json();
+        status["identities"][0]["relay_error"].is_string()
+    }));
+    for n in 0..5 {
+        alice.run(&["send", "bob", &format!("m{n}")]).ok();
+    }
+    let full = alice.run(&["send", "bob", "one too many"]);
+    assert_eq!(full.code, 20, "{full:?}");
+    assert!(
+        full.stderr.contains("holds 5 messages") && full.stderr.contains("nothing was queued"),
+        "{full:?}"
+    );
+    let sent = alice.run(&["--json", "sent"]).ok().json();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 5, "{sent}");
+}

@@ -9,8 +9,11 @@ use crate::api::{
     ApiError, DeliveryState, ErrorCode, Queued, SendMessage, SendOutcome, Sent, SentList, SentView,
     State, Waited, internal,
 };
+use agentwire_session::Name;
+
 use crate::core::{
-    DEFAULT_MAX_MESSAGES, DEFAULT_WAIT, Daemon, deadline, now_ms, parse_message_id, stopping,
+    DEFAULT_MAX_MESSAGES, DEFAULT_WAIT, Daemon, OUTBOX_ROOM_WAIT, deadline, now_ms,
+    parse_message_id, stopping,
 };
 use crate::ops::Run;
 use crate::store::{Direction, StoreError, StoredMessage};
@@ -52,6 +55,7 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
     let kind = session_kind(request.kind.unwrap_or_default());
     let (name, _) = daemon.pick(request.identity.as_deref())?;
     let contact = daemon.resolve_peer(&name, &request.to).await?;
+    room_in_outbox(daemon, &name).await?;
     let plaintext = Plaintext {
         id: MessageId::new_v7(),
         kind,
@@ -116,8 +120,46 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         *daemon.session_slot(&name, &peer).await = None;
         return Err(error);
     }
+    let depth = daemon.outbox_depth.get(&name).unwrap_or(0);
+    daemon.outbox_depth.set(name.clone(), depth + 1);
     daemon.outbox_waker(&name).notify_one();
     Ok(queued)
+}
+
+/// Waits (up to [`OUTBOX_ROOM_WAIT`]) until `name`'s outbox is under its
+/// limit: a sender faster than the relay takes its messages is slowed down,
+/// and one whose relay is out of reach is told so at once rather than
+/// queueing without end.
+async fn room_in_outbox(daemon: &Daemon, name: &Name) -> Result<(), ApiError> {
+    let mut wait = daemon.wait_on(
+        &daemon.states,
+        tokio::time::Instant::now() + OUTBOX_ROOM_WAIT,
+    );
+    loop {
+        let timed_out = wait.arm();
+        let depth = daemon.outbox_depth.get(name).unwrap_or(0);
+        if depth < daemon.outbox_limit {
+            return Ok(());
+        }
+        // No room will come soon while the relay is out of reach.
+        let unreachable = daemon.link_errors.get(name).is_some();
+        if timed_out || unreachable {
+            let why = daemon
+                .link_errors
+                .get(name)
+                .map(|error| format!(" ({name} is not connected to its relay: {error})"))
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                ErrorCode::OutboxFull,
+                format!(
+                    "the outbox of {name} holds {depth} messages the relay has not taken yet{why}; nothing was queued: try again later, and see `agentwire daemon status`"
+                ),
+            ));
+        }
+        if !wait.sleep().await {
+            return Err(stopping());
+        }
+    }
 }
 
 /// Why a message of `identity` in `state` may not move on: its relay link
