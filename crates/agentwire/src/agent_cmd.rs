@@ -238,9 +238,19 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 from,
                 max: Some(max),
                 wait_ms: Some(millis(wait)),
+                confirm: true,
             };
-            let messages = call(&home, request, wait)?;
-            print_messages(out, &messages)
+            // Held, printed, then taken: only what reached stdout is marked
+            // read (`recv | head -1` leaves the rest unread).
+            let (messages, held) = crate::daemon_client::call_held(&home, request, wait)?;
+            let (written, printed) = write_messages(out, &messages);
+            held.confirm(written)
+                .map_err(crate::daemon_client::failure)?;
+            printed?;
+            if messages.messages.is_empty() {
+                return Err(Failure::quiet(NOTHING));
+            }
+            Ok(())
         }
         Command::Inbox { from, max } => {
             let request = api::Inbox {
@@ -275,20 +285,42 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 
 /// Prints messages; exits 1 (quietly) when there are none.
 fn print_messages(out: Output, messages: &api::Messages) -> Result<(), Failure> {
-    out.print_lines(messages, &messages.messages, |m| {
-        format!(
-            "{} {}({}) {}: {}",
-            m.id,
-            m.from.name.as_deref().unwrap_or("?"),
-            m.from.short_id,
-            m.kind,
-            m.body.escape_debug()
-        )
-    })?;
+    out.print_lines(messages, &messages.messages, message_line)?;
     if messages.messages.is_empty() {
         return Err(Failure::quiet(NOTHING));
     }
     Ok(())
+}
+
+fn message_line(m: &api::MessageView) -> String {
+    format!(
+        "{} {}({}) {}: {}",
+        m.id,
+        m.from.name.as_deref().unwrap_or("?"),
+        m.from.short_id,
+        m.kind,
+        m.body.escape_debug()
+    )
+}
+
+/// Prints messages as far as stdout takes them: the ids written, and how
+/// printing ended.
+fn write_messages(out: Output, messages: &api::Messages) -> (Vec<String>, Result<(), Failure>) {
+    let all = || messages.messages.iter().map(|m| m.id.clone()).collect();
+    if out.json {
+        return match json_text(messages).and_then(|text| write_line(&text)) {
+            Ok(()) => (all(), Ok(())),
+            Err(failure) => (Vec::new(), Err(failure)),
+        };
+    }
+    let mut written = Vec::new();
+    for message in &messages.messages {
+        if let Err(failure) = write_line(&message_line(message)) {
+            return (written, Err(failure));
+        }
+        written.push(message.id.clone());
+    }
+    (written, Ok(()))
 }
 
 fn sent_line(message: &api::SentView) -> String {

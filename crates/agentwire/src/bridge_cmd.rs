@@ -276,6 +276,7 @@ async fn recv(
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
+        confirm: false,
     };
     bridge.call(request).await
 }

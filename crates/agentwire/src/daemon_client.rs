@@ -34,6 +34,19 @@ pub(crate) fn call<O: Operation>(
     blocking::call(&home.socket(), op, ANSWER_TIME + extra_wait).map_err(failure)
 }
 
+/// `recv` with `confirm`, starting the daemon if none runs: the messages,
+/// held until [`blocking::Held::confirm`] names those written out.
+pub(crate) fn call_held(
+    home: &Home,
+    recv: agentwire_daemon::api::Recv,
+    extra_wait: Duration,
+) -> Result<(agentwire_daemon::api::Messages, blocking::Held), Failure> {
+    if UnixStream::connect(home.socket()).is_err() {
+        start(home)?;
+    }
+    blocking::recv_held(&home.socket(), recv, ANSWER_TIME + extra_wait).map_err(failure)
+}
+
 /// Carries out one operation on a running daemon; `None` when none runs.
 pub(crate) fn call_running<O: Operation>(home: &Home, op: O) -> Result<Option<O::Output>, Failure> {
     match blocking::call(&home.socket(), op, ANSWER_TIME) {

@@ -17,7 +17,7 @@ use agentwire_daemon::api::{self, Event, MessageView};
 use agentwire_daemon::client::{ClientError, blocking};
 use serde_json::json;
 
-use crate::daemon_client::{call, failure, start};
+use crate::daemon_client::{call_held, failure, start};
 use crate::exit::{CONFIG, Failure, WithCode};
 
 /// The tag that frames a message for a model.
@@ -85,7 +85,10 @@ pub(crate) fn claude(
         max: Some(50),
         ..api::Recv::default()
     };
-    let messages = call(&home, request, Duration::ZERO)?.messages;
+    // Held until the hook's output is written: mail that does not reach the
+    // agent stays unread.
+    let (answer, held) = call_held(&home, request, Duration::ZERO)?;
+    let messages = answer.messages;
     if messages.is_empty() {
         return Ok(());
     }
@@ -100,7 +103,9 @@ pub(crate) fn claude(
     } else {
         json!({"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}})
     };
-    println!("{output}");
+    crate::agent_cmd::write_line(&output.to_string())?;
+    held.confirm(messages.iter().map(|m| m.id.clone()).collect())
+        .map_err(failure)?;
     Ok(())
 }
 

@@ -450,6 +450,7 @@ impl McpServer {
             from,
             max: Some(bounded_max(max)),
             wait_ms,
+            confirm: false,
         };
         self.call(request, cancel).await
     }

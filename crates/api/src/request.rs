@@ -326,6 +326,12 @@ pub struct Recv {
     /// Wait up to this long for a first message.
     #[serde(default)]
     pub wait_ms: Option<u64>,
+    /// Hold the messages for this connection instead of taking them: the
+    /// client then sends `{"op":"ack","ids":[…]}` on the same connection
+    /// with the ids it really took (e.g. wrote out), and gets `acked`; the
+    /// rest stay unread, as do all of them if it hangs up first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 /// `inbox`: show unread messages, taking none.

@@ -253,7 +253,7 @@ pub mod blocking {
     use std::time::Duration;
 
     use super::{ClientError, MAX_ANSWER_BYTES, decode_answer, decode_event, lost, request_line};
-    use crate::api::{Event, Operation, Request, Subscribe};
+    use crate::api::{Ack, Acked, Event, Messages, Operation, Recv, Request, Subscribe};
 
     /// Carries out one operation on the daemon at `socket`; `timeout` bounds
     /// the wait for its answer.
@@ -277,6 +277,58 @@ pub mod blocking {
             )
         })?;
         decode_answer::<O>(socket, &line)
+    }
+
+    /// `recv` with `confirm`: the messages, held for this caller until
+    /// [`Held::confirm`] says which it took (the rest stay unread, as do all
+    /// of them if the `Held` is dropped).
+    pub fn recv_held(
+        socket: &Path,
+        mut recv: Recv,
+        timeout: Duration,
+    ) -> Result<(Messages, Held), ClientError> {
+        recv.confirm = true;
+        let stream = connect(socket)?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| lost(socket, e.to_string()))?;
+        (&stream)
+            .write_all(&request_line(socket, &Request::Recv(recv))?)
+            .map_err(|e| lost(socket, e.to_string()))?;
+        let mut reader = BufReader::new(stream);
+        let line = read_line(socket, &mut reader)?
+            .ok_or_else(|| lost(socket, "it closed the connection without answering"))?;
+        let messages = decode_answer::<Recv>(socket, &line)?;
+        Ok((
+            messages,
+            Held {
+                path: socket.to_path_buf(),
+                reader,
+            },
+        ))
+    }
+
+    /// Messages held by [`recv_held`].
+    pub struct Held {
+        path: std::path::PathBuf,
+        reader: BufReader<UnixStream>,
+    }
+
+    impl Held {
+        /// Takes the held messages with these ids; the rest stay unread.
+        pub fn confirm(mut self, ids: Vec<String>) -> Result<Acked, ClientError> {
+            let ack = Request::Ack(Ack {
+                identity: None,
+                ids,
+            });
+            self.reader
+                .get_ref()
+                .write_all(&request_line(&self.path, &ack)?)
+                .map_err(|e| lost(&self.path, e.to_string()))?;
+            let line = read_line(&self.path, &mut self.reader)?
+                .ok_or_else(|| lost(&self.path, "it closed the connection without answering"))?;
+            decode_answer::<Ack>(&self.path, &line)
+        }
     }
 
     /// Follows an identity's events on the daemon at `socket`.

@@ -127,6 +127,9 @@ pub struct Daemon {
     /// Woken when an outgoing message changes state.
     pub(crate) states: Notify,
     pub(crate) counters: Counters,
+    /// Per identity: unread messages a reader holds until it confirms which
+    /// it took (`recv` with `confirm`); other readers pass them by.
+    claims: StdMutex<HashMap<Name, std::collections::HashSet<MessageId>>>,
     /// Per identity: what its subscriptions follow.
     published: StdMutex<HashMap<Name, broadcast::Sender<Published>>>,
     /// When the last request came in, Unix ms.
@@ -205,6 +208,7 @@ impl Daemon {
             refusals: Table::new(),
             counters: Counters::default(),
             published: StdMutex::new(HashMap::new()),
+            claims: StdMutex::new(HashMap::new()),
             last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
             outbox_errors: Table::new(),
@@ -305,6 +309,45 @@ impl Daemon {
         let name = identity.clone();
         let contacts = self.db.run(move |tx| tx.contacts(&name)).await?;
         resolve_peer(&contacts, peer)
+    }
+
+    /// How many of `name`'s unread messages readers hold.
+    pub(crate) fn claimed(&self, name: &Name) -> usize {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map_or(0, std::collections::HashSet::len)
+    }
+
+    /// `messages` without those a reader holds; with `claim`, the rest are
+    /// held from now on (until [`Daemon::release`]).
+    pub(crate) fn unclaimed(
+        &self,
+        name: &Name,
+        messages: Vec<crate::store::StoredMessage>,
+        claim: bool,
+    ) -> Vec<crate::store::StoredMessage> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let held = claims.entry(name.clone()).or_default();
+        let free: Vec<_> = messages
+            .into_iter()
+            .filter(|m| !held.contains(&m.id))
+            .collect();
+        if claim {
+            held.extend(free.iter().map(|m| m.id));
+        }
+        free
+    }
+
+    /// Lets go of held messages.
+    pub(crate) fn release(&self, name: &Name, ids: &[MessageId]) {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = claims.get_mut(name) {
+            for id in ids {
+                held.remove(id);
+            }
+        }
     }
 
     /// Follows what is published for `name` from now on.

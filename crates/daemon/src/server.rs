@@ -9,9 +9,10 @@ use tokio::net::{UnixListener, UnixStream};
 
 use tokio::net::unix::OwnedWriteHalf;
 
-use crate::api::{ApiError, MAX_REQUEST_BYTES, Request, Response, Subscribe};
+use crate::api::{ApiError, MAX_REQUEST_BYTES, Recv, Request, Response, Subscribe};
 use crate::core::Daemon;
 use crate::ops;
+use crate::ops::read::claim;
 use crate::ops::subscribe::subscribe;
 
 /// Binds the socket, replacing a stale one (left by a daemon that died).
@@ -70,6 +71,10 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
                     .store(crate::core::now_ms(), std::sync::atomic::Ordering::Relaxed);
             }
         }) {
+            Ok(Request::Recv(recv)) if recv.confirm => {
+                held_recv(&daemon, recv, reader, &mut write).await;
+                return;
+            }
             Ok(Request::Subscribe(request)) => {
                 let mut rest = Vec::new();
                 let hangup = async move {
@@ -101,6 +106,64 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
     if let Err(error) = write.write_all(&bytes).await {
         tracing::debug!(%error, "a client left before its answer");
     }
+}
+
+/// How long a reader that holds messages has to confirm which it took.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `recv` with `confirm`: answers the held messages, then waits on the same
+/// connection for the `ack` naming those the client took; the rest (all of
+/// them if it hangs up, sends something else or takes too long) stay
+/// unread.
+async fn held_recv(
+    daemon: &Arc<Daemon>,
+    recv: Recv,
+    mut reader: BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
+    write: &mut OwnedWriteHalf,
+) {
+    let mut next = String::new();
+    // A client that hangs up while the recv waits cancels it.
+    let claimed = tokio::select! {
+        claimed = claim(daemon, recv) => claimed,
+        _ = reader.read_line(&mut next) => return,
+    };
+    let claim = match claimed {
+        Ok((messages, claim)) => {
+            if send(write, &ops::encode(&Response::from_result(Ok(messages))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            claim
+        }
+        Err(error) => {
+            let _ = send(write, &refusal(error)).await;
+            return;
+        }
+    };
+    let read = tokio::time::timeout(CONFIRM_WAIT, reader.read_line(&mut next)).await;
+    let answer = match (read, serde_json::from_str::<Request>(&next)) {
+        (Ok(Ok(n)), Ok(Request::Ack(ack))) if n > 0 => {
+            Response::from_result(claim.confirm(&ack.ids).await)
+        }
+        (Ok(Ok(n)), _) if n > 0 => {
+            drop(claim);
+            Response::from_result(Err(ApiError::invalid(
+                "after recv with confirm, send {\"op\":\"ack\",\"ids\":[…]} with the ids taken",
+            )))
+        }
+        // Hung up or took too long: nothing taken.
+        _ => return,
+    };
+    let _ = send(write, &ops::encode(&answer)).await;
+}
+
+/// Writes one line.
+async fn send(write: &mut OwnedWriteHalf, line: &[u8]) -> std::io::Result<()> {
+    let mut bytes = line.to_vec();
+    bytes.push(b'\n');
+    write.write_all(&bytes).await
 }
 
 fn refusal(error: ApiError) -> Vec<u8> {

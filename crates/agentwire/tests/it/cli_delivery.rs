@@ -334,3 +334,86 @@ fn a_full_outbox_refuses_sends_with_a_reason_instead_of_growing() {
     let sent = alice.run(&["--json", "sent"]).ok().json();
     assert_eq!(sent["messages"].as_array().unwrap().len(), 5, "{sent}");
 }
+
+/// Runs `agentwire --home HOME ARGS` with its stdout closed before it
+/// writes anything (a reader that went away, like `| head` done early).
+fn run_into_closed_pipe(home: &TestHome, args: &[&str]) -> Run {
+    let mut child = Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    Run::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_and_recv_takes_only_what_it_wrote() {
+    let home = siblings();
+    for n in 0..30 {
+        home.run(&["send", "b", &format!("m{n}")]).ok();
+    }
+    assert!(eventually(|| {
+        home.run(&["--json", "--as", "b", "inbox"]).json()["unread"] == 30
+    }));
+    for args in [
+        &["--as", "b", "recv"][..],
+        &["--as", "b", "--json", "recv"],
+        &["--as", "b", "inbox"],
+        &["daemon", "status"],
+        &["contacts"],
+    ] {
+        let run = run_into_closed_pipe(&home, args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(run.stderr.is_empty(), "{args:?}: {run:?}");
+    }
+    // Nothing reached a reader, so nothing was marked read.
+    let inbox = home.run(&["--json", "--as", "b", "inbox"]).json();
+    assert_eq!(inbox["unread"], 30, "{inbox}");
+    // A reader that is there takes them all.
+    let taken = home
+        .run(&["--json", "--as", "b", "recv", "--max", "100"])
+        .ok()
+        .json();
+    assert_eq!(taken["messages"].as_array().unwrap().len(), 30);
+}
+
+#[test]
+fn messages_held_by_a_reader_pass_other_readers_by_until_it_confirms() {
+    use std::io::{BufRead, BufReader, Write};
+    let home = siblings();
+    for n in 0..4 {
+        home.api(json!({"op": "send", "to": "b", "body": format!("m{n}")}));
+    }
+    assert!(eventually(|| {
+        home.api(json!({"op": "inbox", "as": "b"}))["unread"] == 4
+    }));
+    let stream = std::os::unix::net::UnixStream::connect(home.path().join("daemon.sock")).unwrap();
+    let mut lines = BufReader::new(stream.try_clone().unwrap());
+    writeln!(
+        &stream,
+        "{}",
+        json!({"op": "recv", "as": "b", "max": 2, "confirm": true})
+    )
+    .unwrap();
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let held: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let held = held["result"]["messages"].as_array().unwrap().clone();
+    assert_eq!(held.len(), 2, "{line}");
+    // Another reader gets only the two not held.
+    let other = home.api(json!({"op": "recv", "as": "b", "max": 10}));
+    assert_eq!(bodies(&other), ["m2", "m3"]);
+    // The holder took the first only: the second is unread again.
+    writeln!(&stream, "{}", json!({"op": "ack", "ids": [held[0]["id"]]})).unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    let acked: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(acked["result"]["acked"], json!([held[0]["id"]]), "{line}");
+    let rest = home.api(json!({"op": "recv", "as": "b", "max": 10}));
+    assert_eq!(bodies(&rest), ["m1"]);
+}

@@ -14,7 +14,7 @@ use crate::core::Daemon;
 mod contacts;
 mod init;
 mod pairing;
-mod read;
+pub(crate) mod read;
 mod send;
 mod status;
 pub(crate) mod subscribe;

@@ -2,7 +2,7 @@
 //! (take the named ones). Taking a message marks it read and queues the
 //! read receipt to its sender in the same transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use agentwire_session::{MessageId, Name};
@@ -17,14 +17,82 @@ use crate::views::message_views;
 
 impl Run for Recv {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Messages, ApiError> {
+        if self.confirm {
+            return Err(ApiError::invalid(
+                "recv with confirm holds its messages on its own connection until the confirming ack",
+            ));
+        }
         let look = Look {
             identity: self.identity,
             from: self.from,
             max: self.max,
             wait_ms: self.wait_ms,
         };
-        unread(daemon, look, true).await
+        Ok(unread(daemon, look, Mode::Take).await?.0)
     }
+}
+
+/// Messages a reader holds (`recv` with `confirm`) until it says which it
+/// took; dropping it lets go of them all, taking none.
+pub(crate) struct Claim {
+    daemon: Arc<Daemon>,
+    name: Name,
+    held: Vec<StoredMessage>,
+}
+
+impl Claim {
+    /// Takes the held messages with these ids (marks them read, queues the
+    /// read receipts); the rest stay unread.
+    pub(crate) async fn confirm(mut self, ids: &[String]) -> Result<Acked, ApiError> {
+        let wanted = ids
+            .iter()
+            .map(|id| parse_message_id("id", id))
+            .collect::<Result<HashSet<_>, _>>()?;
+        let held = std::mem::take(&mut self.held);
+        let released: Vec<MessageId> = held.iter().map(|m| m.id).collect();
+        let chosen: Vec<StoredMessage> = held
+            .into_iter()
+            .filter(|m| wanted.contains(&m.id))
+            .collect();
+        let taken = if chosen.is_empty() {
+            Ok(Vec::new())
+        } else {
+            take(&self.daemon, &self.name, chosen).await
+        };
+        self.daemon.release(&self.name, &released);
+        Ok(Acked {
+            acked: taken?.iter().map(|m| m.id.to_string()).collect(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let ids: Vec<MessageId> = self.held.iter().map(|m| m.id).collect();
+        if !ids.is_empty() {
+            self.daemon.release(&self.name, &ids);
+            // Others waiting for messages may take these now.
+            self.daemon.arrived.notify_waiters();
+        }
+    }
+}
+
+/// `recv` with `confirm`: the unread messages, held for this reader until
+/// [`Claim::confirm`] (or its drop).
+pub(crate) async fn claim(daemon: &Arc<Daemon>, recv: Recv) -> Result<(Messages, Claim), ApiError> {
+    let look = Look {
+        identity: recv.identity,
+        from: recv.from,
+        max: recv.max,
+        wait_ms: recv.wait_ms,
+    };
+    let (messages, held, name) = unread(daemon, look, Mode::Hold).await?;
+    let claim = Claim {
+        daemon: daemon.clone(),
+        name,
+        held,
+    };
+    Ok((messages, claim))
 }
 
 impl Run for Inbox {
@@ -35,8 +103,19 @@ impl Run for Inbox {
             max: self.max,
             wait_ms: self.wait_ms,
         };
-        unread(daemon, look, false).await
+        Ok(unread(daemon, look, Mode::Look).await?.0)
     }
+}
+
+/// What a read does with the unread messages it finds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Shows them (`inbox`).
+    Look,
+    /// Takes them (`recv`).
+    Take,
+    /// Holds them for a confirming ack (`recv` with `confirm`).
+    Hold,
 }
 
 /// What `recv` and `inbox` look for.
@@ -47,10 +126,15 @@ struct Look {
     wait_ms: Option<u64>,
 }
 
-/// The unread messages (urgent first, then oldest first): taken (`consume`:
-/// marked read, receipts queued, in one transaction) or only shown. With
-/// `wait_ms`, waits up to that long for a first one.
-async fn unread(daemon: &Arc<Daemon>, look: Look, consume: bool) -> Result<Messages, ApiError> {
+/// The unread messages (urgent first, then oldest first), shown, taken or
+/// held as `mode` says; messages another reader holds are passed by. With
+/// `wait_ms`, waits up to that long for a first one. Also the messages
+/// themselves (those held, for [`Mode::Hold`]) and the identity.
+async fn unread(
+    daemon: &Arc<Daemon>,
+    look: Look,
+    mode: Mode,
+) -> Result<(Messages, Vec<StoredMessage>, Name), ApiError> {
     let mut wait = daemon.wait_on(
         &daemon.arrived,
         deadline(look.wait_ms, std::time::Duration::ZERO),
@@ -64,35 +148,71 @@ async fn unread(daemon: &Arc<Daemon>, look: Look, consume: bool) -> Result<Messa
     loop {
         let timed_out = wait.arm();
         let owner = name.clone();
+        // Enough to fill `max` past what other readers hold.
+        let limit = max.saturating_add(if mode == Mode::Look {
+            0
+        } else {
+            daemon.claimed(&name)
+        });
         let (contacts, candidates, unread) = daemon
             .db
             .run(move |tx| {
-                let candidates = tx.unread(&owner, from.as_ref(), max)?;
-                let unread = if consume {
-                    None
-                } else {
+                let candidates = tx.unread(&owner, from.as_ref(), limit)?;
+                let unread = if mode == Mode::Look {
                     Some(tx.unread_count(&owner)?)
+                } else {
+                    None
                 };
                 Ok::<_, StoreError>((tx.contacts(&owner)?, candidates, unread))
             })
             .await?;
-        let messages = if consume && !candidates.is_empty() {
-            take(daemon, &name, candidates).await?
-        } else {
-            candidates
+        let messages = match mode {
+            Mode::Look => candidates,
+            Mode::Take | Mode::Hold => {
+                let mut free = daemon.unclaimed(&name, candidates, false);
+                free.truncate(max);
+                if mode == Mode::Hold {
+                    daemon.unclaimed(&name, free, true)
+                } else if free.is_empty() {
+                    free
+                } else {
+                    take(daemon, &name, free).await?
+                }
+            }
         };
         if !messages.is_empty() || timed_out {
-            return Ok(Messages {
-                messages: message_views(&messages, &contacts)?,
-                unread,
-            });
+            let views = message_views(&messages, &contacts);
+            let held = if mode == Mode::Hold {
+                messages
+            } else {
+                Vec::new()
+            };
+            let views = match views {
+                Ok(views) => views,
+                Err(error) => {
+                    daemon.release(&name, &held.iter().map(|m| m.id).collect::<Vec<_>>());
+                    return Err(error);
+                }
+            };
+            return Ok((
+                Messages {
+                    messages: views,
+                    unread,
+                },
+                held,
+                name,
+            ));
         }
         if !wait.sleep().await {
             // A stopping daemon ends a wait for messages with none.
-            return Ok(Messages {
-                messages: Vec::new(),
-                unread: None,
-            });
+            return Ok((
+                Messages {
+                    messages: Vec::new(),
+                    unread: None,
+                },
+                Vec::new(),
+                name,
+            ));
         }
     }
 }
@@ -118,6 +238,8 @@ impl Run for Ack {
                 Ok::<_, StoreError>(candidates)
             })
             .await?;
+        // Messages another reader holds are not this ack's to take.
+        let candidates = daemon.unclaimed(&name, candidates, false);
         let taken = if candidates.is_empty() {
             candidates
         } else {
