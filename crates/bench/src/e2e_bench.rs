@@ -168,6 +168,20 @@ impl Setup {
         Ok(String::from_utf8(output.stdout)?.trim().to_owned())
     }
 
+    /// Envelopes the receiving daemon dropped (undecryptable or from
+    /// strangers): any at all means messages were lost.
+    fn dropped(&self) -> Result<u64, Error> {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.cli("b", &["--json", "daemon", "status"])?)?;
+        let count = |key: &str| {
+            status
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Ok(count("dropped_undecryptable") + count("dropped_non_contact"))
+    }
+
     /// `pairs` identities in home `a` and in home `b`, a{i} paired with b{i}.
     fn pair(&self, pairs: usize) -> Result<(), Error> {
         for i in 0..pairs {
@@ -303,11 +317,12 @@ async fn throughput(setup: &Setup, args: &Args) -> Result<serde_json::Value, Err
     }
     let elapsed = last.duration_since(started);
     let total = per_pair * args.pairs;
+    let dropped = setup.dropped()?;
     let rate = total as f64 / elapsed.as_secs_f64();
     let (p50, p99) = percentiles(&mut latencies);
     if !args.json {
         println!(
-            "throughput: {} pairs, window {}, {total} × {} B: {rate:.0} msg/s ({:.2} s); send→received p50 {:.2} ms, p99 {:.2} ms",
+            "throughput: {} pairs, window {}, {total} × {} B: {rate:.0} msg/s ({:.2} s); send→received p50 {:.2} ms, p99 {:.2} ms; dropped by the receiving daemon: {dropped}",
             args.pairs,
             args.window,
             args.payload,
@@ -319,7 +334,7 @@ async fn throughput(setup: &Setup, args: &Args) -> Result<serde_json::Value, Err
     Ok(serde_json::json!({
         "pairs": args.pairs, "window": args.window, "messages": total, "payload": args.payload,
         "msg_per_s": rate, "seconds": elapsed.as_secs_f64(),
-        "p50_ms": ms(p50), "p99_ms": ms(p99),
+        "p50_ms": ms(p50), "p99_ms": ms(p99), "dropped": dropped,
     }))
 }
 

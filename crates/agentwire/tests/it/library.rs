@@ -81,3 +81,45 @@ fn wait_for_returns_when_the_state_is_reached_without_polling() {
         daemon.stop().await;
     });
 }
+
+#[test]
+fn concurrent_sends_to_one_contact_all_arrive() {
+    // Sends race for one session; each is sealed and goes out in the same
+    // order, so the recipient's ratchet never meets more reordering than it
+    // can take.
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
+            .await
+            .unwrap();
+        let a = daemon.init("a").await.unwrap();
+        let b = daemon.init("b").await.unwrap();
+        let (senders, each) = (48, 40);
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in 0..senders {
+            let a = a.clone();
+            tasks.spawn(async move {
+                for n in 0..each {
+                    a.send("b", &format!("{s}-{n}")).await.unwrap();
+                }
+            });
+        }
+        let mut seen = HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < senders * each {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {} arrived",
+                seen.len(),
+                senders * each
+            );
+            for message in b.recv(Duration::from_secs(5)).await.unwrap() {
+                assert!(seen.insert(message.body), "a message arrived twice");
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        daemon.stop().await;
+    });
+}

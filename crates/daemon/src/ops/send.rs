@@ -56,6 +56,18 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
     let (name, _) = daemon.pick(request.identity.as_deref())?;
     let contact = daemon.resolve_peer(&name, &request.to).await?;
     room_in_outbox(daemon, &name).await?;
+    // Sealed and queued under the session's lock, so the store receives the
+    // session's states in order; the commit is awaited after letting go, so
+    // a burst of sends shares one commit.
+    let mut slot = daemon.session_slot(&name, &contact.address).await;
+    let session = daemon
+        .load_session(&mut slot, &name, &contact.address)
+        .await?
+        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
+    // The id is made under the lock too: ids are time-ordered, and the
+    // outbox goes out in id order, so a session's messages go out in the
+    // order they were sealed (the recipient's ratchet tolerates only a
+    // little reordering).
     let plaintext = Plaintext {
         id: MessageId::new_v7(),
         kind,
@@ -65,14 +77,6 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         thread,
         body: request.body.into_bytes(),
     };
-    // Sealed and queued under the session's lock, so the store receives the
-    // session's states in order; the commit is awaited after letting go, so
-    // a burst of sends shares one commit.
-    let mut slot = daemon.session_slot(&name, &contact.address).await;
-    let session = daemon
-        .load_session(&mut slot, &name, &contact.address)
-        .await?
-        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
     let payload = session.seal(&plaintext).map_err(|e| match e {
         agentwire_session::SessionError::Message(m) => {
             ApiError::new(ErrorCode::BodyTooLarge, m.to_string())
