@@ -299,6 +299,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 2 {
+        // The outbox is read on every push: a partial index holds just the
+        // queued outgoing messages, in id order, instead of a walk through
+        // every message the identity ever had.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE INDEX IF NOT EXISTS messages_queued ON messages (identity, id)
+                 WHERE state = 'queued' AND direction = 'out';
+             DROP INDEX IF EXISTS messages_outbox;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -366,6 +379,39 @@ mod tests {
         tx.advance(&me, &c, Some(&PublicKey::from_bytes([9; 32])), Read, 2)
             .unwrap();
         check(&c, Queued);
+    }
+
+    /// The plan of `sql`, one line per step.
+    fn plan(store: &Store, sql: &str) -> String {
+        let mut statement = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let count = statement.parameter_count();
+        let params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Null; count];
+        statement
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn hot_queries_use_their_indexes() {
+        let (_dir, store) = store();
+        let check = |sql: &str, index: &str| {
+            let plan = plan(&store, sql);
+            assert!(plan.contains(index), "{plan}\nfor {sql}");
+            assert!(!plan.contains("SCAN messages"), "{plan}\nfor {sql}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}\nfor {sql}");
+        };
+        check(queries::OUTBOX, "messages_queued");
+        check(queries::OUTBOX_COUNT, "messages_queued");
+        check(queries::UNREAD, "messages_unread");
+        check(queries::UNREAD_COUNT, "messages_unread");
     }
 
     #[test]

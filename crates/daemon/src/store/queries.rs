@@ -18,6 +18,29 @@ const MESSAGE_COLUMNS: &str =
 /// Messages a sender tracks: not receipts or pairing messages.
 const TRACKED: &str = "direction = 'out' AND kind NOT IN ('receipt', 'redeem')";
 
+// The hot queries, as constants so that a test can check their plans.
+/// An identity's queued outgoing messages, oldest first (the partial index
+/// `messages_queued` holds exactly these).
+pub(super) const OUTBOX: &str = "SELECT id, peer, payload FROM messages INDEXED BY messages_queued
+     WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR id > ?2)
+     ORDER BY id LIMIT ?3";
+/// How many of them are messages the sender tracks.
+pub(super) const OUTBOX_COUNT: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_queued
+     WHERE identity = ?1 AND state = 'queued' AND direction = 'out'
+       AND kind NOT IN ('receipt', 'redeem')";
+/// Unread messages from current contacts, urgent first, then oldest first.
+pub(super) const UNREAD: &str =
+    "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
+     FROM messages
+     WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
+       AND (?2 IS NULL OR peer = ?2)
+       AND peer IN (SELECT address FROM contacts WHERE identity = ?1)
+     ORDER BY priority, id LIMIT ?3";
+/// How many unread messages from current contacts.
+pub(super) const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM messages
+     WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
+       AND peer IN (SELECT address FROM contacts WHERE identity = ?1)";
+
 impl Tx<'_> {
     /// Opens a savepoint (a transaction inside the transaction).
     pub(crate) fn savepoint(&self, name: &str) -> Result<()> {
@@ -360,9 +383,7 @@ impl Tx<'_> {
         limit: usize,
     ) -> Result<Vec<Outgoing>> {
         self.rows(
-            "SELECT id, peer, payload FROM messages
-             WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR id > ?2)
-             ORDER BY id LIMIT ?3",
+            OUTBOX,
             params![
                 identity.as_str(),
                 after.map(|id| *id.as_bytes()),
@@ -381,12 +402,7 @@ impl Tx<'_> {
     /// `identity`'s messages (not receipts or pairing messages) waiting for
     /// the relay.
     pub fn outbox_count(&self, identity: &Name) -> Result<u64> {
-        self.count(
-            &format!(
-                "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND state = 'queued' AND {TRACKED}"
-            ),
-            params![identity.as_str()],
-        )
+        self.count(OUTBOX_COUNT, params![identity.as_str()])
     }
 
     /// Records that an incoming control message (receipt, pairing) was
@@ -499,13 +515,7 @@ impl Tx<'_> {
         limit: usize,
     ) -> Result<Vec<StoredMessage>> {
         self.rows(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
-                   AND (?2 IS NULL OR peer = ?2)
-                   AND peer IN (SELECT address FROM contacts WHERE identity = ?1)
-                 ORDER BY priority, id LIMIT ?3"
-            ),
+            UNREAD,
             params![
                 identity.as_str(),
                 from.map(|k| *k.as_bytes()),
@@ -528,27 +538,9 @@ impl Tx<'_> {
         )
     }
 
-    /// Sent messages whose state changed at or after `since_ms`, oldest
-    /// change first.
-    pub fn sent_changed_since(&self, identity: &Name, since_ms: u64) -> Result<Vec<SentMessage>> {
-        self.rows(
-            &format!(
-                "SELECT {SENT_COLUMNS} FROM messages
-                 WHERE identity = ?1 AND {TRACKED} AND updated_at >= ?2
-                 ORDER BY updated_at LIMIT 1000"
-            ),
-            params![identity.as_str(), ms(since_ms)],
-            sent_row,
-        )
-    }
-
     /// Counts unread incoming messages.
     pub fn unread_count(&self, identity: &Name) -> Result<u64> {
-        self.count(
-            "SELECT COUNT(*) FROM messages WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
-             AND peer IN (SELECT address FROM contacts WHERE identity = ?1)",
-            params![identity.as_str()],
-        )
+        self.count(UNREAD_COUNT, params![identity.as_str()])
     }
 
     /// Marks a message consumed; returns whether it was still unread (a
