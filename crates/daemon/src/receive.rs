@@ -159,7 +159,12 @@ impl Daemon {
         // the session set up with this contact is tried. A contact never
         // starts a second session by itself.
         let opened = match self.load_session(slot, name, &from).await? {
-            Some(session) => session.open(&envelope.payload).ok(),
+            Some(session) => session
+                .open(&envelope.payload)
+                .inspect_err(|error| {
+                    tracing::debug!(identity = %name, from = %from.short_id(), %error, "a payload does not open")
+                })
+                .ok(),
             None => None,
         };
         let Some(plaintext) = opened else {

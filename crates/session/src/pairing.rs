@@ -117,7 +117,7 @@ mod tests {
     fn an_invite_is_redeemed_over_a_fresh_session() {
         let mut alice = identity("alice");
         let bob = identity("bob");
-        let otk = alice.new_one_time_key();
+        let otk = alice.new_one_time_key().unwrap();
         let invite = SignedInvite::sign(
             Invite {
                 inviter: alice.address(),

@@ -15,25 +15,38 @@ use vodozemac::olm::{OlmMessage, PreKeyMessage, Session, SessionConfig, SessionP
 use crate::identity::{Identity, PickleKey};
 use crate::message::{MessageError, Plaintext};
 
-/// Why a payload could not be sealed or opened.
+/// Why a payload could not be sealed or opened, or a session made or
+/// restored. Each variant keeps its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The payload is empty: there is no message type.
+    #[error("not an encrypted agentwire message: the payload is empty")]
+    Empty,
     /// The payload is not an Olm message.
     #[error("not an encrypted agentwire message: {0}")]
-    Malformed(String),
+    Malformed(#[source] vodozemac::DecodeError),
+    /// A session was to start from a payload that is not a first message.
+    #[error("not the first message of a session")]
+    NotFirst,
     /// The session could not be created from the keys offered.
     #[error("cannot set up an encrypted session: {0}")]
-    Setup(String),
+    Setup(#[source] vodozemac::olm::SessionCreationError),
+    /// Encryption failed.
+    #[error("cannot encrypt: {0}")]
+    Encrypt(#[source] vodozemac::olm::EncryptionError),
     /// Decryption failed: not encrypted for this session (a forged or
     /// misaddressed message), or a replay of an old one.
     #[error("cannot decrypt: {0}")]
-    Decrypt(String),
-    /// The decrypted bytes are not a message.
+    Decrypt(#[source] vodozemac::olm::DecryptionError),
+    /// The decrypted bytes are not a message, or a message is too large.
     #[error(transparent)]
     Message(#[from] MessageError),
     /// A stored session does not decrypt with the key.
     #[error("cannot restore a session: {0}")]
-    Unpickle(String),
+    Unpickle(#[source] vodozemac::PickleError),
+    /// The account made no one-time key.
+    #[error("the account made no one-time key")]
+    NoOneTimeKey,
 }
 
 /// One side of an Olm session with one contact.
@@ -49,10 +62,7 @@ impl PeerSession {
     /// Encrypts a message into an envelope payload.
     pub fn seal(&mut self, message: &Plaintext) -> Result<Vec<u8>, SessionError> {
         let bytes = message.encode()?;
-        let sealed = self
-            .0
-            .encrypt(bytes)
-            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        let sealed = self.0.encrypt(bytes).map_err(SessionError::Encrypt)?;
         let (olm_type, ciphertext) = sealed.to_parts();
         let mut payload = Vec::with_capacity(1 + ciphertext.len());
         payload.push(olm_type as u8);
@@ -63,10 +73,7 @@ impl PeerSession {
     /// Decrypts an envelope payload sent in this session.
     pub fn open(&mut self, payload: &[u8]) -> Result<Plaintext, SessionError> {
         let message = parse_payload(payload)?;
-        let bytes = self
-            .0
-            .decrypt(&message)
-            .map_err(|e| SessionError::Decrypt(e.to_string()))?;
+        let bytes = self.0.decrypt(&message).map_err(SessionError::Decrypt)?;
         Ok(Plaintext::decode(&bytes)?)
     }
 
@@ -88,16 +95,13 @@ impl PeerSession {
     ) -> Result<PeerSession, SessionError> {
         SessionPickle::from_encrypted(pickle, key.as_bytes())
             .map(|p| PeerSession(Session::from_pickle(p)))
-            .map_err(|e| SessionError::Unpickle(e.to_string()))
+            .map_err(SessionError::Unpickle)
     }
 }
 
 fn parse_payload(payload: &[u8]) -> Result<OlmMessage, SessionError> {
-    let (olm_type, ciphertext) = payload
-        .split_first()
-        .ok_or_else(|| SessionError::Malformed("empty payload".into()))?;
-    OlmMessage::from_parts(usize::from(*olm_type), ciphertext)
-        .map_err(|e| SessionError::Malformed(e.to_string()))
+    let (olm_type, ciphertext) = payload.split_first().ok_or(SessionError::Empty)?;
+    OlmMessage::from_parts(usize::from(*olm_type), ciphertext).map_err(SessionError::Malformed)
 }
 
 /// The one-time key a pre-key payload was encrypted to, if it is one: lets a
@@ -121,14 +125,14 @@ impl Identity {
     /// A fresh one-time key for someone to open a session with (an invite's,
     /// or a sibling's). The private half stays in this identity until a
     /// session consumes it.
-    pub fn new_one_time_key(&mut self) -> [u8; 32] {
+    pub fn new_one_time_key(&mut self) -> Result<[u8; 32], SessionError> {
         let generated = self.account_mut().generate_one_time_keys(1);
         self.account_mut().mark_keys_as_published();
         generated
             .created
             .first()
             .map(|key| key.to_bytes())
-            .unwrap_or([0; 32])
+            .ok_or(SessionError::NoOneTimeKey)
     }
 
     /// Opens a session to a peer from its identity key and one of its
@@ -145,7 +149,7 @@ impl Identity {
                 Curve25519PublicKey::from_bytes(their_one_time_key),
             )
             .map(PeerSession)
-            .map_err(|e| SessionError::Setup(e.to_string()))
+            .map_err(SessionError::Setup)
     }
 
     /// Creates this side of a session from a peer's first (pre-key) payload,
@@ -157,9 +161,7 @@ impl Identity {
         payload: &[u8],
     ) -> Result<(PeerSession, Plaintext), SessionError> {
         let OlmMessage::PreKey(message) = parse_payload(payload)? else {
-            return Err(SessionError::Setup(
-                "not the first message of a session".into(),
-            ));
+            return Err(SessionError::NotFirst);
         };
         let message: PreKeyMessage = message;
         let created = self
@@ -169,7 +171,7 @@ impl Identity {
                 Curve25519PublicKey::from_bytes(their_curve25519),
                 &message,
             )
-            .map_err(|e| SessionError::Setup(e.to_string()))?;
+            .map_err(SessionError::Setup)?;
         let plaintext = Plaintext::decode(&created.plaintext)?;
         Ok((PeerSession(created.session), plaintext))
     }
@@ -201,7 +203,7 @@ mod tests {
     fn pair() -> (Identity, PeerSession, Identity, PeerSession) {
         let alice = identity("alice");
         let mut bob = identity("bob");
-        let otk = bob.new_one_time_key();
+        let otk = bob.new_one_time_key().unwrap();
         let mut to_bob = alice.open_session(bob.curve25519(), otk).unwrap();
         let first = chat("hello bob");
         let payload = to_bob.seal(&first).unwrap();
@@ -230,7 +232,7 @@ mod tests {
         // session with Alice.
         let (_alice, _to_bob, mut bob, mut bob_to_alice) = pair();
         let carol = identity("carol");
-        let otk = bob.new_one_time_key();
+        let otk = bob.new_one_time_key().unwrap();
         let mut carol_to_bob = carol.open_session(bob.curve25519(), otk).unwrap();
         let forged = carol_to_bob.seal(&chat("I am alice")).unwrap();
         assert!(matches!(

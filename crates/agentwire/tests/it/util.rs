@@ -609,7 +609,7 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
 pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
     use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority};
     let mut target = Identity::generate(Name::new("target").unwrap());
-    let one_time_key = target.new_one_time_key();
+    let one_time_key = target.new_one_time_key().unwrap();
     let stranger = Identity::generate(Name::new("stranger").unwrap());
     let mut session = stranger
         .open_session(target.curve25519(), one_time_key)

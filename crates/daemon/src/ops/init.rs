@@ -53,7 +53,9 @@ impl Run for Init {
         for (sibling_name, sibling) in &existing {
             let sibling = sibling.lock().unwrap_or_else(|e| e.into_inner());
             let pairing_failed = |e| internal("cannot pair siblings", e);
-            let otk = identity.new_one_time_key();
+            let otk = identity
+                .new_one_time_key()
+                .map_err(|e| internal("cannot pair siblings", e))?;
             let mut outbound = sibling.open_session(curve, otk).map_err(pairing_failed)?;
             let first = outbound
                 .seal(&Plaintext {

@@ -69,7 +69,9 @@ impl Run for Invite {
         let expires_at_ms = now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let (signed, address, pickle) = {
             let mut guard = identity.lock().unwrap_or_else(|e| e.into_inner());
-            let one_time_key = guard.new_one_time_key();
+            let one_time_key = guard
+                .new_one_time_key()
+                .map_err(|e| internal("cannot make a one-time key", e))?;
             let invite = InviteToken {
                 inviter: guard.address(),
                 inviter_curve25519: guard.curve25519(),
