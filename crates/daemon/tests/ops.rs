@@ -1,0 +1,381 @@
+//! Every operation of the daemon, in process: daemons started with
+//! `DaemonHandle` and called through `DaemonClient::InProcess` (no socket, no
+//! JSON, no child process), with a relay on 127.0.0.1 port 0 in the same
+//! process where two homes must meet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::time::Duration;
+
+use agentwire_daemon::api::{
+    Accept, Ack, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox, Init, Invite,
+    Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State, Status, Stop,
+    Subscribe, Via, Whoami,
+};
+use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
+
+/// A home in a temporary directory with its daemon running in process.
+struct TestDaemon {
+    handle: DaemonHandle,
+    client: DaemonClient,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    async fn start() -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(&dir.path().join("h"))).unwrap();
+        let handle = DaemonHandle::spawn(home).await.unwrap();
+        let client = handle.client();
+        TestDaemon {
+            handle,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Creates an identity, on `relay` if given.
+    async fn init(&self, name: &str, relay: Option<&str>) {
+        self.client
+            .call(Init {
+                name: Some(name.into()),
+                relay: relay.map(str::to_owned),
+                relay_token: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn send(&self, from: &str, to: &str, body: &str) -> String {
+        let sent = self
+            .client
+            .call(SendMessage {
+                identity: Some(from.into()),
+                to: to.into(),
+                body: body.into(),
+                ..SendMessage::default()
+            })
+            .await
+            .unwrap();
+        sent.id().to_owned()
+    }
+
+    async fn recv(&self, who: &str, wait: Duration) -> Vec<String> {
+        let got = self
+            .client
+            .call(Recv {
+                identity: Some(who.into()),
+                wait_ms: Some(u64::try_from(wait.as_millis()).unwrap()),
+                ..Recv::default()
+            })
+            .await
+            .unwrap();
+        got.messages.into_iter().map(|m| m.body).collect()
+    }
+}
+
+/// Two identities of one home ("a" and "b"), contacts of each other.
+async fn siblings() -> TestDaemon {
+    let daemon = TestDaemon::start().await;
+    daemon.init("a", None).await;
+    daemon.init("b", None).await;
+    daemon
+}
+
+fn refusal<T: std::fmt::Debug>(
+    result: Result<T, agentwire_daemon::ClientError>,
+) -> agentwire_daemon::api::ApiError {
+    result.unwrap_err().refusal().cloned().expect("a refusal")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_whoami_status_and_contacts() {
+    let daemon = TestDaemon::start().await;
+    let none = refusal(daemon.client.call(Whoami::default()).await);
+    assert_eq!(none.code, ErrorCode::NotInitialized);
+    daemon.init("a", None).await;
+    daemon.init("b", None).await;
+    let taken = refusal(
+        daemon
+            .client
+            .call(Init {
+                name: Some("a".into()),
+                ..Init::default()
+            })
+            .await,
+    );
+    assert_eq!(taken.code, ErrorCode::NameTaken);
+    let me = daemon.client.call(Whoami::default()).await.unwrap();
+    assert_eq!(me.name, "a", "the first identity is the default");
+    let status = daemon.client.call(Status {}).await.unwrap();
+    assert!(status.running && status.local_relay);
+    assert_eq!(status.identities.len(), 2);
+    let contacts = daemon
+        .client
+        .call(Contacts {
+            identity: Some("b".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(contacts.contacts.len(), 1);
+    assert_eq!(contacts.contacts[0].name, "a");
+    assert_eq!(contacts.contacts[0].via, Via::Sibling);
+    assert_eq!(contacts.contacts[0].state, ContactState::Active);
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_remove_a_contact() {
+    let daemon = siblings().await;
+    let renamed = daemon
+        .client
+        .call(Rename {
+            identity: Some("a".into()),
+            peer: "b".into(),
+            new_name: "builder".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (renamed.renamed.as_str(), renamed.to.as_str()),
+        ("b", "builder")
+    );
+    let gone = refusal(
+        daemon
+            .client
+            .call(SendMessage {
+                identity: Some("a".into()),
+                to: "b".into(),
+                body: "x".into(),
+                ..SendMessage::default()
+            })
+            .await,
+    );
+    assert_eq!(gone.code, ErrorCode::UnknownPeer);
+    daemon.send("a", "builder", "hi").await;
+    let removed = daemon
+        .client
+        .call(Remove {
+            identity: Some("a".into()),
+            peer: "builder".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed.removed, "builder");
+    let contacts = daemon
+        .client
+        .call(Contacts {
+            identity: Some("a".into()),
+        })
+        .await
+        .unwrap();
+    assert!(contacts.contacts.is_empty());
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_state_sent_inbox_recv_and_ack() {
+    let daemon = siblings().await;
+    let first = daemon.send("a", "b", "one").await;
+    let urgent = daemon
+        .client
+        .call(SendMessage {
+            identity: Some("a".into()),
+            to: "b".into(),
+            body: "two".into(),
+            kind: Some(Kind::Task),
+            priority: Some(Priority::Urgent),
+            wait: Some(DeliveryState::Delivered),
+            wait_ms: Some(10_000),
+            ..SendMessage::default()
+        })
+        .await
+        .unwrap();
+    let SendOutcome::Waited(waited) = urgent else {
+        panic!("a send with a wait answers with its state")
+    };
+    assert!(waited.reached, "{waited:?}");
+    let state = daemon
+        .client
+        .call(State {
+            identity: Some("a".into()),
+            id: first.clone(),
+            wait: Some(DeliveryState::Delivered),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(state.state, DeliveryState::Delivered);
+    // Both are at b: inbox shows them (urgent first) and takes nothing.
+    let inbox = daemon
+        .client
+        .call(Inbox {
+            identity: Some("b".into()),
+            ..Inbox::default()
+        })
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = inbox.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["two", "one"]);
+    assert_eq!(inbox.unread, Some(2));
+    assert_eq!(inbox.messages[0].kind, Kind::Task);
+    assert!(inbox.messages[0].from.verified);
+    // Ack takes the one named; recv takes the rest.
+    let acked = daemon
+        .client
+        .call(Ack {
+            identity: Some("b".into()),
+            ids: vec![inbox.messages[0].id.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(acked.acked, [inbox.messages[0].id.clone()]);
+    assert_eq!(daemon.recv("b", Duration::ZERO).await, ["one"]);
+    assert!(daemon.recv("b", Duration::ZERO).await.is_empty());
+    // The sender sees both read, newest first in `sent`.
+    let read = daemon
+        .client
+        .call(State {
+            identity: Some("a".into()),
+            id: first,
+            wait: Some(DeliveryState::Read),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(read.state, DeliveryState::Read);
+    let sent = daemon
+        .client
+        .call(Sent {
+            identity: Some("a".into()),
+            max: Some(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.messages.len(), 2);
+    assert_eq!(sent.messages[1].id, read.id);
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_shows_messages_once_and_state_changes() {
+    let daemon = siblings().await;
+    let before = daemon.send("a", "b", "waiting already").await;
+    let mut events = daemon
+        .client
+        .subscribe(Subscribe {
+            identity: Some("b".into()),
+        })
+        .await
+        .unwrap();
+    let mut to_a = daemon
+        .client
+        .subscribe(Subscribe {
+            identity: Some("a".into()),
+        })
+        .await
+        .unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ready, Some(Event::Ready { .. })), "{ready:?}");
+    let mut bodies = Vec::new();
+    daemon.send("a", "b", "new").await;
+    while bodies.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        if let Some(Event::Message { message }) = event {
+            bodies.push(message.body);
+        }
+    }
+    assert_eq!(bodies, ["waiting already", "new"]);
+    // a sees its first message move on.
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), to_a.next())
+            .await
+            .expect("a state event in time")
+            .unwrap();
+        if let Some(Event::State(sent)) = event
+            && sent.id == before
+            && sent.state == DeliveryState::Delivered
+        {
+            break;
+        }
+    }
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_and_accept_across_two_homes_and_a_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = agentwire_relay::Relay::spawn(agentwire_relay::RelayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("relay.db"),
+    ))
+    .await
+    .unwrap();
+    let url = relay.url();
+    let alice = TestDaemon::start().await;
+    let bob = TestDaemon::start().await;
+    alice.init("alice", Some(&url)).await;
+    bob.init("bob", Some(&url)).await;
+    let invite = alice.client.call(Invite::default()).await.unwrap();
+    assert!(invite.invite.starts_with("aw1:"));
+    assert!(
+        !format!("{invite:?}").contains(&invite.invite),
+        "Debug hides the token"
+    );
+    let contact = bob
+        .client
+        .call(Accept {
+            identity: None,
+            token: invite.invite.clone(),
+            name: Some("al".into()),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (contact.name.as_str(), contact.state),
+        ("al", ContactState::Active)
+    );
+    assert_eq!(contact.via, Via::Accepted);
+    // Used once: a second acceptor is told so.
+    let carol = TestDaemon::start().await;
+    carol.init("carol", Some(&url)).await;
+    let spent = refusal(
+        carol
+            .client
+            .call(Accept {
+                identity: None,
+                token: invite.invite,
+                name: None,
+                wait_ms: Some(10_000),
+            })
+            .await,
+    );
+    assert_eq!(spent.code, ErrorCode::InviteSpent);
+    bob.send("bob", "al", "hello alice").await;
+    assert_eq!(
+        alice.recv("alice", Duration::from_secs(10)).await,
+        ["hello alice"]
+    );
+    for daemon in [alice, bob, carol] {
+        daemon.handle.shutdown().await;
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_asks_the_daemon_to_stop() {
+    let daemon = siblings().await;
+    let stopping = daemon.client.call(Stop {}).await.unwrap();
+    assert!(stopping.stopping);
+    tokio::time::timeout(Duration::from_secs(5), daemon.handle.stop_requested())
+        .await
+        .expect("the stop request is seen");
+    daemon.handle.shutdown().await;
+}
