@@ -228,13 +228,18 @@ async fn read_line(
     partial: &mut Vec<u8>,
 ) -> Result<Option<String>, ClientError> {
     let room = (MAX_ANSWER_BYTES + 1).saturating_sub(partial.len()) as u64;
-    let read = (&mut *lines)
+    (&mut *lines)
         .take(room)
         .read_until(b'\n', partial)
         .await
         .map_err(|e| lost(path, e.to_string()))?;
-    let line = std::mem::take(partial);
-    if read == 0 && line.is_empty() {
+    finish_line(path, std::mem::take(partial))
+}
+
+/// A line as read (empty at the end of the stream): checked for its limit
+/// and UTF-8.
+fn finish_line(path: &Path, line: Vec<u8>) -> Result<Option<String>, ClientError> {
+    if line.is_empty() {
         return Ok(None);
     }
     if line.len() > MAX_ANSWER_BYTES {
@@ -252,7 +257,9 @@ pub mod blocking {
     use std::path::Path;
     use std::time::Duration;
 
-    use super::{ClientError, MAX_ANSWER_BYTES, decode_answer, decode_event, lost, request_line};
+    use super::{
+        ClientError, MAX_ANSWER_BYTES, decode_answer, decode_event, finish_line, lost, request_line,
+    };
     use crate::api::{Ack, Acked, Event, Messages, Operation, Recv, Request, Subscribe};
 
     /// Carries out one operation on the daemon at `socket`; `timeout` bounds
@@ -371,18 +378,10 @@ pub mod blocking {
 
     fn read_line(path: &Path, reader: &mut impl BufRead) -> Result<Option<String>, ClientError> {
         let mut line = Vec::new();
-        let read = reader
+        reader
             .take(MAX_ANSWER_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| lost(path, e.to_string()))?;
-        if read == 0 {
-            return Ok(None);
-        }
-        if line.len() > MAX_ANSWER_BYTES {
-            return Err(lost(path, "an answer longer than the limit"));
-        }
-        String::from_utf8(line)
-            .map(Some)
-            .map_err(|_| lost(path, "an answer that is not UTF-8"))
+        finish_line(path, line)
     }
 }

@@ -300,6 +300,16 @@ impl Daemon {
         Ok(slot.as_mut())
     }
 
+    /// The contact with this address, if any.
+    pub(crate) async fn contact(
+        &self,
+        identity: &Name,
+        address: &PublicKey,
+    ) -> Result<Option<Contact>, ApiError> {
+        let (owner, address) = (identity.clone(), *address);
+        Ok(self.db.run(move |tx| tx.contact(&owner, &address)).await?)
+    }
+
     /// A contact by petname or by a unique prefix of its key (hex).
     pub(crate) async fn resolve_peer(
         &self,

@@ -417,21 +417,31 @@ pub(crate) fn seal_receipt(
     ids: Vec<MessageId>,
     now: u64,
 ) -> Option<(MessageId, Vec<u8>)> {
-    let receipt = Plaintext {
-        id: MessageId::new_v7(),
-        kind: Kind::Receipt,
-        priority: agentwire_session::Priority::Normal,
-        sent_at_ms: now,
-        reply_to: None,
-        thread: None,
-        body: agentwire_session::Receipt { state, ids }.encode(),
-    };
+    let receipt = control(
+        Kind::Receipt,
+        agentwire_session::Receipt { state, ids }.encode(),
+        now,
+    );
     match session.seal(&receipt) {
         Ok(payload) => Some((receipt.id, payload)),
         Err(error) => {
             tracing::warn!(%error, "cannot seal a receipt");
             None
         }
+    }
+}
+
+/// A control message (receipt, pairing) with a fresh id: normal priority,
+/// no thread.
+pub(crate) fn control(kind: Kind, body: Vec<u8>, now: u64) -> Plaintext {
+    Plaintext {
+        id: MessageId::new_v7(),
+        kind,
+        priority: agentwire_session::Priority::Normal,
+        sent_at_ms: now,
+        reply_to: None,
+        thread: None,
+        body,
     }
 }
 

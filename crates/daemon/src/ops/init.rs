@@ -5,11 +5,12 @@
 use std::sync::{Arc, Mutex as StdMutex};
 
 use agentwire_api::{ContactState, Via};
-use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext};
+use agentwire_session::{Identity, Kind, Name};
 
 use crate::api::{ApiError, Created, ErrorCode, Init, internal};
 use crate::core::{Daemon, now_ms, parse_name};
 use crate::ops::Run;
+use crate::receive::control;
 use crate::store::Contact;
 
 impl Run for Init {
@@ -58,15 +59,7 @@ impl Run for Init {
                 .map_err(|e| internal("cannot pair siblings", e))?;
             let mut outbound = sibling.open_session(curve, otk).map_err(pairing_failed)?;
             let first = outbound
-                .seal(&Plaintext {
-                    id: MessageId::new_v7(),
-                    kind: Kind::Redeem,
-                    priority: agentwire_session::Priority::Normal,
-                    sent_at_ms: now_ms(),
-                    reply_to: None,
-                    thread: None,
-                    body: Vec::new(),
-                })
+                .seal(&control(Kind::Redeem, Vec::new(), now_ms()))
                 .map_err(pairing_failed)?;
             let (inbound, _) = identity
                 .accept_session(sibling.curve25519(), &first)

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use agentwire_api::{ContactState, Via};
 use agentwire_session::{
-    Invite as InviteToken, InviteError, InviteSecret, Kind, MessageId, Name, Permissions,
-    Plaintext, Redeem, SignedInvite,
+    Invite as InviteToken, InviteError, InviteSecret, Kind, Name, Permissions, Redeem, SignedInvite,
 };
 use agentwire_wire::RelayId;
 
@@ -19,6 +18,7 @@ use crate::core::{
 };
 use crate::ops::Run;
 use crate::pairing::Answer;
+use crate::receive::control;
 use crate::store::{Contact, StoreError, StoredMessage};
 use crate::views::{contact_view, invite_error};
 
@@ -181,11 +181,7 @@ impl Run for Accept {
                     ),
                 });
             }
-            let (owner, inviter) = (name.clone(), invite.inviter);
-            let contact = daemon
-                .db
-                .run(move |tx| tx.contact(&owner, &inviter))
-                .await?;
+            let contact = daemon.contact(&name, &invite.inviter).await?;
             match &contact {
                 Some(contact) if contact.state == ContactState::Active || timed_out => {
                     return Ok(contact_view(contact));
@@ -223,11 +219,7 @@ async fn send_redemption(
             "this is your own invite; give it to the agent you want to pair with",
         ));
     }
-    let (owner, inviter) = (name.clone(), invite.inviter);
-    let existing = daemon
-        .db
-        .run(move |tx| tx.contact(&owner, &inviter))
-        .await?;
+    let existing = daemon.contact(name, &invite.inviter).await?;
     let replaced = match existing {
         // This very invite, accepted before: nothing to send again.
         Some(existing) if existing.invite_key == Some(invite.one_time_key) => return Ok(()),
@@ -251,15 +243,7 @@ async fn send_redemption(
                     format!("the invite's keys are unusable: {e}"),
                 )
             })?;
-        let first = Plaintext {
-            id: MessageId::new_v7(),
-            kind: Kind::Redeem,
-            priority: agentwire_session::Priority::Normal,
-            sent_at_ms: now_ms(),
-            reply_to: None,
-            thread: None,
-            body: Redeem::new(invite, &guard).encode(),
-        };
+        let first = control(Kind::Redeem, Redeem::new(invite, &guard).encode(), now_ms());
         let payload = session
             .seal(&first)
             .map_err(|e| internal("cannot encrypt", e))?;

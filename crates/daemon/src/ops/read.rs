@@ -22,13 +22,7 @@ impl Run for Recv {
                 "recv with confirm holds its messages on its own connection until the confirming ack",
             ));
         }
-        let look = Look {
-            identity: self.identity,
-            from: self.from,
-            max: self.max,
-            wait_ms: self.wait_ms,
-        };
-        Ok(unread(daemon, look, Mode::Take).await?.0)
+        Ok(unread(daemon, self.into(), Mode::Take).await?.0)
     }
 }
 
@@ -80,13 +74,7 @@ impl Drop for Claim {
 /// `recv` with `confirm`: the unread messages, held for this reader until
 /// [`Claim::confirm`] (or its drop).
 pub(crate) async fn claim(daemon: &Arc<Daemon>, recv: Recv) -> Result<(Messages, Claim), ApiError> {
-    let look = Look {
-        identity: recv.identity,
-        from: recv.from,
-        max: recv.max,
-        wait_ms: recv.wait_ms,
-    };
-    let (messages, held, name) = unread(daemon, look, Mode::Hold).await?;
+    let (messages, held, name) = unread(daemon, recv.into(), Mode::Hold).await?;
     let claim = Claim {
         daemon: daemon.clone(),
         name,
@@ -97,13 +85,7 @@ pub(crate) async fn claim(daemon: &Arc<Daemon>, recv: Recv) -> Result<(Messages,
 
 impl Run for Inbox {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Messages, ApiError> {
-        let look = Look {
-            identity: self.identity,
-            from: self.from,
-            max: self.max,
-            wait_ms: self.wait_ms,
-        };
-        Ok(unread(daemon, look, Mode::Look).await?.0)
+        Ok(unread(daemon, self.into(), Mode::Look).await?.0)
     }
 }
 
@@ -124,6 +106,41 @@ struct Look {
     from: Option<String>,
     max: Option<usize>,
     wait_ms: Option<u64>,
+}
+
+impl From<Recv> for Look {
+    fn from(recv: Recv) -> Look {
+        let Recv {
+            identity,
+            from,
+            max,
+            wait_ms,
+            confirm: _,
+        } = recv;
+        Look {
+            identity,
+            from,
+            max,
+            wait_ms,
+        }
+    }
+}
+
+impl From<Inbox> for Look {
+    fn from(inbox: Inbox) -> Look {
+        let Inbox {
+            identity,
+            from,
+            max,
+            wait_ms,
+        } = inbox;
+        Look {
+            identity,
+            from,
+            max,
+            wait_ms,
+        }
+    }
 }
 
 /// The unread messages (urgent first, then oldest first), shown, taken or
