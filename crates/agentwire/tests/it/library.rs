@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agentwire::{DeliveryState, EmbeddedDaemon};
+use agentwire::{Agent, DeliveryState, EmbeddedDaemon};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -13,15 +13,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A home with its daemon in this process and two identities, `a` and `b`.
+async fn siblings() -> (tempfile::TempDir, EmbeddedDaemon, Agent, Agent) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
+        .await
+        .unwrap();
+    let a = daemon.init("a").await.unwrap();
+    let b = daemon.init("b").await.unwrap();
+    (dir, daemon, a, b)
+}
+
 #[test]
 fn a_subscriber_that_never_acks_sees_every_message_and_costs_no_intake() {
     runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
-            .await
-            .unwrap();
-        let a = daemon.init("a").await.unwrap();
-        let b = daemon.init("b").await.unwrap();
+        let (_dir, daemon, a, b) = siblings().await;
         // More than a subscription reads from the store at once (1000).
         let total = 1500;
         let mut stream = b.messages().await.unwrap();
@@ -58,12 +64,7 @@ fn a_subscriber_that_never_acks_sees_every_message_and_costs_no_intake() {
 #[test]
 fn wait_for_returns_when_the_state_is_reached_without_polling() {
     runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
-            .await
-            .unwrap();
-        let a = daemon.init("a").await.unwrap();
-        let b = daemon.init("b").await.unwrap();
+        let (_dir, daemon, a, b) = siblings().await;
         let sent = a.send("b", "hello").await.unwrap();
         // Not read yet: the wait runs out and says where it is.
         let state = a
@@ -88,12 +89,7 @@ fn concurrent_sends_to_one_contact_all_arrive() {
     // order, so the recipient's ratchet never meets more reordering than it
     // can take.
     runtime().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let daemon = EmbeddedDaemon::start(&dir.path().join("home"))
-            .await
-            .unwrap();
-        let a = daemon.init("a").await.unwrap();
-        let b = daemon.init("b").await.unwrap();
+        let (_dir, daemon, a, b) = siblings().await;
         let (senders, each) = (48, 40);
         let mut tasks = tokio::task::JoinSet::new();
         for s in 0..senders {
