@@ -156,14 +156,30 @@ fn run_hook(exec: &str, message: &MessageView) {
             return;
         }
     };
-    // Written from a thread: a command that never reads its stdin must not
-    // block the watcher (bodies can exceed a pipe's buffer).
-    if let Some(mut stdin) = child.stdin.take() {
-        let text = serde_json::to_string(message).unwrap_or_default();
-        std::thread::spawn(move || {
-            let _ = writeln!(stdin, "{text}");
-        });
-    }
+    let text = match serde_json::to_string(message) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("agentwire watch: cannot encode message {id}: {error}");
+            String::new()
+        }
+    };
+    // Written from a thread of this scope (joined before it ends): a command
+    // that never reads its stdin must not block the watcher (bodies can
+    // exceed a pipe's buffer); once the command is gone, the write fails.
+    std::thread::scope(|scope| {
+        if let Some(mut stdin) = child.stdin.take() {
+            let text = &text;
+            scope.spawn(move || {
+                let _ = writeln!(stdin, "{text}");
+            });
+        }
+        wait_for_hook(exec, id, &mut child);
+    });
+}
+
+/// Waits for a `watch --exec` command, killing its process group after
+/// [`EXEC_TIMEOUT`].
+fn wait_for_hook(exec: &str, id: &str, child: &mut std::process::Child) {
     let started = std::time::Instant::now();
     loop {
         match child.try_wait() {

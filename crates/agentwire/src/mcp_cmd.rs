@@ -98,6 +98,8 @@ struct Inner {
     /// `message` mode, marked read — before the client listens).
     push: PushMode,
     push_started: AtomicBool,
+    /// The push loop, once started; the session ends it when it ends.
+    push_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The lowest log level the client wants (`logging/setLevel`), as
     /// [`level_rank`]; debug (everything) until it says otherwise.
     log_level: AtomicU8,
@@ -220,6 +222,7 @@ impl McpServer {
                 identity,
                 push,
                 push_started: AtomicBool::new(false),
+                push_task: std::sync::Mutex::new(None),
                 log_level: AtomicU8::new(0),
             }),
             tool_router: Self::tool_router(),
@@ -591,7 +594,12 @@ impl ServerHandler for McpServer {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         if self.inner.push != PushMode::Off && !self.inner.push_started.swap(true, Ordering::SeqCst)
         {
-            tokio::spawn(push_loop(context.peer, self.inner.clone()));
+            let task = tokio::spawn(push_loop(context.peer, self.inner.clone()));
+            *self
+                .inner
+                .push_task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(task);
         }
     }
 
@@ -644,6 +652,7 @@ pub(crate) fn run(
         .code(CANNOT_START)?;
     runtime.block_on(async move {
         let server = McpServer::new(home, identity, push);
+        let inner = server.inner.clone();
         let running = server
             .serve(rmcp::transport::stdio())
             .await
@@ -651,6 +660,14 @@ pub(crate) fn run(
             .code(CANNOT_START)?;
         // The session ends when the client closes stdin.
         let _ = running.waiting().await;
+        let push = inner
+            .push_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(push) = push {
+            push.abort();
+        }
         Ok(())
     })
 }
@@ -826,7 +843,8 @@ async fn push_burst(
         _ if messages.len() <= MAX_BURST_NOTICES => (messages, Vec::new()),
         _ => (Vec::new(), messages),
     };
-    let client = DaemonClient::socket(inner.home.socket());
+    let mut written = Vec::new();
+    let mut outcome = Ok(());
     for message in each {
         let content = match mode {
             PushMode::Message => frame(&message),
@@ -840,19 +858,24 @@ async fn push_burst(
         };
         let meta = channel_meta(&message);
         let data = json!({"event": "message", "meta": meta, "content": content});
-        notify(peer, inner, content, meta, data).await?;
-        if mode == PushMode::Message {
-            // Written to the client: the message counts as read.
-            let ack = api::Ack {
-                identity: inner.identity.clone(),
-                ids: vec![message.id.clone()],
-            };
-            if let Err(e) = client.call(ack).await {
-                tracing::warn!(id = %message.id, error = %e, "could not mark a pushed message read");
-            }
+        if let Err(error) = notify(peer, inner, content, meta, data).await {
+            outcome = Err(error);
+            break;
         }
+        written.push(message.id.clone());
         pushed.insert(message.id);
     }
+    if mode == PushMode::Message && !written.is_empty() {
+        // Written to the client: those messages count as read, in one ack.
+        let ack = api::Ack {
+            identity: inner.identity.clone(),
+            ids: written,
+        };
+        if let Err(e) = DaemonClient::socket(inner.home.socket()).call(ack).await {
+            tracing::warn!(error = %e, "could not mark pushed messages read");
+        }
+    }
+    outcome?;
     summarize(peer, inner, rest, pushed).await
 }
 
