@@ -11,6 +11,7 @@ pub mod client;
 mod core;
 mod db;
 pub mod home;
+mod identities;
 mod link;
 mod ops;
 mod pairing;
