@@ -70,12 +70,14 @@ pub enum DaemonError {
 }
 
 /// A running daemon: its tasks, its socket and the home's lock. Dropping it
-/// without [`DaemonHandle::shutdown`] leaves the tasks to the runtime's end.
+/// without [`DaemonHandle::shutdown`] cancels its tasks (they end at their
+/// next await) but does not wait for them.
 pub struct DaemonHandle {
     daemon: std::sync::Arc<Daemon>,
     socket: std::path::PathBuf,
     bound: Option<(u64, u64)>,
-    lock: std::fs::File,
+    /// Held for the daemon's life: the home's exclusive lock goes with it.
+    _lock: std::fs::File,
 }
 
 impl DaemonHandle {
@@ -100,7 +102,7 @@ impl DaemonHandle {
             daemon,
             socket,
             bound,
-            lock,
+            _lock: lock,
         })
     }
 
@@ -123,7 +125,13 @@ impl DaemonHandle {
             let _ = std::fs::remove_file(&self.socket);
         }
         tracing::info!("daemon stopped");
-        drop(self.lock);
+        // The home's lock goes last, with `self`.
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        self.daemon.shutdown.cancel();
     }
 }
 
