@@ -60,6 +60,24 @@ pub(crate) enum Published {
     Consumed,
 }
 
+/// Who follows each identity: its subscriptions' broadcast. A cheap handle,
+/// so that a store job can ask, in its own transaction, whether anyone
+/// follows (a subscription that starts later reads the store after that
+/// job, so no message falls between the two).
+#[derive(Clone, Default)]
+pub(crate) struct Followers(Arc<StdMutex<HashMap<Name, broadcast::Sender<Published>>>>);
+
+impl Followers {
+    /// Whether anyone follows `name`.
+    pub(crate) fn any(&self, name: &Name) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+}
+
 /// Published items buffered per identity for subscriptions that lag; one
 /// that falls further behind looks at the store again.
 const PUBLISHED_BUFFER: usize = 1024;
@@ -130,7 +148,7 @@ pub struct Daemon {
     /// it took (`recv` with `confirm`); other readers pass them by.
     claims: StdMutex<HashMap<Name, std::collections::HashSet<MessageId>>>,
     /// Per identity: what its subscriptions follow.
-    published: StdMutex<HashMap<Name, broadcast::Sender<Published>>>,
+    published: Followers,
     /// When the last request came in, Unix ms.
     pub(crate) last_request_ms: AtomicU64,
     /// Why each identity's link is not connected, while it is not.
@@ -206,7 +224,7 @@ impl Daemon {
             states: Notify::new(),
             refusals: Table::new(),
             counters: Counters::default(),
-            published: StdMutex::new(HashMap::new()),
+            published: Followers::default(),
             claims: StdMutex::new(HashMap::new()),
             last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
@@ -362,6 +380,7 @@ impl Daemon {
     /// Follows what is published for `name` from now on.
     pub(crate) fn follow(&self, name: &Name) -> broadcast::Receiver<Published> {
         self.published
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.clone())
@@ -369,19 +388,15 @@ impl Daemon {
             .subscribe()
     }
 
-    /// Whether anyone follows `name` (so that views are built only for a
-    /// reader).
-    pub(crate) fn followed(&self, name: &Name) -> bool {
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .is_some_and(|sender| sender.receiver_count() > 0)
+    /// Who follows the identities, for a store job to ask (so that views
+    /// are built only for a reader).
+    pub(crate) fn followers(&self) -> Followers {
+        self.published.clone()
     }
 
     /// Publishes `items` to `name`'s subscriptions, if it has any.
     pub(crate) fn publish(&self, name: &Name, items: impl IntoIterator<Item = Published>) {
-        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let published = self.published.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = published.get(name).filter(|s| s.receiver_count() > 0) {
             for item in items {
                 // No receiver left is not an error: nobody follows.

@@ -345,10 +345,11 @@ impl Daemon {
         name: &Name,
         states: Vec<(MessageId, DeliveryState)>,
     ) -> Result<(), crate::store::StoreError> {
-        let (owner, now, followed) = (name.clone(), now_ms(), self.followed(name));
+        let (owner, now, followers) = (name.clone(), now_ms(), self.followers());
         let (changed, contacts, depth) = self
             .db
             .run(move |tx| {
+                let followed = followers.any(&owner);
                 let mut changed = Vec::new();
                 for (id, state) in &states {
                     if tx.advance(&owner, id, None, *state, now)? {

@@ -260,10 +260,13 @@ impl Daemon {
         let owner = name.clone();
         let effects = std::mem::take(&mut burst.effects);
         let queued_receipts = !receipts.is_empty();
-        let followed = self.followed(name);
+        let followers = self.followers();
         let pending = self
             .db
             .queue(move |tx| {
+                // Asked here, in the job: a subscription that starts after
+                // this reads the store after it, so it sees these messages.
+                let followed = followers.any(&owner);
                 let mut inserted = 0;
                 let mut stored = Vec::new();
                 let mut changed = Vec::new();
@@ -312,7 +315,7 @@ impl Daemon {
                 } else {
                     Vec::new()
                 };
-                Ok::<_, StoreError>((unread, receipt_applied, stored, changed))
+                Ok::<_, StoreError>((unread, receipt_applied, stored, changed, followed))
             })
             .await;
         // The session locks are held until the commit: a failed job must not
@@ -322,7 +325,7 @@ impl Daemon {
             Err(error) => Err(error),
         };
         match committed {
-            Ok((unread, receipt_applied, stored, changed)) => {
+            Ok((unread, receipt_applied, stored, changed, followed)) => {
                 drop(burst.slots);
                 if receipt_applied {
                     self.states.notify_waiters();
