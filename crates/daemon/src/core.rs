@@ -25,6 +25,23 @@ use crate::store::{Contact, Store};
 
 /// Default number of messages `recv`/`inbox` return.
 pub const DEFAULT_MAX_MESSAGES: usize = 100;
+/// The most messages one `recv`, `inbox` or `ack` handles; a larger `max`
+/// (or list of ids) is refused.
+pub const MAX_MESSAGES_PER_REQUEST: usize = 1000;
+/// The most sent messages one `sent` lists (states only, no bodies).
+pub const MAX_SENT_PER_REQUEST: usize = 100_000;
+
+/// A request's `max`, or the default; refused above `limit`.
+pub(crate) fn bounded_max(max: Option<usize>, limit: usize) -> Result<usize, ApiError> {
+    match max {
+        None => Ok(DEFAULT_MAX_MESSAGES.min(limit)),
+        Some(0) => Err(ApiError::invalid("max must be at least 1")),
+        Some(max) if max > limit => Err(ApiError::invalid(format!(
+            "max {max} is over the limit of {limit} messages per request"
+        ))),
+        Some(max) => Ok(max),
+    }
+}
 /// Longest wait the daemon grants a request.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How long a wait lasts when the request does not say.

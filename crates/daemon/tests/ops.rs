@@ -379,3 +379,48 @@ async fn stop_asks_the_daemon_to_stop() {
         .expect("the stop request is seen");
     daemon.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_bounded() {
+    let daemon = siblings().await;
+    for max in [
+        0,
+        agentwire_daemon::MAX_MESSAGES_PER_REQUEST + 1,
+        usize::MAX,
+    ] {
+        let refused = refusal(
+            daemon
+                .client
+                .call(Recv {
+                    identity: Some("b".into()),
+                    max: Some(max),
+                    ..Recv::default()
+                })
+                .await,
+        );
+        assert_eq!(refused.code, ErrorCode::InvalidRequest, "{max}");
+    }
+    for max in [0, agentwire_daemon::MAX_SENT_PER_REQUEST + 1] {
+        let refused = refusal(
+            daemon
+                .client
+                .call(Sent {
+                    identity: Some("a".into()),
+                    max: Some(max),
+                })
+                .await,
+        );
+        assert_eq!(refused.code, ErrorCode::InvalidRequest, "{max}");
+    }
+    let too_many = refusal(
+        daemon
+            .client
+            .call(Ack {
+                identity: Some("b".into()),
+                ids: vec!["x".into(); agentwire_daemon::MAX_MESSAGES_PER_REQUEST + 1],
+            })
+            .await,
+    );
+    assert!(too_many.message.contains("over the limit"), "{too_many:?}");
+    daemon.handle.shutdown().await;
+}

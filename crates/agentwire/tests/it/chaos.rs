@@ -166,7 +166,7 @@ fn nothing_reported_as_sent_is_lost_or_duplicated_across_kill_9_of_every_process
     }
     // Let any stragglers (duplicates, if there were any) arrive too.
     std::thread::sleep(Duration::from_secs(1));
-    if let Some(got) = try_api(&bob, &json!({"op": "recv", "max": 10000})) {
+    if let Some(got) = try_api(&bob, &json!({"op": "recv", "max": 1000})) {
         for message in got["messages"].as_array().unwrap() {
             received.push(message["body"].as_str().unwrap().to_owned());
         }

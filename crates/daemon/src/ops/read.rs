@@ -9,7 +9,9 @@ use agentwire_session::{MessageId, Name};
 use agentwire_wire::PublicKey;
 
 use crate::api::{Ack, Acked, ApiError, Inbox, Messages, Recv};
-use crate::core::{DEFAULT_MAX_MESSAGES, Daemon, Published, deadline, now_ms, parse_message_id};
+use crate::core::{
+    Daemon, MAX_MESSAGES_PER_REQUEST, Published, bounded_max, deadline, now_ms, parse_message_id,
+};
 use crate::ops::Run;
 use crate::receive::{insert_receipt, seal_receipt};
 use crate::store::{StoreError, StoredMessage};
@@ -156,7 +158,7 @@ async fn unread(
         &daemon.arrived,
         deadline(look.wait_ms, std::time::Duration::ZERO),
     );
-    let max = look.max.unwrap_or(DEFAULT_MAX_MESSAGES);
+    let max = bounded_max(look.max, MAX_MESSAGES_PER_REQUEST)?;
     let (name, _) = daemon.pick(look.identity.as_deref())?;
     let from = match &look.from {
         Some(peer) => Some(daemon.resolve_peer(&name, peer).await?.address),
@@ -236,6 +238,7 @@ async fn unread(
 
 impl Run for Ack {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Acked, ApiError> {
+        bounded_max(Some(self.ids.len().max(1)), MAX_MESSAGES_PER_REQUEST)?;
         let ids = self
             .ids
             .iter()

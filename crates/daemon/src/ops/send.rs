@@ -12,7 +12,7 @@ use crate::api::{
 use agentwire_session::Name;
 
 use crate::core::{
-    DEFAULT_MAX_MESSAGES, DEFAULT_WAIT, Daemon, OUTBOX_ROOM_WAIT, deadline, now_ms,
+    DEFAULT_WAIT, Daemon, MAX_SENT_PER_REQUEST, OUTBOX_ROOM_WAIT, bounded_max, deadline, now_ms,
     parse_message_id, stopping,
 };
 use crate::ops::Run;
@@ -266,7 +266,7 @@ async fn wait_for_state(
 impl Run for Sent {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<SentList, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
-        let max = self.max.unwrap_or(DEFAULT_MAX_MESSAGES);
+        let max = bounded_max(self.max, MAX_SENT_PER_REQUEST)?;
         let (contacts, sent) = daemon
             .db
             .run(move |tx| {
