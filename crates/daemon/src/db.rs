@@ -163,17 +163,13 @@ impl Store {
         let mut finishes = Vec::new();
         let outcome = self.write(|tx| {
             for job in jobs {
-                if let Err(error) = tx.savepoint("job") {
+                if let Err(error) = tx.begin_job() {
                     // Not even begun: its caller sees the store closed.
                     tracing::error!(%error, "cannot begin a store job");
                     continue;
                 }
                 let (ok, finish) = job(tx);
-                let kept = if ok {
-                    tx.release("job")
-                } else {
-                    tx.rollback_to("job")
-                };
+                let kept = if ok { tx.keep_job() } else { tx.undo_job() };
                 match kept {
                     Ok(()) => finishes.push(finish),
                     Err(error) => {

@@ -11,12 +11,24 @@ use super::{
     Contact, Direction, InviteRecord, Outgoing, Result, SentMessage, StoreError, StoredMessage, Tx,
 };
 
-const CONTACT_COLUMNS: &str = "address, curve25519, petname, via, created_at, state, invite_key";
-const SENT_COLUMNS: &str = "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at)";
-const MESSAGE_COLUMNS: &str =
-    "id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority";
+// The SQL is made at compile time: no statement text is built per call on
+// the hot paths (the statement cache looks statements up by their text).
+macro_rules! contact_columns {
+    () => {
+        "address, curve25519, petname, via, created_at, state, invite_key"
+    };
+}
+macro_rules! sent_columns {
+    () => {
+        "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at)"
+    };
+}
 /// Messages a sender tracks: not receipts or pairing messages.
-const TRACKED: &str = "direction = 'out' AND kind NOT IN ('receipt', 'redeem')";
+macro_rules! tracked {
+    () => {
+        "direction = 'out' AND kind NOT IN ('receipt', 'redeem')"
+    };
+}
 
 // The hot queries, as constants so that a test can check their plans.
 /// An identity's queued outgoing messages, oldest first (the partial index
@@ -42,21 +54,24 @@ pub(super) const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM messages
        AND peer IN (SELECT address FROM contacts WHERE identity = ?1)";
 
 impl Tx<'_> {
-    /// Opens a savepoint (a transaction inside the transaction).
-    pub(crate) fn savepoint(&self, name: &str) -> Result<()> {
-        Ok(self.conn.execute_batch(&format!("SAVEPOINT {name}"))?)
+    /// Opens the savepoint of one store job (a transaction inside the
+    /// batch's transaction).
+    pub(crate) fn begin_job(&self) -> Result<()> {
+        self.exec("SAVEPOINT job", [])?;
+        Ok(())
     }
 
-    /// Keeps a savepoint's changes.
-    pub(crate) fn release(&self, name: &str) -> Result<()> {
-        Ok(self.conn.execute_batch(&format!("RELEASE {name}"))?)
+    /// Keeps the job's changes.
+    pub(crate) fn keep_job(&self) -> Result<()> {
+        self.exec("RELEASE job", [])?;
+        Ok(())
     }
 
-    /// Undoes a savepoint's changes.
-    pub(crate) fn rollback_to(&self, name: &str) -> Result<()> {
-        Ok(self
-            .conn
-            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?)
+    /// Undoes the job's changes.
+    pub(crate) fn undo_job(&self) -> Result<()> {
+        self.exec("ROLLBACK TO job", [])?;
+        self.exec("RELEASE job", [])?;
+        Ok(())
     }
 
     pub(super) fn exec(&self, sql: &str, params: impl Params) -> Result<usize> {
@@ -159,7 +174,11 @@ impl Tx<'_> {
     /// Every contact of an identity, by petname.
     pub fn contacts(&self, identity: &Name) -> Result<Vec<Contact>> {
         self.rows(
-            &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE identity = ?1 ORDER BY petname"),
+            concat!(
+                "SELECT ",
+                contact_columns!(),
+                " FROM contacts WHERE identity = ?1 ORDER BY petname"
+            ),
             params![identity.as_str()],
             contact_row,
         )
@@ -168,7 +187,11 @@ impl Tx<'_> {
     /// The contact with this address.
     pub fn contact(&self, identity: &Name, address: &PublicKey) -> Result<Option<Contact>> {
         self.row(
-            &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE identity = ?1 AND address = ?2"),
+            concat!(
+                "SELECT ",
+                contact_columns!(),
+                " FROM contacts WHERE identity = ?1 AND address = ?2"
+            ),
             params![identity.as_str(), address.as_bytes()],
             contact_row,
         )
@@ -452,20 +475,33 @@ impl Tx<'_> {
         state: DeliveryState,
         now_ms: u64,
     ) -> Result<bool> {
-        let sql = format!(
+        // The states `state` may replace, from [`DeliveryState::may_become`]
+        // (the one definition of the order), bound as parameters; the others
+        // are NULL, which matches nothing.
+        let replaceable: [Option<&str>; 6] = std::array::from_fn(|i| {
+            DeliveryState::ALL
+                .get(i)
+                .filter(|old| old.may_become(state))
+                .map(|old| old.name())
+        });
+        const _: () = assert!(DeliveryState::ALL.len() == 6, "bind every state");
+        let [a, b, c, d, e, f] = replaceable;
+        Ok(self.exec(
             "UPDATE messages SET state = ?3, payload = NULL, updated_at = ?5
              WHERE identity = ?1 AND id = ?2 AND direction = 'out' AND (?4 IS NULL OR peer = ?4)
-               AND state IN ({})",
-            replaceable_by(state)
-        );
-        Ok(self.exec(
-            &sql,
+               AND state IN (?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 identity.as_str(),
                 id.as_bytes(),
                 state.name(),
                 peer.map(|p| *p.as_bytes()),
-                ms(now_ms)
+                ms(now_ms),
+                a,
+                b,
+                c,
+                d,
+                e,
+                f
             ],
         )? > 0)
     }
@@ -473,8 +509,11 @@ impl Tx<'_> {
     /// One outgoing message (not receipts or pairing messages).
     pub fn sent_message(&self, identity: &Name, id: &MessageId) -> Result<Option<SentMessage>> {
         self.row(
-            &format!(
-                "SELECT {SENT_COLUMNS} FROM messages WHERE identity = ?1 AND id = ?2 AND {TRACKED}"
+            concat!(
+                "SELECT ",
+                sent_columns!(),
+                " FROM messages WHERE identity = ?1 AND id = ?2 AND ",
+                tracked!()
             ),
             params![identity.as_str(), id.as_bytes()],
             sent_row,
@@ -497,9 +536,12 @@ impl Tx<'_> {
     /// The most recent outgoing messages, newest first.
     pub fn sent_messages(&self, identity: &Name, limit: usize) -> Result<Vec<SentMessage>> {
         self.rows(
-            &format!(
-                "SELECT {SENT_COLUMNS} FROM messages WHERE identity = ?1 AND {TRACKED}
-                 ORDER BY id DESC LIMIT ?2"
+            concat!(
+                "SELECT ",
+                sent_columns!(),
+                " FROM messages WHERE identity = ?1 AND ",
+                tracked!(),
+                " ORDER BY id DESC LIMIT ?2"
             ),
             params![identity.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
             sent_row,
@@ -528,11 +570,10 @@ impl Tx<'_> {
     /// One unread incoming message from a current contact.
     pub fn unread_message(&self, identity: &Name, id: &MessageId) -> Result<Option<StoredMessage>> {
         self.row(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE identity = ?1 AND id = ?2 AND direction = 'in' AND consumed_at IS NULL
-                   AND peer IN (SELECT address FROM contacts WHERE identity = ?1)"
-            ),
+            "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
+             FROM messages
+             WHERE identity = ?1 AND id = ?2 AND direction = 'in' AND consumed_at IS NULL
+               AND peer IN (SELECT address FROM contacts WHERE identity = ?1)",
             params![identity.as_str(), id.as_bytes()],
             message_row,
         )
@@ -552,17 +593,6 @@ impl Tx<'_> {
             params![identity.as_str(), id.as_bytes(), ms(now_ms)],
         )? > 0)
     }
-}
-
-/// The states that `next` may replace, as an SQL list (from
-/// [`DeliveryState::may_become`], the one definition of the order).
-fn replaceable_by(next: DeliveryState) -> String {
-    DeliveryState::ALL
-        .iter()
-        .filter(|state| state.may_become(next))
-        .map(|state| format!("'{}'", state.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn contact_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
