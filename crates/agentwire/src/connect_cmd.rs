@@ -14,38 +14,23 @@
 
 use std::time::Duration;
 
-use agentwire_daemon::api::{Event, Request, Subscribe};
+use agentwire_daemon::api::connect::{Command, Line, LineError, MAX_LINE_BYTES, Outcome, Reply};
+use agentwire_daemon::api::{Request, Subscribe};
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, Home};
 use anyhow::Context;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon_client::{ANSWER_TIME, call_json, exit_code, extra_wait, start};
+use crate::daemon_client::{ANSWER_TIME, call_async, exit_code, extra_wait, start};
 use crate::exit::{CANNOT_START, CONFIG, DAEMON_UNREACHABLE, Failure, WithCode};
 
-/// Longest input line, in bytes.
-pub(crate) const MAX_LINE_BYTES: usize = 256 * 1024;
 /// Output lines buffered for stdout.
 const OUT_BUFFER: usize = 256;
 /// Pause before re-opening a lost subscription.
 const RESUBSCRIBE: Duration = Duration::from_millis(500);
-
-/// The operations a streaming agent may send, and the daemon operation each
-/// becomes.
-const OPS: [(&str, &str); 9] = [
-    ("send", "send"),
-    ("recv", "recv"),
-    ("ack", "ack"),
-    ("status", "state"),
-    ("sent", "sent"),
-    ("inbox", "inbox"),
-    ("contacts", "contacts"),
-    ("whoami", "whoami"),
-    ("invite", "invite"),
-];
 
 pub(crate) fn run(
     home_flag: Option<&std::path::Path>,
@@ -69,7 +54,7 @@ pub(crate) fn run(
 /// Runs the session until stdin ends or stdout closes; owns the events and
 /// commands tasks and ends them then.
 async fn session(home: Home, identity: Option<String>) {
-    let (out, mut lines) = mpsc::channel::<Value>(OUT_BUFFER);
+    let (out, mut lines) = mpsc::channel::<Line>(OUT_BUFFER);
     let done = CancellationToken::new();
     let events = tokio::spawn(events(home.clone(), identity.clone(), out.clone()));
     let commands = tokio::spawn(commands(home, identity, out, done.clone()));
@@ -100,15 +85,15 @@ async fn session(home: Home, identity: Option<String>) {
     commands.abort();
 }
 
-async fn write(stdout: &mut tokio::io::Stdout, line: &Value) -> std::io::Result<()> {
-    let mut bytes = line.to_string().into_bytes();
+async fn write(stdout: &mut tokio::io::Stdout, line: &Line) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(line).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     stdout.write_all(&bytes).await?;
     stdout.flush().await
 }
 
 /// Follows the daemon's events, re-subscribing when the daemon restarts.
-async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Value>) {
+async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Line>) {
     let client = DaemonClient::socket(home.socket());
     loop {
         let request = Subscribe {
@@ -118,7 +103,7 @@ async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Value>) 
             Ok(mut events) => loop {
                 match events.next().await {
                     Ok(Some(event)) => {
-                        if out.send(event_line(&event)).await.is_err() {
+                        if out.send(Line::Event(event)).await.is_err() {
                             return;
                         }
                     }
@@ -136,16 +121,13 @@ async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Value>) 
         let line = match &ended {
             // Retrying cannot help (no such identity): say so once.
             ClientError::Refused(error) => {
-                let _ = out
-                    .send(json!({"event": "error", "code": "request_failed", "message": error.message}))
-                    .await;
+                let line = Reply::error(LineError::RequestFailed, error.message.clone(), None);
+                let _ = out.send(Line::Reply(line)).await;
                 return;
             }
-            lost => {
-                json!({"event": "error", "code": "daemon_unreachable", "message": lost.to_string()})
-            }
+            lost => Reply::error(LineError::DaemonUnreachable, lost.to_string(), None),
         };
-        if out.send(line).await.is_err() {
+        if out.send(Line::Reply(line)).await.is_err() {
             return;
         }
         tokio::time::sleep(RESUBSCRIBE).await;
@@ -158,17 +140,11 @@ async fn events(home: Home, identity: Option<String>, out: mpsc::Sender<Value>) 
     }
 }
 
-fn event_line(event: &Event) -> Value {
-    serde_json::to_value(event).unwrap_or_else(|e| {
-        json!({"event": "error", "code": "daemon_unreachable", "message": format!("cannot encode an event: {e}")})
-    })
-}
-
 /// Reads commands from stdin and answers each, until stdin ends.
 async fn commands(
     home: Home,
     identity: Option<String>,
-    out: mpsc::Sender<Value>,
+    out: mpsc::Sender<Line>,
     done: CancellationToken,
 ) {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
@@ -184,10 +160,10 @@ async fn commands(
         }
         let answer = if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") {
             skip_rest_of_line(&mut stdin).await;
-            error(
+            Reply::error(
+                LineError::TooLarge,
+                format!("a command line is at most {MAX_LINE_BYTES} bytes"),
                 None,
-                "too_large",
-                &format!("a command line is at most {MAX_LINE_BYTES} bytes"),
             )
         } else {
             let text = String::from_utf8_lossy(&line);
@@ -196,7 +172,7 @@ async fn commands(
             }
             answer(&home, identity.as_deref(), text.trim()).await
         };
-        if out.send(answer).await.is_err() {
+        if out.send(Line::Reply(answer)).await.is_err() {
             break;
         }
     }
@@ -222,82 +198,43 @@ async fn skip_rest_of_line(stdin: &mut tokio::io::BufReader<tokio::io::Stdin>) {
     }
 }
 
-fn error(reference: Option<&Value>, code: &str, message: &str) -> Value {
-    let mut line = Map::new();
-    line.insert("event".into(), json!("error"));
-    line.insert("code".into(), json!(code));
-    line.insert("message".into(), json!(message));
-    if let Some(reference) = reference {
-        line.insert("ref".into(), reference.clone());
-    }
-    Value::Object(line)
-}
-
 /// Validates one command line and carries it out.
-async fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
-    let mut command = match serde_json::from_str(line) {
+async fn answer(home: &Home, identity: Option<&str>, line: &str) -> Reply {
+    let mut fields = match serde_json::from_str(line) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
-            return error(
-                None,
-                "invalid_json",
+            return Reply::error(
+                LineError::InvalidJson,
                 "each line must be a JSON object, e.g. {\"op\":\"recv\"}",
+                None,
             );
         }
-        Err(e) => return error(None, "invalid_json", &format!("not valid JSON: {e}")),
-    };
-    let reference = command.remove("ref");
-    let Some(op) = command.get("op").and_then(Value::as_str).map(str::to_owned) else {
-        return error(
-            reference.as_ref(),
-            "missing_field",
-            "missing field `op` (one of send, recv, ack, status, sent, inbox, contacts, whoami, invite)",
-        );
-    };
-    let Some((_, daemon_op)) = OPS.iter().find(|(name, _)| *name == op) else {
-        let known: Vec<&str> = OPS.iter().map(|(name, _)| *name).collect();
-        return error(
-            reference.as_ref(),
-            "unknown_op",
-            &format!("unknown op {op:?}; use one of {}", known.join(", ")),
-        );
-    };
-    command.insert("op".into(), json!(daemon_op));
-    if let Some(identity) = identity {
-        command.entry("as").or_insert_with(|| json!(identity));
-    }
-    let request: Request = match serde_json::from_value(Value::Object(command)) {
-        Ok(request) => request,
         Err(e) => {
-            let text = e.to_string();
-            let code = if text.starts_with("missing field") {
-                "missing_field"
-            } else {
-                "invalid_field"
-            };
-            return error(reference.as_ref(), code, &format!("{op}: {text}"));
+            return Reply::error(LineError::InvalidJson, format!("not valid JSON: {e}"), None);
         }
     };
+    let reference = fields.remove("ref");
+    let mut command = match command(fields) {
+        Ok(command) => command,
+        Err((code, message)) => return Reply::error(code, message, reference),
+    };
+    if let (Some(identity), slot @ None) = (identity, command.identity_mut()) {
+        *slot = Some(identity.to_owned());
+    }
+    let request = Request::from(command.clone());
     let limit = ANSWER_TIME + extra_wait(&request);
-    let answered = tokio::time::timeout(limit, call_json(home, request)).await;
-    let failed = |code: u8, message: String| {
-        let mut line = error(reference.as_ref(), "request_failed", &message);
-        if let Value::Object(map) = &mut line {
-            map.insert("exit_code".into(), json!(code));
-        }
-        line
+    let answered = tokio::time::timeout(limit, carry_out(home, command)).await;
+    let failed = |code: u8, message: String| Reply::Error {
+        code: LineError::RequestFailed,
+        message,
+        reference: reference.clone(),
+        exit_code: Some(code),
     };
     match answered {
-        Ok(Ok(result)) => {
-            let mut line = Map::new();
-            line.insert("event".into(), json!("result"));
-            line.insert("op".into(), json!(op));
-            line.insert("result".into(), result);
-            if let Some(reference) = reference {
-                line.insert("ref".into(), reference);
-            }
-            Value::Object(line)
-        }
+        Ok(Ok(outcome)) => Reply::Result {
+            outcome,
+            reference: reference.clone(),
+        },
         Ok(Err(ClientError::Refused(error))) => failed(exit_code(error.code), error.message),
         Ok(Err(error)) => failed(DAEMON_UNREACHABLE, error.to_string()),
         Err(_) => failed(
@@ -305,4 +242,48 @@ async fn answer(home: &Home, identity: Option<&str>, line: &str) -> Value {
             format!("the daemon did not answer within {limit:?}"),
         ),
     }
+}
+
+/// Reads a command from a line's fields (without `ref`), saying which
+/// field is wrong when it does not fit.
+fn command(fields: Map<String, Value>) -> Result<Command, (LineError, String)> {
+    let Some(op) = fields.get("op").and_then(Value::as_str).map(str::to_owned) else {
+        return Err((
+            LineError::MissingField,
+            format!("missing field `op` (one of {})", Command::NAMES.join(", ")),
+        ));
+    };
+    if !Command::NAMES.contains(&op.as_str()) {
+        return Err((
+            LineError::UnknownOp,
+            format!(
+                "unknown op {op:?}; use one of {}",
+                Command::NAMES.join(", ")
+            ),
+        ));
+    }
+    serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        let text = e.to_string();
+        let code = if text.starts_with("missing field") {
+            LineError::MissingField
+        } else {
+            LineError::InvalidField
+        };
+        (code, format!("{op}: {text}"))
+    })
+}
+
+/// Sends a command to the daemon and returns its typed answer.
+async fn carry_out(home: &Home, command: Command) -> Result<Outcome, ClientError> {
+    Ok(match command {
+        Command::Send(op) => Outcome::Send(call_async(home, op).await?),
+        Command::Recv(op) => Outcome::Recv(call_async(home, op).await?),
+        Command::Ack(op) => Outcome::Ack(call_async(home, op).await?),
+        Command::Status(op) => Outcome::Status(call_async(home, op).await?),
+        Command::Sent(op) => Outcome::Sent(call_async(home, op).await?),
+        Command::Inbox(op) => Outcome::Inbox(call_async(home, op).await?),
+        Command::Contacts(op) => Outcome::Contacts(call_async(home, op).await?),
+        Command::Whoami(op) => Outcome::Whoami(call_async(home, op).await?),
+        Command::Invite(op) => Outcome::Invite(call_async(home, op).await?),
+    })
 }

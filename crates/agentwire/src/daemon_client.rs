@@ -205,43 +205,6 @@ pub(crate) async fn call_async<O: Run + Clone>(
     }
 }
 
-/// Carries out any one-answer request and returns its answer as JSON, for
-/// doors that pass answers on as JSON (`connect --json`, the bridge).
-pub(crate) async fn call_json(
-    home: &Home,
-    request: Request,
-) -> Result<serde_json::Value, ClientError> {
-    async fn json<O: Run + Clone>(home: &Home, op: O) -> Result<serde_json::Value, ClientError> {
-        let answer = call_async(home, op).await?;
-        serde_json::to_value(answer).map_err(|e| ClientError::Lost {
-            path: home.socket().display().to_string(),
-            reason: format!("cannot encode the answer: {e}"),
-        })
-    }
-    match request {
-        Request::Status(op) => json(home, op).await,
-        Request::Stop(op) => json(home, op).await,
-        Request::Init(op) => json(home, op).await,
-        Request::Whoami(op) => json(home, op).await,
-        Request::Contacts(op) => json(home, op).await,
-        Request::Rename(op) => json(home, op).await,
-        Request::Remove(op) => json(home, op).await,
-        Request::Send(op) => json(home, op).await,
-        Request::State(op) => json(home, op).await,
-        Request::Sent(op) => json(home, op).await,
-        Request::Invite(op) => json(home, op).await,
-        Request::Accept(op) => json(home, op).await,
-        Request::Recv(op) => json(home, op).await,
-        Request::Ack(op) => json(home, op).await,
-        Request::Inbox(op) => json(home, op).await,
-        Request::Subscribe(_) => Err(ClientError::Refused(
-            agentwire_daemon::api::ApiError::invalid(
-                "subscribe streams events; it has no single answer",
-            ),
-        )),
-    }
-}
-
 /// How much longer than usual a request may take: what it waits for.
 pub(crate) fn extra_wait(request: &Request) -> Duration {
     let millis = match request {

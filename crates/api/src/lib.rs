@@ -24,6 +24,7 @@
 //! [`Priority`]) are defined once here; in particular the order of delivery
 //! states and what may replace what ([`DeliveryState::may_become`]).
 
+pub mod connect;
 mod error;
 mod event;
 mod request;

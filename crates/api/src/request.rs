@@ -159,6 +159,7 @@ macro_rules! identity_only {
         pub struct $name {
             /// Identity name (default: the home's first).
             #[serde(rename = "as", default)]
+            #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
             pub identity: Option<String>,
         }
     )+};
@@ -179,6 +180,7 @@ identity_only! {
 pub struct Rename {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Petname or unique key prefix.
     pub peer: String,
@@ -192,6 +194,7 @@ pub struct Rename {
 pub struct Remove {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Petname or unique key prefix.
     pub peer: String,
@@ -203,6 +206,7 @@ pub struct Remove {
 pub struct SendMessage {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Petname or unique key prefix.
     pub to: String,
@@ -247,6 +251,7 @@ impl std::fmt::Debug for SendMessage {
 pub struct State {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// The message id.
     pub id: String,
@@ -264,6 +269,7 @@ pub struct State {
 pub struct Sent {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// At most this many (default 100).
     #[serde(default)]
@@ -276,9 +282,11 @@ pub struct Sent {
 pub struct Invite {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
-    /// How long it stays valid (default 24 h).
+    /// How long it stays valid (default 24 h; 1 s to 30 days).
     #[serde(default)]
+    #[schemars(range(min = 1000, max = 2_592_000_000u64))]
     pub ttl_ms: Option<u64>,
 }
 
@@ -288,6 +296,7 @@ pub struct Invite {
 pub struct Accept {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// The `aw1:` token.
     pub token: String,
@@ -316,6 +325,7 @@ impl std::fmt::Debug for Accept {
 pub struct Recv {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Only from this contact.
     #[serde(default)]
@@ -340,6 +350,7 @@ pub struct Recv {
 pub struct Inbox {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Only from this contact.
     #[serde(default)]
@@ -358,6 +369,7 @@ pub struct Inbox {
 pub struct Ack {
     /// Identity name.
     #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub identity: Option<String>,
     /// Message ids.
     pub ids: Vec<String>,

@@ -159,6 +159,9 @@ fn a_scripted_session_sends_receives_gets_states_and_specific_errors() {
         r#"{"body":"no op"}"#,
         r#"{"op":"send","to":"a"}"#,
         r#"{"op":"send","to":"a","body":"x","colour":"red"}"#,
+        r#"{"op":"state","id":"m1"}"#,
+        r#"{"op":"invite","ttl_ms":5}"#,
+        r#"{"op":"whoami","as":"../etc"}"#,
     ]
     .iter()
     .map(|line| serde_json::from_str(line).unwrap())
@@ -171,6 +174,7 @@ fn a_scripted_session_sends_receives_gets_states_and_specific_errors() {
             json!({"op":"whoami","ref":"still-here"}),
             json!({"op":"recv","max":5,"wait_ms":100}),
             json!({"op":"invite","ttl_ms":60000}),
+            json!({"op":"status","id":id,"wait":"delivered","wait_ms":500,"ref":[1]}),
         ],
         &malformed,
     );
