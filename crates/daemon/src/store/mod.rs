@@ -212,6 +212,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The planner must not look at bound values: where it does, SQLite
+        // prepares the statement again each time a value changes, which made
+        // the statement cache useless on the hot paths.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         migrate(&conn)?;
         Ok(Store { conn })
     }
@@ -412,6 +416,31 @@ mod tests {
         check(queries::OUTBOX_COUNT, "messages_queued");
         check(queries::UNREAD, "messages_unread");
         check(queries::UNREAD_COUNT, "messages_unread");
+    }
+
+    #[test]
+    fn cached_statements_are_not_prepared_again_when_their_values_change() {
+        let (_dir, store) = store();
+        let tx = store.read();
+        let peer = PublicKey::from_bytes([7; 32]);
+        for name in ["me", "you", "them"] {
+            let me = Name::new(name).unwrap();
+            tx.contacts(&me).unwrap();
+            tx.outbox(&me, None, 10).unwrap();
+            tx.unread(&me, Some(&peer), 10).unwrap();
+            tx.unread(&me, None, 10).unwrap();
+            tx.outbox_count(&me).unwrap();
+        }
+        for sql in [
+            queries::OUTBOX,
+            queries::OUTBOX_COUNT,
+            queries::UNREAD,
+            queries::CONTACTS,
+        ] {
+            let statement = store.conn.prepare_cached(sql).unwrap();
+            let again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "prepared again {again} times: {sql}");
+        }
     }
 
     #[test]

@@ -36,6 +36,12 @@ macro_rules! tracked {
 pub(super) const OUTBOX: &str = "SELECT id, peer, payload FROM messages INDEXED BY messages_queued
      WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR id > ?2)
      ORDER BY id LIMIT ?3";
+/// Every contact of an identity, by petname.
+pub(super) const CONTACTS: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    " FROM contacts WHERE identity = ?1 ORDER BY petname"
+);
 /// How many of them are messages the sender tracks.
 pub(super) const OUTBOX_COUNT: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_queued
      WHERE identity = ?1 AND state = 'queued' AND direction = 'out'
@@ -173,15 +179,7 @@ impl Tx<'_> {
 
     /// Every contact of an identity, by petname.
     pub fn contacts(&self, identity: &Name) -> Result<Vec<Contact>> {
-        self.rows(
-            concat!(
-                "SELECT ",
-                contact_columns!(),
-                " FROM contacts WHERE identity = ?1 ORDER BY petname"
-            ),
-            params![identity.as_str()],
-            contact_row,
-        )
+        self.rows(CONTACTS, params![identity.as_str()], contact_row)
     }
 
     /// The contact with this address.
