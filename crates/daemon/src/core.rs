@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiError, ErrorCode, internal};
+use crate::contact_book::ContactBook;
 use crate::db::{Db, DbThread};
 use crate::home::Home;
 use crate::identities::resolve_peer;
@@ -138,6 +139,8 @@ pub struct Daemon {
     pub(crate) key: PickleKey,
     /// The store, through its thread.
     pub(crate) db: Db,
+    /// Each identity's contacts, cached between changes.
+    pub(crate) contacts: ContactBook,
     db_thread: StdMutex<Option<DbThread>>,
     pub(crate) identities: RwLock<Identities>,
     /// Held while an account changes (an identity created, a one-time key
@@ -218,6 +221,7 @@ impl Daemon {
         let store = Store::open(&home.db()).map_err(store_error)?;
         let mut identities = Vec::new();
         let stored = store.read().identities().map_err(store_error)?;
+        let contacts = ContactBook::new(store.contacts_version());
         let (db, db_thread) = Db::spawn(store).map_err(store_error)?;
         for (name, pickle) in stored {
             let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
@@ -229,6 +233,7 @@ impl Daemon {
             home,
             key,
             db,
+            contacts,
             db_thread: StdMutex::new(Some(db_thread)),
             identities: RwLock::new(Identities(identities)),
             accounts: Mutex::new(()),
@@ -340,8 +345,8 @@ impl Daemon {
         identity: &Name,
         address: &PublicKey,
     ) -> Result<Option<Contact>, ApiError> {
-        let (owner, address) = (identity.clone(), *address);
-        Ok(self.db.run(move |tx| tx.contact(&owner, &address)).await?)
+        let contacts = self.contacts.get(&self.db, identity).await?;
+        Ok(contacts.iter().find(|c| c.address == *address).cloned())
     }
 
     /// A contact by petname or by a unique prefix of its key (hex).
@@ -350,8 +355,7 @@ impl Daemon {
         identity: &Name,
         peer: &str,
     ) -> Result<Contact, ApiError> {
-        let name = identity.clone();
-        let contacts = self.db.run(move |tx| tx.contacts(&name)).await?;
+        let contacts = self.contacts.get(&self.db, identity).await?;
         resolve_peer(&contacts, peer)
     }
 

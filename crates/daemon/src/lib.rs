@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod client;
+mod contact_book;
 mod core;
 mod db;
 pub mod home;

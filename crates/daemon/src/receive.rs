@@ -49,25 +49,41 @@ impl Daemon {
         name: &Name,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<EnvelopeId>, ApiError> {
-        let ids: Vec<[u8; 16]> = envelopes.iter().map(|e| *e.id.as_bytes()).collect();
-        let owner = name.clone();
-        let (contacts, known) = self
-            .db
-            .run(move |tx| {
-                let contacts: HashMap<PublicKey, Contact> = tx
-                    .contacts(&owner)?
-                    .into_iter()
-                    .map(|c| (c.address, c))
-                    .collect();
-                let mut known = HashSet::new();
-                for id in ids {
-                    if tx.has_message(&owner, &id)? {
-                        known.insert(id);
-                    }
-                }
-                Ok::<_, StoreError>((contacts, known))
+        let contacts: HashMap<PublicKey, Contact> = self
+            .contacts
+            .get(&self.db, name)
+            .await?
+            .iter()
+            .map(|c| (c.address, c.clone()))
+            .collect();
+        // Pairing answers from contacts are looked up in the store first: one
+        // delivered again after it was stored (its ack was lost) is acked,
+        // not handled twice. A message delivered again is found out when it
+        // does not open (see `open_envelope`), so the common case costs no
+        // store round trip here.
+        let notices: Vec<[u8; 16]> = envelopes
+            .iter()
+            .filter(|e| {
+                contacts.contains_key(&e.from) && e.payload.first() == Some(&pairing::NOTICE_TAG)
             })
-            .await?;
+            .map(|e| *e.id.as_bytes())
+            .collect();
+        let known = if notices.is_empty() {
+            HashSet::new()
+        } else {
+            let owner = name.clone();
+            self.db
+                .run(move |tx| {
+                    let mut known = HashSet::new();
+                    for id in notices {
+                        if tx.has_message(&owner, &id)? {
+                            known.insert(id);
+                        }
+                    }
+                    Ok::<_, StoreError>(known)
+                })
+                .await?
+        };
         let mut acks = Vec::new();
         // Messages from contacts are taken in segments; pairing envelopes
         // (rare, and they change the account) alone, in order between them.
@@ -168,6 +184,12 @@ impl Daemon {
             None => None,
         };
         let Some(plaintext) = opened else {
+            // Delivered again after it was stored (the ack was lost): the
+            // session has moved past it. Acked, no second copy.
+            let (owner, id) = (name.clone(), *envelope.id.as_bytes());
+            if self.db.run(move |tx| tx.has_message(&owner, &id)).await? {
+                return Ok(false);
+            }
             // A redemption of one of our invites by someone who already is a
             // contact (e.g. both accepted each other's invites): refused, so
             // that no second session replaces the first.
@@ -471,4 +493,73 @@ pub(crate) fn insert_notice(
 ) -> Result<(), StoreError> {
     let message = StoredMessage::outgoing_control(MessageId::new_v7(), to, Kind::Redeem, now);
     tx.insert_message(name, &message, Some(notice)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Init, SendMessage};
+
+    /// The relay delivers again what the daemon already stored when the ack
+    /// was lost (a restart, a dropped connection). The session has moved
+    /// past it, so it does not open; it must be acked, not stored twice and
+    /// not counted as undecryptable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_delivered_again_after_it_was_stored_is_acked_once_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::Home::resolve(Some(&dir.path().join("h"))).unwrap();
+        let handle = crate::DaemonHandle::spawn(home).await.unwrap();
+        let client = handle.client();
+        // A relay that is not there: what `a` sends stays queued, sealed.
+        for name in ["a", "b"] {
+            client
+                .call(Init {
+                    name: Some(name.into()),
+                    relay: Some("ws://127.0.0.1:9".into()),
+                    relay_token: None,
+                })
+                .await
+                .unwrap();
+        }
+        // Identities of one home are contacts of each other.
+        let sent = client
+            .call(SendMessage {
+                identity: Some("a".into()),
+                to: "b".into(),
+                body: "once".into(),
+                ..SendMessage::default()
+            })
+            .await
+            .unwrap();
+        let daemon = &handle.daemon;
+        let (a, b) = (Name::new("a").unwrap(), Name::new("b").unwrap());
+        let from = daemon.pick(Some("a")).unwrap().1.lock().unwrap().address();
+        let outbox = {
+            let a = a.clone();
+            daemon
+                .db
+                .run(move |tx| tx.outbox(&a, None, 10))
+                .await
+                .unwrap()
+        };
+        let outgoing = outbox.first().expect("the message is queued");
+        assert_eq!(outgoing.id.to_string(), sent.id());
+        let envelope = Envelope {
+            id: EnvelopeId::from_bytes(*outgoing.id.as_bytes()),
+            from,
+            received_at_ms: now_ms(),
+            payload: outgoing.payload.clone(),
+        };
+
+        for round in 0..3 {
+            let acks = daemon.receive(&b, vec![envelope.clone()]).await;
+            assert_eq!(acks, vec![envelope.id], "round {round}");
+        }
+        let unread = {
+            let b = b.clone();
+            daemon.db.run(move |tx| tx.unread_count(&b)).await.unwrap()
+        };
+        assert_eq!(unread, 1, "stored exactly once");
+        assert_eq!(daemon.counters.undecryptable.load(Ordering::Relaxed), 0);
+    }
 }

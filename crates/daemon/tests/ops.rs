@@ -127,6 +127,9 @@ async fn init_whoami_status_and_contacts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_and_remove_a_contact() {
     let daemon = siblings().await;
+    // Sent first, so that the daemon holds the contacts in memory: each
+    // change must show at once.
+    daemon.send("a", "b", "before").await;
     let renamed = daemon
         .client
         .call(Rename {
@@ -162,6 +165,18 @@ async fn rename_and_remove_a_contact() {
         .await
         .unwrap();
     assert_eq!(removed.removed, "builder");
+    let gone = refusal(
+        daemon
+            .client
+            .call(SendMessage {
+                identity: Some("a".into()),
+                to: "builder".into(),
+                body: "x".into(),
+                ..SendMessage::default()
+            })
+            .await,
+    );
+    assert_eq!(gone.code, ErrorCode::UnknownPeer);
     let contacts = daemon
         .client
         .call(Contacts {

@@ -141,7 +141,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The planner must not look at bound values: where it does, SQLite
         // prepares a cached statement again each time a value changes.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&conn)?;
         let relay_id = relay_id(&conn)?;
         let queued_now: i64 = conn.query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))?;

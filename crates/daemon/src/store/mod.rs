@@ -10,6 +10,8 @@
 //! statement is prepared once per connection and cached.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use agentwire_api::{ContactState, DeliveryState, Via};
 use agentwire_session::{Kind, MessageId, Name, Priority};
@@ -199,6 +201,9 @@ pub struct SentMessage {
 /// The store.
 pub struct Store {
     conn: Connection,
+    /// Moves on whenever the contacts may have changed (see
+    /// [`Store::contacts_version`]).
+    contacts_version: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -215,9 +220,23 @@ impl Store {
         // The planner must not look at bound values: where it does, SQLite
         // prepares the statement again each time a value changes, which made
         // the statement cache useless on the hot paths.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&conn)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            contacts_version: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A counter that moves on whenever a job changes an identity's
+    /// contacts, and when a transaction that might have done so is rolled
+    /// back. A copy of the contacts read in a job together with
+    /// [`Tx::contacts_version`] is current while the counter still says so.
+    pub fn contacts_version(&self) -> Arc<AtomicU64> {
+        self.contacts_version.clone()
     }
 
     /// Runs `f` in one transaction; commits if it returns `Ok`.
@@ -225,15 +244,32 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let version = &self.contacts_version;
         let tx = self.conn.transaction().map_err(StoreError::from)?;
-        let value = f(&Tx { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(value)
+        let value = f(&Tx {
+            conn: &tx,
+            contacts_version: version,
+        });
+        let outcome = match value {
+            Ok(value) => tx
+                .commit()
+                .map(|()| value)
+                .map_err(|e| StoreError::from(e).into()),
+            Err(error) => Err(error),
+        };
+        if outcome.is_err() {
+            // Whatever the jobs read of the contacts may not have been kept.
+            version.fetch_add(1, Ordering::Release);
+        }
+        outcome
     }
 
     /// Reads (and single-statement writes) outside a transaction.
     pub fn read(&self) -> Tx<'_> {
-        Tx { conn: &self.conn }
+        Tx {
+            conn: &self.conn,
+            contacts_version: &self.contacts_version,
+        }
     }
 }
 
@@ -323,6 +359,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// ([`Store::read`]).
 pub struct Tx<'a> {
     conn: &'a Connection,
+    contacts_version: &'a AtomicU64,
 }
 
 mod queries;

@@ -60,6 +60,18 @@ pub(super) const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM messages
        AND peer IN (SELECT address FROM contacts WHERE identity = ?1)";
 
 impl Tx<'_> {
+    /// The contacts' version as this job sees it (see
+    /// [`super::Store::contacts_version`]).
+    pub fn contacts_version(&self) -> u64 {
+        self.contacts_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn contacts_changed(&self) {
+        self.contacts_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
     /// Opens the savepoint of one store job (a transaction inside the
     /// batch's transaction).
     pub(crate) fn begin_job(&self) -> Result<()> {
@@ -160,6 +172,7 @@ impl Tx<'_> {
 
     /// Adds a contact; fails (a conflict) on a duplicate address or petname.
     pub fn add_contact(&self, identity: &Name, contact: &Contact) -> Result<()> {
+        self.contacts_changed();
         self.exec(
             "INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at, invite_key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -202,6 +215,7 @@ impl Tx<'_> {
         address: &PublicKey,
         state: ContactState,
     ) -> Result<()> {
+        self.contacts_changed();
         self.exec(
             "UPDATE contacts SET state = ?3 WHERE identity = ?1 AND address = ?2",
             params![identity.as_str(), address.as_bytes(), state.name()],
@@ -317,6 +331,7 @@ impl Tx<'_> {
         address: &PublicKey,
         petname: &Name,
     ) -> Result<bool> {
+        self.contacts_changed();
         Ok(self.exec(
             "UPDATE contacts SET petname = ?3 WHERE identity = ?1 AND address = ?2",
             params![identity.as_str(), address.as_bytes(), petname.as_str()],
@@ -325,6 +340,7 @@ impl Tx<'_> {
 
     /// Removes a contact and its session.
     pub fn remove_contact(&self, identity: &Name, address: &PublicKey) -> Result<bool> {
+        self.contacts_changed();
         self.exec(
             "DELETE FROM sessions WHERE identity = ?1 AND address = ?2",
             params![identity.as_str(), address.as_bytes()],
