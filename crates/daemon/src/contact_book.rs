@@ -19,10 +19,13 @@ use agentwire_session::Name;
 use crate::db::Db;
 use crate::store::{Contact, StoreError};
 
+/// A copy of an identity's contacts and the version it was read at.
+type Copy = (u64, Arc<Vec<Contact>>);
+
 /// The cached contacts of every identity.
 pub(crate) struct ContactBook {
     version: Arc<AtomicU64>,
-    cached: Mutex<HashMap<Name, (u64, Arc<Vec<Contact>>)>>,
+    cached: Mutex<HashMap<Name, Copy>>,
 }
 
 impl ContactBook {
@@ -56,7 +59,7 @@ impl ContactBook {
         Ok(contacts)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Name, (u64, Arc<Vec<Contact>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Name, Copy>> {
         self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
