@@ -159,7 +159,7 @@ pub struct Daemon {
     relay: Mutex<Option<Relay>>,
     /// The id of the relay each identity is connected to, once connected.
     pub(crate) relay_ids: Table<Name, RelayId>,
-    /// Woken when a link connects or a pairing answer arrives.
+    /// Woken when a link connects or is refused, or a pairing answer arrives.
     pub(crate) pairing: Notify,
     /// Woken when an outgoing message changes state.
     pub(crate) states: Notify,
@@ -173,6 +173,9 @@ pub struct Daemon {
     pub(crate) last_request_ms: AtomicU64,
     /// Why each identity's link is not connected, while it is not.
     pub(crate) link_errors: Table<Name, String>,
+    /// Why the relay refused each identity's link in a way retrying cannot
+    /// mend, while it does.
+    pub(crate) link_refusals: Table<Name, String>,
     /// Per identity: messages waiting for the relay (not receipts or
     /// pairing messages), as of the last store job that changed it.
     pub(crate) outbox_depth: Table<Name, u64>,
@@ -250,6 +253,7 @@ impl Daemon {
             claims: StdMutex::new(HashMap::new()),
             last_request_ms: AtomicU64::new(now_ms()),
             link_errors: Table::new(),
+            link_refusals: Table::new(),
             outbox_errors: Table::new(),
             outbox_depth: Table::new(),
             outbox_limit: outbox_limit(),

@@ -240,9 +240,19 @@ impl Daemon {
         let mut config = ClientConfig::new(url);
         config.access_token = token.map(String::into_bytes);
         config.backoff = RECONNECT;
-        RelayClient::connect(config, Arc::new(signer))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
+        let connected = RelayClient::connect(config, Arc::new(signer)).await;
+        // A refusal that retrying cannot mend (a missing or wrong access
+        // token, an unsupported version) lets waiting requests fail at once.
+        match &connected {
+            Err(error) if error.is_permanent() => {
+                self.link_refusals.set(name.clone(), error.to_string());
+                self.pairing.notify_waiters();
+            }
+            _ => {
+                self.link_refusals.take(name);
+            }
+        }
+        connected.map_err(|e| ApiError::new(ErrorCode::RelayUnreachable, e.to_string()))
     }
 
     /// The outbox pump of one connection: pushes when something is queued;

@@ -395,7 +395,7 @@ impl Daemon {
                 .truncate(true)
                 .mode(0o600)
                 .open(&aside)?;
-            writeln!(file, "{unread}")?;
+            file.write_all(format!("{unread}\n").as_bytes())?;
             std::fs::rename(&aside, &path)
         })();
         if let Err(error) = written {

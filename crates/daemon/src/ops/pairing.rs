@@ -34,10 +34,10 @@ async fn connected_relay_id(daemon: &Daemon, name: &Name) -> Result<RelayId, Api
         if let Some(id) = daemon.relay_ids.get(name) {
             return Ok(id);
         }
-        if at_deadline {
-            let why = daemon
-                .link_errors
-                .get(name)
+        let refused = daemon.link_refusals.get(name);
+        if at_deadline || refused.is_some() {
+            let why = refused
+                .or_else(|| daemon.link_errors.get(name))
                 .unwrap_or_else(|| "still connecting".into());
             return Err(ApiError::new(
                 ErrorCode::RelayUnreachable,
