@@ -220,11 +220,10 @@ fn daemon_start_stop_status() {
     // Starting again is a no-op.
     home.run(&["daemon", "start"]).ok();
     home.run(&["daemon", "stop"]).ok();
-    let deadline = std::time::Instant::now() + WAIT;
-    while home.run(&["daemon", "status"]).code == 0 {
-        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    assert!(
+        eventually(|| home.run(&["daemon", "status"]).code != 0),
+        "daemon did not stop"
+    );
 }
 
 #[test]

@@ -46,15 +46,10 @@ fn send_wait_read_returns_only_after_the_peer_consumed_the_message() {
         .spawn()
         .unwrap();
     // Delivered to b's daemon, but not read: the sender keeps waiting.
-    let mut delivered = false;
-    for _ in 0..200 {
+    let delivered = eventually(|| {
         let sent = home.run(&["--json", "sent"]).ok().json();
-        if sent["messages"][0]["state"] == "delivered" {
-            delivered = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        sent["messages"][0]["state"] == "delivered"
+    });
     assert!(delivered, "the message never reached delivered");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -108,15 +103,12 @@ fn urgent_comes_first_then_normal_then_low_including_the_lowest_level() {
         home.run(&["send", "b", body, "--priority", priority]).ok();
     }
     let mut unread = 0;
-    for _ in 0..200 {
+    eventually(|| {
         unread = home.run(&["--json", "--as", "b", "inbox"]).json()["unread"]
             .as_u64()
             .unwrap();
-        if unread == 5 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        unread == 5
+    });
     assert_eq!(unread, 5);
     let peeked = home.run(&["--json", "--as", "b", "inbox"]).ok().json();
     let expected = ["urgent-1", "normal-1", "normal-2", "low-1", "low-2"];
@@ -172,13 +164,12 @@ fn an_offline_peer_gets_all_200_messages_in_order_when_it_comes_back() {
     let pair = Paired::start(&[]);
     let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
     for n in 0..200 {
         alice.api(json!({"op": "send", "to": "bob", "body": format!("{n:03}")}));
     }
     // The sender sees them waiting at the relay.
     let mut relayed = 0;
-    for _ in 0..200 {
+    eventually(|| {
         let sent = alice.api(json!({"op": "sent", "max": 500}));
         relayed = sent["messages"]
             .as_array()
@@ -186,11 +177,8 @@ fn an_offline_peer_gets_all_200_messages_in_order_when_it_comes_back() {
             .iter()
             .filter(|m| m["state"] == "relayed")
             .count();
-        if relayed == 200 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        relayed == 200
+    });
     assert_eq!(relayed, 200);
 
     let mut received = Vec::new();
@@ -211,23 +199,19 @@ fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
     let pair = Paired::start(&["--envelope-ttl", "1s"]);
     let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
     let sent = alice
         .run(&["--json", "send", "bob", "too late"])
         .ok()
         .json();
     let id = sent["id"].as_str().unwrap().to_owned();
     let mut state = String::new();
-    for _ in 0..200 {
+    eventually(|| {
         state = alice.run(&["--json", "status", &id]).ok().json()["state"]
             .as_str()
             .unwrap()
             .to_owned();
-        if state == "expired" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        state == "expired"
+    });
     assert_eq!(state, "expired");
     let run = alice.run(&[
         "send",
@@ -246,18 +230,14 @@ fn daemon_status_says_what_is_pending_and_why() {
     let pair = Paired::start(&["--max-queue", "2"]);
     let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
     for n in 0..3 {
         alice.run(&["send", "bob", &format!("m{n}")]).ok();
     }
     let mut status = serde_json::Value::Null;
-    for _ in 0..200 {
+    eventually(|| {
         status = alice.run(&["--json", "daemon", "status"]).ok().json();
-        if status["identities"][0]["queued_because"].is_string() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        status["identities"][0]["queued_because"].is_string()
+    });
     let alice_status = &status["identities"][0];
     assert_eq!(alice_status["queued"], 1, "{status}");
     assert!(
@@ -289,7 +269,6 @@ fn a_recipient_the_relay_declines_does_not_hold_up_other_recipients() {
     let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
     carol.run(&["accept", &token]).ok();
     bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(Duration::from_millis(300));
     // More than one outbox page for Bob, whose relay queue holds 2.
     for n in 0..70 {
         alice.api(json!({"op": "send", "to": "bob", "body": format!("b{n}")}));

@@ -70,7 +70,6 @@ fn one_invite_pairs_two_homes_and_messages_flow_both_ways_end_to_end_encrypted()
         .run(&["send", "bob", "MARKER-7f3a9 plans attached"])
         .ok();
     homes.bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     homes
         .alice
         .run(&["send", "bob", "MARKER-7f3a9 second"])
@@ -283,13 +282,10 @@ fn a_message_sealed_by_someone_else_but_claiming_a_contact_as_sender_is_rejected
     let bob = &pair.bob;
 
     let mut dropped = 0;
-    for _ in 0..200 {
+    eventually(|| {
         dropped = dropped_undecryptable(bob);
-        if dropped >= 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        dropped >= 1
+    });
     assert_eq!(dropped, 1);
     let run = bob.run(&["recv"]);
     assert_eq!(run.code, 1, "the forged message was shown: {run:?}");
@@ -304,10 +300,9 @@ fn a_replayed_envelope_is_stored_once() {
 
     // Capture the envelope while Bob is away.
     bob.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     alice.run(&["send", "bob", "only once"]).ok();
     let mut captured = None;
-    for _ in 0..200 {
+    eventually(|| {
         let db = rusqlite::Connection::open(&relay_db).unwrap();
         captured = db
             .query_row(
@@ -316,11 +311,8 @@ fn a_replayed_envelope_is_stored_once() {
                 |row| Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, Vec<u8>>(1)?)),
             )
             .ok();
-        if captured.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        captured.is_some()
+    });
     let (id, payload) = captured.expect("the envelope never reached the relay");
     let first = bob.run(&["--json", "recv", "--wait", "10s"]).ok().json();
     assert_eq!(first["messages"].as_array().unwrap().len(), 1);
@@ -328,8 +320,7 @@ fn a_replayed_envelope_is_stored_once() {
     // A hostile relay (or a crash before the ack) delivers it again.
     pair.with_relay_stopped(|relay_db| inject(relay_db, &alice_key, &bob_key, &id, &payload));
     let bob = &pair.bob;
-    let mut drained = false;
-    for _ in 0..200 {
+    let drained = eventually(|| {
         let db = rusqlite::Connection::open(&relay_db).unwrap();
         let left: i64 = db
             .query_row(
@@ -338,12 +329,8 @@ fn a_replayed_envelope_is_stored_once() {
                 |r| r.get(0),
             )
             .unwrap();
-        if left == 0 {
-            drained = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        left == 0
+    });
     assert!(drained, "the redelivery was not acknowledged");
     let run = bob.run(&["recv"]);
     assert_eq!(run.code, 1, "the replay was stored twice: {run:?}");
@@ -371,7 +358,6 @@ fn accepting_again_after_a_timeout_does_not_break_the_pairing() {
     let homes = two_homes();
     let token = invite(&homes.alice, &[]);
     homes.alice.run(&["daemon", "stop"]).ok();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     // Alice is away: the accept times out pending, twice.
     for _ in 0..2 {
         let pending = homes
