@@ -12,6 +12,13 @@
 //! group commit, so many concurrent senders share one `fsync`. The database runs
 //! in WAL mode with `synchronous=FULL`: an accepted envelope survives a power
 //! cut, not just a crash.
+//!
+//! Reads that need no transaction (a recipient's queue, its depth, a sender's
+//! expiry notices) go to a second thread with its own read-only connection:
+//! WAL lets it read the last commit while the writer is in its `fsync`, so a
+//! delivery never waits behind someone else's commit. What it reads is
+//! always committed; the writer answers only after its commit, so whoever
+//! was told of a change reads it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,22 +113,33 @@ struct Ran {
 
 type Job = Box<dyn FnOnce(&Connection) -> Ran + Send>;
 
+/// A read for the reader thread; it sends its own answer.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 /// Handle to the store thread. Cloning is cheap; the thread ends when the last
 /// handle is dropped (after finishing what was asked of it).
 #[derive(Clone)]
 pub(crate) struct Store {
     jobs: mpsc::Sender<Job>,
+    reads: mpsc::Sender<ReadJob>,
     queued: Arc<AtomicI64>,
 }
 
-/// The store thread, to be joined after the last [`Store`] handle is gone.
-pub(crate) struct StoreThread(thread::JoinHandle<()>);
+/// The store's threads, to be joined after the last [`Store`] handle is gone.
+pub(crate) struct StoreThread {
+    writer: thread::JoinHandle<()>,
+    reader: thread::JoinHandle<()>,
+}
 
 impl StoreThread {
-    /// Waits (blocking) until the thread has committed its last batch.
+    /// Waits (blocking) until the writer has committed its last batch and the
+    /// reader has answered its last read.
     pub(crate) fn join(self) {
-        if self.0.join().is_err() {
+        if self.writer.join().is_err() {
             tracing::error!("store thread panicked");
+        }
+        if self.reader.join().is_err() {
+            tracing::error!("store reader thread panicked");
         }
     }
 }
@@ -151,13 +169,41 @@ impl Store {
         let queued = Arc::new(AtomicI64::new(queued_now));
         metrics.queued.set(queued_now);
 
+        let reader_conn = open_reader(path)?;
         let (jobs, rx) = mpsc::channel(STORE_QUEUE);
+        let (reads, read_rx) = mpsc::channel(STORE_QUEUE);
         let thread_queued = queued.clone();
-        let handle = thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("relay-store".into())
             .spawn(move || run(conn, rx, thread_queued, metrics))
             .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
-        Ok((Store { jobs, queued }, StoreThread(handle), relay_id))
+        let reader = thread::Builder::new()
+            .name("relay-reader".into())
+            .spawn(move || read_loop(&reader_conn, read_rx))
+            .map_err(|e| StoreError::Commit(format!("cannot start the reader thread: {e}")))?;
+        Ok((
+            Store {
+                jobs,
+                reads,
+                queued,
+            },
+            StoreThread { writer, reader },
+            relay_id,
+        ))
+    }
+
+    /// Runs `f` on the reader thread (no transaction; it sees the last
+    /// commit).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn).map_err(StoreError::Sqlite));
+        });
+        self.reads.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Envelopes queued across all recipients, as of the last commit.
@@ -247,7 +293,7 @@ impl Store {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Queued>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, id, sender, received_at, payload FROM envelopes
                  WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3
@@ -270,16 +316,16 @@ impl Store {
                     })
                 },
             )?;
-            Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, 0))
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
     }
 
     /// How many envelopes wait for `recipient`.
     pub(crate) async fn depth(&self, recipient: PublicKey) -> Result<u64, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let depth = queue_depth(conn, &recipient)?;
-            Ok((u64::try_from(depth).unwrap_or(0), 0))
+            Ok(u64::try_from(depth).unwrap_or(0))
         })
         .await
     }
@@ -380,7 +426,7 @@ impl Store {
         sender: PublicKey,
         limit: usize,
     ) -> Result<Vec<ExpiryNotice>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let notices = conn
                 .prepare_cached(
                     "SELECT recipient, id, expired_at FROM expired WHERE sender = ?1
@@ -398,7 +444,7 @@ impl Store {
                     },
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((notices, 0))
+            Ok(notices)
         })
         .await
     }
@@ -451,6 +497,26 @@ fn adjust_depth(conn: &Connection, recipient: &[u8], delta: i64) -> rusqlite::Re
 
 fn unwrap_shared(error: Arc<StoreError>) -> StoreError {
     Arc::try_unwrap(error).unwrap_or_else(|shared| StoreError::Commit(shared.to_string()))
+}
+
+/// The reader's connection: the same database, read only.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(conn)
+}
+
+/// The reader thread: one read at a time, until every handle is gone.
+fn read_loop(conn: &Connection, mut reads: mpsc::Receiver<ReadJob>) {
+    while let Some(read) = reads.blocking_recv() {
+        read(conn);
+    }
+    tracing::debug!("store reader thread finished");
 }
 
 /// The store thread: batch, run, commit, answer.
