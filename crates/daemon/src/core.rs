@@ -225,7 +225,9 @@ impl Daemon {
         let mut identities = Vec::new();
         let stored = store.read().identities().map_err(store_error)?;
         let contacts = ContactBook::new(store.contacts_version());
-        let (db, db_thread) = Db::spawn(store).map_err(store_error)?;
+        let reader =
+            Store::open_reader(&home.db(), store.contacts_version()).map_err(store_error)?;
+        let (db, db_thread) = Db::spawn(store, reader).map_err(store_error)?;
         for (name, pickle) in stored {
             let name = Name::new(&name).map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
             let identity = Identity::from_encrypted_pickle(name.clone(), &pickle, &key)

@@ -9,6 +9,13 @@
 //! Jobs run in the order they were queued, so a job queued after another
 //! sees its changes; [`Db::queue`] lets a caller queue a job while it holds
 //! a lock and wait for the commit after letting go.
+//!
+//! [`Db::read`] runs a read on a second thread with its own read-only
+//! connection, which sees the last commit and never waits behind the
+//! writer's `fsync`. It is for reads on a message's path whose caller was
+//! told of the change it reads after that change committed (the outbox pump
+//! woken by a send, a reader woken by an arrival); anything that must see a
+//! job queued but not yet committed uses [`Db::run`].
 
 use std::sync::Arc;
 use std::thread;
@@ -27,22 +34,34 @@ type Finish = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
 /// A job: runs on the thread; whether it succeeded, and its finish.
 type Job = Box<dyn FnOnce(&Tx<'_>) -> (bool, Finish) + Send>;
 
+/// A read for the reader thread; it sends its own answer.
+type Read = Box<dyn FnOnce(&Tx<'_>) + Send>;
+
 /// A handle to the store thread. Cloning is cheap.
 #[derive(Clone)]
 pub(crate) struct Db {
     /// `None` asks the thread to finish.
     jobs: mpsc::Sender<Option<Job>>,
+    /// `None` asks the reader to finish.
+    reads: mpsc::Sender<Option<Read>>,
 }
 
-/// The store thread; [`DbThread::join`] waits for it once every [`Db`] is
-/// gone.
-pub(crate) struct DbThread(thread::JoinHandle<()>);
+/// The store's threads; [`DbThread::join`] waits for them after
+/// [`Db::close`].
+pub(crate) struct DbThread {
+    writer: thread::JoinHandle<()>,
+    reader: thread::JoinHandle<()>,
+}
 
 impl DbThread {
-    /// Waits for the thread to finish its last batch.
+    /// Waits for the writer to finish its last batch and the reader its last
+    /// read.
     pub(crate) fn join(self) {
-        if self.0.join().is_err() {
+        if self.writer.join().is_err() {
             tracing::error!("the store thread panicked");
+        }
+        if self.reader.join().is_err() {
+            tracing::error!("the store reader thread panicked");
         }
     }
 }
@@ -60,14 +79,41 @@ impl<T, E: From<StoreError>> Pending<T, E> {
 }
 
 impl Db {
-    /// Starts the thread that owns `store`.
-    pub(crate) fn spawn(store: Store) -> Result<(Db, DbThread), StoreError> {
+    /// Starts the thread that owns `store` and the one that reads through
+    /// `reader` (see [`Store::open_reader`]).
+    pub(crate) fn spawn(store: Store, reader: Store) -> Result<(Db, DbThread), StoreError> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let handle = thread::Builder::new()
+        let (reads, read_rx) = mpsc::channel(QUEUE);
+        let writer = thread::Builder::new()
             .name("daemon-store".into())
             .spawn(move || run(store, rx))
             .map_err(StoreError::Thread)?;
-        Ok((Db { jobs }, DbThread(handle)))
+        let reader = thread::Builder::new()
+            .name("daemon-reader".into())
+            .spawn(move || read_loop(&reader, read_rx))
+            .map_err(StoreError::Thread)?;
+        Ok((Db { jobs, reads }, DbThread { writer, reader }))
+    }
+
+    /// Runs the read `f` on the reader thread: it sees the last commit, not
+    /// jobs still waiting for theirs.
+    pub(crate) async fn read<T, E>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let read: Read = Box::new(move |tx| {
+            let _ = reply.send(f(tx));
+        });
+        self.reads
+            .send(Some(read))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on the store thread and returns its answer once committed.
@@ -122,7 +168,17 @@ impl Db {
     /// queued later fail with [`StoreError::Closed`].
     pub(crate) async fn close(&self) {
         let _ = self.jobs.send(None).await;
+        let _ = self.reads.send(None).await;
     }
+}
+
+/// The reader thread: one read at a time, until asked to finish or every
+/// handle is gone.
+fn read_loop(store: &Store, mut reads: mpsc::Receiver<Option<Read>>) {
+    while let Some(Some(read)) = reads.blocking_recv() {
+        read(&store.read());
+    }
+    tracing::debug!("store reader thread finished");
 }
 
 /// The store thread: batch, run, commit, answer; until every handle is gone.

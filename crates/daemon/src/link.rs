@@ -293,9 +293,10 @@ impl Daemon {
         let mut blocked: HashSet<PublicKey> = HashSet::new();
         loop {
             let owner = name.clone();
+            // Read on the reader: every send wakes the pump after its commit.
             let batch = match self
                 .db
-                .run(move |tx| tx.outbox(&owner, after.as_ref(), OUTBOX_BATCH))
+                .read(move |tx| tx.outbox(&owner, after.as_ref(), OUTBOX_BATCH))
                 .await
             {
                 Ok(batch) => batch,

@@ -173,18 +173,20 @@ async fn unread(
         } else {
             daemon.claimed(&name)
         });
-        let (contacts, candidates, unread) = daemon
+        // Read on the reader: an arrival wakes this wait after its commit.
+        let (candidates, unread) = daemon
             .db
-            .run(move |tx| {
+            .read(move |tx| {
                 let candidates = tx.unread(&owner, from.as_ref(), limit)?;
                 let unread = if mode == Mode::Look {
                     Some(tx.unread_count(&owner)?)
                 } else {
                     None
                 };
-                Ok::<_, StoreError>((tx.contacts(&owner)?, candidates, unread))
+                Ok::<_, StoreError>((candidates, unread))
             })
             .await?;
+        let contacts = daemon.contacts.get(&daemon.db, &name).await?;
         let messages = match mode {
             Mode::Look => candidates,
             Mode::Take | Mode::Hold => {

@@ -231,6 +231,23 @@ impl Store {
         })
     }
 
+    /// Opens the same database for reading only, for a second thread: in WAL
+    /// mode it reads the last commit while the writer is in its `fsync`.
+    pub fn open_reader(path: &Path, contacts_version: Arc<AtomicU64>) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
+        Ok(Store {
+            conn,
+            contacts_version,
+        })
+    }
+
     /// A counter that moves on whenever a job changes an identity's
     /// contacts, and when a transaction that might have done so is rolled
     /// back. A copy of the contacts read in a job together with
