@@ -439,3 +439,56 @@ async fn reads_are_bounded() {
     assert!(too_many.message.contains("over the limit"), "{too_many:?}");
     daemon.handle.shutdown().await;
 }
+
+/// Waits run on tokio's clock, so they are tested on a paused one: a minute
+/// of waiting costs no real time. The relay is out of reach (nothing listens
+/// on port 9), so nothing arrives and nothing is relayed.
+#[tokio::test(start_paused = true)]
+async fn waits_end_at_their_deadline_and_say_what_holds_a_message_up() {
+    let daemon = TestDaemon::start().await;
+    daemon.init("a", Some("ws://127.0.0.1:9")).await;
+    daemon.init("b", None).await;
+
+    let started = tokio::time::Instant::now();
+    let nothing = daemon
+        .client
+        .call(Recv {
+            identity: Some("b".into()),
+            wait_ms: Some(60_000),
+            ..Recv::default()
+        })
+        .await
+        .unwrap();
+    assert!(nothing.messages.is_empty());
+    assert!(started.elapsed() >= Duration::from_secs(60));
+
+    let started = tokio::time::Instant::now();
+    let held = daemon
+        .client
+        .call(SendMessage {
+            identity: Some("a".into()),
+            to: "b".into(),
+            body: "stuck".into(),
+            wait: Some(DeliveryState::Relayed),
+            wait_ms: Some(30_000),
+            ..SendMessage::default()
+        })
+        .await
+        .unwrap();
+    let SendOutcome::Waited(waited) = held else {
+        panic!("send --wait answered without waiting: {held:?}")
+    };
+    assert!(!waited.reached);
+    assert_eq!(waited.sent.state, DeliveryState::Queued);
+    let why = waited.held_up_by.expect("what holds it up");
+    assert!(why.contains("relay"), "{why}");
+    assert!(started.elapsed() >= Duration::from_secs(30));
+
+    // The link kept retrying all along (100 ms doubling to 3 s): status
+    // says why it is not connected.
+    let status = daemon.client.call(Status {}).await.unwrap();
+    let a = status.identities.iter().find(|i| i.name == "a").unwrap();
+    assert!(a.relay_error.is_some(), "{status:?}");
+    assert_eq!(a.queued, 1);
+    daemon.handle.shutdown().await;
+}
