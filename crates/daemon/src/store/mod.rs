@@ -379,6 +379,7 @@ pub struct Tx<'a> {
     contacts_version: &'a AtomicU64,
 }
 
+mod messages;
 mod queries;
 
 #[cfg(test)]
@@ -466,10 +467,10 @@ mod tests {
             assert!(!plan.contains("SCAN messages"), "{plan}\nfor {sql}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}\nfor {sql}");
         };
-        check(queries::OUTBOX, "messages_queued");
-        check(queries::OUTBOX_COUNT, "messages_queued");
-        check(queries::UNREAD, "messages_unread");
-        check(queries::UNREAD_COUNT, "messages_unread");
+        check(messages::OUTBOX, "messages_queued");
+        check(messages::OUTBOX_COUNT, "messages_queued");
+        check(messages::UNREAD, "messages_unread");
+        check(messages::UNREAD_COUNT, "messages_unread");
     }
 
     #[test]
@@ -486,9 +487,9 @@ mod tests {
             tx.outbox_count(&me).unwrap();
         }
         for sql in [
-            queries::OUTBOX,
-            queries::OUTBOX_COUNT,
-            queries::UNREAD,
+            messages::OUTBOX,
+            messages::OUTBOX_COUNT,
+            messages::UNREAD,
             queries::CONTACTS,
         ] {
             let statement = store.conn.prepare_cached(sql).unwrap();
