@@ -152,17 +152,10 @@ impl Store {
     ) -> Result<(Store, StoreThread, RelayId), StoreError> {
         create_private(path)
             .map_err(|e| StoreError::Commit(format!("cannot create {}: {e}", path.display())))?;
-        let conn = Connection::open(path)?;
+        let conn = connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // The planner must not look at bound values: where it does, SQLite
-        // prepares a cached statement again each time a value changes.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
         migrate(&conn)?;
         let relay_id = relay_id(&conn)?;
         let queued_now: i64 = conn.query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))?;
@@ -501,9 +494,17 @@ fn unwrap_shared(error: Arc<StoreError>) -> StoreError {
 
 /// The reader's connection: the same database, read only.
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    let conn = connection(path)?;
     conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+/// A connection to the database with what the writer and the reader share.
+fn connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The planner must not look at bound values: where it does, SQLite
+    // prepares a cached statement again each time a value changes.
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,

@@ -212,18 +212,9 @@ impl Store {
         if let Err(error) = crate::home::create_private_file(path) {
             return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(error)).into());
         }
-        let conn = Connection::open(path)?;
+        let conn = connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // The planner must not look at bound values: where it does, SQLite
-        // prepares the statement again each time a value changes, which made
-        // the statement cache useless on the hot paths.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
         migrate(&conn)?;
         Ok(Store {
             conn,
@@ -234,14 +225,8 @@ impl Store {
     /// Opens the same database for reading only, for a second thread: in WAL
     /// mode it reads the last commit while the writer is in its `fsync`.
     pub fn open_reader(path: &Path, contacts_version: Arc<AtomicU64>) -> Result<Store> {
-        let conn = Connection::open(path)?;
+        let conn = connection(path)?;
         conn.pragma_update(None, "query_only", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
         Ok(Store {
             conn,
             contacts_version,
@@ -288,6 +273,21 @@ impl Store {
             contacts_version: &self.contacts_version,
         }
     }
+}
+
+/// A connection to the database with what the writer and the reader share.
+fn connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The planner must not look at bound values: where it does, SQLite
+    // prepares the statement again each time a value changes, which made
+    // the statement cache useless on the hot paths.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(conn)
 }
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
