@@ -629,20 +629,94 @@ pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
     (id, payload)
 }
 
-/// The Python that has the test clients' packages (`mcp`, `jsonschema`): `AGENTWIRE_TEST_PYTHON`, else the
-/// workspace's `.venv` (which `.ci/run` creates).
+/// The Python that has the test clients' packages (`mcp`, `jsonschema`):
+/// `AGENTWIRE_TEST_PYTHON` if set, else the workspace's `.venv`, which the
+/// first test that needs it creates (`python3 -m venv`, then the pinned
+/// `tests/python/requirements.txt` from PyPI). Test processes that start at
+/// once take turns on a lock file, so it is made once.
 pub fn python() -> PathBuf {
     if let Some(python) = std::env::var_os("AGENTWIRE_TEST_PYTHON") {
         return python.into();
     }
-    let venv = workspace().join(".venv/bin/python");
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY.get_or_init(make_venv).clone()
+}
+
+fn make_venv() -> PathBuf {
+    let venv = workspace().join(".venv");
+    let python = venv.join("bin/python");
+    let has_packages = || {
+        Command::new(&python)
+            .args(["-c", "import mcp, jsonschema"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if has_packages() {
+        return python;
+    }
+    let target = workspace().join("target");
+    std::fs::create_dir_all(&target).expect("cannot create target/");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(target.join(".venv.lock"))
+        .expect("cannot open target/.venv.lock");
+    lock.lock().expect("cannot lock target/.venv.lock");
+    // Another test process may have made it while this one waited.
+    if has_packages() {
+        return python;
+    }
+    let run = |program: &Path, args: &[&str]| {
+        let output = Command::new(program)
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    if venv.exists() {
+        // Left half-made by an interrupted run.
+        std::fs::remove_dir_all(&venv).expect("cannot remove a half-made .venv");
+    }
+    let (made, stderr) = run(Path::new("python3"), &["-m", "venv", ".venv"]);
     assert!(
-        venv.exists(),
-        "the MCP tests need Python with the `mcp` package: run \
-         `python3 -m venv .venv && .venv/bin/pip install -r crates/agentwire/tests/python/requirements.txt` \
-         in the workspace (.ci/run does), or set AGENTWIRE_TEST_PYTHON"
+        made,
+        "the MCP and schema tests need Python 3 with venv (Debian: apt install python3-venv): {stderr}"
     );
-    venv
+    let requirements = workspace().join("crates/agentwire/tests/python/requirements.txt");
+    let requirements = requirements.to_str().expect("a UTF-8 path");
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        let (installed, stderr) = run(
+            &python,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                requirements,
+            ],
+        );
+        if installed && has_packages() {
+            return python;
+        }
+        last = stderr;
+    }
+    panic!(
+        "cannot install the test clients from PyPI into .venv ({requirements}): {last}\n\
+         install them by hand or set AGENTWIRE_TEST_PYTHON to a Python that has them"
+    );
 }
 
 pub fn workspace() -> PathBuf {
