@@ -41,6 +41,42 @@ pub(crate) const OUTBOX_FULL: u8 = 20;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 
+/// The name of an exit code, as the `code` of a `--json` error.
+pub(crate) fn name(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        NOTHING => "nothing",
+        USAGE => "usage",
+        CONFIG => "config",
+        CANNOT_START => "cannot_start",
+        DAEMON_UNREACHABLE => "daemon_unreachable",
+        RELAY_UNREACHABLE => "relay_unreachable",
+        UNKNOWN_PEER => "unknown_peer",
+        NOT_INITIALIZED => "not_initialized",
+        INVITE_INVALID => "invite_invalid",
+        INVITE_EXPIRED => "invite_expired",
+        INVITE_SPENT => "invite_spent",
+        INVITE_WRONG_RELAY => "invite_wrong_relay",
+        NOT_YET => "not_yet",
+        UNDELIVERABLE => "undeliverable",
+        OUTBOX_FULL => "outbox_full",
+        _ => "internal",
+    }
+}
+
+/// Prints an error on stderr: a sentence, or with `--json` one JSON object
+/// `{"error":{"code","message","exit_code"}}`.
+pub(crate) fn report(json: bool, code: u8, message: &str) {
+    if json {
+        let line = serde_json::json!({
+            "error": {"code": name(code), "message": message, "exit_code": code}
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("agentwire: {message}");
+    }
+}
+
 /// An error with the exit code it maps to.
 pub(crate) struct Failure {
     pub(crate) code: u8,

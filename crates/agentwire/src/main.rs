@@ -21,20 +21,25 @@ fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            let code = if error.use_stderr() {
-                exit::USAGE
+            if !error.use_stderr() {
+                // Printing help to a closed pipe is not an error worth reporting.
+                let _ = error.print();
+                return ExitCode::from(exit::OK);
+            }
+            if std::env::args_os().any(|arg| arg == "--json") {
+                let message = error.render().to_string();
+                exit::report(true, exit::USAGE, message.trim_end());
             } else {
-                exit::OK
-            };
-            // Printing help to a closed pipe is not an error worth reporting.
-            let _ = error.print();
-            return ExitCode::from(code);
+                let _ = error.print();
+            }
+            return ExitCode::from(exit::USAGE);
         }
     };
     logging::init(
         cli.global.log_format,
         matches!(cli.command, cli::Command::Mcp { .. }),
     );
+    let json = cli.global.json;
     let result = match cli.command {
         cli::Command::Relay(args) => relay_cmd::run(&cli.global, args),
         cli::Command::Watch { exec } => hook_cmd::watch(
@@ -72,7 +77,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
             if let Some(error) = &failure.error {
-                eprintln!("agentwire: {error:#}");
+                exit::report(json, failure.code, &format!("{error:#}"));
             }
             ExitCode::from(failure.code)
         }

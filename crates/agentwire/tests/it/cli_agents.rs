@@ -116,6 +116,34 @@ fn unknown_peer_and_uninitialized_home_have_their_own_exit_codes() {
 }
 
 #[test]
+fn with_json_errors_are_json_objects_with_the_same_exit_code() {
+    let home = TestHome::new();
+    let error = |run: &Run| -> serde_json::Value {
+        assert!(run.stdout.is_empty(), "{run:?}");
+        serde_json::from_str(run.stderr.trim()).unwrap_or_else(|e| panic!("{e}: {run:?}"))
+    };
+    let run = home.run(&["--json", "whoami"]);
+    assert_eq!(run.code, 13, "{run:?}");
+    let e = error(&run);
+    assert_eq!(e["error"]["code"], "not_initialized");
+    assert_eq!(e["error"]["exit_code"], 13);
+    assert!(e["error"]["message"].as_str().unwrap().contains("agentwire init"));
+    home.run(&["init"]).ok();
+    let run = home.run(&["--json", "send", "nobody", "hi"]);
+    assert_eq!(run.code, 12, "{run:?}");
+    assert_eq!(error(&run)["error"]["code"], "unknown_peer");
+    // Usage errors too, wherever --json stands.
+    let run = home.run(&["recv", "--bogus", "--json"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let e = error(&run);
+    assert_eq!(e["error"]["code"], "usage");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--bogus"));
+    // Without --json, a sentence.
+    let run = home.run(&["send", "nobody", "hi"]);
+    assert!(run.stderr.starts_with("agentwire: "), "{run:?}");
+}
+
+#[test]
 fn files_in_the_home_are_private() {
     let home = TestHome::new();
     home.run(&["init", "--name", "a"]).ok();
