@@ -74,7 +74,12 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                         c.siblings.join(", ")
                     )
                 }
-            })
+            })?;
+            out.tell(&format!(
+                "a daemon for {} now runs in the background; `agentwire daemon status` shows it",
+                home.root().display()
+            ));
+            Ok(())
         }
         Command::Whoami => {
             let me = call(&home, api::Whoami { identity }, Duration::ZERO)?;
@@ -87,7 +92,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 let list = call(&home, api::Contacts { identity }, Duration::ZERO)?;
                 out.print_lines(&list, &list.contacts, |c| {
                     format!("{} {} {} {}", c.name, c.short_id, c.via, c.state)
-                })
+                })?;
+                if list.contacts.is_empty() {
+                    out.tell(
+                        "no contacts yet: pair with `agentwire invite` here and `agentwire accept` there",
+                    );
+                }
+                Ok(())
             }
             Some(ContactsAction::Rename { peer, new_name }) => {
                 let renamed = call(
@@ -248,6 +259,14 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 .map_err(crate::daemon_client::failure)?;
             printed?;
             if messages.messages.is_empty() {
+                out.tell(&if wait.is_zero() {
+                    "no unread messages (wait for one with --wait 30s)".to_owned()
+                } else {
+                    format!(
+                        "no unread messages after waiting {}",
+                        humantime::format_duration(wait)
+                    )
+                });
                 return Err(Failure::quiet(NOTHING));
             }
             Ok(())
@@ -283,11 +302,19 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Prints messages; exits 1 (quietly) when there are none.
+/// Prints messages and, at a terminal, how many are unread; exits 1 when
+/// there are none.
 fn print_messages(out: Output, messages: &api::Messages) -> Result<(), Failure> {
     out.print_lines(messages, &messages.messages, message_line)?;
     if messages.messages.is_empty() {
+        out.tell("no unread messages");
         return Err(Failure::quiet(NOTHING));
+    }
+    if let Some(unread) = messages.unread {
+        out.tell(&format!(
+            "{unread} unread, {} shown",
+            messages.messages.len()
+        ));
     }
     Ok(())
 }
@@ -342,6 +369,15 @@ struct Output {
 }
 
 impl Output {
+    /// Says `text` on stderr for a person at a terminal (not with `--json`,
+    /// and not when stdout goes to a pipe or a file: scripts see nothing new).
+    fn tell(self, text: &str) {
+        use std::io::IsTerminal;
+        if !self.json && std::io::stdout().is_terminal() {
+            eprintln!("{text}");
+        }
+    }
+
     /// One answer: its JSON, or `text(answer)`.
     fn print<T: serde::Serialize>(
         self,

@@ -129,6 +129,11 @@ pub(crate) fn watch(
         for event in events {
             match event {
                 Ok(Event::Message { message }) => run_hook(exec, &message),
+                Ok(Event::Ready { identity }) => {
+                    eprintln!(
+                        "agentwire watch: running {exec:?} for each message to {identity} (unread ones first); Ctrl-C stops"
+                    );
+                }
                 Ok(_) => {}
                 Err(error @ ClientError::Refused(_)) => return Err(failure(error)),
                 Err(_) => break,

@@ -116,6 +116,31 @@ fn unknown_peer_and_uninitialized_home_have_their_own_exit_codes() {
 }
 
 #[test]
+fn a_person_at_a_terminal_is_told_what_empty_output_means_and_scripts_are_not() {
+    let home = TestHome::new();
+    let init = home.run_on_terminal(&["init", "--name", "a"]);
+    assert!(init.stdout.contains("runs in the background"), "{init:?}");
+    for (args, said) in [
+        (&["recv"][..], "no unread messages"),
+        (&["inbox"][..], "no unread messages"),
+        (&["contacts"][..], "no contacts yet"),
+    ] {
+        let shown = home.run_on_terminal(args);
+        assert!(shown.stdout.contains(said), "{args:?}: {shown:?}");
+        let piped = home.run(args);
+        assert!(
+            piped.stdout.is_empty() && piped.stderr.is_empty(),
+            "{args:?}: {piped:?}"
+        );
+    }
+    home.run(&["init", "--name", "b"]).ok();
+    home.run(&["send", "b", "one"]).ok();
+    assert!(eventually(|| home.run(&["--as", "b", "inbox"]).code == 0));
+    let inbox = home.run_on_terminal(&["--as", "b", "inbox"]);
+    assert!(inbox.stdout.contains("1 unread, 1 shown"), "{inbox:?}");
+}
+
+#[test]
 fn with_json_errors_are_json_objects_with_the_same_exit_code() {
     let home = TestHome::new();
     let error = |run: &Run| -> serde_json::Value {
@@ -127,7 +152,12 @@ fn with_json_errors_are_json_objects_with_the_same_exit_code() {
     let e = error(&run);
     assert_eq!(e["error"]["code"], "not_initialized");
     assert_eq!(e["error"]["exit_code"], 13);
-    assert!(e["error"]["message"].as_str().unwrap().contains("agentwire init"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agentwire init")
+    );
     home.run(&["init"]).ok();
     let run = home.run(&["--json", "send", "nobody", "hi"]);
     assert_eq!(run.code, 12, "{run:?}");

@@ -436,6 +436,26 @@ impl TestHome {
         self.run_with_stdin(args, None)
     }
 
+    /// Runs `agentwire --home HOME ARGS` with stdout and stderr on a
+    /// terminal (util-linux `script`); what the terminal showed is `stdout`.
+    pub fn run_on_terminal(&self, args: &[&str]) -> Run {
+        let mut command = vec![agentwire_bin().display().to_string(), "--home".into()];
+        command.push(self.path().display().to_string());
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        let line = command
+            .iter()
+            .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("AGENTWIRE_AGENT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("util-linux `script` runs a command on a terminal");
+        Run::from(output)
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
         use std::io::Write;
         let mut child = Command::new(agentwire_bin())
