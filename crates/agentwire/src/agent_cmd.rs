@@ -186,13 +186,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             timeout,
         } => {
             let body = if text == "-" {
-                let mut body = String::new();
-                std::io::stdin()
-                    .take(agentwire_session::message::MAX_BODY_BYTES as u64 + 1)
-                    .read_to_string(&mut body)
-                    .context("cannot read the message from stdin (it must be UTF-8)")
-                    .code(USAGE)?;
-                body
+                read_body_from_stdin()?
             } else {
                 text
             };
@@ -282,6 +276,29 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             print_messages(out, &messages)
         }
     }
+}
+
+/// A message body from stdin: at most the largest body, UTF-8.
+fn read_body_from_stdin() -> Result<String, Failure> {
+    let limit = agentwire_session::message::MAX_BODY_BYTES;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the message from stdin")
+        .code(USAGE)?;
+    if bytes.len() > limit {
+        return Err(Failure::new(
+            USAGE,
+            anyhow::anyhow!(
+                "the message on stdin is too long: the limit is {limit} bytes (128 KiB) a message; \
+                 send a shorter one, or put the content in a file and send its path"
+            ),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("the message on stdin is not UTF-8 text ({e})"))
+        .code(USAGE)
 }
 
 /// How long a daemon with no identity lingers: `AGENTWIRE_DAEMON_IDLE_EXIT`

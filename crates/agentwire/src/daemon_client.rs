@@ -93,6 +93,15 @@ pub(crate) fn failure(error: ClientError) -> Failure {
 /// other command creates a home, so a mistyped `--home` is an error, not a
 /// new empty home with a daemon in it.
 pub(crate) fn start(home: &Home) -> Result<(), Failure> {
+    if home.root().exists() && !home.root().is_dir() {
+        return Err(Failure::new(
+            CONFIG,
+            anyhow!(
+                "the agentwire home {} is not a directory; check --home and AGENTWIRE_HOME",
+                home.root().display()
+            ),
+        ));
+    }
     if !home.is_initialized() {
         return Err(Failure::new(
             NOT_INITIALIZED,

@@ -64,6 +64,23 @@ pub(crate) fn name(code: u8) -> &'static str {
     }
 }
 
+/// An error and its causes as one sentence, each said once: a cause whose
+/// text its error already includes is not repeated.
+pub(crate) fn sentence(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// Prints an error on stderr: a sentence, or with `--json` one JSON object
 /// `{"error":{"code","message","exit_code"}}`.
 pub(crate) fn report(json: bool, code: u8, message: &str) {
@@ -114,5 +131,28 @@ pub(crate) trait WithCode<T> {
 impl<T, E: Into<anyhow::Error>> WithCode<T> for Result<T, E> {
     fn code(self, code: u8) -> Result<T, Failure> {
         self.map_err(|error| Failure::new(code, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:1: {source}")]
+    struct Bind {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let bind = Bind {
+            source: std::io::Error::other("Address already in use"),
+        };
+        let error = anyhow::Error::new(bind).context("cannot start the relay");
+        assert_eq!(
+            sentence(&error),
+            "cannot start the relay: cannot listen on 127.0.0.1:1: Address already in use"
+        );
     }
 }

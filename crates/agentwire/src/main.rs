@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
             if let Some(error) = &failure.error {
-                exit::report(json, failure.code, &format!("{error:#}"));
+                exit::report(json, failure.code, &exit::sentence(error));
             }
             ExitCode::from(failure.code)
         }

@@ -36,6 +36,14 @@ pub enum HomeError {
         /// Its mode.
         mode: u32,
     },
+    /// The home's path names something that is not a directory.
+    #[error(
+        "the agentwire home {path} is not a directory; pass --home with a directory (it is created if missing)"
+    )]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
     /// A file in the home has the wrong size or mode.
     #[error("{path} is damaged or not private ({reason})")]
     BadFile {
@@ -152,6 +160,11 @@ impl Home {
                 .map_err(|e| io("cannot create", e))?;
         }
         let meta = fs::metadata(&self.root).map_err(|e| io("cannot read", e))?;
+        if !meta.is_dir() {
+            return Err(HomeError::NotADirectory {
+                path: self.root.display().to_string(),
+            });
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(HomeError::NotPrivate {
@@ -256,5 +269,12 @@ mod tests {
         ));
         fs::set_permissions(home.root(), fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(home.ensure(), Err(HomeError::NotPrivate { .. })));
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "not a home").unwrap();
+        let home = Home::resolve(Some(&file)).unwrap();
+        assert!(matches!(
+            home.ensure(),
+            Err(HomeError::NotADirectory { .. })
+        ));
     }
 }

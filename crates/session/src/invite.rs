@@ -161,12 +161,28 @@ pub enum InviteError {
     },
     /// Past its expiry.
     #[error(
-        "the invite expired at {expired_at_ms} ms since the epoch; ask the inviter for a new one"
+        "the invite expired at {} ({} ago); ask the inviter for a new one",
+        utc(*expired_at_ms),
+        ago(*expired_at_ms, *now_ms)
     )]
     Expired {
         /// When it expired, Unix milliseconds.
         expired_at_ms: u64,
+        /// When it was checked, Unix milliseconds.
+        now_ms: u64,
     },
+}
+
+/// A Unix time in milliseconds as an RFC 3339 UTC time, to the second.
+fn utc(ms: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// How long before `now_ms` `then_ms` was, to the second.
+fn ago(then_ms: u64, now_ms: u64) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_secs(
+        now_ms.saturating_sub(then_ms) / 1000,
+    ))
 }
 
 impl SignedInvite {
@@ -220,6 +236,7 @@ impl SignedInvite {
         if now_ms >= self.invite.expires_at_ms {
             return Err(InviteError::Expired {
                 expired_at_ms: self.invite.expires_at_ms,
+                now_ms,
             });
         }
         Ok(())
@@ -372,7 +389,8 @@ mod tests {
         assert_eq!(
             signed.check_unexpired(2_000_000_000_000),
             Err(InviteError::Expired {
-                expired_at_ms: 2_000_000_000_000
+                expired_at_ms: 2_000_000_000_000,
+                now_ms: 2_000_000_000_000,
             })
         );
         assert_eq!(signed.check_unexpired(1_999_999_999_999), Ok(()));

@@ -141,6 +141,37 @@ fn a_person_at_a_terminal_is_told_what_empty_output_means_and_scripts_are_not() 
 }
 
 #[test]
+fn errors_say_what_is_wrong_once_and_in_plain_terms() {
+    // A home that is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    for command in ["whoami", "init"] {
+        let run = Run::from(
+            std::process::Command::new(agentwire_bin())
+                .args(["--home", file, command])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 3, "{run:?}");
+        assert!(run.stderr.contains("is not a directory"), "{run:?}");
+    }
+    let home = TestHome::new();
+    // A port in use: the cause is said once.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let run = home.run(&["relay", "--listen", &addr]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(
+        run.stderr.matches("in use").count(),
+        1,
+        "said more than once: {}",
+        run.stderr
+    );
+}
+
+#[test]
 fn with_json_errors_are_json_objects_with_the_same_exit_code() {
     let home = TestHome::new();
     let error = |run: &Run| -> serde_json::Value {
