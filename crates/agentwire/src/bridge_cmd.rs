@@ -80,6 +80,8 @@ pub(crate) fn run(
             .route("/v1/inbox", get(inbox))
             .route("/v1/status/{id}", get(status))
             .route("/v1/contacts", get(contacts))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .with_state(bridge);
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
@@ -108,6 +110,33 @@ fn load_or_create_token(path: &std::path::Path) -> anyhow::Result<String> {
             Ok(token)
         }
     }
+}
+
+/// Any other path: a JSON error naming the routes.
+async fn not_found(uri: axum::http::Uri) -> BridgeError {
+    BridgeError(
+        StatusCode::NOT_FOUND,
+        "not_found".into(),
+        format!(
+            "no route {}; the bridge serves POST /v1/send, GET /v1/recv, GET /v1/inbox, \
+             GET /v1/status/ID and GET /v1/contacts",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path with the wrong method.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> BridgeError {
+    let wanted = if uri.path() == "/v1/send" {
+        "POST"
+    } else {
+        "GET"
+    };
+    BridgeError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed".into(),
+        format!("{} does not take {method}; use {wanted}", uri.path()),
+    )
 }
 
 /// An error answer: the daemon's code and message, with a fitting status.

@@ -192,6 +192,9 @@ pub(crate) enum Command {
     },
     /// Speak JSON lines on stdin/stdout, for agents that keep a process open
     ///
+    /// Run it as `agentwire connect --json`: it speaks JSON only, and refuses
+    /// to start without --json.
+    ///
     /// Each stdin line is a command object: {"op":"send","to":"bob","body":"hi"},
     /// {"op":"recv"}, {"op":"ack","ids":[...]}, {"op":"status","id":"..."},
     /// {"op":"sent"}, {"op":"inbox"}, {"op":"contacts"}, {"op":"whoami"},

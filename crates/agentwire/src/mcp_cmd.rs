@@ -166,6 +166,15 @@ pub(crate) struct StatusArgs {
     id: String,
 }
 
+/// Input of `sent`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SentArgs {
+    /// At most this many, newest first (default 20, at most 100).
+    #[serde(default)]
+    max: Option<usize>,
+}
+
 /// Input of `invite`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -351,6 +360,23 @@ impl McpServer {
             sent.state,
         );
         Ok(result(text, &sent))
+    }
+
+    #[tool(
+        description = "List the messages you sent recently, newest first: each one's id, recipient and delivery state (queued, relayed, delivered, read, expired or failed). Use it to find an id for `status`.",
+        input_schema = schema_for_type::<SentArgs>()
+    )]
+    async fn sent(
+        &self,
+        arguments: JsonObject,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: SentArgs = answer!(parse("sent", arguments));
+        let request = api::Sent {
+            identity: self.inner.identity.clone(),
+            max: Some(args.max.unwrap_or(20).clamp(1, 100)),
+        };
+        Ok(self.json_tool(request, &cancel).await)
     }
 
     #[tool(

@@ -127,6 +127,19 @@ fn the_bridge_requires_its_token() {
     let (status, body) = bridge.get("/v1/contacts");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["contacts"][0]["name"], "b");
+    // Unknown paths and wrong methods answer JSON errors too.
+    let (status, body) = bridge.get("/v1/nope");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/send")
+    );
+    let (status, body) = bridge.get("/v1/send");
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
     let mode = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(home.path().join("bridge.token"))

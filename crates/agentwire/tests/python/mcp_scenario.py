@@ -54,7 +54,7 @@ from mcp.client import NotificationBinding
 from pydantic import BaseModel, ConfigDict
 
 CHANNEL = "notifications/claude/channel"
-TOOLS = {"send", "recv", "peek", "wait", "status", "contacts", "invite", "accept", "whoami"}
+TOOLS = {"send", "recv", "peek", "wait", "status", "sent", "contacts", "invite", "accept", "whoami"}
 
 
 class AnyParams(BaseModel):
@@ -311,6 +311,9 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(not quiet.is_error and "No message" in text_of(quiet), "short wait ends with none", text_of(quiet))
         contacts = await alice.call("contacts", {})
         check("bob" in text_of(contacts), "contacts lists bob", text_of(contacts))
+        listed = await alice.call("sent", {"max": 5})
+        listed_states = {m["id"]: m["state"] for m in (listed.structured_content or {}).get("messages", [])}
+        check(listed_states.get(pushed_id) == "read", "sent lists what alice sent, with its state", text_of(listed))
         # 6. The daemon restarts under the sessions: tools start it again,
         # pushes resume, and nothing is pushed twice. alice was told about a
         # message she has not taken yet: she is not told again.

@@ -221,7 +221,10 @@ impl Run for State {
                     Some(message) => sent_view(&message, &contacts),
                     None => Err(ApiError::new(
                         ErrorCode::UnknownMessage,
-                        format!("no message {id} was sent by {name}; see `agentwire sent`"),
+                        format!(
+                            "no message {id} was sent by {name}; the ids are those `send` returned \
+                             (`agentwire sent` lists them, as does the MCP tool `sent`)"
+                        ),
                     )),
                 }
             }
