@@ -20,6 +20,7 @@ mod cli_hooks;
 mod cli_mcp;
 mod cli_pairing;
 mod library;
+mod readme;
 mod relay_auth;
 mod relay_client;
 mod relay_delivery;
