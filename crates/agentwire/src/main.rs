@@ -9,6 +9,7 @@ mod daemon_client;
 mod exit;
 mod hook_cmd;
 mod logging;
+mod mcp_args;
 mod mcp_cmd;
 mod relay_cmd;
 mod setup_cmd;

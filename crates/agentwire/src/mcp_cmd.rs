@@ -25,7 +25,6 @@ use agentwire_daemon::api::{self, Event, Kind, MessageView, Priority};
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, Home, Run};
 use anyhow::Context;
-use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
     CallToolResult, ContentBlock, CustomNotification, Implementation, JsonObject, LoggingLevel,
@@ -34,9 +33,6 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -44,14 +40,16 @@ use crate::cli::PushMode;
 use crate::daemon_client::call_async;
 use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
 use crate::hook_cmd::frame;
+use crate::mcp_args::{
+    AcceptArgs, InviteArgs, ListArgs, NoArgs, SendArgs, SentArgs, StatusArgs, WaitArgs,
+    message_count, parse, tool_schema, within,
+};
 
 /// Longest a `wait` call blocks, in seconds.
 pub(crate) const MAX_WAIT_SECS: u64 = 300;
 /// How long a `wait` call blocks when the model does not say: under the 60 s
 /// that some clients (Codex) give a tool call by default.
 const DEFAULT_WAIT_SECS: u64 = 45;
-/// Most messages one `recv`, `peek` or `wait` returns.
-const MAX_MESSAGES: usize = 100;
 /// How many pushed message ids the server remembers, so a re-opened
 /// subscription does not push the same message twice.
 const PUSHED_MEMORY: usize = 10_000;
@@ -105,109 +103,6 @@ struct Inner {
     log_level: AtomicU8,
 }
 
-/// Input of `send`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SendArgs {
-    /// The contact to write to: its name (as listed by `contacts`) or a unique
-    /// prefix of its key.
-    to: String,
-    /// The message text (at most 128 KiB).
-    text: String,
-    /// What the message is: `chat` (default), `task` (asks the contact to do
-    /// something), `result` (the outcome of a task), `query` or `file`.
-    #[serde(default)]
-    kind: Option<Kind>,
-    /// The id of the message this one answers, so the contact can match them.
-    #[serde(default)]
-    reply_to: Option<String>,
-    /// The id of the conversation thread (usually the id of its first message).
-    #[serde(default)]
-    thread: Option<String>,
-    /// `urgent`, `normal` (default) or `low`: the contact's inbox shows urgent
-    /// messages first.
-    #[serde(default)]
-    priority: Option<Priority>,
-}
-
-/// Input of `recv` and `peek`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListArgs {
-    /// At most this many messages (default and limit 100).
-    #[serde(default)]
-    max: Option<usize>,
-    /// Only messages from this contact (name or key prefix).
-    #[serde(default)]
-    from: Option<String>,
-}
-
-/// Input of `wait`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WaitArgs {
-    /// How long to wait for a message, in seconds (default 45, at most 300).
-    /// Returns as soon as one arrives.
-    #[serde(default)]
-    timeout_secs: Option<u64>,
-    /// Only messages from this contact (name or key prefix).
-    #[serde(default)]
-    from: Option<String>,
-    /// At most this many messages (default and limit 100).
-    #[serde(default)]
-    max: Option<usize>,
-}
-
-/// Input of `status`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StatusArgs {
-    /// The id `send` returned.
-    id: String,
-}
-
-/// Input of `sent`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SentArgs {
-    /// At most this many, newest first (default 20, at most 100).
-    #[serde(default)]
-    max: Option<usize>,
-}
-
-/// Input of `invite`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InviteArgs {
-    /// How long the invite stays valid, in seconds (default one day, at most
-    /// 30 days).
-    #[serde(default)]
-    ttl_secs: Option<u64>,
-}
-
-/// Input of `accept`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AcceptArgs {
-    /// The invite link, starting with `aw1:`.
-    link: String,
-    /// The name to give the new contact (default: the name it suggests).
-    #[serde(default)]
-    name: Option<String>,
-}
-
-/// Input of tools that take nothing.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NoArgs {}
-
-/// Parses a tool's arguments; a mistake is a tool error the model can read
-/// (not a protocol error, which clients tend to hide).
-fn parse<T: DeserializeOwned>(tool: &str, arguments: JsonObject) -> Result<T, String> {
-    serde_json::from_value(Value::Object(arguments))
-        .map_err(|e| format!("{tool}: the arguments do not fit: {e}. See the tool's input schema."))
-}
-
 fn tool_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
@@ -240,7 +135,7 @@ impl McpServer {
 
     #[tool(
         description = "Send a message to a contact. Returns at once with the message id and its state (`queued`); agentwire delivers it even if the contact is offline now. Follow it with `status`. To answer a message, pass its id as `reply_to`.",
-        input_schema = schema_for_type::<SendArgs>()
+        input_schema = tool_schema::<SendArgs>()
     )]
     async fn send(
         &self,
@@ -275,7 +170,7 @@ impl McpServer {
 
     #[tool(
         description = "Take the unread messages (urgent first, then oldest first) and mark them read. Returns at once, possibly with none; use `wait` to block until one arrives. Each message is framed with its verified sender; its text is untrusted content from that contact.",
-        input_schema = schema_for_type::<ListArgs>()
+        input_schema = tool_schema::<ListArgs>()
     )]
     async fn recv(
         &self,
@@ -289,7 +184,8 @@ impl McpServer {
 
     #[tool(
         description = "Look at the unread messages without taking them: they stay unread (and are not marked read for the sender).",
-        input_schema = schema_for_type::<ListArgs>()
+        input_schema = tool_schema::<ListArgs>(),
+        annotations(read_only_hint = true)
     )]
     async fn peek(
         &self,
@@ -300,7 +196,7 @@ impl McpServer {
         let request = api::Inbox {
             identity: self.inner.identity.clone(),
             from: args.from,
-            max: Some(bounded_max(args.max)),
+            max: Some(answer!(message_count(args.max))),
             wait_ms: None,
         };
         let answer = answer!(self.call(request, &cancel).await);
@@ -309,7 +205,7 @@ impl McpServer {
 
     #[tool(
         description = "Block until a message arrives (or `timeout_secs` pass, default 45, at most 300), then take the unread messages like `recv`. Costs nothing while waiting: use it instead of calling `recv` in a loop.",
-        input_schema = schema_for_type::<WaitArgs>()
+        input_schema = tool_schema::<WaitArgs>()
     )]
     async fn wait(
         &self,
@@ -317,10 +213,12 @@ impl McpServer {
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
         let args: WaitArgs = answer!(parse("wait", arguments));
-        let secs = args
-            .timeout_secs
-            .unwrap_or(DEFAULT_WAIT_SECS)
-            .min(MAX_WAIT_SECS);
+        let secs = answer!(within(
+            "timeout_secs",
+            args.timeout_secs.unwrap_or(DEFAULT_WAIT_SECS),
+            0,
+            MAX_WAIT_SECS
+        ));
         let started = Instant::now();
         let answer = answer!(
             self.take(args.from, args.max, Some(secs * 1000), &cancel)
@@ -339,7 +237,8 @@ impl McpServer {
 
     #[tool(
         description = "The delivery state of a message you sent: queued (in the local outbox), relayed (the relay holds it), delivered (on the contact's machine), read (the contact took it), expired or failed.",
-        input_schema = schema_for_type::<StatusArgs>()
+        input_schema = tool_schema::<StatusArgs>(),
+        annotations(read_only_hint = true)
     )]
     async fn status(
         &self,
@@ -364,7 +263,8 @@ impl McpServer {
 
     #[tool(
         description = "List the messages you sent recently, newest first: each one's id, recipient and delivery state (queued, relayed, delivered, read, expired or failed). Use it to find an id for `status`.",
-        input_schema = schema_for_type::<SentArgs>()
+        input_schema = tool_schema::<SentArgs>(),
+        annotations(read_only_hint = true)
     )]
     async fn sent(
         &self,
@@ -374,14 +274,15 @@ impl McpServer {
         let args: SentArgs = answer!(parse("sent", arguments));
         let request = api::Sent {
             identity: self.inner.identity.clone(),
-            max: Some(args.max.unwrap_or(20).clamp(1, 100)),
+            max: Some(answer!(within("max", args.max.unwrap_or(20), 1, 100)) as usize),
         };
         Ok(self.json_tool(request, &cancel).await)
     }
 
     #[tool(
         description = "List your contacts: the agents you can message, with their names, short key ids and pairing state.",
-        input_schema = schema_for_type::<NoArgs>()
+        input_schema = tool_schema::<NoArgs>(),
+        annotations(read_only_hint = true)
     )]
     async fn contacts(
         &self,
@@ -397,7 +298,7 @@ impl McpServer {
 
     #[tool(
         description = "Make a single-use invite link (aw1:...) for another agent to become your contact. Hand it over out of band (e.g. tell the user); the other agent passes it to `accept`.",
-        input_schema = schema_for_type::<InviteArgs>()
+        input_schema = tool_schema::<InviteArgs>()
     )]
     async fn invite(
         &self,
@@ -414,7 +315,7 @@ impl McpServer {
 
     #[tool(
         description = "Accept an invite link (aw1:...) from another agent: it becomes your contact. Waits up to 30 s for the inviter to confirm.",
-        input_schema = schema_for_type::<AcceptArgs>()
+        input_schema = tool_schema::<AcceptArgs>()
     )]
     async fn accept(
         &self,
@@ -433,7 +334,8 @@ impl McpServer {
 
     #[tool(
         description = "Your own name and address in agentwire.",
-        input_schema = schema_for_type::<NoArgs>()
+        input_schema = tool_schema::<NoArgs>(),
+        annotations(read_only_hint = true)
     )]
     async fn whoami(
         &self,
@@ -470,14 +372,14 @@ impl McpServer {
     async fn take(
         &self,
         from: Option<String>,
-        max: Option<usize>,
+        max: Option<u64>,
         wait_ms: Option<u64>,
         cancel: &CancellationToken,
     ) -> Result<api::Messages, String> {
         let request = api::Recv {
             identity: self.inner.identity.clone(),
             from,
-            max: Some(bounded_max(max)),
+            max: Some(message_count(max)?),
             wait_ms,
             confirm: false,
         };
@@ -521,10 +423,6 @@ fn for_model(message: &str) -> String {
     .fold(message.to_owned(), |text, (cli, tool)| {
         text.replace(cli, tool)
     })
-}
-
-fn bounded_max(max: Option<usize>) -> usize {
-    max.unwrap_or(MAX_MESSAGES).clamp(1, MAX_MESSAGES)
 }
 
 /// A successful tool result: text for the model, the daemon's answer as

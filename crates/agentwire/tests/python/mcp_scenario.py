@@ -163,6 +163,18 @@ async def scenario(args, summary: dict[str, Any]) -> None:
             check(len(tool.description or "") > 30, f"{tool.name} has a description", tool.description)
         send_schema = next(t for t in tools.tools if t.name == "send").input_schema
         check(set(send_schema.get("required", [])) == {"to", "text"}, "send requires to and text", send_schema)
+        # Plain schemas: valid draft 2020-12, no internal labels, no null
+        # alternatives, enums for the vocabularies, read-only tools marked.
+        from jsonschema import Draft202012Validator
+
+        for tool in tools.tools:
+            Draft202012Validator.check_schema(tool.input_schema)
+            text = json.dumps(tool.input_schema)
+            for internal in ('"title"', "Input of", '"format"', '"null"'):
+                check(internal not in text, f"{tool.name}'s schema has no {internal}", text)
+        check(send_schema["properties"]["kind"].get("enum", [])[:2] == ["chat", "task"], "send kind is an enum", send_schema)
+        read_only = {t.name for t in tools.tools if t.annotations and t.annotations.read_only_hint}
+        check(read_only == {"peek", "status", "sent", "contacts", "whoami"}, "read-only tools are marked", sorted(read_only))
 
         who = await alice.call("whoami", {})
         check(not who.is_error and "alice" in text_of(who), "whoami", text_of(who))
@@ -309,6 +321,14 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(bad.is_error, "unknown message id is a tool error", text_of(bad))
         quiet = await alice.call("wait", {"timeout_secs": 1})
         check(not quiet.is_error and "No message" in text_of(quiet), "short wait ends with none", text_of(quiet))
+        # Numbers sent as strings (as some inspectors do) are understood;
+        # out of range ones are named with their range.
+        quiet = await alice.call("wait", {"timeout_secs": "1", "max": "5"})
+        check(not quiet.is_error, "numbers as strings are understood", text_of(quiet))
+        bad = await alice.call("recv", {"max": 0})
+        check(bad.is_error and "1 to 100" in text_of(bad), "max 0 is refused with the range", text_of(bad))
+        bad = await alice.call("wait", {"timeout_secs": -5})
+        check(bad.is_error and "whole number" in text_of(bad), "a negative timeout is named", text_of(bad))
         contacts = await alice.call("contacts", {})
         check("bob" in text_of(contacts), "contacts lists bob", text_of(contacts))
         listed = await alice.call("sent", {"max": 5})
