@@ -118,6 +118,12 @@ pub(crate) enum Command {
     /// Waits for the inviter's daemon to confirm (or refuse: already used,
     /// expired). If it does not answer in time, the contact stays pending and
     /// becomes active when it does.
+    ///
+    /// Examples:
+    ///   agentwire accept aw1:AbC...              # the inviter's suggested name
+    ///   agentwire accept aw1:AbC... --name alice # your name for it
+    ///   pbpaste | agentwire accept -             # from stdin, not the process list
+    #[command(verbatim_doc_comment)]
     Accept {
         /// The aw1:... link; `-` reads it from stdin (keeps it out of the
         /// process list)
@@ -133,6 +139,14 @@ pub(crate) enum Command {
     ///
     /// Returns once the message is stored in the local outbox; the daemon
     /// delivers it. TEXT `-` reads the body from stdin.
+    ///
+    /// Examples:
+    ///   agentwire send coder "run the tests"
+    ///   agentwire send coder "fix #12" --kind task --priority urgent
+    ///   agentwire send planner "done" --reply-to 01a215a5-...  # answer a message
+    ///   git diff | agentwire send reviewer -                    # body from stdin
+    ///   agentwire send coder "ping" --wait read --timeout 1m    # block until read
+    #[command(verbatim_doc_comment)]
     Send {
         /// The contact
         peer: String,
@@ -165,17 +179,27 @@ pub(crate) enum Command {
     },
     /// List recently sent messages with their delivery states, newest first
     Sent {
-        /// At most N messages
-        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        /// At most N messages (1 to 100000)
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         max: usize,
     },
     /// Receive (consume) unread messages; exit code 1 when there are none
+    ///
+    /// Only what reaches stdout is marked read: `recv | head -1` leaves the
+    /// rest unread.
+    ///
+    /// Examples:
+    ///   agentwire recv                      # what is there now
+    ///   agentwire recv --wait 30s           # block until something arrives
+    ///   agentwire --as coder recv --from planner --max 1
+    ///   agentwire --json recv --wait 5m     # one JSON object, for programs
+    #[command(verbatim_doc_comment)]
     Recv {
         /// Only from this contact
         #[arg(long)]
         from: Option<String>,
-        /// At most N messages
-        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        /// At most N messages (1 to 1000)
+        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         max: usize,
         /// Wait up to this long for a message to arrive (e.g. 30s)
         #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
@@ -186,8 +210,8 @@ pub(crate) enum Command {
         /// Only from this contact
         #[arg(long)]
         from: Option<String>,
-        /// At most N messages
-        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        /// At most N messages (1 to 1000)
+        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         max: usize,
     },
     /// Speak JSON lines on stdin/stdout, for agents that keep a process open
