@@ -39,6 +39,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             name,
             relay,
             relay_token_file,
+            no_check,
         } => {
             let relay_token = relay_token_file
                 .map(|path| {
@@ -60,6 +61,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     name,
                     relay,
                     relay_token,
+                    no_check,
                 },
                 Duration::ZERO,
             )?;

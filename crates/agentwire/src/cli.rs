@@ -95,6 +95,10 @@ pub(crate) enum Command {
         /// The relay's access token, read from the first line of this file
         #[arg(long, value_name = "FILE", requires = "relay")]
         relay_token_file: Option<std::path::PathBuf>,
+        /// Create the identity without first checking that the relay answers
+        /// and takes the token (e.g. it is down for now)
+        #[arg(long, requires = "relay")]
+        no_check: bool,
     },
     /// Show this identity's name and address
     Whoami,

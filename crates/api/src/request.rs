@@ -135,6 +135,10 @@ pub struct Init {
     /// The relay's access token, if it requires one.
     #[serde(default)]
     pub relay_token: Option<String>,
+    /// Create the identity without first checking that the relay answers
+    /// and takes the token (e.g. the relay is down for now).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_check: bool,
 }
 
 impl std::fmt::Debug for Init {
@@ -146,6 +150,7 @@ impl std::fmt::Debug for Init {
                 "relay_token",
                 &self.relay_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("no_check", &self.no_check)
             .finish()
     }
 }

@@ -83,7 +83,7 @@ impl Connection {
         .await
         .map_err(|error| ClientError::Unreachable {
             url: url.clone(),
-            reason: error.to_string(),
+            reason: explain(&url, &error.to_string()),
         })?;
         let mut connection = Connection {
             ws,
@@ -285,5 +285,59 @@ mod tests {
         );
         check("http://relay.example", None);
         check("ws://", None);
+    }
+}
+
+/// A connection failure in words that say what to change; the library's own
+/// text stays in parentheses.
+fn explain(url: &str, reason: &str) -> String {
+    let tls = url.starts_with("wss://");
+    if tls && (reason.contains("InvalidContentType") || reason.contains("corrupt message")) {
+        format!(
+            "it does not answer with TLS; if the relay serves plain WebSocket, use ws:// instead of wss:// ({reason})"
+        )
+    } else if tls
+        && (reason.contains("certificate")
+            || reason.contains("CaUsedAsEndEntity")
+            || reason.contains("UnknownIssuer"))
+    {
+        format!(
+            "its TLS certificate is not trusted: it must be valid for the host and signed by a public CA (a self-signed or private-CA certificate is not accepted) ({reason})"
+        )
+    } else if reason.contains("Connection refused") {
+        format!(
+            "nothing listens there; is the relay running, and are the host and port right? ({reason})"
+        )
+    } else if reason.contains("failed to lookup address")
+        || reason.contains("Name or service not known")
+    {
+        format!("the host name does not resolve; check the URL ({reason})")
+    } else {
+        reason.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::explain;
+
+    #[test]
+    fn tls_and_connection_failures_say_what_to_change() {
+        let plain = explain(
+            "wss://relay:7878",
+            "IO error: received corrupt message of type InvalidContentType",
+        );
+        assert!(plain.contains("use ws:// instead of wss://"), "{plain}");
+        let untrusted = explain(
+            "wss://relay:7878",
+            "IO error: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        assert!(untrusted.contains("not trusted"), "{untrusted}");
+        let refused = explain(
+            "ws://127.0.0.1:9",
+            "IO error: Connection refused (os error 111)",
+        );
+        assert!(refused.contains("nothing listens there"), "{refused}");
+        assert_eq!(explain("ws://x", "something else"), "something else");
     }
 }

@@ -49,6 +49,28 @@ struct IdentitySigner {
     address: PublicKey,
 }
 
+/// Checks that a relay answers at `url` and takes `token`: connects with a
+/// throwaway key, waits for the relay's welcome, and hangs up.
+pub(crate) async fn probe_relay(url: &str, token: Option<&str>) -> Result<(), ApiError> {
+    let name = Name::new("probe").map_err(|e| crate::api::internal("a probe name", e))?;
+    let identity = Identity::generate(name);
+    let address = identity.address();
+    let signer = IdentitySigner {
+        identity: Arc::new(StdMutex::new(identity)),
+        address,
+    };
+    let mut config = ClientConfig::new(url.to_owned());
+    config.access_token = token.map(|t| t.as_bytes().to_vec());
+    match RelayClient::connect(config, Arc::new(signer)).await {
+        // Dropping both handles ends the connection.
+        Ok(_connected) => Ok(()),
+        Err(error) => Err(ApiError::new(
+            ErrorCode::RelayUnreachable,
+            error.to_string(),
+        )),
+    }
+}
+
 impl agentwire_client::Signer for IdentitySigner {
     fn public_key(&self) -> PublicKey {
         self.address

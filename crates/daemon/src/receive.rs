@@ -516,7 +516,8 @@ mod tests {
                 .call(Init {
                     name: Some(name.into()),
                     relay: Some("ws://127.0.0.1:9".into()),
-                    relay_token: None,
+                    no_check: true,
+                    ..Init::default()
                 })
                 .await
                 .unwrap();

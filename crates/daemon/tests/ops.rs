@@ -34,13 +34,26 @@ impl TestDaemon {
         }
     }
 
-    /// Creates an identity, on `relay` if given.
+    /// Creates an identity, on `relay` if given (checked first).
     async fn init(&self, name: &str, relay: Option<&str>) {
         self.client
             .call(Init {
                 name: Some(name.into()),
                 relay: relay.map(str::to_owned),
-                relay_token: None,
+                ..Init::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Creates an identity on a relay that is not checked (it may be down).
+    async fn init_unchecked(&self, name: &str, relay: &str) {
+        self.client
+            .call(Init {
+                name: Some(name.into()),
+                relay: Some(relay.into()),
+                no_check: true,
+                ..Init::default()
             })
             .await
             .unwrap();
@@ -446,7 +459,7 @@ async fn reads_are_bounded() {
 #[tokio::test(start_paused = true)]
 async fn waits_end_at_their_deadline_and_say_what_holds_a_message_up() {
     let daemon = TestDaemon::start().await;
-    daemon.init("a", Some("ws://127.0.0.1:9")).await;
+    daemon.init_unchecked("a", "ws://127.0.0.1:9").await;
     daemon.init("b", None).await;
 
     let started = tokio::time::Instant::now();
@@ -490,5 +503,32 @@ async fn waits_end_at_their_deadline_and_say_what_holds_a_message_up() {
     let a = status.identities.iter().find(|i| i.name == "a").unwrap();
     assert!(a.relay_error.is_some(), "{status:?}");
     assert_eq!(a.queued, 1);
+    daemon.handle.shutdown().await;
+}
+
+/// The first identity fixes the home's relay, so init checks it first: a
+/// relay that is not there is said to be, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_checks_the_relay_first_and_creates_nothing_when_it_does_not_answer() {
+    let daemon = TestDaemon::start().await;
+    let refused = refusal(
+        daemon
+            .client
+            .call(Init {
+                name: Some("a".into()),
+                relay: Some("ws://127.0.0.1:9".into()),
+                ..Init::default()
+            })
+            .await,
+    );
+    assert_eq!(refused.code, ErrorCode::RelayUnreachable);
+    assert!(
+        refused.message.contains("nothing listens there")
+            && refused.message.contains("nothing was created"),
+        "{}",
+        refused.message
+    );
+    let none = refusal(daemon.client.call(Whoami::default()).await);
+    assert_eq!(none.code, ErrorCode::NotInitialized);
     daemon.handle.shutdown().await;
 }

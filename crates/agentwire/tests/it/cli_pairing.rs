@@ -409,6 +409,32 @@ fn an_invite_can_be_read_from_stdin() {
 }
 
 #[test]
+fn init_checks_the_relay_and_says_what_to_change() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::spawn(&relay_dir.path().join("home"), "127.0.0.1:0", &[]);
+    // wss:// against a plain relay: told to use ws://.
+    let home = TestHome::new();
+    let tls_url = relay.url.replacen("ws://", "wss://", 1);
+    let run = home.run(&["init", "--relay", &tls_url]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(
+        run.stderr.contains("use ws:// instead of wss://"),
+        "{}",
+        run.stderr
+    );
+    // Nothing listening: said so.
+    let run = home.run(&["init", "--relay", "ws://127.0.0.1:9"]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(
+        run.stderr.contains("nothing listens there"),
+        "{}",
+        run.stderr
+    );
+    // The right URL works.
+    home.run(&["init", "--relay", &relay.url]).ok();
+}
+
+#[test]
 fn homes_reach_a_relay_that_requires_an_access_token() {
     let relay_dir = tempfile::tempdir().unwrap();
     let token_file = relay_dir.path().join("token");
@@ -438,10 +464,17 @@ fn homes_reach_a_relay_that_requires_an_access_token() {
     let got = alice.run(&["--json", "recv", "--wait", "10s"]).ok().json();
     assert_eq!(got["messages"][0]["body"], "through the gate");
 
-    // Without the token, the home cannot get onto the relay.
+    // Without the token, init says so and creates nothing.
     let outsider = TestHome::new();
+    let run = outsider.run(&["init", "--name", "eve", "--relay", &relay.url]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(run.stderr.contains("access token"), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was created"), "{}", run.stderr);
+    assert_eq!(outsider.run(&["whoami"]).code, 13);
+    // Created anyway (--no-check), the home cannot get onto the relay, and
+    // says why at once.
     outsider
-        .run(&["init", "--name", "eve", "--relay", &relay.url])
+        .run(&["init", "--name", "eve", "--relay", &relay.url, "--no-check"])
         .ok();
     let run = outsider.run(&["invite"]);
     assert_eq!(run.code, 11, "{run:?}");

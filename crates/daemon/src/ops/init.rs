@@ -19,6 +19,7 @@ impl Run for Init {
             name,
             relay,
             relay_token,
+            no_check,
         } = self;
         if let Some(url) = &relay
             && !(url.starts_with("ws://") || url.starts_with("wss://"))
@@ -41,6 +42,24 @@ impl Run for Init {
             Some(name) => parse_name(&name)?,
             None => daemon.identities().free_name()?,
         };
+        // The first identity fixes the home's relay: check it answers, and
+        // takes the token, before anything is created.
+        if let Some(url) = &relay
+            && existing.is_empty()
+            && !no_check
+        {
+            crate::link::probe_relay(url, relay_token.as_deref())
+                .await
+                .map_err(|error| {
+                    ApiError::new(
+                        error.code,
+                        format!(
+                            "{}; nothing was created: fix --relay or --relay-token-file and run init again (--no-check creates the identity anyway)",
+                            error.message
+                        ),
+                    )
+                })?;
+        }
         if existing.iter().any(|(n, _)| *n == name) {
             return Err(ApiError::new(
                 ErrorCode::NameTaken,
