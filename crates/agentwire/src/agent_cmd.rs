@@ -42,15 +42,8 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             no_check,
         } => {
             let relay_token = relay_token_file
-                .map(|path| {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| {
-                            format!("cannot read the relay token file {}", path.display())
-                        })
-                        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
-                })
-                .transpose()
-                .code(CONFIG)?;
+                .map(|path| read_token_file(&path))
+                .transpose()?;
             // The one command that may create a home.
             if !home.daemon_running() {
                 crate::daemon_client::spawn_daemon(&home)?;
@@ -82,6 +75,36 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 home.root().display()
             ));
             Ok(())
+        }
+        Command::Config {
+            relay,
+            relay_token_file,
+            no_relay_token,
+            no_check,
+        } => {
+            let relay_token = relay_token_file
+                .map(|path| read_token_file(&path))
+                .transpose()?;
+            let request = api::Configure {
+                relay,
+                relay_token,
+                clear_relay_token: no_relay_token,
+                no_check,
+            };
+            let settings = call(&home, request, Duration::ZERO)?;
+            out.print(&settings, |s| {
+                let relay = s
+                    .relay
+                    .clone()
+                    .unwrap_or_else(|| "the daemon's own, on loopback".into());
+                let token = if s.relay_token { "set" } else { "none" };
+                let changed = if s.changed {
+                    "; identities reconnect to it"
+                } else {
+                    ""
+                };
+                format!("relay {relay} (access token: {token}){changed}")
+            })
         }
         Command::Whoami => {
             let me = call(&home, api::Whoami { identity }, Duration::ZERO)?;
@@ -278,6 +301,14 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             print_messages(out, &messages)
         }
     }
+}
+
+/// An access token: the first line of a file.
+fn read_token_file(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the relay token file {}", path.display()))
+        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
+        .code(CONFIG)
 }
 
 /// A message body from stdin: at most the largest body, UTF-8.

@@ -100,6 +100,33 @@ pub(crate) enum Command {
         #[arg(long, requires = "relay")]
         no_check: bool,
     },
+    /// Show or change the home's relay settings
+    ///
+    /// Without flags, shows the relay URL and whether an access token is set.
+    /// A new relay (or token) is checked first: it must answer at the URL,
+    /// with TLS for wss:// and without for ws://, and take the token; then
+    /// every identity reconnects to it. Contacts made through the old relay
+    /// reach you only if they move too.
+    ///
+    /// Examples:
+    ///   agentwire config
+    ///   agentwire config --relay ws://relay.example:7878    # was wss:// by mistake
+    ///   agentwire config --relay-token-file token            # the relay's new token
+    #[command(verbatim_doc_comment)]
+    Config {
+        /// The relay to use, e.g. wss://relay.example:7878
+        #[arg(long, value_name = "URL")]
+        relay: Option<String>,
+        /// The relay's access token, read from the first line of this file
+        #[arg(long, value_name = "FILE", conflicts_with = "no_relay_token")]
+        relay_token_file: Option<std::path::PathBuf>,
+        /// Forget the relay's access token
+        #[arg(long)]
+        no_relay_token: bool,
+        /// Keep the new settings without checking the relay first
+        #[arg(long)]
+        no_check: bool,
+    },
     /// Show this identity's name and address
     Whoami,
     /// List contacts, or rename or remove one

@@ -34,13 +34,13 @@ mod types;
 pub use error::{ApiError, ErrorCode};
 pub use event::Event;
 pub use request::{
-    Accept, Ack, Contacts, Inbox, Init, Invite, Operation, Recv, Remove, Rename, Request,
-    SendMessage, Sent, State, Status, Stop, Subscribe, Whoami,
+    Accept, Ack, Configure, Contacts, Inbox, Init, Invite, Operation, Recv, Remove, Rename,
+    Request, SendMessage, Sent, State, Status, Stop, Subscribe, Whoami,
 };
 pub use response::{
     Acked, ContactList, ContactView, Created, DaemonStatus, IdentityStatus, IdentityView,
     InviteView, MessageView, Messages, Queued, Recipient, Removed, Renamed, SendOutcome, Sender,
-    SentList, SentView, Stopping, Waited,
+    SentList, SentView, Settings, Stopping, Waited,
 };
 pub use types::{ContactState, DeliveryState, Kind, Priority, UnknownName, Via};
 

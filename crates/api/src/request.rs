@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::response::{
     Acked, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView, Messages,
-    Removed, Renamed, SendOutcome, SentList, SentView, Stopping,
+    Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping,
 };
 use crate::types::{DeliveryState, Kind, Priority};
 
@@ -63,6 +63,8 @@ operations! {
     Stop(Stop) => Stopping, "stop";
     /// Create an identity (the first one also picks the relay).
     Init(Init) => Created, "init";
+    /// Show or change the home's relay settings.
+    Config(Configure) => Settings, "config";
     /// Who an identity is.
     Whoami(Whoami) => IdentityView, "whoami";
     /// An identity's contacts.
@@ -150,6 +152,40 @@ impl std::fmt::Debug for Init {
                 "relay_token",
                 &self.relay_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("no_check", &self.no_check)
+            .finish()
+    }
+}
+
+/// `config`: show the home's relay settings, or change them. The daemon
+/// checks a new relay (it answers, TLS or not as its URL says, and takes the
+/// token) before keeping it, and reconnects every identity to it.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Configure {
+    /// A new relay URL (`ws://` or `wss://`).
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// A new access token for the relay.
+    #[serde(default)]
+    pub relay_token: Option<String>,
+    /// Forget the access token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_relay_token: bool,
+    /// Keep the new settings without checking the relay first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_check: bool,
+}
+
+impl std::fmt::Debug for Configure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Configure")
+            .field("relay", &self.relay)
+            .field(
+                "relay_token",
+                &self.relay_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("clear_relay_token", &self.clear_relay_token)
             .field("no_check", &self.no_check)
             .finish()
     }

@@ -47,6 +47,17 @@ pub struct IdentityStatus {
     pub unread: u64,
 }
 
+/// `config`: the home's relay settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Settings {
+    /// The relay URL; `None` while the daemon runs its own on loopback.
+    pub relay: Option<String>,
+    /// Whether an access token is set (the token itself is never shown).
+    pub relay_token: bool,
+    /// Whether this call changed anything.
+    pub changed: bool,
+}
+
 /// `stop`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Stopping {

@@ -186,6 +186,8 @@ pub struct Daemon {
     pub(crate) outbox_errors: Table<Name, String>,
     /// Refusals of our redemptions, by (identity, inviter), for `accept`.
     pub(crate) refusals: Table<(Name, PublicKey), Answer>,
+    /// Moves on when the relay settings change: every link reconnects.
+    pub(crate) relay_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -259,6 +261,7 @@ impl Daemon {
             outbox_errors: Table::new(),
             outbox_depth: Table::new(),
             outbox_limit: outbox_limit(),
+            relay_changed: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))

@@ -108,10 +108,12 @@ impl Daemon {
             Err(error) => tracing::error!(identity = %name, %error, "cannot count the outbox"),
         }
         let mut attempt = 0u32;
+        let mut relay_changed = self.relay_changed.subscribe();
         loop {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            relay_changed.mark_unchanged();
             let (client, events) = match self.connect(&name).await {
                 Ok(connected) => connected,
                 Err(error) => {
@@ -122,6 +124,8 @@ impl Daemon {
                     tokio::select! {
                         () = self.shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => continue,
+                        // New settings: try them now.
+                        _ = relay_changed.changed() => continue,
                     }
                 }
             };
@@ -136,7 +140,8 @@ impl Daemon {
                 self.tasks
                     .spawn(async move { daemon.pump(&name, &client, stop).await })
             };
-            self.serve_link(&name, &client, events).await;
+            self.serve_link(&name, &client, events, &mut relay_changed)
+                .await;
             connection.cancel();
             if pump.await.is_err() {
                 tracing::error!(identity = %name, "the outbox pump failed");
@@ -144,14 +149,24 @@ impl Daemon {
         }
     }
 
-    /// Handles one connection's events until the client stops or the daemon
-    /// does.
-    async fn serve_link(&self, name: &Name, client: &RelayClient, mut events: Events) {
+    /// Handles one connection's events until the client stops, the daemon
+    /// does, or the relay settings change.
+    async fn serve_link(
+        &self,
+        name: &Name,
+        client: &RelayClient,
+        mut events: Events,
+        relay_changed: &mut tokio::sync::watch::Receiver<u64>,
+    ) {
         let mut acks = FuturesUnordered::new();
         loop {
             let event = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return,
+                _ = relay_changed.changed() => {
+                    tracing::info!(identity = %name, "the relay settings changed; reconnecting");
+                    return;
+                }
                 Some((id, acked)) = acks.next(), if !acks.is_empty() => {
                     if let Err(error) = acked {
                         tracing::info!(identity = %name, %error, envelope = ?id, "an ack did not reach the relay; it will deliver again");

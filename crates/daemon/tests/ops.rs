@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use agentwire_daemon::api::{
-    Accept, Ack, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox, Init, Invite,
-    Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State, Status, Stop,
-    Subscribe, Via, Whoami,
+    Accept, Ack, Configure, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox, Init,
+    Invite, Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State, Status,
+    Stop, Subscribe, Via, Whoami,
 };
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
@@ -530,5 +530,69 @@ async fn init_checks_the_relay_first_and_creates_nothing_when_it_does_not_answer
     );
     let none = refusal(daemon.client.call(Whoami::default()).await);
     assert_eq!(none.code, ErrorCode::NotInitialized);
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_shows_and_changes_the_relay_settings() {
+    let daemon = siblings().await;
+    let shown = daemon.client.call(Configure::default()).await.unwrap();
+    assert_eq!(
+        (shown.relay, shown.relay_token, shown.changed),
+        (None, false, false)
+    );
+    // The daemon's own relay takes no token.
+    let refused = refusal(
+        daemon
+            .client
+            .call(Configure {
+                relay_token: Some("t".into()),
+                ..Configure::default()
+            })
+            .await,
+    );
+    assert_eq!(refused.code, ErrorCode::InvalidRequest);
+    // A relay that does not answer is not kept, unless asked to.
+    let refused = refusal(
+        daemon
+            .client
+            .call(Configure {
+                relay: Some("ws://127.0.0.1:9".into()),
+                ..Configure::default()
+            })
+            .await,
+    );
+    assert_eq!(refused.code, ErrorCode::RelayUnreachable);
+    assert_eq!(
+        daemon
+            .client
+            .call(Configure::default())
+            .await
+            .unwrap()
+            .relay,
+        None
+    );
+    let kept = daemon
+        .client
+        .call(Configure {
+            relay: Some("ws://127.0.0.1:9".into()),
+            relay_token: Some("t".into()),
+            no_check: true,
+            ..Configure::default()
+        })
+        .await
+        .unwrap();
+    assert!(kept.changed && kept.relay_token);
+    assert_eq!(kept.relay.as_deref(), Some("ws://127.0.0.1:9"));
+    let cleared = daemon
+        .client
+        .call(Configure {
+            clear_relay_token: true,
+            no_check: true,
+            ..Configure::default()
+        })
+        .await
+        .unwrap();
+    assert!(!cleared.relay_token);
     daemon.handle.shutdown().await;
 }

@@ -435,6 +435,51 @@ fn init_checks_the_relay_and_says_what_to_change() {
 }
 
 #[test]
+fn a_wrong_relay_setting_is_fixed_with_config_without_a_new_home() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let token_file = relay_dir.path().join("token");
+    std::fs::write(&token_file, "let-agents-in\n").unwrap();
+    let wrong_file = relay_dir.path().join("wrong");
+    std::fs::write(&wrong_file, "guess\n").unwrap();
+    let (token, wrong) = (token_file.to_str().unwrap(), wrong_file.to_str().unwrap());
+    let relay = RelayProcess::spawn(
+        &relay_dir.path().join("home"),
+        "127.0.0.1:0",
+        &["--access-token-file", token],
+    );
+    // Made without the token (checks skipped): the link is refused.
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a", "--relay", &relay.url, "--no-check"])
+        .ok();
+    assert_eq!(home.run(&["invite"]).code, 11);
+    let shown = home.run(&["--json", "config"]).ok().json();
+    assert_eq!(shown["relay"], relay.url.as_str());
+    assert_eq!(shown["relay_token"], false);
+    assert_eq!(shown["changed"], false);
+    // A wrong token is checked and refused; nothing changes.
+    let run = home.run(&["config", "--relay-token-file", wrong]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(run.stderr.contains("not changed"), "{}", run.stderr);
+    assert_eq!(
+        home.run(&["--json", "config"]).ok().json()["relay_token"],
+        false
+    );
+    // wss:// to this plain relay: refused with what to change.
+    let tls_url = relay.url.replacen("ws://", "wss://", 1);
+    let run = home.run(&["config", "--relay", &tls_url, "--relay-token-file", token]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(run.stderr.contains("use ws://"), "{}", run.stderr);
+    // The right token: kept, the link reconnects, pairing works.
+    let set = home
+        .run(&["--json", "config", "--relay-token-file", token])
+        .ok()
+        .json();
+    assert_eq!(set["changed"], true);
+    assert_eq!(set["relay_token"], true);
+    assert!(eventually(|| home.run(&["invite"]).code == 0));
+}
+
+#[test]
 fn homes_reach_a_relay_that_requires_an_access_token() {
     let relay_dir = tempfile::tempdir().unwrap();
     let token_file = relay_dir.path().join("token");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::api::{ApiError, Operation, Request, Response};
 use crate::core::Daemon;
 
+mod config;
 mod contacts;
 mod init;
 mod pairing;
@@ -38,6 +39,7 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::Status(op) => line(daemon, op).await,
         Request::Stop(op) => line(daemon, op).await,
         Request::Init(op) => line(daemon, op).await,
+        Request::Config(op) => line(daemon, op).await,
         Request::Whoami(op) => line(daemon, op).await,
         Request::Contacts(op) => line(daemon, op).await,
         Request::Rename(op) => line(daemon, op).await,

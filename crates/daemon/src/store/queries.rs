@@ -109,6 +109,12 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Forgets a setting.
+    pub fn remove_setting(&self, key: &str) -> Result<()> {
+        self.exec("DELETE FROM settings WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
     /// `(name, pickle)` of every identity, oldest first (the first is the
     /// default).
     pub fn identities(&self) -> Result<Vec<(String, String)>> {

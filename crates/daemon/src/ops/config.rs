@@ -1,0 +1,85 @@
+//! `config`: show the home's relay settings, or change them. A new relay is
+//! checked first (it answers, TLS or not as its URL says, and takes the
+//! token), then kept, and every identity's link reconnects to it.
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, Configure, Settings};
+use crate::core::Daemon;
+use crate::ops::Run;
+
+impl Run for Configure {
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<Settings, ApiError> {
+        let Configure {
+            relay,
+            relay_token,
+            clear_relay_token,
+            no_check,
+        } = self;
+        if relay_token.is_some() && clear_relay_token {
+            return Err(ApiError::invalid(
+                "give a new access token or clear it, not both",
+            ));
+        }
+        if let Some(url) = &relay
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(ApiError::invalid(format!(
+                "relay URL {url:?} must start with ws:// or wss://"
+            )));
+        }
+        let current_url = daemon.setting("relay_url").await?;
+        let current_token = daemon.setting("relay_token").await?;
+        let changes = relay.is_some() || relay_token.is_some() || clear_relay_token;
+        if !changes {
+            return Ok(Settings {
+                relay: current_url,
+                relay_token: current_token.is_some(),
+                changed: false,
+            });
+        }
+        let Some(url) = relay.or(current_url) else {
+            return Err(ApiError::invalid(
+                "this home uses the daemon's own relay on loopback, which takes no token; \
+                 to use another relay, give its URL with --relay",
+            ));
+        };
+        let token = if clear_relay_token {
+            None
+        } else {
+            relay_token.or(current_token)
+        };
+        if !no_check {
+            crate::link::probe_relay(&url, token.as_deref())
+                .await
+                .map_err(|error| {
+                    ApiError::new(
+                        error.code,
+                        format!(
+                            "{}; the settings were not changed (--no-check keeps them anyway)",
+                            error.message
+                        ),
+                    )
+                })?;
+        }
+        let (saved_url, saved_token) = (url.clone(), token.clone());
+        daemon
+            .db
+            .run(move |tx| {
+                tx.set_setting("relay_url", &saved_url)?;
+                match &saved_token {
+                    Some(token) => tx.set_setting("relay_token", token),
+                    None => tx.remove_setting("relay_token"),
+                }
+            })
+            .await?;
+        daemon
+            .relay_changed
+            .send_modify(|generation| *generation += 1);
+        Ok(Settings {
+            relay: Some(url),
+            relay_token: token.is_some(),
+            changed: true,
+        })
+    }
+}
