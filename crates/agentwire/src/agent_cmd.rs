@@ -39,11 +39,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             name,
             relay,
             relay_token_file,
+            relay_ca,
             no_check,
         } => {
             let relay_token = relay_token_file
                 .map(|path| read_token_file(&path))
                 .transpose()?;
+            let relay_ca = relay_ca.map(|path| read_ca_file(&path)).transpose()?;
             // The one command that may create a home.
             if !home.daemon_running() {
                 crate::daemon_client::spawn_daemon(&home)?;
@@ -54,6 +56,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     name,
                     relay,
                     relay_token,
+                    relay_ca,
                     no_check,
                 },
                 Duration::ZERO,
@@ -80,15 +83,20 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             relay,
             relay_token_file,
             no_relay_token,
+            relay_ca,
+            no_relay_ca,
             no_check,
         } => {
             let relay_token = relay_token_file
                 .map(|path| read_token_file(&path))
                 .transpose()?;
+            let relay_ca = relay_ca.map(|path| read_ca_file(&path)).transpose()?;
             let request = api::Configure {
                 relay,
                 relay_token,
                 clear_relay_token: no_relay_token,
+                relay_ca,
+                clear_relay_ca: no_relay_ca,
                 no_check,
             };
             let settings = call(&home, request, Duration::ZERO)?;
@@ -309,6 +317,17 @@ fn read_token_file(path: &std::path::Path) -> Result<String, Failure> {
         .with_context(|| format!("cannot read the relay token file {}", path.display()))
         .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
         .code(CONFIG)
+}
+
+/// Certificates to trust for the relay: a PEM file, checked here.
+fn read_ca_file(path: &std::path::Path) -> Result<String, Failure> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the relay CA file {}", path.display()))
+        .code(CONFIG)?;
+    agentwire_client::roots_from_pem(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        .code(CONFIG)?;
+    Ok(pem)
 }
 
 /// A message body from stdin: at most the largest body, UTF-8.

@@ -95,6 +95,10 @@ pub(crate) enum Command {
         /// The relay's access token, read from the first line of this file
         #[arg(long, value_name = "FILE", requires = "relay")]
         relay_token_file: Option<std::path::PathBuf>,
+        /// Also trust these certificates (PEM) for the relay: its self-signed
+        /// certificate or a private CA
+        #[arg(long, value_name = "FILE", requires = "relay")]
+        relay_ca: Option<std::path::PathBuf>,
         /// Create the identity without first checking that the relay answers
         /// and takes the token (e.g. it is down for now)
         #[arg(long, requires = "relay")]
@@ -112,6 +116,7 @@ pub(crate) enum Command {
     ///   agentwire config
     ///   agentwire config --relay ws://relay.example:7878    # was wss:// by mistake
     ///   agentwire config --relay-token-file token            # the relay's new token
+    ///   agentwire config --relay-ca relay-cert.pem           # a self-signed relay
     #[command(verbatim_doc_comment)]
     Config {
         /// The relay to use, e.g. wss://relay.example:7878
@@ -123,6 +128,13 @@ pub(crate) enum Command {
         /// Forget the relay's access token
         #[arg(long)]
         no_relay_token: bool,
+        /// Also trust these certificates (PEM) for the relay: its self-signed
+        /// certificate or a private CA
+        #[arg(long, value_name = "FILE", conflicts_with = "no_relay_ca")]
+        relay_ca: Option<std::path::PathBuf>,
+        /// Trust only the public roots for the relay again
+        #[arg(long)]
+        no_relay_ca: bool,
         /// Keep the new settings without checking the relay first
         #[arg(long)]
         no_check: bool,

@@ -137,6 +137,10 @@ pub struct Init {
     /// The relay's access token, if it requires one.
     #[serde(default)]
     pub relay_token: Option<String>,
+    /// Certificates (PEM) to trust for the relay besides the public roots:
+    /// its self-signed certificate or a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_ca: Option<String>,
     /// Create the identity without first checking that the relay answers
     /// and takes the token (e.g. the relay is down for now).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -152,6 +156,7 @@ impl std::fmt::Debug for Init {
                 "relay_token",
                 &self.relay_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("relay_ca", &self.relay_ca.is_some())
             .field("no_check", &self.no_check)
             .finish()
     }
@@ -172,6 +177,13 @@ pub struct Configure {
     /// Forget the access token.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_relay_token: bool,
+    /// New certificates (PEM) to trust for the relay besides the public
+    /// roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_ca: Option<String>,
+    /// Trust only the public roots again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_relay_ca: bool,
     /// Keep the new settings without checking the relay first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_check: bool,
@@ -186,6 +198,8 @@ impl std::fmt::Debug for Configure {
                 &self.relay_token.as_ref().map(|_| "<redacted>"),
             )
             .field("clear_relay_token", &self.clear_relay_token)
+            .field("relay_ca", &self.relay_ca.is_some())
+            .field("clear_relay_ca", &self.clear_relay_ca)
             .field("no_check", &self.no_check)
             .finish()
     }

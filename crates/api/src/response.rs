@@ -54,6 +54,8 @@ pub struct Settings {
     pub relay: Option<String>,
     /// Whether an access token is set (the token itself is never shown).
     pub relay_token: bool,
+    /// Whether certificates besides the public roots are trusted for it.
+    pub relay_ca: bool,
     /// Whether this call changed anything.
     pub changed: bool,
 }

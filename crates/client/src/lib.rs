@@ -639,6 +639,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The certificates in a PEM text, as DER, for [`ClientConfig::extra_roots`]
+/// (e.g. a relay's self-signed certificate or a private CA). Fails on text
+/// that holds no certificate or a damaged one.
+pub fn roots_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let roots: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem)
+        .map(|cert| {
+            cert.map(|c| c.to_vec())
+                .map_err(|e| format!("a damaged certificate ({e})"))
+        })
+        .collect::<Result<_, _>>()?;
+    if roots.is_empty() {
+        return Err("no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(roots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

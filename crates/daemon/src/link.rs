@@ -49,9 +49,23 @@ struct IdentitySigner {
     address: PublicKey,
 }
 
+/// The certificates of a stored `relay_ca` setting, for the client.
+pub(crate) fn extra_roots(ca: Option<&str>) -> Result<Vec<Vec<u8>>, ApiError> {
+    match ca {
+        None => Ok(Vec::new()),
+        Some(pem) => agentwire_client::roots_from_pem(pem.as_bytes()).map_err(|e| {
+            ApiError::invalid(format!("the relay's CA certificates do not read: {e}"))
+        }),
+    }
+}
+
 /// Checks that a relay answers at `url` and takes `token`: connects with a
 /// throwaway key, waits for the relay's welcome, and hangs up.
-pub(crate) async fn probe_relay(url: &str, token: Option<&str>) -> Result<(), ApiError> {
+pub(crate) async fn probe_relay(
+    url: &str,
+    token: Option<&str>,
+    ca: Option<&str>,
+) -> Result<(), ApiError> {
     let name = Name::new("probe").map_err(|e| crate::api::internal("a probe name", e))?;
     let identity = Identity::generate(name);
     let address = identity.address();
@@ -61,6 +75,7 @@ pub(crate) async fn probe_relay(url: &str, token: Option<&str>) -> Result<(), Ap
     };
     let mut config = ClientConfig::new(url.to_owned());
     config.access_token = token.map(|t| t.as_bytes().to_vec());
+    config.extra_roots = extra_roots(ca)?;
     match RelayClient::connect(config, Arc::new(signer)).await {
         // Dropping both handles ends the connection.
         Ok(_connected) => Ok(()),
@@ -273,9 +288,11 @@ impl Daemon {
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownIdentity, "identity removed"))?;
         let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
         let token = self.setting("relay_token").await?;
+        let ca = self.setting("relay_ca").await?;
         let signer = IdentitySigner { identity, address };
         let mut config = ClientConfig::new(url);
         config.access_token = token.map(String::into_bytes);
+        config.extra_roots = extra_roots(ca.as_deref())?;
         config.backoff = RECONNECT;
         let connected = RelayClient::connect(config, Arc::new(signer)).await;
         // A refusal that retrying cannot mend (a missing or wrong access

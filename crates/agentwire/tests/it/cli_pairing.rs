@@ -435,6 +435,55 @@ fn init_checks_the_relay_and_says_what_to_change() {
 }
 
 #[test]
+fn a_relay_with_a_self_signed_certificate_is_used_with_relay_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let relay = RelayProcess::spawn(
+        &dir.path().join("relay-home"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let url = format!("wss://localhost:{}/v1/ws", relay.addr.port());
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    // Not trusted: said so in words, nothing created.
+    let run = alice.run(&["init", "--name", "alice", "--relay", &url]);
+    assert_eq!(run.code, 11, "{run:?}");
+    assert!(run.stderr.contains("not trusted"), "{}", run.stderr);
+    // A file that holds no certificate is refused before anything is tried.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let run = alice.run(&[
+        "init",
+        "--relay",
+        &url,
+        "--relay-ca",
+        junk.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3, "{run:?}");
+    // With the certificate trusted, both sides pair and talk over wss://.
+    let ca = cert_path.to_str().unwrap();
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        home.run(&["init", "--name", name, "--relay", &url, "--relay-ca", ca])
+            .ok();
+    }
+    let shown = alice.run(&["--json", "config"]).ok().json();
+    assert_eq!(shown["relay_ca"], true);
+    let token = invite(&alice, &[]);
+    bob.run(&["accept", &token]).ok();
+    bob.run(&["send", "alice", "over wss"]).ok();
+    let got = alice.run(&["--json", "recv", "--wait", "10s"]).ok().json();
+    assert_eq!(got["messages"][0]["body"], "over wss");
+}
+
+#[test]
 fn a_wrong_relay_setting_is_fixed_with_config_without_a_new_home() {
     let relay_dir = tempfile::tempdir().unwrap();
     let token_file = relay_dir.path().join("token");

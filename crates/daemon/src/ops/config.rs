@@ -14,12 +14,12 @@ impl Run for Configure {
             relay,
             relay_token,
             clear_relay_token,
+            relay_ca,
+            clear_relay_ca,
             no_check,
         } = self;
-        if relay_token.is_some() && clear_relay_token {
-            return Err(ApiError::invalid(
-                "give a new access token or clear it, not both",
-            ));
+        if relay_token.is_some() && clear_relay_token || relay_ca.is_some() && clear_relay_ca {
+            return Err(ApiError::invalid("give a new value or clear it, not both"));
         }
         if let Some(url) = &relay
             && !(url.starts_with("ws://") || url.starts_with("wss://"))
@@ -30,11 +30,17 @@ impl Run for Configure {
         }
         let current_url = daemon.setting("relay_url").await?;
         let current_token = daemon.setting("relay_token").await?;
-        let changes = relay.is_some() || relay_token.is_some() || clear_relay_token;
+        let current_ca = daemon.setting("relay_ca").await?;
+        let changes = relay.is_some()
+            || relay_token.is_some()
+            || clear_relay_token
+            || relay_ca.is_some()
+            || clear_relay_ca;
         if !changes {
             return Ok(Settings {
                 relay: current_url,
                 relay_token: current_token.is_some(),
+                relay_ca: current_ca.is_some(),
                 changed: false,
             });
         }
@@ -49,8 +55,15 @@ impl Run for Configure {
         } else {
             relay_token.or(current_token)
         };
+        let ca = if clear_relay_ca {
+            None
+        } else {
+            relay_ca.or(current_ca)
+        };
+        // Certificates that do not read are refused even with --no-check.
+        crate::link::extra_roots(ca.as_deref())?;
         if !no_check {
-            crate::link::probe_relay(&url, token.as_deref())
+            crate::link::probe_relay(&url, token.as_deref(), ca.as_deref())
                 .await
                 .map_err(|error| {
                     ApiError::new(
@@ -62,14 +75,18 @@ impl Run for Configure {
                     )
                 })?;
         }
-        let (saved_url, saved_token) = (url.clone(), token.clone());
+        let (saved_url, saved_token, saved_ca) = (url.clone(), token.clone(), ca.clone());
         daemon
             .db
             .run(move |tx| {
                 tx.set_setting("relay_url", &saved_url)?;
                 match &saved_token {
-                    Some(token) => tx.set_setting("relay_token", token),
-                    None => tx.remove_setting("relay_token"),
+                    Some(token) => tx.set_setting("relay_token", token)?,
+                    None => tx.remove_setting("relay_token")?,
+                }
+                match &saved_ca {
+                    Some(ca) => tx.set_setting("relay_ca", ca),
+                    None => tx.remove_setting("relay_ca"),
                 }
             })
             .await?;
@@ -79,6 +96,7 @@ impl Run for Configure {
         Ok(Settings {
             relay: Some(url),
             relay_token: token.is_some(),
+            relay_ca: ca.is_some(),
             changed: true,
         })
     }

@@ -19,6 +19,7 @@ impl Run for Init {
             name,
             relay,
             relay_token,
+            relay_ca,
             no_check,
         } = self;
         if let Some(url) = &relay
@@ -48,13 +49,13 @@ impl Run for Init {
             && existing.is_empty()
             && !no_check
         {
-            crate::link::probe_relay(url, relay_token.as_deref())
+            crate::link::probe_relay(url, relay_token.as_deref(), relay_ca.as_deref())
                 .await
                 .map_err(|error| {
                     ApiError::new(
                         error.code,
                         format!(
-                            "{}; nothing was created: fix --relay or --relay-token-file and run init again (--no-check creates the identity anyway)",
+                            "{}; nothing was created: fix --relay, --relay-token-file or --relay-ca and run init again (--no-check creates the identity anyway)",
                             error.message
                         ),
                     )
@@ -113,6 +114,9 @@ impl Run for Init {
                 }
                 if let Some(token) = &relay_token {
                     tx.set_setting("relay_token", token)?;
+                }
+                if let Some(ca) = &relay_ca {
+                    tx.set_setting("relay_ca", ca)?;
                 }
                 tx.save_identity(&name, &address, &pickle, now)?;
                 for pair in &pairs {
