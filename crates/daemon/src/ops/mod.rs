@@ -1,4 +1,5 @@
-//! The API's operations, one module each (status and stop; init; whoami and
+//! The API's operations, one module each (status and stop; init; config;
+//! whoami and
 //! the contact operations; send, state and sent; invite and accept; recv,
 //! inbox and ack; subscribe). Each implements [`Run`] for its request type
 //! from `agentwire-api`: typed request in, typed answer out. The socket
