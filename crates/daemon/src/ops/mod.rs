@@ -1,7 +1,6 @@
 //! The API's operations, one module each (status and stop; init; config;
-//! whoami and
-//! the contact operations; send, state and sent; invite and accept; recv,
-//! inbox and ack; subscribe). Each implements [`Run`] for its request type
+//! whoami and the contact operations; send, state and sent; invite and
+//! accept; recv, inbox and ack; subscribe). Each implements [`Run`] for its request type
 //! from `agentwire-api`: typed request in, typed answer out. The socket
 //! server and the in-process client both call [`Run::run`]; neither sees
 //! JSON here.
