@@ -42,10 +42,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             relay_ca,
             no_check,
         } => {
-            let relay_token = relay_token_file
-                .map(|path| read_token_file(&path))
-                .transpose()?;
-            let relay_ca = relay_ca.map(|path| read_ca_file(&path)).transpose()?;
+            let (relay_token, relay_ca) = read_relay_files(relay_token_file, relay_ca)?;
             // The one command that may create a home.
             if !home.daemon_running() {
                 crate::daemon_client::spawn_daemon(&home)?;
@@ -87,10 +84,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             no_relay_ca,
             no_check,
         } => {
-            let relay_token = relay_token_file
-                .map(|path| read_token_file(&path))
-                .transpose()?;
-            let relay_ca = relay_ca.map(|path| read_ca_file(&path)).transpose()?;
+            let (relay_token, relay_ca) = read_relay_files(relay_token_file, relay_ca)?;
             let request = api::Configure {
                 relay,
                 relay_token,
@@ -309,6 +303,17 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             print_messages(out, &messages)
         }
     }
+}
+
+/// The relay's access token and CA certificates, from the files named by
+/// `--relay-token-file` and `--relay-ca`.
+fn read_relay_files(
+    token_file: Option<std::path::PathBuf>,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<(Option<String>, Option<String>), Failure> {
+    let token = token_file.map(|path| read_token_file(&path)).transpose()?;
+    let ca = ca_file.map(|path| read_ca_file(&path)).transpose()?;
+    Ok((token, ca))
 }
 
 /// An access token: the first line of a file.
