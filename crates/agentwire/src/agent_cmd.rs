@@ -161,15 +161,17 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             } else {
                 link
             };
-            let contact = call(
-                &home,
-                api::Accept {
-                    identity,
-                    token,
-                    name,
-                    wait_ms: Some(millis(wait)),
-                },
+            let request = api::Accept {
+                identity,
+                token,
+                name,
+                wait_ms: Some(millis(wait)),
+            };
+            let contact = with_progress(
+                out,
+                "waiting for the inviter's daemon to answer",
                 wait,
+                || call(&home, request, wait),
             )?;
             out.print(&contact, |c| match c.state {
                 ContactState::Active => format!("paired with {} {}", c.name, c.short_id),
@@ -233,7 +235,11 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             } else {
                 Duration::ZERO
             };
-            match call(&home, request, extra)? {
+            let what = match wait {
+                Some(state) => format!("waiting for the message to be {state}"),
+                None => String::new(),
+            };
+            match with_progress(out, &what, extra, || call(&home, request, extra))? {
                 SendOutcome::Queued(queued) => {
                     out.print(&queued, |q| format!("{} {} to {}", q.id, q.state, q.to))
                 }
@@ -274,7 +280,9 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             };
             // Held, printed, then taken: only what reached stdout is marked
             // read (`recv | head -1` leaves the rest unread).
-            let (messages, held) = crate::daemon_client::call_held(&home, request, wait)?;
+            let (messages, held) = with_progress(out, "waiting for a message", wait, || {
+                crate::daemon_client::call_held(&home, request, wait)
+            })?;
             let (written, printed) = write_messages(out, &messages);
             held.confirm(written)
                 .map_err(crate::daemon_client::failure)?;
@@ -303,6 +311,44 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             print_messages(out, &messages)
         }
     }
+}
+
+/// Runs `call`; meanwhile, when it may wait a second or more and stderr is
+/// a terminal (and not with `--json`), a line there says what it waits for
+/// and for how long, and is cleared at the end. Nothing otherwise.
+fn with_progress<T>(out: Output, what: &str, limit: Duration, call: impl FnOnce() -> T) -> T {
+    use std::io::{IsTerminal, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if out.json
+        || what.is_empty()
+        || limit < Duration::from_secs(1)
+        || !std::io::stderr().is_terminal()
+    {
+        return call();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let started = std::time::Instant::now();
+            let limit = humantime::format_duration(Duration::from_secs(limit.as_secs()));
+            let mut shown = 0;
+            let mut width = 0;
+            while !done.load(Ordering::Relaxed) {
+                let waited = started.elapsed().as_secs();
+                if waited != shown || width == 0 {
+                    shown = waited;
+                    let line = format!("{what}: {waited}s of {limit} (Ctrl-C stops)");
+                    width = width.max(line.len());
+                    let _ = write!(std::io::stderr(), "\r{line:width$}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = write!(std::io::stderr(), "\r{:width$}\r", "");
+        });
+        let value = call();
+        done.store(true, Ordering::Relaxed);
+        value
+    })
 }
 
 /// The relay's access token and CA certificates, from the files named by

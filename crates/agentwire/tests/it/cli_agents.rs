@@ -138,6 +138,14 @@ fn a_person_at_a_terminal_is_told_what_empty_output_means_and_scripts_are_not() 
     assert!(eventually(|| home.run(&["--as", "b", "inbox"]).code == 0));
     let inbox = home.run_on_terminal(&["--as", "b", "inbox"]);
     assert!(inbox.stdout.contains("1 unread, 1 shown"), "{inbox:?}");
+    // A long wait says what it waits for, at a terminal only.
+    let waited = home.run_on_terminal(&["--as", "a", "recv", "--wait", "1s"]);
+    assert!(
+        waited.stdout.contains("waiting for a message: 0s of 1s"),
+        "{waited:?}"
+    );
+    let piped = home.run(&["--as", "a", "recv", "--wait", "1s"]);
+    assert!(piped.stderr.is_empty(), "{piped:?}");
 }
 
 #[test]
