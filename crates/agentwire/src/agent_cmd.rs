@@ -326,6 +326,14 @@ fn with_progress<T>(out: Output, what: &str, limit: Duration, call: impl FnOnce(
     {
         return call();
     }
+    /// Sets the flag when dropped, so the line is cleared and its thread
+    /// ends even if `call` panics.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -345,9 +353,8 @@ fn with_progress<T>(out: Output, what: &str, limit: Duration, call: impl FnOnce(
             }
             let _ = write!(std::io::stderr(), "\r{:width$}\r", "");
         });
-        let value = call();
-        done.store(true, Ordering::Relaxed);
-        value
+        let _done = Done(&done);
+        call()
     })
 }
 
