@@ -34,25 +34,73 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// The heading global flags are listed under in every command's help, apart
+/// from the command's own options.
+const GLOBAL: &str = "Global options";
+
+/// Subcommands that act on the whole home, not on one identity: their help
+/// leaves `--as` out (it is still accepted, and ignored).
+const HOME_WIDE: &[&str] = &["relay", "config", "daemon"];
+
+/// The parser, with the global flags that mean nothing to a subcommand left
+/// out of its help.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    for name in HOME_WIDE {
+        // A subcommand's own argument of the same id takes the place of the
+        // global one when clap propagates globals, so a hidden copy hides it.
+        command = command.mut_subcommand(name, |sub| {
+            sub.arg(
+                clap::Arg::new("identity")
+                    .long("as")
+                    .global(true)
+                    .hide(true),
+            )
+        });
+    }
+    command
+}
+
+/// Parses the process's arguments.
+pub(crate) fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
     /// Directory holding agentwire's state [default: ~/.agentwire]
-    #[arg(long, global = true, env = "AGENTWIRE_HOME", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTWIRE_HOME",
+        value_name = "DIR",
+        help_heading = GLOBAL
+    )]
     pub(crate) home: Option<PathBuf>,
     /// Act as this identity of the home [default: the first one created]
     #[arg(
         long = "as",
         global = true,
         env = "AGENTWIRE_AGENT",
-        value_name = "NAME"
+        value_name = "NAME",
+        help_heading = GLOBAL
     )]
     pub(crate) identity: Option<String>,
     /// Print JSON instead of text (one object; lists as {"messages":[...]} etc.)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) json: bool,
     /// Log format on stderr (filter with AGENTWIRE_LOG, e.g. `debug`)
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = GLOBAL
+    )]
     pub(crate) log_format: LogFormat,
 }
 
@@ -85,6 +133,13 @@ pub(crate) enum Command {
     /// The first identity is the default; later ones are its siblings and are
     /// contacts of each other at once. Without --relay, the daemon runs a relay
     /// on loopback, so agents on this machine need nothing else.
+    ///
+    /// Examples:
+    ///   agentwire init --name planner        # the home's first identity
+    ///   agentwire init --name coder          # a sibling: already a contact
+    ///   agentwire init --name bot --relay wss://relay.example:7878 \
+    ///       --relay-token-file token         # agents on other machines
+    #[command(verbatim_doc_comment)]
     Init {
         /// Name of the identity [default: agent, agent-2, ...]
         #[arg(long)]
@@ -140,8 +195,19 @@ pub(crate) enum Command {
         no_check: bool,
     },
     /// Show this identity's name and address
+    ///
+    /// Examples:
+    ///   agentwire whoami
+    ///   agentwire --as coder --json whoami
+    #[command(verbatim_doc_comment)]
     Whoami,
     /// List contacts, or rename or remove one
+    ///
+    /// Examples:
+    ///   agentwire contacts
+    ///   agentwire contacts rename 3f9a2c alice   # a key prefix gets a name
+    ///   agentwire contacts remove alice
+    #[command(verbatim_doc_comment)]
     Contacts {
         #[command(subcommand)]
         action: Option<ContactsAction>,
@@ -151,6 +217,12 @@ pub(crate) enum Command {
     /// Prints one line (aw1:...) to hand over out of band. It carries this
     /// identity's keys, a fresh one-time key, the relay and a secret, signed;
     /// it works once, until it expires.
+    ///
+    /// Examples:
+    ///   agentwire invite                 # valid for 24 hours
+    ///   agentwire invite --ttl 10m
+    ///   agentwire --as coder invite      # an invite to pair with coder
+    #[command(verbatim_doc_comment)]
     Invite {
         /// How long the invite stays valid (1s to 30d)
         #[arg(long, default_value = "24h", value_parser = parse_ttl)]
@@ -216,11 +288,21 @@ pub(crate) enum Command {
         timeout: Duration,
     },
     /// Show a sent message's delivery state: queued, relayed, delivered, read, expired or failed
+    ///
+    /// Examples:
+    ///   agentwire status 01a215a5-6c1e-4f7e-9d1a-2b3c4d5e6f70
+    ///   agentwire --json status 01a215a5-6c1e-4f7e-9d1a-2b3c4d5e6f70
+    #[command(verbatim_doc_comment)]
     Status {
         /// The message id, as printed by send
         id: String,
     },
     /// List recently sent messages with their delivery states, newest first
+    ///
+    /// Examples:
+    ///   agentwire sent
+    ///   agentwire sent --max 100 --json
+    #[command(verbatim_doc_comment)]
     Sent {
         /// At most N messages (1 to 100000)
         #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
@@ -249,6 +331,11 @@ pub(crate) enum Command {
         wait: Option<Duration>,
     },
     /// Show unread messages without consuming them
+    ///
+    /// Examples:
+    ///   agentwire inbox                  # the unread count, then the messages
+    ///   agentwire inbox --from planner --max 5
+    #[command(verbatim_doc_comment)]
     Inbox {
         /// Only from this contact
         #[arg(long)]
@@ -270,6 +357,10 @@ pub(crate) enum Command {
     /// each command, {"event":"message",...} for each new message (acknowledge
     /// it with ack, or take it with recv) and {"event":"state",...} when a sent
     /// message changes state.
+    ///
+    /// Examples:
+    ///   agentwire connect --json
+    ///   echo '{"op":"send","to":"coder","body":"hi"}' | agentwire connect --json
     #[command(verbatim_doc_comment)]
     Connect,
     /// Serve the daemon's API over HTTP on loopback, for one-shot agents
@@ -281,6 +372,11 @@ pub(crate) enum Command {
     ///   GET  /v1/inbox?wait=SECS peek (long-poll too; takes nothing)
     ///   GET  /v1/status/ID       a sent message's state
     ///   GET  /v1/contacts
+    ///
+    /// Examples:
+    ///   agentwire bridge &
+    ///   curl -s -H "Authorization: Bearer $(cat ~/.agentwire/bridge.token)" \
+    ///       'http://127.0.0.1:7879/v1/recv?wait=30'
     #[command(verbatim_doc_comment)]
     Bridge {
         /// Address to listen on (keep it on loopback)
@@ -289,7 +385,8 @@ pub(crate) enum Command {
     },
     /// Serve MCP on stdin/stdout, for coding agents (Claude Code, Codex, ...)
     ///
-    /// Tools: send, recv, peek, wait, status, contacts, invite, accept, whoami.
+    /// Tools: send, recv, peek, wait, status, sent, contacts, invite, accept,
+    /// whoami.
     /// Each arriving message is also pushed: a notifications/claude/channel
     /// event (Claude Code channels) and a notifications/message log event (any
     /// client). `agentwire setup CLIENT` writes the client's config entry.
@@ -307,6 +404,10 @@ pub(crate) enum Command {
     /// Messages already waiting at start, and bursts (more than 3 notices, or
     /// beyond 10 whole messages), become one summary notice; those messages
     /// stay unread.
+    ///
+    /// Examples:
+    ///   agentwire mcp                    # what `agentwire setup` configures
+    ///   agentwire --as coder mcp --push off
     #[command(verbatim_doc_comment)]
     Mcp {
         /// What to push when a message arrives
@@ -336,17 +437,32 @@ pub(crate) enum Command {
     /// CMD runs with `sh -c`, one message at a time, the message as JSON on its
     /// stdin and AGENTWIRE_MESSAGE_ID, AGENTWIRE_FROM, AGENTWIRE_KIND set. The
     /// message stays unread: the command takes it (`agentwire recv`) or leaves it.
+    ///
+    /// Examples:
+    ///   agentwire watch --exec 'notify-send "mail from $AGENTWIRE_FROM"'
+    ///   agentwire --as coder watch --exec 'agentwire --as coder recv >> inbox.log'
+    #[command(verbatim_doc_comment)]
     Watch {
         /// The command to run
         #[arg(long, value_name = "CMD")]
         exec: String,
     },
     /// Print unread messages for an agent's hook (consumes them)
+    ///
+    /// Examples:
+    ///   agentwire setup claude --hooks    # installs `agentwire hook claude`
+    #[command(verbatim_doc_comment)]
     Hook {
         #[command(subcommand)]
         client: HookClient,
     },
     /// Start, stop or inspect the daemon (commands start it on demand)
+    ///
+    /// Examples:
+    ///   agentwire daemon status
+    ///   agentwire daemon stop
+    ///   AGENTWIRE_LOG=debug agentwire daemon run   # in the foreground, with logs
+    #[command(verbatim_doc_comment)]
     Daemon {
         #[command(subcommand)]
         action: DaemonAction,
@@ -579,5 +695,53 @@ mod tests {
         assert!(parse_duration("1ms").unwrap_err().contains("at least"));
         assert!(parse_duration("soon").unwrap_err().contains("such as"));
         assert!(parse_duration("400d").unwrap_err().contains("at most"));
+    }
+
+    /// Each command's help: its own options, then the global ones under
+    /// their own heading, `--as` only where an identity is meant, and
+    /// examples.
+    #[test]
+    fn each_command_teaches_by_example_and_keeps_global_flags_apart() {
+        let mut command = command();
+        command.build();
+        for sub in command.get_subcommands_mut() {
+            let name = sub.get_name().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let help = sub.render_long_help().to_string();
+            assert!(
+                help.contains("Examples:"),
+                "`{name} --help` has no examples"
+            );
+            let global = help
+                .find("Global options:")
+                .unwrap_or_else(|| panic!("`{name} --help` has no global options heading"));
+            assert!(help[global..].contains("--home"), "{name}: {help}");
+            assert!(!help[..global].contains("--home"), "{name}: {help}");
+            let offers_as = help.contains("--as <NAME>");
+            assert_eq!(
+                offers_as,
+                !HOME_WIDE.contains(&name.as_str()),
+                "`{name} --help` and --as: {help}"
+            );
+        }
+    }
+
+    /// `--as` stays accepted where its help hides it, before or after the
+    /// subcommand, and the environment still sets it.
+    #[test]
+    fn as_is_parsed_wherever_it_is_written() {
+        use clap::FromArgMatches;
+        for args in [
+            &["agentwire", "--as", "coder", "daemon", "status"][..],
+            &["agentwire", "daemon", "status", "--as", "coder"],
+            &["agentwire", "send", "--as", "coder", "bob", "hi"],
+            &["agentwire", "--as", "coder", "send", "bob", "hi"],
+        ] {
+            let matches = command().try_get_matches_from(args).unwrap();
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            assert_eq!(cli.global.identity.as_deref(), Some("coder"), "{args:?}");
+        }
     }
 }
