@@ -478,14 +478,43 @@ fn write_messages(out: Output, messages: &api::Messages) -> (Vec<String>, Result
 }
 
 fn sent_line(message: &api::SentView) -> String {
-    format!(
-        "{} {} to {}({}) {}",
+    let mut line = format!(
+        "{} {} to {}({}) {} · sent {}",
         message.id,
         message.state,
         message.to.name.as_deref().unwrap_or("?"),
         message.to.short_id,
-        message.kind
-    )
+        message.kind,
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(message.sent_at_ms)
+        ),
+    );
+    let mut reached = vec![
+        ("relayed", message.relayed_at_ms),
+        ("delivered", message.delivered_at_ms),
+        ("read", message.read_at_ms),
+    ];
+    if message.state.is_failure() {
+        reached.push((message.state.name(), Some(message.updated_at_ms)));
+    }
+    for (state, at) in reached {
+        if let Some(at) = at {
+            let after = at.saturating_sub(message.sent_at_ms);
+            line.push_str(&format!(" · {state} +{}", short_duration(after)));
+        }
+    }
+    line
+}
+
+/// A time since sending, as short as it reads well: `4ms`, `2.1s`, `3m5s`.
+fn short_duration(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => humantime::format_duration(Duration::from_secs(ms / 1000))
+            .to_string()
+            .replace(' ', ""),
+    }
 }
 
 /// How a command prints its answer: text lines, or one JSON object with

@@ -212,6 +212,16 @@ pub struct SentView {
     pub sent_at_ms: u64,
     /// When its state last changed, Unix ms.
     pub updated_at_ms: u64,
+    /// When it was seen to reach `relayed`, Unix ms; absent before. A later
+    /// state learnt first fills the earlier ones with its own time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relayed_at_ms: Option<u64>,
+    /// When it was seen to reach `delivered`, Unix ms; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at_ms: Option<u64>,
+    /// When it was seen to reach `read`, Unix ms; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at_ms: Option<u64>,
 }
 
 /// `sent`: newest first.

@@ -78,6 +78,9 @@ pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<S
         state: message.state,
         sent_at_ms: message.sent_at_ms,
         updated_at_ms: message.updated_at_ms,
+        relayed_at_ms: message.reached_at_ms.relayed,
+        delivered_at_ms: message.reached_at_ms.delivered,
+        read_at_ms: message.reached_at_ms.read,
     })
 }
 

@@ -282,6 +282,18 @@ async fn send_state_sent_inbox_recv_and_ack() {
         .unwrap();
     assert_eq!(sent.messages.len(), 2);
     assert_eq!(sent.messages[1].id, read.id);
+    // Each keeps when it reached each state, in order.
+    for message in &sent.messages {
+        let times = [
+            Some(message.sent_at_ms),
+            message.relayed_at_ms,
+            message.delivered_at_ms,
+            message.read_at_ms,
+        ];
+        let times: Vec<u64> = times.map(|t| t.expect("every state reached")).into();
+        assert!(times.is_sorted(), "{message:?}");
+        assert_eq!(message.updated_at_ms, times[3], "{message:?}");
+    }
     daemon.handle.shutdown().await;
 }
 

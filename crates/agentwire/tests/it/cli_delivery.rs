@@ -67,6 +67,13 @@ fn send_wait_read_returns_only_after_the_peer_consumed_the_message() {
     let id = result["id"].as_str().unwrap();
     let status = home.run(&["--json", "status", id]).ok().json();
     assert_eq!(status["state"], "read");
+    // The text says when each state was reached, after the send.
+    let line = home.run(&["status", id]).ok().stdout;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..2], [id, "read"], "{line}");
+    for step in ["· sent 20", "· relayed +", "· delivered +", "· read +"] {
+        assert!(line.contains(step), "{step:?} missing: {line}");
+    }
     let run = home.run(&["status", "01a215b8-e7f2-7603-bec5-ca48f27b96b9"]);
     assert_eq!(run.code, 12, "{run:?}");
     // Receipts are not messages: nothing to read on a's side.

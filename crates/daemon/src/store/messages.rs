@@ -6,13 +6,13 @@ use agentwire_session::{Kind, MessageId, Name, Priority};
 use agentwire_wire::PublicKey;
 use rusqlite::params;
 
-use super::queries::{get_ms, ms, parse};
+use super::queries::{get_ms, ms, optional_ms, parse};
 use super::{Direction, Outgoing, Result, SentMessage, StoreError, StoredMessage, Tx};
 
 // As in `queries.rs`, the SQL is made at compile time.
 macro_rules! sent_columns {
     () => {
-        "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at)"
+        "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at), relayed_at, delivered_at, read_at"
     };
 }
 /// Messages a sender tracks: not receipts or pairing messages.
@@ -176,8 +176,14 @@ impl Tx<'_> {
         });
         const _: () = assert!(DeliveryState::ALL.len() == 6, "bind every state");
         let [a, b, c, d, e, f] = replaceable;
+        // Which progress times this state sets (those not set already): the
+        // state itself and the ones it implies.
+        let reached = |wanted| state.has_reached(wanted);
         Ok(self.exec(
-            "UPDATE messages SET state = ?3, payload = NULL, updated_at = ?5
+            "UPDATE messages SET state = ?3, payload = NULL, updated_at = ?5,
+                 relayed_at = CASE WHEN ?12 THEN COALESCE(relayed_at, ?5) ELSE relayed_at END,
+                 delivered_at = CASE WHEN ?13 THEN COALESCE(delivered_at, ?5) ELSE delivered_at END,
+                 read_at = CASE WHEN ?14 THEN COALESCE(read_at, ?5) ELSE read_at END
              WHERE identity = ?1 AND id = ?2 AND direction = 'out' AND (?4 IS NULL OR peer = ?4)
                AND state IN (?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -191,7 +197,10 @@ impl Tx<'_> {
                 c,
                 d,
                 e,
-                f
+                f,
+                reached(DeliveryState::Relayed),
+                reached(DeliveryState::Delivered),
+                reached(DeliveryState::Read)
             ],
         )? > 0)
     }
@@ -293,6 +302,11 @@ fn sent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SentMessage> {
         state: parse(row, 3, "delivery state")?,
         sent_at_ms: get_ms(row, 4)?,
         updated_at_ms: get_ms(row, 5)?,
+        reached_at_ms: super::Reached {
+            relayed: optional_ms(row, 6)?,
+            delivered: optional_ms(row, 7)?,
+            read: optional_ms(row, 8)?,
+        },
     })
 }
 

@@ -196,6 +196,21 @@ pub struct SentMessage {
     pub sent_at_ms: u64,
     /// When its state last changed, Unix ms.
     pub updated_at_ms: u64,
+    /// When it was seen to reach `relayed`, `delivered` and `read`, Unix ms.
+    /// A state learnt late fills the earlier ones it implies with the same
+    /// time: a message read was delivered and relayed by then.
+    pub reached_at_ms: Reached,
+}
+
+/// When a sent message reached each state of its progress, Unix ms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// Stored by the relay.
+    pub relayed: Option<u64>,
+    /// Stored by the recipient's daemon.
+    pub delivered: Option<u64>,
+    /// Taken by the recipient's agent.
+    pub read: Option<u64>,
 }
 
 /// The store.
@@ -369,6 +384,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 3 {
+        // When a sent message was seen to reach each state, for `sent` and
+        // `status`: NULL until then (and for messages sent before this).
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE messages ADD COLUMN relayed_at INTEGER;
+             ALTER TABLE messages ADD COLUMN delivered_at INTEGER;
+             ALTER TABLE messages ADD COLUMN read_at INTEGER;
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -438,6 +465,87 @@ mod tests {
         tx.advance(&me, &c, Some(&PublicKey::from_bytes([9; 32])), Read, 2)
             .unwrap();
         check(&c, Queued);
+    }
+
+    #[test]
+    fn each_progress_state_keeps_the_time_it_was_reached() {
+        let (_dir, store) = store();
+        let tx = store.read();
+        let me = Name::new("me").unwrap();
+        let peer = PublicKey::from_bytes([7; 32]);
+        let message = |id| StoredMessage::outgoing_control(id, peer, Kind::Chat, 1);
+        let reached = |id: &MessageId| tx.sent_message(&me, id).unwrap().unwrap().reached_at_ms;
+
+        let a = MessageId::new_v7();
+        tx.insert_message(&me, &message(a), Some(b"sealed"))
+            .unwrap();
+        assert_eq!(reached(&a), Reached::default());
+        tx.advance(&me, &a, None, Relayed, 10).unwrap();
+        tx.advance(&me, &a, Some(&peer), Delivered, 20).unwrap();
+        tx.advance(&me, &a, Some(&peer), Read, 30).unwrap();
+        // Late and repeated news changes no time already kept.
+        tx.advance(&me, &a, None, Relayed, 40).unwrap();
+        let expected = Reached {
+            relayed: Some(10),
+            delivered: Some(20),
+            read: Some(30),
+        };
+        assert_eq!(reached(&a), expected);
+
+        // `read` learnt first: relayed and delivered by then too.
+        let b = MessageId::new_v7();
+        tx.insert_message(&me, &message(b), Some(b"sealed"))
+            .unwrap();
+        tx.advance(&me, &b, Some(&peer), Read, 50).unwrap();
+        let all_at_50 = Reached {
+            relayed: Some(50),
+            delivered: Some(50),
+            read: Some(50),
+        };
+        assert_eq!(reached(&b), all_at_50);
+
+        // A message that expires keeps the progress it made, and the end is
+        // its last change.
+        let c = MessageId::new_v7();
+        tx.insert_message(&me, &message(c), Some(b"sealed"))
+            .unwrap();
+        tx.advance(&me, &c, None, Relayed, 60).unwrap();
+        tx.advance(&me, &c, None, Expired, 70).unwrap();
+        let expired = tx.sent_message(&me, &c).unwrap().unwrap();
+        assert_eq!(expired.reached_at_ms.relayed, Some(60));
+        assert_eq!(expired.reached_at_ms.delivered, None);
+        assert_eq!(expired.updated_at_ms, 70);
+    }
+
+    #[test]
+    fn a_version_2_store_gains_the_progress_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(Store::open(&path).unwrap());
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "ALTER TABLE messages DROP COLUMN relayed_at;
+             ALTER TABLE messages DROP COLUMN delivered_at;
+             ALTER TABLE messages DROP COLUMN read_at;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let tx = store.read();
+        let me = Name::new("me").unwrap();
+        let peer = PublicKey::from_bytes([7; 32]);
+        let id = MessageId::new_v7();
+        let message = StoredMessage::outgoing_control(id, peer, Kind::Chat, 1);
+        tx.insert_message(&me, &message, Some(b"sealed")).unwrap();
+        tx.advance(&me, &id, None, Delivered, 5).unwrap();
+        let sent = tx.sent_message(&me, &id).unwrap().unwrap();
+        assert_eq!(sent.reached_at_ms.delivered, Some(5));
     }
 
     /// The plan of `sql`, one line per step.

@@ -369,6 +369,13 @@ pub(super) fn get_ms(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result
     u64::try_from(value).map_err(|_| StoreError::corrupt("time", value))
 }
 
+pub(super) fn optional_ms(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(column)?;
+    value
+        .map(|value| u64::try_from(value).map_err(|_| StoreError::corrupt("time", value)))
+        .transpose()
+}
+
 pub(super) fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
