@@ -125,6 +125,14 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                         "no contacts yet: pair with `agentwire invite` here and `agentwire accept` there",
                     );
                 }
+                for contact in &list.contacts {
+                    if contact.state == ContactState::Removed {
+                        out.tell(&format!(
+                            "{} removed you: nothing more reaches it until a new invite pairs you again",
+                            contact.name
+                        ));
+                    }
+                }
                 Ok(())
             }
             Some(ContactsAction::Rename { peer, new_name }) => {
@@ -141,7 +149,16 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             }
             Some(ContactsAction::Remove { peer }) => {
                 let removed = call(&home, api::Remove { identity, peer }, Duration::ZERO)?;
-                out.print(&removed, |r| format!("removed {}", r.removed))
+                out.print(&removed, |r| {
+                    if r.told {
+                        format!(
+                            "removed {}; it is told, and what it sends from now on is dropped",
+                            r.removed
+                        )
+                    } else {
+                        format!("removed {}", r.removed)
+                    }
+                })
             }
         },
         Command::Invite { ttl } => {
@@ -179,6 +196,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     "sent; {} {} is pending until the inviter's daemon answers",
                     c.name, c.short_id
                 ),
+                ContactState::Removed => format!("{} {} removed you", c.name, c.short_id),
             })
         }
         Command::Status { id } => {

@@ -163,6 +163,7 @@ impl From<ApiError> for BridgeError {
             | ErrorCode::UnknownMessage
             | ErrorCode::NotInitialized => StatusCode::NOT_FOUND,
             ErrorCode::AmbiguousPeer | ErrorCode::NameTaken => StatusCode::CONFLICT,
+            ErrorCode::ContactRemoved => StatusCode::GONE,
             ErrorCode::RelayUnreachable => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

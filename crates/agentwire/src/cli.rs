@@ -25,7 +25,7 @@ Exit codes: 0 ok, 1 nothing to receive, 2 usage, 3 configuration, 4 cannot start
 10 daemon unreachable, 11 relay unreachable, 12 unknown peer, identity or message,
 13 no identity yet, 14 invite invalid, 15 invite expired, 16 invite already used,
 17 invite for another relay, 18 send --wait not reached in time, 19 message expired
-or failed, 20 outbox full, 70 internal."
+or failed, 20 outbox full, 21 the contact removed you, 70 internal."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -560,7 +560,17 @@ pub(crate) enum ContactsAction {
         /// New petname
         new_name: String,
     },
-    /// Forget a contact (its messages stay)
+    /// Forget a contact and tell it (its messages stay here)
+    ///
+    /// The contact's daemon is told by an encrypted message: it lists you
+    /// as `removed`, marks `failed` what it sent you that had not arrived,
+    /// and refuses further sends to you (exit 21). A new invite, either
+    /// way, pairs you again.
+    ///
+    /// Examples:
+    ///   agentwire contacts remove alice
+    ///   agentwire contacts remove 3f9a2c      # by key prefix
+    #[command(verbatim_doc_comment)]
     Remove {
         /// Petname or unique key prefix
         peer: String,

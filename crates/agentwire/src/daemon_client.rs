@@ -12,9 +12,9 @@ use agentwire_daemon::{DaemonClient, Home, Run};
 use anyhow::{Context, anyhow};
 
 use crate::exit::{
-    CONFIG, DAEMON_UNREACHABLE, Failure, INTERNAL, INVITE_EXPIRED, INVITE_INVALID, INVITE_SPENT,
-    INVITE_WRONG_RELAY, NOT_INITIALIZED, OUTBOX_FULL, RELAY_UNREACHABLE, UNKNOWN_PEER, USAGE,
-    WithCode,
+    CONFIG, CONTACT_REMOVED, DAEMON_UNREACHABLE, Failure, INTERNAL, INVITE_EXPIRED, INVITE_INVALID,
+    INVITE_SPENT, INVITE_WRONG_RELAY, NOT_INITIALIZED, OUTBOX_FULL, RELAY_UNREACHABLE,
+    UNKNOWN_PEER, USAGE, WithCode,
 };
 
 /// How long a command waits for a daemon it started to come up (it may first
@@ -77,6 +77,7 @@ pub(crate) fn exit_code(code: ErrorCode) -> u8 {
         ErrorCode::InviteSpent => INVITE_SPENT,
         ErrorCode::InviteWrongRelay => INVITE_WRONG_RELAY,
         ErrorCode::OutboxFull => OUTBOX_FULL,
+        ErrorCode::ContactRemoved => CONTACT_REMOVED,
         ErrorCode::Internal => INTERNAL,
     }
 }

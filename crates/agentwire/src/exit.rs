@@ -38,6 +38,8 @@ pub(crate) const UNDELIVERABLE: u8 = 19;
 /// `send`: the identity's outbox is full (the relay has not taken what is
 /// queued); nothing was queued.
 pub(crate) const OUTBOX_FULL: u8 = 20;
+/// The contact removed this identity; a new invite pairs them again.
+pub(crate) const CONTACT_REMOVED: u8 = 21;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 
@@ -60,6 +62,7 @@ pub(crate) fn name(code: u8) -> &'static str {
         NOT_YET => "not_yet",
         UNDELIVERABLE => "undeliverable",
         OUTBOX_FULL => "outbox_full",
+        CONTACT_REMOVED => "contact_removed",
         _ => "internal",
     }
 }

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     /// The identity's outbox is full: the relay has not taken what is
     /// queued. Nothing was queued.
     OutboxFull,
+    /// The contact removed us: nothing more reaches it until a new invite
+    /// pairs us again.
+    ContactRemoved,
     /// Something failed inside the daemon.
     Internal,
 }
@@ -62,6 +65,7 @@ impl ErrorCode {
             ErrorCode::InviteSpent => "invite_spent",
             ErrorCode::InviteWrongRelay => "invite_wrong_relay",
             ErrorCode::OutboxFull => "outbox_full",
+            ErrorCode::ContactRemoved => "contact_removed",
             ErrorCode::Internal => "internal",
         }
     }

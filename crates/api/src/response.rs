@@ -129,6 +129,9 @@ pub struct Renamed {
 pub struct Removed {
     /// The petname it had.
     pub removed: String,
+    /// Whether the contact is told (an `unpair` message is queued to it):
+    /// false for a contact that had removed us, or that had no session yet.
+    pub told: bool,
 }
 
 /// `send` without a wait: the message is durable in the outbox.

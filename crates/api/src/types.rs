@@ -139,6 +139,9 @@ named_enum! {
         Active = "active",
         /// We accepted its invite; its daemon has not confirmed yet.
         Pending = "pending",
+        /// It removed us from its contacts: nothing more reaches it. A new
+        /// invite, either way, pairs us again.
+        Removed = "removed",
     }
 }
 

@@ -28,6 +28,8 @@ enum Effect {
     Receipt(MessageId, agentwire_session::Receipt),
     /// A control message with nothing to show; remembered as seen.
     Seen(MessageId, Kind),
+    /// The sender removed us from its contacts.
+    Unpair(MessageId),
 }
 
 impl Daemon {
@@ -49,11 +51,14 @@ impl Daemon {
         name: &Name,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<EnvelopeId>, ApiError> {
+        // A contact that removed us has no session any more: what it sends
+        // now is handled as from a stranger (a new pairing, or dropped).
         let contacts: HashMap<PublicKey, Contact> = self
             .contacts
             .get(&self.db, name)
             .await?
             .iter()
+            .filter(|c| c.state != agentwire_api::ContactState::Removed)
             .map(|c| (c.address, c.clone()))
             .collect();
         // Pairing answers from contacts are looked up in the store first: one
@@ -237,6 +242,7 @@ impl Daemon {
             },
             // A redemption-kind message from a contact carries nothing to show.
             Kind::Redeem => Effect::Seen(plaintext.id, Kind::Redeem),
+            Kind::Unpair => Effect::Unpair(plaintext.id),
             _ => Effect::Store(incoming(from, plaintext, now)),
         };
         burst.effects.push((from, effect));
@@ -259,14 +265,24 @@ impl Daemon {
         // The sender learns "delivered" by an encrypted receipt, sealed now
         // and queued in the same job as the messages themselves.
         let mut delivered: BTreeMap<PublicKey, Vec<MessageId>> = BTreeMap::new();
+        // Senders that removed us: no receipts to them (they could not open
+        // them), and their sessions end with this job.
+        let mut unpaired = HashSet::new();
         for (from, effect) in &burst.effects {
-            if let Effect::Store(message) = effect {
-                delivered.entry(*from).or_default().push(message.id);
+            match effect {
+                Effect::Store(message) => delivered.entry(*from).or_default().push(message.id),
+                Effect::Unpair(_) => {
+                    unpaired.insert(*from);
+                }
+                _ => {}
             }
         }
         let mut receipts = Vec::new();
         let mut pickles = Vec::new();
         for from in &burst.touched {
+            if unpaired.contains(from) {
+                continue;
+            }
             let Some(session) = burst.slots.get_mut(from).and_then(|slot| slot.as_mut()) else {
                 continue;
             };
@@ -320,6 +336,13 @@ impl Daemon {
                             }
                         }
                         Effect::Seen(id, kind) => tx.insert_seen(&owner, id, from, *kind, now)?,
+                        Effect::Unpair(id) => {
+                            tx.insert_seen(&owner, id, from, Kind::Unpair, now)?;
+                            tx.mark_removed(&owner, from)?;
+                            // What has not reached it never will: it drops
+                            // anything more from us.
+                            changed.extend(tx.fail_undelivered_to(&owner, from, now)?);
+                        }
                     }
                 }
                 for (to, (id, payload)) in &receipts {
@@ -348,6 +371,12 @@ impl Daemon {
         };
         match committed {
             Ok((unread, receipt_applied, stored, changed, followed)) => {
+                for from in &unpaired {
+                    if let Some(slot) = burst.slots.get_mut(from) {
+                        **slot = None;
+                    }
+                    tracing::info!(identity = %name, contact = %from.short_id(), "the contact removed us");
+                }
                 drop(burst.slots);
                 if receipt_applied {
                     self.states.notify_waiters();

@@ -108,7 +108,15 @@ impl Daemon {
         let stored = self
             .db
             .run(move |tx| {
-                let petname = tx.free_petname(&owner, &redeem.acceptor_name)?;
+                // A contact that had removed us pairs again: the old entry
+                // gives way, and the name we gave it stays.
+                let petname = match tx.contact(&owner, &from)? {
+                    Some(old) if old.state == ContactState::Removed => {
+                        tx.remove_contact(&owner, &from)?;
+                        old.petname
+                    }
+                    _ => tx.free_petname(&owner, &redeem.acceptor_name)?,
+                };
                 tx.add_contact(
                     &owner,
                     &Contact {

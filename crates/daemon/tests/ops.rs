@@ -608,3 +608,215 @@ async fn config_shows_and_changes_the_relay_settings() {
     assert!(!cleared.relay_token);
     daemon.handle.shutdown().await;
 }
+
+/// Polls `check` until it holds, for up to 10 s.
+async fn until<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+impl TestDaemon {
+    /// Removes the default identity's contact `peer`; whether it was told.
+    async fn remove(&self, peer: &str) -> bool {
+        let removed = self.client.call(Remove {
+            identity: None,
+            peer: peer.into(),
+        });
+        removed.await.unwrap().told
+    }
+
+    /// `who`'s contact `peer`, if it has one.
+    async fn contact(&self, who: &str, peer: &str) -> Option<agentwire_daemon::api::ContactView> {
+        let list = self
+            .client
+            .call(Contacts {
+                identity: Some(who.into()),
+            })
+            .await
+            .unwrap();
+        list.contacts.into_iter().find(|c| c.name == peer)
+    }
+
+    async fn state_of(&self, who: &str, id: &str) -> DeliveryState {
+        self.client
+            .call(State {
+                identity: Some(who.into()),
+                id: id.into(),
+                ..State::default()
+            })
+            .await
+            .unwrap()
+            .state
+    }
+
+    /// Pairs `who` (inviting) with `other`'s `other_name` (accepting).
+    async fn invite_to(&self, who: &str, other: &TestDaemon, other_name: &str) {
+        let invite = self
+            .client
+            .call(Invite {
+                identity: Some(who.into()),
+                ..Invite::default()
+            })
+            .await
+            .unwrap();
+        let contact = other
+            .client
+            .call(Accept {
+                identity: Some(other_name.into()),
+                token: invite.invite,
+                name: None,
+                wait_ms: Some(10_000),
+            })
+            .await
+            .unwrap();
+        assert_eq!(contact.state, ContactState::Active, "{contact:?}");
+    }
+}
+
+/// `contacts remove` tells the other side: it lists the remover as
+/// `removed`, fails what had not reached it, refuses new sends, and a new
+/// invite either way pairs them again under the names they had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_tells_the_contact_and_a_new_invite_pairs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = agentwire_relay::Relay::spawn(agentwire_relay::RelayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("relay.db"),
+    ))
+    .await
+    .unwrap();
+    let url = relay.url();
+    let alice = TestDaemon::start().await;
+    let bob = TestDaemon::start().await;
+    alice.init("alice", Some(&url)).await;
+    bob.init("bob", Some(&url)).await;
+    alice.invite_to("alice", &bob, "bob").await;
+    let delivered = bob.send("bob", "alice", "before").await;
+    assert_eq!(
+        alice.recv("alice", Duration::from_secs(10)).await,
+        ["before"]
+    );
+    alice.send("alice", "bob", "unread at bob").await;
+    assert!(until(|| async { bob.state_of("bob", &delivered).await == DeliveryState::Read }).await);
+
+    // Alice goes offline (her relay is out of reach) and bob writes to her:
+    // the message waits at the relay.
+    let offline = |relay: &str| Configure {
+        relay: Some(relay.into()),
+        no_check: true,
+        ..Configure::default()
+    };
+    alice
+        .client
+        .call(offline("ws://127.0.0.1:9"))
+        .await
+        .unwrap();
+    let lost = bob.send("bob", "alice", "never read").await;
+    assert!(until(|| async { bob.state_of("bob", &lost).await == DeliveryState::Relayed }).await);
+    let removed = alice
+        .client
+        .call(Remove {
+            identity: None,
+            peer: "bob".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((removed.removed.as_str(), removed.told), ("bob", true));
+    alice.client.call(offline(&url)).await.unwrap();
+
+    // Bob learns it: alice is `removed`, his message to her failed, the one
+    // she read stays read, and what she sent him stays unread.
+    assert!(
+        until(|| async {
+            bob.contact("bob", "alice").await.map(|c| c.state) == Some(ContactState::Removed)
+        })
+        .await
+    );
+    assert!(until(|| async { bob.state_of("bob", &lost).await == DeliveryState::Failed }).await);
+    assert_eq!(bob.state_of("bob", &delivered).await, DeliveryState::Read);
+    let refused = refusal(
+        bob.client
+            .call(SendMessage {
+                to: "alice".into(),
+                body: "hello?".into(),
+                ..SendMessage::default()
+            })
+            .await,
+    );
+    assert_eq!(refused.code, ErrorCode::ContactRemoved, "{refused:?}");
+    assert!(refused.message.contains("invite"), "{refused:?}");
+    assert_eq!(bob.recv("bob", Duration::ZERO).await, ["unread at bob"]);
+    // Bob's "never read" reached alice's daemon after she removed him: dropped.
+    assert!(
+        alice
+            .recv("alice", Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
+    assert!(alice.contact("alice", "bob").await.is_none());
+
+    // The remover invites again: bob's entry for her comes back to life.
+    alice.invite_to("alice", &bob, "bob").await;
+    assert_eq!(
+        bob.contact("bob", "alice").await.map(|c| c.state),
+        Some(ContactState::Active)
+    );
+    bob.send("bob", "alice", "again").await;
+    assert_eq!(
+        alice.recv("alice", Duration::from_secs(10)).await,
+        ["again"]
+    );
+
+    // Now bob removes her, and she, the removed one, invites him back.
+    let removed = bob
+        .client
+        .call(Remove {
+            identity: None,
+            peer: "alice".into(),
+        })
+        .await
+        .unwrap();
+    assert!(removed.told);
+    assert!(
+        until(|| async {
+            alice.contact("alice", "bob").await.map(|c| c.state) == Some(ContactState::Removed)
+        })
+        .await
+    );
+    alice.invite_to("alice", &bob, "bob").await;
+    assert!(
+        until(|| async {
+            alice.contact("alice", "bob").await.map(|c| c.state) == Some(ContactState::Active)
+        })
+        .await
+    );
+    alice.send("alice", "bob", "welcome back").await;
+    assert_eq!(
+        bob.recv("bob", Duration::from_secs(10)).await,
+        ["welcome back"]
+    );
+    // Removing a contact that removed you tells nobody: there is no session.
+    assert!(alice.remove("bob").await);
+    assert!(
+        until(|| async {
+            bob.contact("bob", "alice").await.map(|c| c.state) == Some(ContactState::Removed)
+        })
+        .await
+    );
+    assert!(!bob.remove("alice").await);
+    assert!(bob.contact("bob", "alice").await.is_none());
+    for daemon in [alice, bob] {
+        daemon.handle.shutdown().await;
+    }
+    relay.shutdown().await;
+}

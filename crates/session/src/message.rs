@@ -79,11 +79,14 @@ pub enum Kind {
     /// The first message of a pairing, redeeming an invite. Never shown to an
     /// agent.
     Redeem,
+    /// The sender removed the recipient from its contacts: the session ends
+    /// and nothing more from the recipient is read. Never shown to an agent.
+    Unpair,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Chat,
         Kind::Task,
         Kind::Result,
@@ -91,6 +94,7 @@ impl Kind {
         Kind::File,
         Kind::Receipt,
         Kind::Redeem,
+        Kind::Unpair,
     ];
 
     /// Its byte in the layout.
@@ -103,6 +107,7 @@ impl Kind {
             Kind::File => 5,
             Kind::Receipt => 6,
             Kind::Redeem => 16,
+            Kind::Unpair => 17,
         }
     }
 
@@ -121,6 +126,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Receipt => "receipt",
             Kind::Redeem => "redeem",
+            Kind::Unpair => "unpair",
         }
     }
 

@@ -386,7 +386,7 @@ fn a_name_that_looks_like_another_contacts_key_is_ambiguous_not_captured() {
 }
 
 #[test]
-fn messages_from_a_removed_contact_are_no_longer_shown() {
+fn removing_a_contact_hides_its_messages_tells_it_and_a_new_invite_pairs_again() {
     let home = TestHome::new();
     home.run(&["init", "--name", "a"]).ok();
     home.run(&["init", "--name", "b"]).ok();
@@ -395,9 +395,32 @@ fn messages_from_a_removed_contact_are_no_longer_shown() {
         eventually(|| unread(&home, "b") == 1),
         "the message never arrived"
     );
-    home.run(&["--as", "b", "contacts", "remove", "a"]).ok();
+    let removed = home.run(&["--as", "b", "contacts", "remove", "a"]).ok();
+    assert!(removed.stdout.contains("it is told"), "{removed:?}");
     let run = home.run(&["--as", "b", "recv"]);
     assert_eq!(run.code, 1, "{run:?}");
+
+    // a is told: it lists b as removed, and a send to b is refused (exit 21).
+    assert!(
+        eventually(|| home.run(&["contacts"]).ok().stdout.contains("removed")),
+        "a never learnt it was removed"
+    );
+    let run = home.run(&["--json", "send", "b", "still there?"]);
+    assert_eq!(run.code, 21, "{run:?}");
+    let error: serde_json::Value = serde_json::from_str(&run.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "contact_removed", "{run:?}");
+
+    // A new invite pairs them again.
+    let invite = home.run(&["--as", "b", "invite"]).ok().stdout;
+    home.run(&["accept", invite.trim()]).ok();
+    home.run(&["send", "b", "paired again"]).ok();
+    // What a sent before the removal shows again with the contact.
+    let mut got = String::new();
+    let arrived = eventually(|| {
+        got.push_str(&home.run(&["--as", "b", "recv"]).stdout);
+        got.contains("paired again")
+    });
+    assert!(arrived && got.contains("before removal"), "{got}");
 }
 
 #[test]

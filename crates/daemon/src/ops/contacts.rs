@@ -1,13 +1,17 @@
-//! `whoami`, `contacts`, `rename`, `remove`.
+//! `whoami`, `contacts`, `rename`, `remove` (which tells the contact).
 
 use std::sync::Arc;
 
+use agentwire_session::Kind;
+
 use crate::api::{
-    ApiError, ContactList, Contacts, ErrorCode, IdentityView, Remove, Removed, Rename, Renamed,
-    Whoami,
+    ApiError, ContactList, ContactState, Contacts, ErrorCode, IdentityView, Remove, Removed,
+    Rename, Renamed, Whoami, internal,
 };
-use crate::core::{Daemon, parse_name};
+use crate::core::{Daemon, now_ms, parse_name};
 use crate::ops::Run;
+use crate::receive::control;
+use crate::store::{StoreError, StoredMessage};
 use crate::views::contact_view;
 
 impl Run for Whoami {
@@ -57,18 +61,52 @@ impl Run for Rename {
 }
 
 impl Run for Remove {
+    /// Forgets the contact and tells it: an `unpair` message, sealed in the
+    /// session before the session is dropped and queued in the same
+    /// transaction, so the contact learns it after everything sent before.
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Removed, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
         let contact = daemon.resolve_peer(&name, &self.peer).await?;
         let address = contact.address;
         let mut slot = daemon.session_slot(&name, &address).await;
-        daemon
+        let now = now_ms();
+        let unpair = if contact.state == ContactState::Removed {
+            None
+        } else {
+            match daemon.load_session(&mut slot, &name, &address).await? {
+                Some(session) => {
+                    let message = control(Kind::Unpair, Vec::new(), now);
+                    let payload = session
+                        .seal(&message)
+                        .map_err(|e| internal("cannot encrypt", e))?;
+                    Some((message.id, payload))
+                }
+                None => None,
+            }
+        };
+        let told = unpair.is_some();
+        let owner = name.clone();
+        let removed = daemon
             .db
-            .run(move |tx| tx.remove_contact(&name, &address))
-            .await?;
+            .run(move |tx| {
+                tx.remove_contact(&owner, &address)?;
+                if let Some((id, payload)) = &unpair {
+                    let message = StoredMessage::outgoing_control(*id, address, Kind::Unpair, now);
+                    tx.insert_message(&owner, &message, Some(payload))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await;
+        // Whatever happened, the cached session must not outlive this: it
+        // moved on by the seal, or its contact is gone.
         *slot = None;
+        removed?;
+        if told {
+            daemon.outbox_waker(&name).notify_one();
+        }
         Ok(Removed {
             removed: contact.petname.as_str().to_owned(),
+            told,
         })
     }
 }

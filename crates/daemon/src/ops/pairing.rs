@@ -229,8 +229,10 @@ async fn send_redemption(
                 format!("the inviter is already your contact {}", existing.petname),
             ));
         }
-        Some(_) => true,
-        None => false,
+        // A pending pairing by an older invite, or a contact that removed
+        // us: this invite takes its place, under the name we gave it.
+        Some(existing) => Some(existing.petname),
+        None => None,
     };
     daemon.refusals.take(&(name.clone(), invite.inviter));
     let (first, payload, session_pickle) = {
@@ -255,15 +257,14 @@ async fn send_redemption(
     let written = daemon
         .db
         .run(move |tx| {
-            if replaced {
-                // A pending pairing by an older invite of the same
-                // inviter gives way to this one.
+            if replaced.is_some() {
                 tx.remove_contact(&name, &invite.inviter)?;
                 tx.drop_queued_to(&name, &invite.inviter)?;
             }
-            let petname = match &petname {
-                Some(chosen) => chosen.clone(),
-                None => tx.free_petname(&name, &invite.inviter_name)?,
+            let petname = match (&petname, replaced) {
+                (Some(chosen), _) => chosen.clone(),
+                (None, Some(old)) => old,
+                (None, None) => tx.free_petname(&name, &invite.inviter_name)?,
             };
             tx.add_contact(
                 &name,

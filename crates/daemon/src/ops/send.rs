@@ -55,6 +55,15 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
     let kind = session_kind(request.kind.unwrap_or_default());
     let (name, _) = daemon.pick(request.identity.as_deref())?;
     let contact = daemon.resolve_peer(&name, &request.to).await?;
+    if contact.state == crate::api::ContactState::Removed {
+        return Err(ApiError::new(
+            ErrorCode::ContactRemoved,
+            format!(
+                "{peer} removed you from its contacts: nothing more reaches it. A new invite pairs you again: send it yours (`agentwire invite`) or accept one of its own",
+                peer = contact.petname
+            ),
+        ));
+    }
     room_in_outbox(daemon, &name).await?;
     // Sealed and queued under the session's lock, so the store receives the
     // session's states in order; the commit is awaited after letting go, so

@@ -18,7 +18,7 @@ macro_rules! sent_columns {
 /// Messages a sender tracks: not receipts or pairing messages.
 macro_rules! tracked {
     () => {
-        "direction = 'out' AND kind NOT IN ('receipt', 'redeem')"
+        "direction = 'out' AND kind NOT IN ('receipt', 'redeem', 'unpair')"
     };
 }
 
@@ -151,6 +151,33 @@ impl Tx<'_> {
             params![identity.as_str(), peer.as_bytes()],
         )?;
         Ok(())
+    }
+
+    /// Fails every message to `peer` that has not reached it yet (queued or
+    /// relayed): the peer removed us, and drops whatever still arrives.
+    /// Returns the ids of the tracked ones (what senders see).
+    pub fn fail_undelivered_to(
+        &self,
+        identity: &Name,
+        peer: &PublicKey,
+        now_ms: u64,
+    ) -> Result<Vec<MessageId>> {
+        self.rows(
+            concat!(
+                "UPDATE messages SET state = 'failed', payload = NULL, updated_at = ?3
+                 WHERE identity = ?1 AND peer = ?2 AND direction = 'out'
+                   AND state IN ('queued', 'relayed')
+                 RETURNING id, ",
+                tracked!()
+            ),
+            params![identity.as_str(), peer.as_bytes(), ms(now_ms)],
+            |row| Ok((MessageId::from_bytes(row.get(0)?), row.get::<_, bool>(1)?)),
+        )
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|(id, tracked)| tracked.then_some(id))
+                .collect()
+        })
     }
 
     /// Moves an outgoing message to `state` if [`DeliveryState::may_become`]

@@ -194,6 +194,17 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The contact removed us: it is kept, marked `removed`, and its session
+    /// is gone (a new pairing makes a new one).
+    pub fn mark_removed(&self, identity: &Name, address: &PublicKey) -> Result<()> {
+        self.set_contact_state(identity, address, ContactState::Removed)?;
+        self.exec(
+            "DELETE FROM sessions WHERE identity = ?1 AND address = ?2",
+            params![identity.as_str(), address.as_bytes()],
+        )?;
+        Ok(())
+    }
+
     /// A petname not yet used by `identity`'s contacts: `wanted`, or
     /// `wanted-2`, …
     pub fn free_petname(&self, identity: &Name, wanted: &Name) -> Result<Name> {
