@@ -295,6 +295,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 max: Some(max),
                 wait_ms: Some(millis(wait)),
                 confirm: true,
+                ..api::Recv::default()
             };
             // Held, printed, then taken: only what reached stdout is marked
             // read (`recv | head -1` leaves the rest unread).

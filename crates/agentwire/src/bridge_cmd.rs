@@ -306,7 +306,7 @@ async fn recv(
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
-        confirm: false,
+        ..api::Recv::default()
     };
     bridge.call(request).await
 }

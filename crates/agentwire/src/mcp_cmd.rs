@@ -381,7 +381,7 @@ impl McpServer {
             from,
             max: Some(message_count(max)?),
             wait_ms,
-            confirm: false,
+            ..api::Recv::default()
         };
         self.call(request, cancel).await
     }
@@ -767,6 +767,20 @@ async fn push_burst(
         _ if messages.len() <= MAX_BURST_NOTICES => (messages, Vec::new()),
         _ => (Vec::new(), messages),
     };
+    // A whole message is pushed only once this session holds it: a `wait`
+    // or `recv` elsewhere (another client of the identity) cannot take it
+    // meanwhile, and one taken there already is not pushed here.
+    let (each, held) = if mode == PushMode::Message && !each.is_empty() {
+        match hold(inner, &each).await {
+            Some((ids, held)) => {
+                let each = each.into_iter().filter(|m| ids.contains(&m.id)).collect();
+                (each, Some(held))
+            }
+            None => (Vec::new(), None),
+        }
+    } else {
+        (each, None)
+    };
     let mut written = Vec::new();
     let mut outcome = Ok(());
     for message in each {
@@ -789,18 +803,41 @@ async fn push_burst(
         written.push(message.id.clone());
         pushed.insert(message.id);
     }
-    if mode == PushMode::Message && !written.is_empty() {
-        // Written to the client: those messages count as read, in one ack.
-        let ack = api::Ack {
-            identity: inner.identity.clone(),
-            ids: written,
-        };
-        if let Err(e) = DaemonClient::socket(inner.home.socket()).call(ack).await {
+    if let Some(held) = held {
+        // Written to the client: those messages count as read; the rest
+        // held are let go of, unread.
+        if let Err(e) = held.confirm(written).await {
             tracing::warn!(error = %e, "could not mark pushed messages read");
         }
     }
     outcome?;
     summarize(peer, inner, rest, pushed).await
+}
+
+/// Holds `messages` for this session (those still unread and not held by
+/// another reader): their ids, and the hold to confirm. `None` when the
+/// daemon cannot be asked (then nothing is pushed; the messages stay
+/// unread).
+async fn hold(
+    inner: &Inner,
+    messages: &[MessageView],
+) -> Option<(HashSet<String>, agentwire_daemon::HeldMessages)> {
+    let recv = api::Recv {
+        identity: inner.identity.clone(),
+        ids: messages.iter().map(|m| m.id.clone()).collect(),
+        max: Some(messages.len()),
+        ..api::Recv::default()
+    };
+    match DaemonClient::socket(inner.home.socket())
+        .recv_held(recv)
+        .await
+    {
+        Ok((answer, held)) => Some((answer.messages.into_iter().map(|m| m.id).collect(), held)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hold messages to push");
+            None
+        }
+    }
 }
 
 /// One notice for several messages, which stay unread.

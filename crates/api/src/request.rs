@@ -397,6 +397,10 @@ pub struct Recv {
     /// rest stay unread, as do all of them if it hangs up first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// Only these messages (ids), those still unread and not held by
+    /// another reader; `from` and `wait_ms` do not apply. At most 1000.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
 }
 
 /// `inbox`: show unread messages, taking none.

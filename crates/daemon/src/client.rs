@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::api::{ApiError, Event, Operation, Request, Response, Subscribe};
+use crate::api::{
+    Ack, Acked, ApiError, Event, Messages, Operation, Recv, Request, Response, Subscribe,
+};
 use crate::core::Daemon;
 use crate::ops::Run;
 use crate::ops::subscribe::Subscription;
@@ -103,6 +105,37 @@ impl DaemonClient {
         }
     }
 
+    /// `recv` with `confirm`: the messages, held for this caller (no other
+    /// reader gets them) until [`HeldMessages::confirm`] names those it
+    /// took; the rest stay unread, as do all of them if the
+    /// [`HeldMessages`] is dropped.
+    pub async fn recv_held(&self, mut recv: Recv) -> Result<(Messages, HeldMessages), ClientError> {
+        recv.confirm = true;
+        match self {
+            DaemonClient::InProcess(daemon) => {
+                let (messages, claim) = crate::ops::read::claim(daemon, recv)
+                    .await
+                    .map_err(ClientError::Refused)?;
+                Ok((messages, HeldMessages(Holder::InProcess(claim))))
+            }
+            DaemonClient::Socket(path) => {
+                let (read, mut write) = connect(path).await?;
+                send_line(path, &mut write, &Request::Recv(recv)).await?;
+                let mut lines = BufReader::new(read);
+                let line = read_line(path, &mut lines, &mut Vec::new())
+                    .await?
+                    .ok_or_else(|| lost(path, "it closed the connection without answering"))?;
+                let messages = decode_answer::<Recv>(path, &line)?;
+                let holder = Holder::Socket {
+                    path: path.clone(),
+                    lines,
+                    write,
+                };
+                Ok((messages, HeldMessages(holder)))
+            }
+        }
+    }
+
     /// Follows an identity's events until the daemon stops (or the returned
     /// stream is dropped).
     pub async fn subscribe(&self, request: Subscribe) -> Result<Events, ClientError> {
@@ -122,6 +155,43 @@ impl DaemonClient {
                     partial: Vec::new(),
                     _write: write,
                 }))
+            }
+        }
+    }
+}
+
+/// Messages held by [`DaemonClient::recv_held`].
+pub struct HeldMessages(Holder);
+
+enum Holder {
+    InProcess(crate::ops::read::Claim),
+    Socket {
+        path: PathBuf,
+        lines: BufReader<OwnedReadHalf>,
+        write: OwnedWriteHalf,
+    },
+}
+
+impl HeldMessages {
+    /// Takes the held messages with these ids (marks them read); the rest
+    /// stay unread. The answer lists those taken.
+    pub async fn confirm(self, ids: Vec<String>) -> Result<Acked, ClientError> {
+        match self.0 {
+            Holder::InProcess(claim) => claim.confirm(&ids).await.map_err(ClientError::Refused),
+            Holder::Socket {
+                path,
+                mut lines,
+                mut write,
+            } => {
+                let ack = Request::Ack(Ack {
+                    identity: None,
+                    ids,
+                });
+                send_line(&path, &mut write, &ack).await?;
+                let line = read_line(&path, &mut lines, &mut Vec::new())
+                    .await?
+                    .ok_or_else(|| lost(&path, "it closed the connection without answering"))?;
+                decode_answer::<Ack>(&path, &line)
             }
         }
     }

@@ -22,7 +22,7 @@ mod server;
 pub mod store;
 mod views;
 
-pub use client::{ClientError, DaemonClient, Events};
+pub use client::{ClientError, DaemonClient, Events, HeldMessages};
 pub use core::{
     DEFAULT_INVITE_TTL, DEFAULT_MAX_MESSAGES, DEFAULT_OUTBOX_LIMIT, Daemon,
     MAX_MESSAGES_PER_REQUEST, MAX_SENT_PER_REQUEST, MAX_WAIT,

@@ -56,14 +56,17 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
     assert!(summary["notifications"]["bob_logs"].as_u64().unwrap() >= 1);
     assert!(summary["notifications"]["bob_channel"].as_u64().unwrap() >= 1);
     // The CLI agrees: every message alice sent was read.
-    let sent = home.run(&["--as", "alice", "--json", "sent"]).ok().json();
+    let sent = home
+        .run(&["--as", "alice", "--json", "sent", "--max", "1000"])
+        .ok()
+        .json();
     let states: Vec<&str> = sent["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["read"; 11], "{sent}");
+    assert_eq!(states, ["read"; 31], "{sent}");
 }
 
 /// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.

@@ -25,7 +25,9 @@ Checks (each failure is reported with what was seen):
   3. A body that imitates the frame cannot forge a sender: one frame, the fake
      tags escaped, channel meta names alice.
   4. bob-channel: a message pushed in full is marked read (alice's `status`
-     says read) and bob's `peek` no longer shows it.
+     says read) and bob's `peek` no longer shows it. Then bob-channel's
+     pushes and bob's `wait` race for 20 messages: each is shown by exactly
+     one of them.
   5. Bad input: unknown contact and unknown message id are tool errors the
      model can read; `wait` with a short timeout returns "No message".
   Also: structured content carries framed text, never a raw body; a cancelled
@@ -54,6 +56,7 @@ from mcp.client import NotificationBinding
 from pydantic import BaseModel, ConfigDict
 
 CHANNEL = "notifications/claude/channel"
+RACE = 20
 TOOLS = {"send", "recv", "peek", "wait", "status", "sent", "contacts", "invite", "accept", "whoami"}
 
 
@@ -299,8 +302,8 @@ async def scenario(args, summary: dict[str, Any]) -> None:
 
         # 4. Push mode `message`: whole message pushed, marked read (in a
         # session of its own, closed afterwards).
-        channel_stack = contextlib.AsyncExitStack()
-        await channel_stack.__aenter__()
+        # Closed when the check is done, or with the rest on a failure.
+        channel_stack = await stack.enter_async_context(contextlib.AsyncExitStack())
         await open_client(channel_stack, args, bob_channel, ["--push", "message"])
         sent = await alice.call("send", {"to": "bob", "text": "pushed in full", "thread": first_id})
         pushed_id = sent.structured_content["id"]
@@ -312,6 +315,31 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         await until_read(alice, pushed_id, "a pushed message is read")
         peek = await bob.call("peek", {})
         check(pushed_id not in text_of(peek), "pushed message is no longer unread", text_of(peek))
+        # Two clients of one identity race for each message: bob-channel
+        # pushes whole messages, bob takes them with `wait`. Each message is
+        # shown by exactly one of them, never by both.
+        race_ids: list[str] = []
+        waited_ids: list[str] = []
+        pushed_before = len(bob_channel.channel)
+
+        async def taker() -> None:
+            while len(waited_ids) + pushed_count() < RACE:
+                got = await bob.call("wait", {"timeout_secs": 2})
+                waited_ids.extend(m["id"] for m in (got.structured_content or {}).get("messages", []))
+
+        def pushed_count() -> int:
+            return len([c for c in bob_channel.channel[pushed_before:] if c["meta"].get("id") in race_ids])
+
+        with anyio.move_on_after(40):
+            async with anyio.create_task_group() as group:
+                group.start_soon(taker)
+                for i in range(RACE):
+                    sent = await alice.call("send", {"to": "bob", "text": f"race {i}"})
+                    race_ids.append(sent.structured_content["id"])
+        pushed_ids = [c["meta"]["id"] for c in bob_channel.channel[pushed_before:] if c["meta"].get("id") in race_ids]
+        summary["race"] = {"pushed": len(pushed_ids), "waited": len(waited_ids)}
+        check(not set(pushed_ids) & set(waited_ids), "no message both pushed and returned by wait", summary["race"])
+        check(sorted(pushed_ids + waited_ids) == sorted(race_ids), "each message shown exactly once", {"pushed": pushed_ids, "waited": waited_ids, "sent": race_ids})
         await channel_stack.aclose()
 
         # 5. Errors a model can read.
@@ -331,7 +359,7 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(bad.is_error and "whole number" in text_of(bad), "a negative timeout is named", text_of(bad))
         contacts = await alice.call("contacts", {})
         check("bob" in text_of(contacts), "contacts lists bob", text_of(contacts))
-        listed = await alice.call("sent", {"max": 5})
+        listed = await alice.call("sent", {"max": 50})
         listed_states = {m["id"]: m["state"] for m in (listed.structured_content or {}).get("messages", [])}
         check(listed_states.get(pushed_id) == "read", "sent lists what alice sent, with its state", text_of(listed))
         # 6. The daemon restarts under the sessions: tools start it again,

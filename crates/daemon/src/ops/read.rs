@@ -108,6 +108,8 @@ struct Look {
     from: Option<String>,
     max: Option<usize>,
     wait_ms: Option<u64>,
+    /// Only these messages (none: any).
+    ids: Vec<String>,
 }
 
 impl From<Recv> for Look {
@@ -118,12 +120,14 @@ impl From<Recv> for Look {
             max,
             wait_ms,
             confirm: _,
+            ids,
         } = recv;
         Look {
             identity,
             from,
             max,
             wait_ms,
+            ids,
         }
     }
 }
@@ -141,6 +145,7 @@ impl From<Inbox> for Look {
             from,
             max,
             wait_ms,
+            ids: Vec::new(),
         }
     }
 }
@@ -159,6 +164,12 @@ async fn unread(
         deadline(look.wait_ms, std::time::Duration::ZERO),
     );
     let max = bounded_max(look.max, MAX_MESSAGES_PER_REQUEST)?;
+    bounded_max(Some(look.ids.len().max(1)), MAX_MESSAGES_PER_REQUEST)?;
+    let only: Vec<MessageId> = look
+        .ids
+        .iter()
+        .map(|id| parse_message_id("id", id))
+        .collect::<Result<_, _>>()?;
     let (name, _) = daemon.pick(look.identity.as_deref())?;
     let from = match &look.from {
         Some(peer) => Some(daemon.resolve_peer(&name, peer).await?.address),
@@ -174,10 +185,19 @@ async fn unread(
             daemon.claimed(&name)
         });
         // Read on the reader: an arrival wakes this wait after its commit.
+        let wanted = only.clone();
         let (candidates, unread) = daemon
             .db
             .read(move |tx| {
-                let candidates = tx.unread(&owner, from.as_ref(), limit)?;
+                let candidates = if wanted.is_empty() {
+                    tx.unread(&owner, from.as_ref(), limit)?
+                } else {
+                    let mut some = Vec::new();
+                    for id in &wanted {
+                        some.extend(tx.unread_message(&owner, id)?);
+                    }
+                    some
+                };
                 let unread = if mode == Mode::Look {
                     Some(tx.unread_count(&owner)?)
                 } else {
@@ -192,16 +212,15 @@ async fn unread(
             Mode::Take | Mode::Hold => {
                 let mut free = daemon.unclaimed(&name, candidates, false);
                 free.truncate(max);
+                let held = daemon.unclaimed(&name, free, true);
                 if mode == Mode::Hold {
-                    daemon.unclaimed(&name, free, true)
-                } else if free.is_empty() {
-                    free
+                    held
                 } else {
-                    take(daemon, &name, free).await?
+                    take_held(daemon, &name, held).await?
                 }
             }
         };
-        if !messages.is_empty() || timed_out {
+        if !messages.is_empty() || timed_out || !only.is_empty() {
             let views = message_views(&messages, &contacts);
             let held = if mode == Mode::Hold {
                 messages
@@ -261,16 +280,43 @@ impl Run for Ack {
             })
             .await?;
         // Messages another reader holds are not this ack's to take.
-        let candidates = daemon.unclaimed(&name, candidates, false);
-        let taken = if candidates.is_empty() {
-            candidates
-        } else {
-            take(daemon, &name, candidates).await?
-        };
+        let held = daemon.unclaimed(&name, candidates, true);
+        let taken = take_held(daemon, &name, held).await?;
         Ok(Acked {
             acked: taken.iter().map(|m| m.id.to_string()).collect(),
         })
     }
+}
+
+/// Takes messages this reader claimed ([`Daemon::unclaimed`] with `claim`),
+/// then lets go of the claims: while they are held, no other reader (a
+/// `recv` with `confirm`, an MCP push) can hand the same messages out.
+async fn take_held(
+    daemon: &Daemon,
+    name: &Name,
+    held: Vec<StoredMessage>,
+) -> Result<Vec<StoredMessage>, ApiError> {
+    if held.is_empty() {
+        return Ok(held);
+    }
+    // Let go of even if this future is dropped halfway (a client that
+    // hangs up cancels its request).
+    struct Release<'a> {
+        daemon: &'a Daemon,
+        name: &'a Name,
+        ids: Vec<MessageId>,
+    }
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.daemon.release(self.name, &self.ids);
+        }
+    }
+    let _release = Release {
+        daemon,
+        name,
+        ids: held.iter().map(|m| m.id).collect(),
+    };
+    take(daemon, name, held).await
 }
 
 /// Takes `candidates`: marks them consumed (those another reader has not
