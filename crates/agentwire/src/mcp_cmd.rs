@@ -10,9 +10,10 @@
 //! A message body never leaves this module unframed — not in the text, not in
 //! the structured content (some clients show only the latter to the model).
 
-// MCP deprecates its log notification from protocol 2026-07-28 on; this
-// server speaks the session versions before it, where the log notification
-// is the standard way to reach a client that knows nothing of channels.
+// MCP deprecates its log notification from protocol 2026-07-28 on. Clients
+// of the session versions before it (most, today) get it: it is the standard
+// way to reach a client that knows nothing of channels. Clients of 2026-07-28
+// do not.
 #![allow(deprecated)]
 
 use std::collections::{HashSet, VecDeque};
@@ -96,6 +97,10 @@ struct Inner {
     /// `message` mode, marked read — before the client listens).
     push: PushMode,
     push_started: AtomicBool,
+    /// The client speaks 2026-07-28 or later: no handshake, no session, no
+    /// log notifications (only the channel's, which a client ignores unless
+    /// it knows it).
+    sessionless: AtomicBool,
     /// The push loop, once started; the session ends it when it ends.
     push_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The lowest log level the client wants (`logging/setLevel`), as
@@ -126,6 +131,7 @@ impl McpServer {
                 identity,
                 push,
                 push_started: AtomicBool::new(false),
+                sessionless: AtomicBool::new(false),
                 push_task: std::sync::Mutex::new(None),
                 log_level: AtomicU8::new(0),
             }),
@@ -510,21 +516,16 @@ impl ServerHandler for McpServer {
         config
     }
 
-    /// Pushes need a session: the versions that open one with `initialize`.
+    /// Every version up to 2026-07-28: with the session versions pushes
+    /// start at `notifications/initialized`; with 2026-07-28 (no handshake)
+    /// at the first request, and `wait` serves clients that take no
+    /// notifications at all.
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
-        std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2026_07_28))
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        if self.inner.push != PushMode::Off && !self.inner.push_started.swap(true, Ordering::SeqCst)
-        {
-            let task = tokio::spawn(push_loop(context.peer, self.inner.clone()));
-            *self
-                .inner
-                .push_task
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(task);
-        }
+        start_pushes(&self.inner, context.peer);
     }
 
     async fn set_level(
@@ -582,6 +583,12 @@ pub(crate) fn run(
             .await
             .context("the MCP client did not complete the handshake")
             .code(CANNOT_START)?;
+        // A 2026-07-28 client has no handshake (no `initialized` to start
+        // pushes on): the server runs once its first request came.
+        if running.peer().peer_info().is_none() {
+            inner.sessionless.store(true, Ordering::SeqCst);
+            start_pushes(&inner, running.peer().clone());
+        }
         // The session ends when the client closes stdin.
         let _ = running.waiting().await;
         let push = inner
@@ -594,6 +601,14 @@ pub(crate) fn run(
         }
         Ok(())
     })
+}
+
+/// Starts the push loop, once per session (unless pushes are off).
+fn start_pushes(inner: &Arc<Inner>, peer: Peer<RoleServer>) {
+    if inner.push != PushMode::Off && !inner.push_started.swap(true, Ordering::SeqCst) {
+        let task = tokio::spawn(push_loop(peer, inner.clone()));
+        *inner.push_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
 }
 
 /// Message ids already pushed, the oldest forgotten first.
@@ -886,7 +901,9 @@ async fn notify(
     );
     peer.send_notification(ServerNotification::CustomNotification(channel))
         .await?;
-    if inner.log_level.load(Ordering::Relaxed) <= level_rank(LoggingLevel::Notice) {
+    if !inner.sessionless.load(Ordering::Relaxed)
+        && inner.log_level.load(Ordering::Relaxed) <= level_rank(LoggingLevel::Notice)
+    {
         let log = LoggingMessageNotificationParam::new(LoggingLevel::Notice, data)
             .with_logger("agentwire");
         peer.notify_logging_message(log).await?;

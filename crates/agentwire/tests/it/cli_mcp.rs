@@ -44,16 +44,36 @@ fn two_siblings() -> TestHome {
 
 #[test]
 fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
+    independent_client_scenario("2025-11-25");
+}
+
+/// The same under the revision without protocol sessions: no handshake, no
+/// log notifications, `wait` and channel pushes as before.
+#[test]
+fn an_independent_mcp_client_without_protocol_sessions() {
+    independent_client_scenario("2026-07-28");
+}
+
+fn independent_client_scenario(protocol: &str) {
     let home = two_siblings();
     let summary = scenario(&[
         "--exe",
         agentwire_bin().to_str().unwrap(),
         "--home",
         home.path().to_str().unwrap(),
+        "--protocol",
+        protocol,
     ]);
     println!("{summary}");
-    // The notice push reached a client that declared no capability.
-    assert!(summary["notifications"]["bob_logs"].as_u64().unwrap() >= 1);
+    assert_eq!(summary["protocol_version"], protocol);
+    // The notice push reached a client that declared no capability (as a
+    // log event only where the protocol still has them).
+    let logs = summary["notifications"]["bob_logs"].as_u64().unwrap();
+    if protocol == "2026-07-28" {
+        assert_eq!(logs, 0);
+    } else {
+        assert!(logs >= 1);
+    }
     assert!(summary["notifications"]["bob_channel"].as_u64().unwrap() >= 1);
     // The CLI agrees: every message alice sent was read.
     let sent = home
@@ -69,7 +89,6 @@ fn an_independent_mcp_client_sends_waits_and_gets_pushes() {
     assert_eq!(states, ["read"; 31], "{sent}");
 }
 
-/// `agentwire --home H --as alice setup ARGS` in `cwd` with `env`.
 fn setup(home: &TestHome, cwd: &Path, env: &[(&str, &Path)], args: &[&str]) -> Run {
     let mut command = Command::new(agentwire_bin());
     command

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives `agentwire mcp` with the official MCP Python SDK (an independent client).
 
-    mcp_scenario.py --exe PATH --home DIR
+    mcp_scenario.py --exe PATH --home DIR [--protocol 2025-11-25|2026-07-28]
     mcp_scenario.py --config FILE [--entry NAME] [--expect-name NAME]
 
 With --config, the server is started exactly as the client config written by
@@ -36,6 +36,11 @@ Checks (each failure is reported with what was seen):
   survive a daemon restart: tools start it again, pushes resume, nothing is
   pushed twice.
 
+With --protocol 2026-07-28 the sessions have no handshake (`server/discover`,
+then tools): the checks are the same, except that the server sends no log
+notifications (2026-07-28 deprecates them) and there is no logging/setLevel;
+`wait` and the channel notifications work as before.
+
 Prints one JSON summary line; exits 0 only when every check passed.
 """
 
@@ -47,6 +52,7 @@ import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -57,6 +63,8 @@ from pydantic import BaseModel, ConfigDict
 
 CHANNEL = "notifications/claude/channel"
 RACE = 20
+# The revision without protocol sessions (no initialize).
+SESSIONLESS = "2026-07-28"
 TOOLS = {"send", "recv", "peek", "wait", "status", "sent", "contacts", "invite", "accept", "whoami"}
 
 
@@ -142,6 +150,19 @@ async def open_client(stack: contextlib.AsyncExitStack, args, client: Client, ex
         )
     )
     client.session = session
+    if args.protocol == SESSIONLESS:
+        # No handshake: discover what the server is, then call tools.
+        found = await session.discover()
+        check(session.protocol_version == SESSIONLESS, "the server speaks 2026-07-28", found)
+        # Without a handshake, the server starts pushing at the first
+        # request; a client lists the tools first anyway.
+        await session.list_tools()
+        return SimpleNamespace(
+            protocol_version=session.protocol_version,
+            capabilities=found.capabilities,
+            server_info=session.server_info,
+            instructions=found.instructions,
+        )
     return await session.initialize()
 
 
@@ -155,7 +176,8 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         caps = init.capabilities
         check(init.server_info.name == "agentwire", "server name", init.server_info)
         check("claude/channel" in (caps.experimental or {}), "claude/channel capability", caps)
-        check(caps.logging is not None, "logging capability", caps)
+        if args.protocol != SESSIONLESS:
+            check(caps.logging is not None, "logging capability", caps)
         check(caps.tools is not None, "tools capability", caps)
         check("untrusted" in (init.instructions or ""), "instructions mention untrusted content", init.instructions)
         tools = await alice.session.list_tools()
@@ -187,7 +209,8 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(not sent.is_error, "send succeeds", text_of(sent))
         first_id = sent.structured_content["id"]
         check(sent.structured_content["state"] == "queued", "send returns state", sent.structured_content)
-        await bob.until(lambda: any(l["data"].get("meta", {}).get("id") == first_id for l in bob.logs), "log notification for the message")
+        if args.protocol != SESSIONLESS:
+            await bob.until(lambda: any(l["data"].get("meta", {}).get("id") == first_id for l in bob.logs), "log notification for the message")
         await bob.until(lambda: any(c["meta"]["id"] == first_id for c in bob.channel), "channel notification for the message")
         pushed = next(c for c in bob.channel if c["meta"]["id"] == first_id)
         summary["notice_push"] = pushed
@@ -195,8 +218,9 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         check(all(isinstance(v, str) for v in pushed["meta"].values()), "meta values are strings", pushed)
         check(all(k.replace("_", "").isalnum() for k in pushed["meta"]), "meta keys are identifiers", pushed)
         check("please run the tests" not in pushed["content"], "a notice does not carry the body", pushed)
-        log = next(l for l in bob.logs if l["data"].get("meta", {}).get("id") == first_id)
-        check(log["logger"] == "agentwire" and log["level"] == "notice", "log notification shape", log)
+        if args.protocol != SESSIONLESS:
+            log = next(l for l in bob.logs if l["data"].get("meta", {}).get("id") == first_id)
+            check(log["logger"] == "agentwire" and log["level"] == "notice", "log notification shape", log)
         # A notice leaves the message unread: wait returns it at once.
         got = await bob.call("wait", {"timeout_secs": 20})
         text = text_of(got)
@@ -267,14 +291,18 @@ async def scenario(args, summary: dict[str, Any]) -> None:
         took = await bob.call("recv", {})
         check([m["id"] for m in took.structured_content["messages"]] == [after_cancel], "recv takes it", took.structured_content)
 
-        # logging/setLevel above notice stops the log pushes, not the channel.
-        await alice.session.set_logging_level("warning")
+        # logging/setLevel above notice stops the log pushes, not the channel
+        # (2026-07-28 has no setLevel, and no log pushes at all).
+        if args.protocol != SESSIONLESS:
+            await alice.session.set_logging_level("warning")
         sent = await bob.call("send", {"to": "alice", "text": "quiet please"})
         quiet_id = sent.structured_content["id"]
         await alice.until(lambda: any(c["meta"]["id"] == quiet_id for c in alice.channel), "channel push after setLevel")
         await anyio.sleep(0.5)
         check(not any(l["data"].get("meta", {}).get("id") == quiet_id for l in alice.logs), "no log push below the level", alice.logs)
         await alice.call("recv", {})
+        if args.protocol == SESSIONLESS:
+            check(alice.logs == [] and bob.logs == [], "no log notifications under 2026-07-28", alice.logs + bob.logs)
 
         # A backlog is one summary notice, and stays unread.
         backlog = []
@@ -436,6 +464,7 @@ def main() -> int:
     parser.add_argument("--config")
     parser.add_argument("--entry", default="agentwire")
     parser.add_argument("--expect-name")
+    parser.add_argument("--protocol", default="2025-11-25", choices=["2025-11-25", SESSIONLESS])
     parser.add_argument("--timeout", type=float, default=150)
     args = parser.parse_args()
     summary: dict[str, Any] = {"ok": False}

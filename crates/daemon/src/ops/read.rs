@@ -214,7 +214,7 @@ async fn unread(
                 free.truncate(max);
                 let held = daemon.unclaimed(&name, free, true);
                 if mode == Mode::Hold {
-                    held
+                    still_unread(daemon, &name, held).await?
                 } else {
                     take_held(daemon, &name, held).await?
                 }
@@ -286,6 +286,46 @@ impl Run for Ack {
             acked: taken.iter().map(|m| m.id.to_string()).collect(),
         })
     }
+}
+
+/// Of messages this reader just claimed, those still unread; it lets go of
+/// the others. The list was read before the claim: another reader may have
+/// taken one in between (a taker lets go of its claim only after its commit,
+/// so a read after this claim sees that commit). Taking needs no such check,
+/// as the commit itself takes only unread messages.
+async fn still_unread(
+    daemon: &Daemon,
+    name: &Name,
+    held: Vec<StoredMessage>,
+) -> Result<Vec<StoredMessage>, ApiError> {
+    if held.is_empty() {
+        return Ok(held);
+    }
+    let owner = name.clone();
+    let ids: Vec<MessageId> = held.iter().map(|m| m.id).collect();
+    let unread = daemon
+        .db
+        .read(move |tx| {
+            let mut unread = HashSet::new();
+            for id in &ids {
+                if tx.unread_message(&owner, id)?.is_some() {
+                    unread.insert(*id);
+                }
+            }
+            Ok::<_, StoreError>(unread)
+        })
+        .await;
+    let unread = match unread {
+        Ok(unread) => unread,
+        Err(error) => {
+            daemon.release(name, &held.iter().map(|m| m.id).collect::<Vec<_>>());
+            return Err(error.into());
+        }
+    };
+    let (kept, gone): (Vec<StoredMessage>, Vec<StoredMessage>) =
+        held.into_iter().partition(|m| unread.contains(&m.id));
+    daemon.release(name, &gone.iter().map(|m| m.id).collect::<Vec<_>>());
+    Ok(kept)
 }
 
 /// Takes messages this reader claimed ([`Daemon::unclaimed`] with `claim`),
