@@ -424,6 +424,7 @@ fn for_model(message: &str) -> String {
         ("--thread", "`thread`"),
         ("with --name", "with `name`"),
         ("see `agentwire contacts`", "see the `contacts` tool"),
+        ("(`agentwire invite`)", "(the `invite` tool)"),
     ]
     .iter()
     .fold(message.to_owned(), |text, (cli, tool)| {
@@ -983,6 +984,10 @@ mod tests {
         assert_eq!(
             for_model("a contact already has that name; pass another with --name"),
             "a contact already has that name; pass another with `name`"
+        );
+        assert!(
+            for_model("alice removed you: send it yours (`agentwire invite`) or accept one")
+                .contains("(the `invite` tool)")
         );
     }
 
