@@ -87,6 +87,19 @@ impl TestDaemon {
     }
 }
 
+/// A relay on 127.0.0.1, its URL, and the directory of its database.
+async fn relay() -> (agentwire_relay::Relay, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = agentwire_relay::Relay::spawn(agentwire_relay::RelayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("relay.db"),
+    ))
+    .await
+    .unwrap();
+    let url = relay.url();
+    (relay, url, dir)
+}
+
 /// Two identities of one home ("a" and "b"), contacts of each other.
 async fn siblings() -> TestDaemon {
     let daemon = TestDaemon::start().await;
@@ -350,16 +363,8 @@ async fn subscribe_shows_messages_once_and_state_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_and_accept_across_two_homes_and_a_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = agentwire_relay::Relay::spawn(agentwire_relay::RelayConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("relay.db"),
-    ))
-    .await
-    .unwrap();
-    let url = relay.url();
-    let alice = TestDaemon::start().await;
-    let bob = TestDaemon::start().await;
+    let (relay, url, _dir) = relay().await;
+    let (alice, bob) = (TestDaemon::start().await, TestDaemon::start().await);
     alice.init("alice", Some(&url)).await;
     bob.init("bob", Some(&url)).await;
     let invite = alice.client.call(Invite::default()).await.unwrap();
@@ -688,16 +693,8 @@ impl TestDaemon {
 /// invite either way pairs them again under the names they had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_tells_the_contact_and_a_new_invite_pairs_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = agentwire_relay::Relay::spawn(agentwire_relay::RelayConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().join("relay.db"),
-    ))
-    .await
-    .unwrap();
-    let url = relay.url();
-    let alice = TestDaemon::start().await;
-    let bob = TestDaemon::start().await;
+    let (relay, url, _dir) = relay().await;
+    let (alice, bob) = (TestDaemon::start().await, TestDaemon::start().await);
     alice.init("alice", Some(&url)).await;
     bob.init("bob", Some(&url)).await;
     alice.invite_to("alice", &bob, "bob").await;

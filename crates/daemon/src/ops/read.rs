@@ -288,6 +288,31 @@ impl Run for Ack {
     }
 }
 
+/// Claims a reader holds, let go of when this is dropped (also when the
+/// future holding it is dropped halfway: a client that hangs up cancels its
+/// request).
+struct Release<'a> {
+    daemon: &'a Daemon,
+    name: &'a Name,
+    ids: Vec<MessageId>,
+}
+
+impl<'a> Release<'a> {
+    fn of(daemon: &'a Daemon, name: &'a Name, held: &[StoredMessage]) -> Release<'a> {
+        Release {
+            daemon,
+            name,
+            ids: held.iter().map(|m| m.id).collect(),
+        }
+    }
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.daemon.release(self.name, &self.ids);
+    }
+}
+
 /// Of messages this reader just claimed, those still unread; it lets go of
 /// the others. The list was read before the claim: another reader may have
 /// taken one in between (a taker lets go of its claim only after its commit,
@@ -298,11 +323,8 @@ async fn still_unread(
     name: &Name,
     held: Vec<StoredMessage>,
 ) -> Result<Vec<StoredMessage>, ApiError> {
-    if held.is_empty() {
-        return Ok(held);
-    }
-    let owner = name.clone();
-    let ids: Vec<MessageId> = held.iter().map(|m| m.id).collect();
+    let mut release = Release::of(daemon, name, &held);
+    let (owner, ids) = (name.clone(), release.ids.clone());
     let unread = daemon
         .db
         .read(move |tx| {
@@ -314,18 +336,13 @@ async fn still_unread(
             }
             Ok::<_, StoreError>(unread)
         })
-        .await;
-    let unread = match unread {
-        Ok(unread) => unread,
-        Err(error) => {
-            daemon.release(name, &held.iter().map(|m| m.id).collect::<Vec<_>>());
-            return Err(error.into());
-        }
-    };
-    let (kept, gone): (Vec<StoredMessage>, Vec<StoredMessage>) =
-        held.into_iter().partition(|m| unread.contains(&m.id));
-    daemon.release(name, &gone.iter().map(|m| m.id).collect::<Vec<_>>());
-    Ok(kept)
+        .await?;
+    // Kept: held on; the rest are let go of.
+    release.ids.retain(|id| !unread.contains(id));
+    Ok(held
+        .into_iter()
+        .filter(|m| unread.contains(&m.id))
+        .collect())
 }
 
 /// Takes messages this reader claimed ([`Daemon::unclaimed`] with `claim`),
@@ -339,23 +356,7 @@ async fn take_held(
     if held.is_empty() {
         return Ok(held);
     }
-    // Let go of even if this future is dropped halfway (a client that
-    // hangs up cancels its request).
-    struct Release<'a> {
-        daemon: &'a Daemon,
-        name: &'a Name,
-        ids: Vec<MessageId>,
-    }
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.daemon.release(self.name, &self.ids);
-        }
-    }
-    let _release = Release {
-        daemon,
-        name,
-        ids: held.iter().map(|m| m.id).collect(),
-    };
+    let _release = Release::of(daemon, name, &held);
     take(daemon, name, held).await
 }
 
