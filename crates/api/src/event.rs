@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::response::{MessageView, SentView};
+use crate::response::{MessageView, SentView, TaskView};
 
 /// Something that happened for a subscribed identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -23,4 +23,6 @@ pub enum Event {
     },
     /// A sent message changed state.
     State(SentView),
+    /// A task, either side, arrived or changed state.
+    Task(TaskView),
 }

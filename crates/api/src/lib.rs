@@ -34,15 +34,17 @@ mod types;
 pub use error::{ApiError, ErrorCode};
 pub use event::Event;
 pub use request::{
-    Accept, Ack, Configure, Contacts, Inbox, Init, Invite, Operation, Recv, Remove, Rename,
-    Request, SendMessage, Sent, State, Status, Stop, Subscribe, Whoami,
+    Accept, Ack, Cancel, Configure, Contacts, Inbox, Init, Invite, Operation, Recv, Remove, Rename,
+    Request, SendMessage, Sent, State, Status, Stop, Subscribe, Task, Tasks, UpdateTask, Whoami,
 };
 pub use response::{
     Acked, ContactList, ContactView, Created, DaemonStatus, IdentityStatus, IdentityView,
     InviteView, MessageView, Messages, Queued, Recipient, Removed, Renamed, SendOutcome, Sender,
-    SentList, SentView, Settings, Stopping, Waited,
+    SentList, SentView, Settings, Stopping, TaskList, TaskView, Waited,
 };
-pub use types::{ContactState, DeliveryState, Kind, Priority, UnknownName, Via};
+pub use types::{
+    ContactState, DeliveryState, Kind, Priority, TaskRole, TaskState, UnknownName, Via,
+};
 
 /// Longest request line on the daemon's socket, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::response::{
     Acked, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView, Messages,
-    Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping,
+    Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping, TaskList, TaskView,
 };
-use crate::types::{DeliveryState, Kind, Priority};
+use crate::types::{DeliveryState, Kind, Priority, TaskState};
 
 /// An operation: a request with a typed answer.
 pub trait Operation: Into<Request> + Serialize + Send + 'static {
@@ -89,6 +89,14 @@ operations! {
     Ack(Ack) => Acked, "ack";
     /// Show unread messages without taking them.
     Inbox(Inbox) => Messages, "inbox";
+    /// Tasks both ways, newest first.
+    Tasks(Tasks) => TaskList, "tasks";
+    /// One task, optionally waiting until it ends.
+    Task(Task) => TaskView, "task";
+    /// The worker moves a task it was given (working, done, failed, ...).
+    UpdateTask(UpdateTask) => TaskView, "update_task";
+    /// The requester stops a task it asked for.
+    Cancel(Cancel) => TaskView, "cancel";
 }
 
 impl Request {
@@ -102,6 +110,7 @@ impl Request {
             }
             Request::Send(send) => send.wait.is_some(),
             Request::State(state) => state.wait.is_some(),
+            Request::Task(task) => task.wait_ms.is_some_and(|ms| ms > 0),
             Request::Accept(_) | Request::Invite(_) | Request::Subscribe(_) => true,
             _ => false,
         }
@@ -316,6 +325,79 @@ pub struct State {
     /// How long to wait (default 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+}
+
+/// `tasks`: tasks both ways.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tasks {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// At most this many (default 100, at most 100 000).
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
+/// `task`: one task, either side.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// The task id.
+    pub id: String,
+    /// Wait up to this long until it ends or needs input (at most 10 min).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `update_task`: the worker reports on a task it was given. `completed`
+/// sends `result` as the result message; the other states send a status
+/// with `detail`.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTask {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// The task id.
+    pub id: String,
+    /// `working`, `input-required`, `completed`, `failed` or `rejected`.
+    pub state: TaskState,
+    /// Why (for failed, rejected, input-required), at most 4096 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The result, for `completed` (at most 128 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+impl std::fmt::Debug for UpdateTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateTask")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("detail", &self.detail.as_ref().map(String::len))
+            .field("result", &self.result.as_ref().map(String::len))
+            .finish()
+    }
+}
+
+/// `cancel`: the requester stops a task it asked for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// The task id.
+    pub id: String,
 }
 
 /// `sent`: recent sent messages.

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{ContactState, DeliveryState, Kind, Priority, Via};
+use crate::types::{ContactState, DeliveryState, Kind, Priority, TaskRole, TaskState, Via};
 
 /// `status`: the daemon's health and counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -225,6 +225,40 @@ pub struct SentView {
     /// When it was seen to reach `read`, Unix ms; absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at_ms: Option<u64>,
+}
+
+/// A task, from either side (`tasks`, `task`, `update_task`, `cancel`, task
+/// events). Field names follow A2A's where they overlap (`id`, `state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskView {
+    /// Its id: the id of the task message.
+    pub id: String,
+    /// Which side we are on.
+    pub role: TaskRole,
+    /// The other side: the worker when we asked, the requester when given.
+    pub peer: Recipient,
+    /// Where it is.
+    pub state: TaskState,
+    /// The task's text, cut to its first 200 characters.
+    pub summary: String,
+    /// Why it is where it is (failed, rejected, input-required), from the
+    /// worker; untrusted text from that contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The result message's id, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// When it was sent or arrived, Unix ms.
+    pub created_at_ms: u64,
+    /// When its state last changed, Unix ms.
+    pub updated_at_ms: u64,
+}
+
+/// `tasks`: newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskList {
+    /// The tasks.
+    pub tasks: Vec<TaskView>,
 }
 
 /// `sent`: newest first.

@@ -146,6 +146,54 @@ named_enum! {
 }
 
 named_enum! {
+    /// Where a task is: A2A's task states. `submitted` until the worker
+    /// reports; `completed`, `failed`, `canceled` and `rejected` are final.
+    pub enum TaskState {
+        /// Sent (asked of us: arrived); the worker has not reported yet.
+        Submitted = "submitted",
+        /// The worker runs it.
+        Working = "working",
+        /// The worker needs more from the requester (`detail` says what).
+        #[serde(rename = "input-required")]
+        InputRequired = "input-required",
+        /// Done; `result` is the id of the result message.
+        Completed = "completed",
+        /// It ran and failed (`detail` says how).
+        Failed = "failed",
+        /// Stopped at the requester's request.
+        Canceled = "canceled",
+        /// Refused without running (`detail` says why).
+        Rejected = "rejected",
+    }
+}
+
+impl TaskState {
+    /// Whether nothing replaces it any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled | TaskState::Rejected
+        )
+    }
+
+    /// Whether a task in this state may move to `next`: any state but
+    /// `submitted` follows a state that is not final.
+    pub fn may_become(self, next: TaskState) -> bool {
+        !self.is_final() && next != TaskState::Submitted && next != self
+    }
+}
+
+named_enum! {
+    /// Which side of a task an identity is on.
+    pub enum TaskRole {
+        /// We asked the contact (we are the requester).
+        Asked = "asked",
+        /// The contact asked us (we are the worker).
+        Given = "given",
+    }
+}
+
+named_enum! {
     /// How a contact came to be.
     pub enum Via {
         /// Another identity of the same home.

@@ -73,6 +73,8 @@ pub(crate) enum Published {
     Message(Box<crate::api::MessageView>),
     /// A sent message changed state.
     State(crate::api::SentView),
+    /// A task arrived or changed state.
+    Task(crate::api::TaskView),
     /// Unread messages were taken (a subscription that could not show its
     /// whole backlog looks again).
     Consumed,
@@ -163,6 +165,8 @@ pub struct Daemon {
     pub(crate) pairing: Notify,
     /// Woken when an outgoing message changes state.
     pub(crate) states: Notify,
+    /// Woken when a task (either side) arrives or changes state.
+    pub(crate) task_changes: Notify,
     pub(crate) counters: Counters,
     /// Per identity: unread messages a reader holds until it confirms which
     /// it took (`recv` with `confirm`); other readers pass them by.
@@ -251,6 +255,7 @@ impl Daemon {
             relay_ids: Table::new(),
             pairing: Notify::new(),
             states: Notify::new(),
+            task_changes: Notify::new(),
             refusals: Table::new(),
             counters: Counters::default(),
             published: Followers::default(),
@@ -461,6 +466,23 @@ impl Daemon {
             }
         }
         self.publish(name, items);
+    }
+
+    /// Tells task waiters and subscriptions that these tasks changed.
+    pub(crate) async fn publish_tasks(&self, name: &Name, tasks: &[crate::store::StoredTask]) {
+        if tasks.is_empty() {
+            return;
+        }
+        self.task_changes.notify_waiters();
+        match self.contacts.get(&self.db, name).await {
+            Ok(contacts) => self.publish(
+                name,
+                tasks
+                    .iter()
+                    .map(|task| Published::Task(crate::views::task_view(task, &contacts))),
+            ),
+            Err(error) => tracing::error!(%error, "cannot show a task change"),
+        }
     }
 
     /// Whether the daemon has no identity and has had no request for `idle`.

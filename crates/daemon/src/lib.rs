@@ -15,6 +15,7 @@ pub mod home;
 mod identities;
 mod link;
 mod ops;
+mod outgoing;
 mod pairing;
 mod receive;
 mod redeem;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use agentwire_api::DeliveryState;
+use agentwire_api::{DeliveryState, TaskRole, TaskState};
 use agentwire_client::Envelope;
 use agentwire_session::{Kind, MessageId, Name, PeerSession, Plaintext, prekey_one_time_key};
 use agentwire_wire::{EnvelopeId, PublicKey};
@@ -30,6 +30,14 @@ enum Effect {
     Seen(MessageId, Kind),
     /// The sender removed us from its contacts.
     Unpair(MessageId),
+    /// The worker of a task we asked for reports on it.
+    Status {
+        id: MessageId,
+        task: MessageId,
+        status: agentwire_session::TaskStatus,
+    },
+    /// The requester of a task we were given stops it.
+    Cancel { id: MessageId, task: MessageId },
 }
 
 impl Daemon {
@@ -243,6 +251,27 @@ impl Daemon {
             // A redemption-kind message from a contact carries nothing to show.
             Kind::Redeem => Effect::Seen(plaintext.id, Kind::Redeem),
             Kind::Unpair => Effect::Unpair(plaintext.id),
+            Kind::Status => match (
+                plaintext.reply_to,
+                agentwire_session::TaskStatus::decode(&plaintext.body),
+            ) {
+                (Some(task), Ok(status)) => Effect::Status {
+                    id: plaintext.id,
+                    task,
+                    status,
+                },
+                _ => {
+                    tracing::info!(identity = %name, from = %from.short_id(), "a task status that does not decode");
+                    Effect::Seen(plaintext.id, Kind::Status)
+                }
+            },
+            Kind::Cancel => match plaintext.reply_to {
+                Some(task) => Effect::Cancel {
+                    id: plaintext.id,
+                    task,
+                },
+                None => Effect::Seen(plaintext.id, Kind::Cancel),
+            },
             _ => Effect::Store(incoming(from, plaintext, now)),
         };
         burst.effects.push((from, effect));
@@ -308,6 +337,7 @@ impl Daemon {
                 let mut inserted = 0;
                 let mut stored = Vec::new();
                 let mut changed = Vec::new();
+                let mut tasks = Vec::new();
                 for (from, pickle) in &pickles {
                     tx.save_session(&owner, from, pickle)?;
                 }
@@ -316,10 +346,38 @@ impl Daemon {
                         Effect::Store(message) => {
                             if tx.insert_message(&owner, message, None)? {
                                 inserted += 1;
+                                tasks.extend(task_arrived(tx, &owner, message)?);
                                 if followed {
                                     stored.push(message.clone());
                                 }
                             }
+                        }
+                        Effect::Status { id, task, status } => {
+                            tx.insert_seen(&owner, id, from, Kind::Status, now)?;
+                            let detail = (!status.detail.is_empty()).then_some(&status.detail);
+                            tasks.extend(tx.move_task(
+                                &owner,
+                                task,
+                                TaskRole::Asked,
+                                from,
+                                crate::ops::tasks::api_state(status.state),
+                                detail.map(String::as_str),
+                                None,
+                                now,
+                            )?);
+                        }
+                        Effect::Cancel { id, task } => {
+                            tx.insert_seen(&owner, id, from, Kind::Cancel, now)?;
+                            tasks.extend(tx.move_task(
+                                &owner,
+                                task,
+                                TaskRole::Given,
+                                from,
+                                TaskState::Canceled,
+                                None,
+                                None,
+                                now,
+                            )?);
                         }
                         Effect::Receipt(id, receipt) => {
                             tx.insert_seen(&owner, id, from, Kind::Receipt, now)?;
@@ -360,7 +418,7 @@ impl Daemon {
                 } else {
                     Vec::new()
                 };
-                Ok::<_, StoreError>((unread, receipt_applied, stored, changed, followed))
+                Ok::<_, StoreError>((unread, receipt_applied, stored, changed, followed, tasks))
             })
             .await;
         // The session locks are held until the commit: a failed job must not
@@ -370,7 +428,7 @@ impl Daemon {
             Err(error) => Err(error),
         };
         match committed {
-            Ok((unread, receipt_applied, stored, changed, followed)) => {
+            Ok((unread, receipt_applied, stored, changed, followed, tasks)) => {
                 for from in &unpaired {
                     if let Some(slot) = burst.slots.get_mut(from) {
                         **slot = None;
@@ -378,6 +436,7 @@ impl Daemon {
                     tracing::info!(identity = %name, contact = %from.short_id(), "the contact removed us");
                 }
                 drop(burst.slots);
+                self.publish_tasks(name, &tasks).await;
                 if receipt_applied {
                     self.states.notify_waiters();
                 }
@@ -443,6 +502,38 @@ struct Burst {
     effects: Vec<(PublicKey, Effect)>,
     /// Envelopes to acknowledge once the job commits.
     acks: Vec<EnvelopeId>,
+}
+
+/// What a stored message does to tasks: a task arrives; a result to a task
+/// we asked its sender for completes it. The tasks that changed.
+fn task_arrived(
+    tx: &Tx<'_>,
+    owner: &Name,
+    message: &StoredMessage,
+) -> Result<Option<crate::store::StoredTask>, StoreError> {
+    match (message.kind, message.reply_to) {
+        (Kind::Task, _) => {
+            tx.insert_task(
+                owner,
+                &message.id,
+                TaskRole::Given,
+                &message.peer,
+                message.stored_at_ms,
+            )?;
+            tx.task(owner, &message.id)
+        }
+        (Kind::Result, Some(task)) => tx.move_task(
+            owner,
+            &task,
+            TaskRole::Asked,
+            &message.peer,
+            TaskState::Completed,
+            None,
+            Some(&message.id),
+            message.stored_at_ms,
+        ),
+        _ => Ok(None),
+    }
 }
 
 /// A received message as stored.

@@ -4,9 +4,9 @@
 use agentwire_session::{InviteError, MessageId};
 
 use crate::api::{
-    self, ApiError, ContactView, ErrorCode, MessageView, Recipient, Sender, SentView,
+    self, ApiError, ContactView, ErrorCode, MessageView, Recipient, Sender, SentView, TaskView,
 };
-use crate::store::{Contact, SentMessage, StoredMessage};
+use crate::store::{Contact, SentMessage, StoredMessage, StoredTask};
 
 /// The API kind of a message kind; control kinds (receipts, pairing) are
 /// never shown, so meeting one here is a bug reported as such.
@@ -18,7 +18,7 @@ pub(crate) fn api_kind(kind: agentwire_session::Kind) -> Result<api::Kind, ApiEr
         K::Result => api::Kind::Result,
         K::Query => api::Kind::Query,
         K::File => api::Kind::File,
-        K::Receipt | K::Redeem | K::Unpair => {
+        K::Receipt | K::Redeem | K::Unpair | K::Status | K::Cancel => {
             return Err(crate::api::internal(
                 "a control message reached an agent's view",
                 kind.name(),
@@ -82,6 +82,24 @@ pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<S
         delivered_at_ms: message.reached_at_ms.delivered,
         read_at_ms: message.reached_at_ms.read,
     })
+}
+
+/// A task, either side.
+pub(crate) fn task_view(task: &StoredTask, contacts: &[Contact]) -> TaskView {
+    TaskView {
+        id: task.id.to_string(),
+        role: task.role,
+        peer: Recipient {
+            name: petname_of(contacts, &task.peer),
+            short_id: task.peer.short_id(),
+        },
+        state: task.state,
+        summary: task.summary.clone(),
+        detail: task.detail.clone(),
+        result: task.result.map(|id| id.to_string()),
+        created_at_ms: task.created_at_ms,
+        updated_at_ms: task.updated_at_ms,
+    }
 }
 
 /// A contact.

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use agentwire_daemon::api::{
-    Accept, Ack, Configure, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox, Init,
-    Invite, Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State, Status,
-    Stop, Subscribe, Via, Whoami,
+    Accept, Ack, Cancel, Configure, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox,
+    Init, Invite, Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State,
+    Status, Stop, Subscribe, Task, TaskRole, TaskState, Tasks, UpdateTask, Via, Whoami,
 };
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
@@ -816,4 +816,264 @@ async fn remove_tells_the_contact_and_a_new_invite_pairs_again() {
         daemon.handle.shutdown().await;
     }
     relay.shutdown().await;
+}
+
+impl TestDaemon {
+    /// `who` asks `to` to do `text`; the task id.
+    async fn ask(&self, who: &str, to: &str, text: &str) -> String {
+        let sent = self
+            .client
+            .call(SendMessage {
+                identity: Some(who.into()),
+                to: to.into(),
+                body: text.into(),
+                kind: Some(Kind::Task),
+                ..SendMessage::default()
+            })
+            .await
+            .unwrap();
+        sent.id().to_owned()
+    }
+
+    async fn task(&self, who: &str, id: &str) -> agentwire_daemon::api::TaskView {
+        self.client
+            .call(Task {
+                identity: Some(who.into()),
+                id: id.into(),
+                wait_ms: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn report(
+        &self,
+        who: &str,
+        id: &str,
+        state: TaskState,
+        detail: Option<&str>,
+        result: Option<&str>,
+    ) -> Result<agentwire_daemon::api::TaskView, agentwire_daemon::ClientError> {
+        self.client
+            .call(UpdateTask {
+                identity: Some(who.into()),
+                id: id.into(),
+                state,
+                detail: detail.map(str::to_owned),
+                result: result.map(str::to_owned),
+            })
+            .await
+    }
+}
+
+/// A task's life on both sides: submitted, working, completed with its
+/// result; canceled by the requester; rejected with a reason; and the
+/// moves each side may not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_move_through_their_states_on_both_sides() {
+    let daemon = siblings().await;
+    let mut a_events = daemon
+        .client
+        .subscribe(Subscribe {
+            identity: Some("a".into()),
+        })
+        .await
+        .unwrap();
+    let id = daemon.ask("a", "b", "run the tests").await;
+    let asked = daemon.task("a", &id).await;
+    assert_eq!(
+        (asked.role, asked.state),
+        (TaskRole::Asked, TaskState::Submitted)
+    );
+    assert_eq!(asked.summary, "run the tests");
+    assert!(
+        until(|| async {
+            daemon
+                .client
+                .call(Tasks {
+                    identity: Some("b".into()),
+                    max: None,
+                })
+                .await
+                .unwrap()
+                .tasks
+                .iter()
+                .any(|t| t.id == id && t.role == TaskRole::Given)
+        })
+        .await
+    );
+    // The worker reports; the requester sees each state.
+    daemon
+        .report("b", &id, TaskState::Working, None, None)
+        .await
+        .unwrap();
+    assert!(until(|| async { daemon.task("a", &id).await.state == TaskState::Working }).await);
+    let done = daemon
+        .report("b", &id, TaskState::Completed, None, Some("all 197 passed"))
+        .await
+        .unwrap();
+    assert_eq!(done.state, TaskState::Completed);
+    let finished = daemon
+        .client
+        .call(Task {
+            identity: Some("a".into()),
+            id: id.clone(),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(finished.state, TaskState::Completed, "{finished:?}");
+    let result = finished.result.expect("a completed task names its result");
+    let taken = daemon
+        .client
+        .call(Recv {
+            identity: Some("a".into()),
+            ids: vec![result.clone()],
+            ..Recv::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken.messages[0].body, "all 197 passed");
+    assert_eq!(taken.messages[0].kind, Kind::Result);
+    assert_eq!(taken.messages[0].reply_to.as_deref(), Some(id.as_str()));
+    // Final: nothing moves it any more.
+    let refused = refusal(
+        daemon
+            .report("b", &id, TaskState::Failed, Some("late"), None)
+            .await,
+    );
+    assert!(refused.message.contains("completed"), "{refused:?}");
+
+    // Canceled by the requester: the worker sees it, and cannot finish it.
+    let second = daemon.ask("a", "b", "a long job").await;
+    assert!(
+        until(|| async {
+            daemon
+                .report("b", &second, TaskState::Working, None, None)
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let canceled = daemon
+        .client
+        .call(Cancel {
+            identity: Some("a".into()),
+            id: second.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(canceled.state, TaskState::Canceled);
+    assert!(until(|| async { daemon.task("b", &second).await.state == TaskState::Canceled }).await);
+    assert!(
+        daemon
+            .report(
+                "b",
+                &second,
+                TaskState::Completed,
+                None,
+                Some("done anyway")
+            )
+            .await
+            .is_err()
+    );
+
+    // Rejected, with the reason.
+    let third = daemon.ask("a", "b", "delete production").await;
+    assert!(
+        until(|| async {
+            daemon
+                .report(
+                    "b",
+                    &third,
+                    TaskState::Rejected,
+                    Some("not allowed here"),
+                    None,
+                )
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let rejected = daemon
+        .client
+        .call(Task {
+            identity: Some("a".into()),
+            id: third.clone(),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.state, TaskState::Rejected);
+    assert_eq!(rejected.detail.as_deref(), Some("not allowed here"));
+
+    // Each side makes only its own moves.
+    let own = refusal(
+        daemon
+            .report("a", &third, TaskState::Working, None, None)
+            .await,
+    );
+    assert!(own.message.contains("only its worker"), "{own:?}");
+    let fourth = daemon.ask("a", "b", "anything").await;
+    assert!(
+        until(|| async {
+            daemon
+                .report("b", &fourth, TaskState::Working, None, None)
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let not_theirs = refusal(
+        daemon
+            .client
+            .call(Cancel {
+                identity: Some("b".into()),
+                id: fourth.clone(),
+            })
+            .await,
+    );
+    assert!(
+        not_theirs.message.contains("given to you"),
+        "{not_theirs:?}"
+    );
+    let no_result = refusal(
+        daemon
+            .report("b", &fourth, TaskState::Completed, None, None)
+            .await,
+    );
+    assert!(no_result.message.contains("result"), "{no_result:?}");
+    let unknown = refusal(
+        daemon
+            .report(
+                "b",
+                "01a215a5-6c1e-7f7e-9d1a-2b3c4d5e6f70",
+                TaskState::Working,
+                None,
+                None,
+            )
+            .await,
+    );
+    assert_eq!(unknown.code, ErrorCode::UnknownMessage);
+
+    // The requester's subscription saw the task move.
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(Duration::from_millis(200), a_events.next()).await
+    {
+        if let Event::Task(task) = event
+            && task.id == id
+        {
+            seen.push(task.state);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            TaskState::Submitted,
+            TaskState::Working,
+            TaskState::Completed
+        ]
+    );
+    daemon.handle.shutdown().await;
 }

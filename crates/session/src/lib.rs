@@ -18,6 +18,7 @@ pub mod message;
 pub mod names;
 pub mod pairing;
 pub mod session;
+pub mod task;
 
 pub use identity::{Identity, IdentityError, PickleKey, verify_signature};
 pub use invite::{Invite, InviteError, InviteSecret, Permissions, SignedInvite};
@@ -25,3 +26,4 @@ pub use message::{Kind, MessageError, MessageId, Plaintext, Priority, Receipt, R
 pub use names::{Name, NameError};
 pub use pairing::Redeem;
 pub use session::{PeerSession, SessionError, prekey_identity_key, prekey_one_time_key};
+pub use task::{TaskState, TaskStatus};

@@ -82,11 +82,17 @@ pub enum Kind {
     /// The sender removed the recipient from its contacts: the session ends
     /// and nothing more from the recipient is read. Never shown to an agent.
     Unpair,
+    /// A worker's report on a task it was given (`reply_to` names the task):
+    /// a [`crate::TaskStatus`] body. Never shown to an agent.
+    Status,
+    /// The requester asks to stop a task (`reply_to` names it); empty body.
+    /// Never shown to an agent.
+    Cancel,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Chat,
         Kind::Task,
         Kind::Result,
@@ -95,6 +101,8 @@ impl Kind {
         Kind::Receipt,
         Kind::Redeem,
         Kind::Unpair,
+        Kind::Status,
+        Kind::Cancel,
     ];
 
     /// Its byte in the layout.
@@ -108,6 +116,8 @@ impl Kind {
             Kind::Receipt => 6,
             Kind::Redeem => 16,
             Kind::Unpair => 17,
+            Kind::Status => 18,
+            Kind::Cancel => 19,
         }
     }
 
@@ -127,6 +137,8 @@ impl Kind {
             Kind::Receipt => "receipt",
             Kind::Redeem => "redeem",
             Kind::Unpair => "unpair",
+            Kind::Status => "status",
+            Kind::Cancel => "cancel",
         }
     }
 

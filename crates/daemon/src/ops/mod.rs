@@ -19,6 +19,7 @@ pub(crate) mod read;
 mod send;
 mod status;
 pub(crate) mod subscribe;
+pub(crate) mod tasks;
 
 /// An operation the daemon carries out.
 pub trait Run: Operation {
@@ -52,6 +53,10 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::Recv(op) => line(daemon, op).await,
         Request::Ack(op) => line(daemon, op).await,
         Request::Inbox(op) => line(daemon, op).await,
+        Request::Tasks(op) => line(daemon, op).await,
+        Request::Task(op) => line(daemon, op).await,
+        Request::UpdateTask(op) => line(daemon, op).await,
+        Request::Cancel(op) => line(daemon, op).await,
         Request::Subscribe(_) => encode(&Response::<()>::from_result(Err(ApiError::invalid(
             "subscribe streams events on its own connection",
         )))),

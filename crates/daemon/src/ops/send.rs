@@ -7,12 +7,12 @@ use agentwire_session::{MessageId, Plaintext};
 
 use crate::api::{
     ApiError, DeliveryState, ErrorCode, Queued, SendMessage, SendOutcome, Sent, SentList, SentView,
-    State, Waited, internal,
+    State, TaskRole, TaskState, Waited,
 };
 use agentwire_session::Name;
 
 use crate::core::{
-    DEFAULT_WAIT, Daemon, MAX_SENT_PER_REQUEST, OUTBOX_ROOM_WAIT, bounded_max, deadline, now_ms,
+    DEFAULT_WAIT, Daemon, MAX_SENT_PER_REQUEST, OUTBOX_ROOM_WAIT, bounded_max, deadline,
     parse_message_id, stopping,
 };
 use crate::ops::Run;
@@ -65,78 +65,80 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         ));
     }
     room_in_outbox(daemon, &name).await?;
-    // Sealed and queued under the session's lock, so the store receives the
-    // session's states in order; the commit is awaited after letting go, so
-    // a burst of sends shares one commit.
-    let mut slot = daemon.session_slot(&name, &contact.address).await;
-    let session = daemon
-        .load_session(&mut slot, &name, &contact.address)
-        .await?
-        .ok_or_else(|| internal("no session with this contact", &contact.petname))?;
-    // The id is made under the lock too: ids are time-ordered, and the
-    // outbox goes out in id order, so a session's messages go out in the
-    // order they were sealed (the recipient's ratchet tolerates only a
-    // little reordering).
-    let plaintext = Plaintext {
-        id: MessageId::new_v7(),
-        kind,
-        priority: session_priority(priority),
-        sent_at_ms: now_ms(),
-        reply_to,
-        thread,
-        body: request.body.into_bytes(),
-    };
-    let payload = session.seal(&plaintext).map_err(|e| match e {
-        agentwire_session::SessionError::Message(m) => {
-            ApiError::new(ErrorCode::BodyTooLarge, m.to_string())
-        }
-        other => internal("cannot encrypt", other),
-    })?;
-    let session_pickle = session.to_encrypted_pickle(&daemon.key);
-    let message = StoredMessage {
-        id: plaintext.id,
-        direction: Direction::Out,
-        peer: contact.address,
-        kind,
-        priority: plaintext.priority,
-        reply_to,
-        thread,
-        sent_at_ms: plaintext.sent_at_ms,
-        stored_at_ms: plaintext.sent_at_ms,
-        body: plaintext.body,
-        state: DeliveryState::Queued,
-    };
+    let priority = session_priority(priority);
+    let body = request.body.into_bytes();
+    let sealed = daemon
+        .seal_for(&name, &contact.address, |id, now| Plaintext {
+            id,
+            kind,
+            priority,
+            sent_at_ms: now,
+            reply_to,
+            thread,
+            body,
+        })
+        .await?;
     let queued = Queued {
-        id: message.id.to_string(),
+        id: sealed.plaintext.id.to_string(),
         to: contact.petname.as_str().to_owned(),
         state: DeliveryState::Queued,
-        priority: api_priority(message.priority),
+        priority: api_priority(priority),
     };
     let (owner, peer) = (name.clone(), contact.address);
-    let pending = daemon
-        .db
-        .queue(move |tx| {
-            tx.save_session(&owner, &peer, &session_pickle)?;
-            tx.insert_message(&owner, &message, Some(&payload))?;
-            Ok::<_, ApiError>(())
+    let tasks = daemon
+        .queue_sealed(&name, sealed, move |tx, plaintext, payload| {
+            let message = StoredMessage {
+                id: plaintext.id,
+                direction: Direction::Out,
+                peer,
+                kind,
+                priority: plaintext.priority,
+                reply_to,
+                thread,
+                sent_at_ms: plaintext.sent_at_ms,
+                stored_at_ms: plaintext.sent_at_ms,
+                body: plaintext.body.clone(),
+                state: DeliveryState::Queued,
+            };
+            tx.insert_message(&owner, &message, Some(payload))?;
+            Ok::<_, ApiError>(task_effects(tx, &owner, &message)?)
         })
-        .await;
-    let committed = match pending {
-        Ok(pending) => {
-            drop(slot);
-            pending.committed().await
-        }
-        Err(error) => Err(error.into()),
-    };
-    if let Err(error) = committed {
-        // The cached session is ahead of the store; the next use reloads it.
-        *daemon.session_slot(&name, &peer).await = None;
-        return Err(error);
-    }
+        .await?;
+    daemon.publish_tasks(&name, &tasks).await;
     let depth = daemon.outbox_depth.get(&name).unwrap_or(0);
     daemon.outbox_depth.set(name.clone(), depth + 1);
     daemon.outbox_waker(&name).notify_one();
     Ok(queued)
+}
+
+/// What sending `message` does to tasks, in its transaction: a task starts
+/// one we asked for; a result to a task we were given completes it. The
+/// tasks that changed.
+fn task_effects(
+    tx: &crate::store::Tx<'_>,
+    owner: &Name,
+    message: &StoredMessage,
+) -> Result<Vec<crate::store::StoredTask>, StoreError> {
+    use agentwire_session::Kind;
+    let now = message.sent_at_ms;
+    let changed = match (message.kind, message.reply_to) {
+        (Kind::Task, _) => {
+            tx.insert_task(owner, &message.id, TaskRole::Asked, &message.peer, now)?;
+            tx.task(owner, &message.id)?
+        }
+        (Kind::Result, Some(task)) => tx.move_task(
+            owner,
+            &task,
+            TaskRole::Given,
+            &message.peer,
+            TaskState::Completed,
+            None,
+            Some(&message.id),
+            now,
+        )?,
+        _ => None,
+    };
+    Ok(changed.into_iter().collect())
 }
 
 /// Waits (up to [`OUTBOX_ROOM_WAIT`]) until `name`'s outbox is under its

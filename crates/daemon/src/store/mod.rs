@@ -305,6 +305,9 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The store's schema version once migrated.
+const SCHEMA_VERSION: i64 = 4;
+
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version < 1 {
@@ -396,6 +399,31 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 4 {
+        // Tasks both ways: the task message's id, which side we are on, and
+        // where the task is (the text stays in `messages`).
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS tasks (
+                 identity TEXT NOT NULL,
+                 id BLOB NOT NULL,
+                 role TEXT NOT NULL,
+                 peer BLOB NOT NULL,
+                 state TEXT NOT NULL,
+                 detail TEXT,
+                 result BLOB,
+                 created_at INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL,
+                 PRIMARY KEY (identity, id)
+             );
+             PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
+    debug_assert_eq!(
+        conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))?,
+        SCHEMA_VERSION
+    );
     Ok(())
 }
 
@@ -408,6 +436,9 @@ pub struct Tx<'a> {
 
 mod messages;
 mod queries;
+mod tasks;
+
+pub use tasks::StoredTask;
 
 #[cfg(test)]
 mod tests {
@@ -536,7 +567,7 @@ mod tests {
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         let tx = store.read();
         let me = Name::new("me").unwrap();
         let peer = PublicKey::from_bytes([7; 32]);

@@ -1,0 +1,146 @@
+//! The queries about tasks: both sides of each, and the moves between A2A's
+//! states ([`TaskState::may_become`] is the rule).
+
+use agentwire_api::{TaskRole, TaskState};
+use agentwire_session::{MessageId, Name};
+use agentwire_wire::PublicKey;
+use rusqlite::params;
+
+use super::queries::{get_ms, ms, parse};
+use super::{Result, Tx};
+
+/// A task as stored, with the start of its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTask {
+    /// The task message's id.
+    pub id: MessageId,
+    /// Which side we are on.
+    pub role: TaskRole,
+    /// The other side.
+    pub peer: PublicKey,
+    /// Where it is.
+    pub state: TaskState,
+    /// The task's text (its start).
+    pub summary: String,
+    /// Why, from the worker.
+    pub detail: Option<String>,
+    /// The result message, once completed.
+    pub result: Option<MessageId>,
+    /// When it was sent or arrived, Unix ms.
+    pub created_at_ms: u64,
+    /// When its state last changed, Unix ms.
+    pub updated_at_ms: u64,
+}
+
+/// How much of a task's text a listing shows, in characters.
+const SUMMARY_CHARS: usize = 200;
+
+macro_rules! task_select {
+    () => {
+        "SELECT t.id, t.role, t.peer, t.state, substr(CAST(m.body AS TEXT), 1, 200), t.detail, t.result,
+                t.created_at, t.updated_at
+         FROM tasks t LEFT JOIN messages m ON m.identity = t.identity AND m.id = t.id"
+    };
+}
+
+impl Tx<'_> {
+    /// Records a task that was just sent (`Asked`) or arrived (`Given`),
+    /// `submitted`; one already recorded is left as it is.
+    pub fn insert_task(
+        &self,
+        identity: &Name,
+        id: &MessageId,
+        role: TaskRole,
+        peer: &PublicKey,
+        now_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO tasks (identity, id, role, peer, state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'submitted', ?5, ?5)",
+            params![
+                identity.as_str(),
+                id.as_bytes(),
+                role.name(),
+                peer.as_bytes(),
+                ms(now_ms)
+            ],
+        )? > 0)
+    }
+
+    /// One task.
+    pub fn task(&self, identity: &Name, id: &MessageId) -> Result<Option<StoredTask>> {
+        self.row(
+            concat!(task_select!(), " WHERE t.identity = ?1 AND t.id = ?2"),
+            params![identity.as_str(), id.as_bytes()],
+            task_row,
+        )
+    }
+
+    /// The newest tasks, both ways.
+    pub fn tasks(&self, identity: &Name, max: usize) -> Result<Vec<StoredTask>> {
+        self.rows(
+            concat!(
+                task_select!(),
+                " WHERE t.identity = ?1 ORDER BY t.id DESC LIMIT ?2"
+            ),
+            params![identity.as_str(), i64::try_from(max).unwrap_or(i64::MAX)],
+            task_row,
+        )
+    }
+
+    /// Moves a task on our `role` side with `peer` to `next`, if the rule
+    /// allows it; the task as it is then, when it moved.
+    #[allow(clippy::too_many_arguments)]
+    pub fn move_task(
+        &self,
+        identity: &Name,
+        id: &MessageId,
+        role: TaskRole,
+        peer: &PublicKey,
+        next: TaskState,
+        detail: Option<&str>,
+        result: Option<&MessageId>,
+        now_ms: u64,
+    ) -> Result<Option<StoredTask>> {
+        let Some(task) = self.task(identity, id)? else {
+            return Ok(None);
+        };
+        if task.role != role || task.peer != *peer || !task.state.may_become(next) {
+            return Ok(None);
+        }
+        self.exec(
+            "UPDATE tasks SET state = ?3, detail = ?4, result = ?5, updated_at = ?6
+             WHERE identity = ?1 AND id = ?2",
+            params![
+                identity.as_str(),
+                id.as_bytes(),
+                next.name(),
+                detail,
+                result.map(|r| *r.as_bytes()),
+                ms(now_ms)
+            ],
+        )?;
+        self.task(identity, id)
+    }
+}
+
+fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
+    let summary: Option<String> = row.get(4)?;
+    Ok(StoredTask {
+        id: MessageId::from_bytes(row.get(0)?),
+        role: parse(row, 1, "task role")?,
+        peer: PublicKey::from_bytes(row.get(2)?),
+        state: parse(row, 3, "task state")?,
+        summary: summary
+            .unwrap_or_default()
+            .chars()
+            .take(SUMMARY_CHARS)
+            .collect(),
+        detail: row.get(5)?,
+        result: row
+            .get::<_, Option<[u8; 16]>>(6)?
+            .map(MessageId::from_bytes),
+        created_at_ms: get_ms(row, 7)?,
+        updated_at_ms: get_ms(row, 8)?,
+    })
+}
