@@ -35,6 +35,16 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             ))
         }
         Command::Daemon { action } => daemon(global, &home, action),
+        Command::Call {
+            peer,
+            text,
+            timeout,
+        } => crate::task_cmd::call(&home, out, identity, peer, text, timeout),
+        Command::Tasks { max } => crate::task_cmd::list(&home, out, identity, max),
+        Command::Cancel { task } => crate::task_cmd::cancel(&home, out, identity, task),
+        Command::Report { task, state, text } => {
+            crate::task_cmd::report(&home, out, identity, task, state, text)
+        }
         Command::Init {
             name,
             relay,
@@ -335,7 +345,12 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
 /// Runs `call`; meanwhile, when it may wait a second or more and stderr is
 /// a terminal (and not with `--json`), a line there says what it waits for
 /// and for how long, and is cleared at the end. Nothing otherwise.
-fn with_progress<T>(out: Output, what: &str, limit: Duration, call: impl FnOnce() -> T) -> T {
+pub(crate) fn with_progress<T>(
+    out: Output,
+    what: &str,
+    limit: Duration,
+    call: impl FnOnce() -> T,
+) -> T {
     use std::io::{IsTerminal, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
     if out.json
@@ -408,7 +423,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<String, Failure> {
 }
 
 /// A message body from stdin: at most the largest body, UTF-8.
-fn read_body_from_stdin() -> Result<String, Failure> {
+pub(crate) fn read_body_from_stdin() -> Result<String, Failure> {
     let limit = agentwire_session::message::MAX_BODY_BYTES;
     let mut bytes = Vec::new();
     std::io::stdin()
@@ -539,14 +554,14 @@ fn short_duration(ms: u64) -> String {
 /// How a command prints its answer: text lines, or one JSON object with
 /// `--json`. A closed stdout (`| head`) ends the command quietly.
 #[derive(Clone, Copy)]
-struct Output {
-    json: bool,
+pub(crate) struct Output {
+    pub(crate) json: bool,
 }
 
 impl Output {
     /// Says `text` on stderr for a person at a terminal (not with `--json`,
     /// and not when stdout goes to a pipe or a file: scripts see nothing new).
-    fn tell(self, text: &str) {
+    pub(crate) fn tell(self, text: &str) {
         use std::io::IsTerminal;
         if !self.json && std::io::stdout().is_terminal() {
             eprintln!("{text}");
@@ -554,7 +569,7 @@ impl Output {
     }
 
     /// One answer: its JSON, or `text(answer)`.
-    fn print<T: serde::Serialize>(
+    pub(crate) fn print<T: serde::Serialize>(
         self,
         answer: &T,
         text: impl Fn(&T) -> String,
@@ -567,7 +582,7 @@ impl Output {
     }
 
     /// An answer that is a list: its JSON, or one text line per item.
-    fn print_lines<T: serde::Serialize, I>(
+    pub(crate) fn print_lines<T: serde::Serialize, I>(
         self,
         answer: &T,
         items: &[I],

@@ -25,7 +25,8 @@ Exit codes: 0 ok, 1 nothing to receive, 2 usage, 3 configuration, 4 cannot start
 10 daemon unreachable, 11 relay unreachable, 12 unknown peer, identity or message,
 13 no identity yet, 14 invite invalid, 15 invite expired, 16 invite already used,
 17 invite for another relay, 18 send --wait not reached in time, 19 message expired
-or failed, 20 outbox full, 21 the contact removed you, 70 internal."
+or failed, 20 outbox full, 21 the contact removed you, 22 task failed, 23 task
+rejected, 24 task canceled, 25 task needs input, 70 internal."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -307,6 +308,70 @@ pub(crate) enum Command {
         /// At most N messages (1 to 100000)
         #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         max: usize,
+    },
+    /// Ask a contact to do something, and wait for its result (a task)
+    ///
+    /// Sends TEXT as a task and follows it until the worker finishes: prints
+    /// the result on `completed`; otherwise the exit code says how it ended
+    /// (22 failed, 23 rejected, 24 canceled, 25 the worker needs input, 18
+    /// not finished in time: it goes on, follow it with `agentwire tasks`).
+    /// The worker is an agent reading its messages (`agentwire report`), or
+    /// `agentwire serve`.
+    ///
+    /// Examples:
+    ///   agentwire call reviewer "review the diff in PR 12"
+    ///   git diff | agentwire call reviewer - --timeout 10m
+    ///   agentwire --json call coder "run the tests"
+    #[command(verbatim_doc_comment)]
+    Call {
+        /// The worker: a contact's petname or unique key prefix
+        peer: String,
+        /// What to do; `-` reads stdin
+        text: String,
+        /// How long to wait for the result (at most 10m)
+        #[arg(long, default_value = "5m", value_parser = parse_wait)]
+        timeout: Duration,
+    },
+    /// List tasks both ways, newest first: those you asked and were given
+    ///
+    /// Examples:
+    ///   agentwire tasks
+    ///   agentwire tasks --max 100 --json
+    #[command(verbatim_doc_comment)]
+    Tasks {
+        /// At most N tasks (1 to 100000)
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        max: usize,
+    },
+    /// Stop a task you asked for; its worker is told
+    ///
+    /// Examples:
+    ///   agentwire cancel 01a215a5-6c1e-7f7e-9d1a-2b3c4d5e6f70
+    #[command(verbatim_doc_comment)]
+    Cancel {
+        /// The task id, as `call` or `tasks` shows it
+        task: String,
+    },
+    /// Report on a task you were given: working, input-required, completed,
+    /// failed or rejected
+    ///
+    /// With `completed`, TEXT is the result sent back; with the others, the
+    /// reason (optional). TEXT `-` reads stdin.
+    ///
+    /// Examples:
+    ///   agentwire report 01a215a5-... working
+    ///   agentwire report 01a215a5-... completed "all 197 tests pass"
+    ///   make test 2>&1 | agentwire report 01a215a5-... completed -
+    ///   agentwire report 01a215a5-... rejected "I only review Python"
+    #[command(verbatim_doc_comment)]
+    Report {
+        /// The task id (the id of the task message)
+        task: String,
+        /// working, input-required, completed, failed or rejected
+        #[arg(value_parser = parse_report_state)]
+        state: agentwire_api::TaskState,
+        /// The result (completed) or the reason; `-` reads stdin
+        text: Option<String>,
     },
     /// Receive (consume) unread messages; exit code 1 when there are none
     ///
@@ -676,6 +741,16 @@ fn parse_waitable(text: &str) -> Result<agentwire_api::DeliveryState, String> {
         Ok(state) if agentwire_api::DeliveryState::WAITABLE.contains(&state) => Ok(state),
         _ => Err(format!(
             "{text:?} is not a state to wait for; use relayed, delivered or read"
+        )),
+    }
+}
+
+fn parse_report_state(text: &str) -> Result<agentwire_api::TaskState, String> {
+    use agentwire_api::TaskState;
+    match text.parse() {
+        Ok(state) if !matches!(state, TaskState::Submitted | TaskState::Canceled) => Ok(state),
+        _ => Err(format!(
+            "{text:?} is not a state a worker reports; use working, input-required, completed, failed or rejected"
         )),
     }
 }

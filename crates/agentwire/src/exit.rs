@@ -40,6 +40,14 @@ pub(crate) const UNDELIVERABLE: u8 = 19;
 pub(crate) const OUTBOX_FULL: u8 = 20;
 /// The contact removed this identity; a new invite pairs them again.
 pub(crate) const CONTACT_REMOVED: u8 = 21;
+/// `call`: the task failed.
+pub(crate) const TASK_FAILED: u8 = 22;
+/// `call`: the worker rejected the task.
+pub(crate) const TASK_REJECTED: u8 = 23;
+/// `call`: the task was canceled.
+pub(crate) const TASK_CANCELED: u8 = 24;
+/// `call`: the worker needs input to go on.
+pub(crate) const TASK_INPUT_REQUIRED: u8 = 25;
 /// The daemon failed internally.
 pub(crate) const INTERNAL: u8 = 70;
 
@@ -63,6 +71,10 @@ pub(crate) fn name(code: u8) -> &'static str {
         UNDELIVERABLE => "undeliverable",
         OUTBOX_FULL => "outbox_full",
         CONTACT_REMOVED => "contact_removed",
+        TASK_FAILED => "task_failed",
+        TASK_REJECTED => "task_rejected",
+        TASK_CANCELED => "task_canceled",
+        TASK_INPUT_REQUIRED => "task_input_required",
         _ => "internal",
     }
 }

@@ -13,6 +13,7 @@ mod mcp_args;
 mod mcp_cmd;
 mod relay_cmd;
 mod setup_cmd;
+mod task_cmd;
 
 use std::process::ExitCode;
 

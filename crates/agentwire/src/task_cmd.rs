@@ -1,0 +1,205 @@
+//! `call` (ask a contact for something and wait for its result), `tasks`,
+//! `cancel` and `report` (the worker's side).
+
+use std::time::Duration;
+
+use agentwire_daemon::Home;
+use agentwire_daemon::api::{self, SendOutcome, TaskState, TaskView};
+use anyhow::anyhow;
+
+use crate::agent_cmd::{Output, read_body_from_stdin, with_progress};
+use crate::daemon_client::call as daemon_call;
+use crate::exit::{
+    Failure, NOT_YET, TASK_CANCELED, TASK_FAILED, TASK_INPUT_REQUIRED, TASK_REJECTED, USAGE,
+};
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `call PEER TEXT`: sends a task and follows it to its end.
+pub(crate) fn call(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    peer: String,
+    text: String,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let body = if text == "-" {
+        read_body_from_stdin()?
+    } else {
+        text
+    };
+    let send = api::SendMessage {
+        identity: identity.clone(),
+        to: peer.clone(),
+        body,
+        kind: Some(api::Kind::Task),
+        ..api::SendMessage::default()
+    };
+    let id = match daemon_call(home, send, Duration::ZERO)? {
+        SendOutcome::Queued(queued) => queued.id,
+        SendOutcome::Waited(waited) => waited.sent.id,
+    };
+    let follow = api::Task {
+        identity: identity.clone(),
+        id: id.clone(),
+        wait_ms: Some(millis(timeout)),
+    };
+    let what = format!("waiting for {peer} to finish task {id}");
+    let task = with_progress(out, &what, timeout, || daemon_call(home, follow, timeout))?;
+    let detail = task
+        .detail
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    let ended = |code, message: String| Err(Failure::new(code, anyhow!(message)));
+    match task.state {
+        TaskState::Completed => {
+            // The result is a message in the inbox: taken, so it is read
+            // once, here.
+            let result = match &task.result {
+                Some(result) => daemon_call(
+                    home,
+                    api::Recv {
+                        identity,
+                        ids: vec![result.clone()],
+                        ..api::Recv::default()
+                    },
+                    Duration::ZERO,
+                )?
+                .messages
+                .into_iter()
+                .next(),
+                None => None,
+            };
+            let answer = serde_json::json!({ "task": &task, "result": &result });
+            match &result {
+                Some(message) => out.print(&answer, |_| message.body.clone()),
+                None => {
+                    out.print(&answer, |_| String::new())?;
+                    out.tell(&format!(
+                        "task {id} is completed; its result was already read (see `agentwire tasks`)"
+                    ));
+                    Ok(())
+                }
+            }
+        }
+        state => {
+            out.print(&serde_json::json!({ "task": &task }), |_| task_line(&task))?;
+            match state {
+                TaskState::Failed => ended(TASK_FAILED, format!("{peer} failed task {id}{detail}")),
+                TaskState::Rejected => {
+                    ended(TASK_REJECTED, format!("{peer} rejected task {id}{detail}"))
+                }
+                TaskState::Canceled => ended(TASK_CANCELED, format!("task {id} was canceled")),
+                TaskState::InputRequired => ended(
+                    TASK_INPUT_REQUIRED,
+                    format!(
+                        "{peer} needs input for task {id}{detail}; answer with `agentwire send {peer} TEXT --reply-to {id}`"
+                    ),
+                ),
+                _ => ended(
+                    NOT_YET,
+                    format!(
+                        "task {id} is {state} after {}; it goes on (follow it with `agentwire tasks`, stop it with `agentwire cancel {id}`)",
+                        humantime::format_duration(timeout)
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// `tasks`.
+pub(crate) fn list(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    max: usize,
+) -> Result<(), Failure> {
+    let list = daemon_call(
+        home,
+        api::Tasks {
+            identity,
+            max: Some(max),
+        },
+        Duration::ZERO,
+    )?;
+    out.print_lines(&list, &list.tasks, task_line)?;
+    if list.tasks.is_empty() {
+        out.tell("no tasks yet: ask a contact with `agentwire call PEER TEXT`");
+    }
+    Ok(())
+}
+
+/// `cancel TASK`.
+pub(crate) fn cancel(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    task: String,
+) -> Result<(), Failure> {
+    let task = daemon_call(home, api::Cancel { identity, id: task }, Duration::ZERO)?;
+    out.print(&task, task_line)
+}
+
+/// `report TASK STATE [TEXT]`.
+pub(crate) fn report(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    task: String,
+    state: TaskState,
+    text: Option<String>,
+) -> Result<(), Failure> {
+    let text = match text.as_deref() {
+        Some("-") => Some(read_body_from_stdin()?),
+        _ => text,
+    };
+    let (detail, result) = if state == TaskState::Completed {
+        let Some(result) = text else {
+            return Err(Failure::new(
+                USAGE,
+                anyhow!(
+                    "`report TASK completed` needs the result: `report TASK completed TEXT` (or `-` for stdin)"
+                ),
+            ));
+        };
+        (None, Some(result))
+    } else {
+        (text, None)
+    };
+    let update = api::UpdateTask {
+        identity,
+        id: task,
+        state,
+        detail,
+        result,
+    };
+    let task = daemon_call(home, update, Duration::ZERO)?;
+    out.print(&task, task_line)
+}
+
+/// A task on one line: id, state, side and contact, then its start.
+fn task_line(task: &TaskView) -> String {
+    let side = match task.role {
+        api::TaskRole::Asked => "asked",
+        api::TaskRole::Given => "given by",
+    };
+    let summary: String = task.summary.chars().take(60).collect();
+    let summary = summary.replace(['\n', '\r'], " ");
+    let detail = task
+        .detail
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    format!(
+        "{} {}{detail} {side} {}({}) · {summary}",
+        task.id,
+        task.state,
+        task.peer.name.as_deref().unwrap_or("?"),
+        task.peer.short_id,
+    )
+}
