@@ -27,6 +27,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Watch { .. }
         | Command::Mcp { .. }
         | Command::Setup(_)
+        | Command::Serve(_)
         | Command::Hook { .. } => {
             // main runs these itself; reaching here is a dispatch bug.
             Err(Failure::new(

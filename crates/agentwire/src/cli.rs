@@ -373,6 +373,30 @@ pub(crate) enum Command {
         /// The result (completed) or the reason; `-` reads stdin
         text: Option<String>,
     },
+    /// Answer messages on your own: run a command for each chat or task
+    ///
+    /// CMD runs with `sh -c` once per chat or task message, the body on its
+    /// stdin, and AGENTWIRE_FROM (petname), AGENTWIRE_FROM_KEY (key id),
+    /// AGENTWIRE_MESSAGE_ID, AGENTWIRE_KIND, AGENTWIRE_THREAD and, for a
+    /// task, AGENTWIRE_TASK_ID set. Its stdout goes back: as the task's
+    /// result (the task is `working` meanwhile), or as a chat reply in the
+    /// message's thread; an empty output sends nothing. A command that fails
+    /// or times out fails its task with the exit code and the end of stderr;
+    /// a task that does not fit in the queue, or comes too fast from one
+    /// contact, is `rejected` with the reason. `cancel` from the requester
+    /// stops the command. Results are never answered. SIGTERM or Ctrl-C:
+    /// nothing new starts, running commands get 10 s, then stop.
+    ///
+    /// Presets: claude = `claude -p --output-format text`,
+    ///          codex  = `codex exec --skip-git-repo-check -`
+    ///
+    /// Examples:
+    ///   agentwire --as upper serve --on-message 'tr a-z A-Z'
+    ///   agentwire --as reviewer serve --preset claude --workdir ~/reviews
+    ///   agentwire --as runner serve --on-message ./run-task.sh \
+    ///       --concurrency 4 --timeout 30m --queue 100
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
     /// Receive (consume) unread messages; exit code 1 when there are none
     ///
     /// Only what reaches stdout is marked read: `recv | head -1` leaves the
@@ -532,6 +556,45 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+}
+
+/// The flags of `agentwire serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The command to run for each message (with `sh -c`)
+    #[arg(long, value_name = "CMD", conflicts_with = "preset")]
+    pub(crate) on_message: Option<String>,
+    /// A ready-made command instead of --on-message
+    #[arg(long, value_enum)]
+    pub(crate) preset: Option<ServePreset>,
+    /// Commands running at once (1 to 64)
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub(crate) concurrency: usize,
+    /// Messages waiting for a free slot, at most (1 to 10000); a task beyond
+    /// it is rejected
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub(crate) queue: usize,
+    /// How long one command may run (1s to 24h); then it is stopped and its
+    /// task fails
+    #[arg(long, default_value = "10m", value_parser = parse_command_timeout)]
+    pub(crate) timeout: Duration,
+    /// Run each command in a directory of its sender's own under DIR
+    /// (DIR/KEYID, made 0700; never a link) [default: serve's directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workdir: Option<PathBuf>,
+    /// Messages a minute one contact may have run (1 to 10000); a task over
+    /// it is rejected
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) rate: u32,
+}
+
+/// Ready-made commands for `serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ServePreset {
+    /// Claude Code in print mode: `claude -p --output-format text`
+    Claude,
+    /// OpenAI Codex: `codex exec --skip-git-repo-check -`
+    Codex,
 }
 
 /// The flags of `agentwire setup`.
@@ -743,6 +806,18 @@ fn parse_waitable(text: &str) -> Result<agentwire_api::DeliveryState, String> {
             "{text:?} is not a state to wait for; use relayed, delivered or read"
         )),
     }
+}
+
+fn parse_command_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 90s or 30m"))?;
+    if duration < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    if duration > Duration::from_secs(24 * 3600) {
+        return Err("must be at most 24h".into());
+    }
+    Ok(duration)
 }
 
 fn parse_report_state(text: &str) -> Result<agentwire_api::TaskState, String> {

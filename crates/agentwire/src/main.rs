@@ -12,6 +12,7 @@ mod logging;
 mod mcp_args;
 mod mcp_cmd;
 mod relay_cmd;
+mod serve_cmd;
 mod setup_cmd;
 mod task_cmd;
 
@@ -68,6 +69,11 @@ fn main() -> ExitCode {
             push,
         ),
         cli::Command::Setup(args) => setup_cmd::run(&cli.global, &args),
+        cli::Command::Serve(args) => serve_cmd::run(
+            cli.global.home.as_deref(),
+            cli.global.identity.clone(),
+            args,
+        ),
         cli::Command::Connect => {
             connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())
         }

@@ -19,6 +19,7 @@ mod cli_delivery;
 mod cli_hooks;
 mod cli_mcp;
 mod cli_pairing;
+mod cli_serve;
 mod cli_tasks;
 mod library;
 mod readme;

@@ -1,0 +1,234 @@
+//! `agentwire serve`: a real serve process answering real `call`s and chat
+//! messages, with small shell commands standing in for an agent.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A home with `planner` and `worker`, and `worker` serving `args`.
+struct Served {
+    home: TestHome,
+    serve: Child,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        let home = TestHome::new();
+        home.run(&["init", "--name", "planner"]).ok();
+        home.run(&["init", "--name", "worker"]).ok();
+        let mut serve = Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(home.path())
+            .args(["--as", "worker", "serve"])
+            .args(args)
+            .env_remove("AGENTWIRE_AGENT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Ready once it says what it answers with.
+        let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.contains("answers chat and task messages"), "{first}");
+        std::thread::spawn(move || for _ in lines {});
+        Served { home, serve }
+    }
+
+    /// `call worker TEXT` as planner, to its end.
+    fn call(&self, text: &str) -> Run {
+        self.home
+            .run(&["--json", "call", "worker", text, "--timeout", "20s"])
+    }
+
+    fn call_in_background(&self, text: &str) -> Child {
+        Command::new(agentwire_bin())
+            .arg("--home")
+            .arg(self.home.path())
+            .args(["--json", "call", "worker", text, "--timeout", "30s"])
+            .env_remove("AGENTWIRE_AGENT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Sends SIGTERM; the exit code.
+    fn stop(mut self) -> Option<i32> {
+        let pid = self.serve.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.serve.wait().unwrap().code()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+#[test]
+fn serve_answers_tasks_and_chat_with_the_commands_output() {
+    let served = Served::start(&["--on-message", "tr a-z A-Z"]);
+    let run = served.call("make this loud").ok();
+    assert_eq!(run.json()["result"]["body"], "MAKE THIS LOUD");
+    assert_eq!(run.json()["task"]["state"], "completed");
+    // A chat message gets a chat reply in its thread.
+    let id = served.home.run(&["send", "worker", "hello"]).ok().stdout;
+    let id = id.split_whitespace().next().unwrap().to_owned();
+    let mut reply = Value::Null;
+    assert!(eventually(|| {
+        let got = served.home.run(&["--json", "recv"]);
+        if got.code == 0 {
+            reply = got.json()["messages"][0].clone();
+        }
+        !reply.is_null()
+    }));
+    assert_eq!(reply["body"], "HELLO");
+    assert_eq!(reply["kind"], "chat");
+    assert_eq!(reply["reply_to"], id.as_str());
+    assert_eq!(reply["thread"], id.as_str());
+    // A result is never answered: it stays unread at the worker.
+    served
+        .home
+        .run(&["send", "worker", "for the record", "--kind", "result"])
+        .ok();
+    assert!(eventually(|| {
+        served.home.run(&["--as", "worker", "--json", "inbox"]).code == 0
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        served.home.run(&["recv"]).code,
+        1,
+        "nothing answered the result"
+    );
+    assert_eq!(served.stop(), Some(0), "serve stops cleanly on SIGTERM");
+}
+
+#[test]
+fn a_failing_or_slow_command_fails_its_task_with_the_reason() {
+    let served = Served::start(&[
+        "--on-message",
+        r#"case "$(cat)" in fail) echo boom >&2; exit 3;; slow) sleep 5;; *) : ;; esac"#,
+        "--timeout",
+        "1s",
+    ]);
+    let run = served.call("fail");
+    assert_eq!(run.code, 22, "{run:?}");
+    assert!(run.stderr.contains("exit code 3: boom"), "{run:?}");
+    let run = served.call("slow");
+    assert_eq!(run.code, 22, "{run:?}");
+    assert!(run.stderr.contains("timed out after 1s"), "{run:?}");
+    // Empty output: the task completes with an empty result.
+    let run = served.call("quiet").ok();
+    assert_eq!(run.json()["task"]["state"], "completed");
+}
+
+#[test]
+fn serve_runs_at_most_its_concurrency_and_rejects_beyond_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().display().to_string();
+    // Each run records how many were running when it started.
+    let command = format!(
+        "mkdir -p {log}/running; touch {log}/running/$$; ls {log}/running | wc -l >> {log}/overlap; sleep 0.5; rm {log}/running/$$"
+    );
+    let served = Served::start(&["--on-message", &command, "--concurrency", "2"]);
+    let calls: Vec<Child> = (0..5)
+        .map(|i| served.call_in_background(&format!("job {i}")))
+        .collect();
+    for call in calls {
+        let output = call.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+    }
+    let overlap = std::fs::read_to_string(dir.path().join("overlap")).unwrap();
+    let most: u32 = overlap
+        .lines()
+        .map(|l| l.trim().parse::<u32>().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(overlap.lines().count(), 5, "{overlap}");
+    assert!(most <= 2, "{most} ran at once: {overlap}");
+    drop(served);
+
+    // One slot and a queue of one: of four tasks at once, those beyond the
+    // running one and the queued one are rejected, and say why.
+    let served = Served::start(&[
+        "--on-message",
+        "sleep 1",
+        "--concurrency",
+        "1",
+        "--queue",
+        "1",
+    ]);
+    let calls: Vec<Child> = (0..4)
+        .map(|i| served.call_in_background(&format!("job {i}")))
+        .collect();
+    let codes: Vec<(Option<i32>, String)> = calls
+        .into_iter()
+        .map(|c| {
+            let output = c.wait_with_output().unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+        .collect();
+    let rejected: Vec<&String> = codes
+        .iter()
+        .filter(|(code, _)| *code == Some(23))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(!rejected.is_empty(), "{codes:?}");
+    assert!(rejected.iter().all(|e| e.contains("busy")), "{codes:?}");
+    assert!(
+        codes.iter().all(|(code, _)| matches!(code, Some(0 | 23))),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn cancel_stops_the_running_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("finished");
+    let command = format!("sleep 3 && touch {}", done.display());
+    let served = Served::start(&["--on-message", &command]);
+    let run = served
+        .home
+        .run(&["--json", "call", "worker", "long", "--timeout", "1s"]);
+    assert_eq!(run.code, 18, "{run:?}");
+    let id = run.json()["task"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(run.json()["task"]["state"], "working");
+    served.home.run(&["cancel", &id]).ok();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!done.exists(), "the canceled command ran to its end");
+    let task = served.home.run(&["--as", "worker", "--json", "tasks"]).ok();
+    assert_eq!(task.json()["tasks"][0]["state"], "canceled");
+}
+
+#[test]
+fn serve_finishes_what_runs_when_told_to_stop() {
+    let served = Served::start(&["--on-message", "sleep 1; echo finished"]);
+    let call = served.call_in_background("work");
+    // Stopped while the command runs: it finishes, its result goes back.
+    assert!(eventually(|| {
+        served
+            .home
+            .run(&["--as", "worker", "--json", "tasks"])
+            .ok()
+            .json()["tasks"][0]["state"]
+            == "working"
+    }));
+    let mut served = served;
+    let pid = served.serve.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert_eq!(served.serve.wait().unwrap().code(), Some(0));
+    let output = call.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["result"]["body"], "finished\n");
+}
