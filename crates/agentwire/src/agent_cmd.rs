@@ -638,11 +638,7 @@ fn read_stdin_line() -> Result<String, Failure> {
 fn daemon(global: &GlobalArgs, home: &Home, action: DaemonAction) -> Result<(), Failure> {
     match action {
         DaemonAction::Run => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")
-                .code(crate::exit::CANNOT_START)?;
+            let runtime = crate::runtime(None)?;
             runtime
                 .block_on(async {
                     let stop = crate::relay_cmd::shutdown_signal();

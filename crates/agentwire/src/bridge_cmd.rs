@@ -45,11 +45,7 @@ pub(crate) fn run(
     }
     let token_path = home.root().join("bridge.token");
     let token = load_or_create_token(&token_path).code(CONFIG)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .code(CANNOT_START)?;
+    let runtime = crate::runtime(None)?;
     runtime.block_on(async move {
         let stop = crate::relay_cmd::shutdown_signal();
         let listener = tokio::net::TcpListener::bind(listen)

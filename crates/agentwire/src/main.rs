@@ -18,6 +18,22 @@ mod task_cmd;
 
 use std::process::ExitCode;
 
+/// The async runtime a long-running command serves on (`workers` threads,
+/// or one per core).
+pub(crate) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, exit::Failure> {
+    use anyhow::Context;
+    use exit::WithCode;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .code(exit::CANNOT_START)
+}
+
 fn main() -> ExitCode {
     let cli = match cli::parse() {
         Ok(cli) => cli,

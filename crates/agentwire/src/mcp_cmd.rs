@@ -570,12 +570,7 @@ pub(crate) fn run(
         let reason = failure.error.map(|e| format!("{e:#}")).unwrap_or_default();
         tracing::warn!(%reason, "the agentwire daemon did not start");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .code(CANNOT_START)?;
+    let runtime = crate::runtime(Some(2))?;
     runtime.block_on(async move {
         let server = McpServer::new(home, identity, push);
         let inner = server.inner.clone();

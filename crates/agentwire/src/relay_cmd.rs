@@ -14,11 +14,7 @@ use agentwire_daemon::Home;
 
 pub(crate) fn run(global: &GlobalArgs, args: RelayArgs) -> Result<(), Failure> {
     let config = resolve(global, &args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .code(CANNOT_START)?;
+    let runtime = crate::runtime(None)?;
     runtime.block_on(serve(config, args.json))
 }
 

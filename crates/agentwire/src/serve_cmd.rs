@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ServeArgs, ServePreset};
-use crate::exit::{CANNOT_START, CONFIG, Failure, USAGE, WithCode};
+use crate::exit::{CONFIG, Failure, USAGE, WithCode};
 
 /// Most bytes of stdout sent back (a message body's limit).
 const MAX_OUTPUT: usize = 128 * 1024;
@@ -90,12 +90,7 @@ pub(crate) fn run(
     if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
         crate::daemon_client::start(&home)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .code(CANNOT_START)?;
+    let runtime = crate::runtime(Some(2))?;
     let shared = Arc::new(Shared {
         client: DaemonClient::socket(home.socket()),
         identity,
@@ -114,7 +109,7 @@ async fn serve(shared: Arc<Shared>, args: ServeArgs) -> Result<(), Failure> {
     let mut handled = Handled::default();
     let mut rate = Rate::new(args.rate);
     let mut announced = false;
-    let stop = stop_signal();
+    let stop = crate::relay_cmd::shutdown_signal();
     tokio::pin!(stop);
     let mut delay = Duration::from_millis(200);
     'subscribe: loop {
@@ -190,23 +185,6 @@ async fn serve(shared: Arc<Shared>, args: ServeArgs) -> Result<(), Failure> {
     shared.stopping.cancel();
     let _ = workers.await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 /// Queues a message, or turns it away: a task is answered `rejected` with
