@@ -129,7 +129,15 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             None => {
                 let list = call(&home, api::Contacts { identity }, Duration::ZERO)?;
                 out.print_lines(&list, &list.contacts, |c| {
-                    format!("{} {} {} {}", c.name, c.short_id, c.via, c.state)
+                    let permissions = if c.permissions.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        c.permissions.join(",")
+                    };
+                    format!(
+                        "{} {} {} {} may-send:{permissions}",
+                        c.name, c.short_id, c.via, c.state
+                    )
                 })?;
                 if list.contacts.is_empty() {
                     out.tell(
@@ -158,6 +166,12 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 )?;
                 out.print(&renamed, |r| format!("renamed {} to {}", r.renamed, r.to))
             }
+            Some(ContactsAction::Allow { peer, permissions }) => {
+                permit(&home, out, identity, peer, permissions, true)
+            }
+            Some(ContactsAction::Deny { peer, permissions }) => {
+                permit(&home, out, identity, peer, permissions, false)
+            }
             Some(ContactsAction::Remove { peer }) => {
                 let removed = call(&home, api::Remove { identity, peer }, Duration::ZERO)?;
                 out.print(&removed, |r| {
@@ -172,18 +186,29 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 })
             }
         },
-        Command::Invite { ttl } => {
+        Command::Invite {
+            ttl,
+            allow,
+            for_name,
+        } => {
             let invite = call(
                 &home,
                 api::Invite {
                     identity,
                     ttl_ms: Some(millis(ttl)),
+                    allow: Some(allow),
+                    for_name,
                 },
                 Duration::ZERO,
             )?;
             out.print(&invite, |i| i.invite.clone())
         }
-        Command::Accept { link, name, wait } => {
+        Command::Accept {
+            link,
+            name,
+            wait,
+            allow,
+        } => {
             let token = if link == "-" {
                 read_stdin_line()?
             } else {
@@ -194,6 +219,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 token,
                 name,
                 wait_ms: Some(millis(wait)),
+                allow: Some(allow),
             };
             let contact = with_progress(
                 out,
@@ -708,9 +734,41 @@ fn print_status(json: bool, status: &api::DaemonStatus) -> Result<(), Failure> {
             }
         }
         text.push_str(&format!(
-            "\n  queued {} dropped-from-non-contacts {} dropped-undecryptable {}",
-            status.queued, status.dropped_non_contact, status.dropped_undecryptable
+            "\n  queued {} dropped-from-non-contacts {} dropped-undecryptable {} refused-not-permitted {} invites-redeemed {}",
+            status.queued,
+            status.dropped_non_contact,
+            status.dropped_undecryptable,
+            status.refused_not_permitted,
+            status.invites_redeemed
         ));
         text
+    })
+}
+
+/// `contacts allow|deny`.
+fn permit(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    peer: String,
+    permissions: Vec<String>,
+    allow: bool,
+) -> Result<(), Failure> {
+    let contact = call(
+        home,
+        api::Permit {
+            identity,
+            peer,
+            permissions,
+            allow,
+        },
+        Duration::ZERO,
+    )?;
+    out.print(&contact, |c| {
+        if c.permissions.is_empty() {
+            format!("{} may send you nothing now", c.name)
+        } else {
+            format!("{} may send you: {}", c.name, c.permissions.join(", "))
+        }
     })
 }

@@ -202,11 +202,16 @@ pub(crate) enum Command {
     ///   agentwire --as coder --json whoami
     #[command(verbatim_doc_comment)]
     Whoami,
-    /// List contacts, or rename or remove one
+    /// List contacts, or rename, allow, deny or remove one
+    ///
+    /// Each contact has permissions: what it may send to you (chat, task,
+    /// file). Your daemon refuses the rest and tells the sender why.
     ///
     /// Examples:
     ///   agentwire contacts
     ///   agentwire contacts rename 3f9a2c alice   # a key prefix gets a name
+    ///   agentwire contacts deny alice task       # alice's tasks are rejected
+    ///   agentwire contacts allow alice task,file
     ///   agentwire contacts remove alice
     #[command(verbatim_doc_comment)]
     Contacts {
@@ -219,15 +224,31 @@ pub(crate) enum Command {
     /// identity's keys, a fresh one-time key, the relay and a secret, signed;
     /// it works once, until it expires.
     ///
+    /// The invite says what the new contact may send you (--allow; your
+    /// daemon enforces it) and, with --for, the name it gets here: the name
+    /// the other side suggests is then ignored.
+    ///
     /// Examples:
-    ///   agentwire invite                 # valid for 24 hours
-    ///   agentwire invite --ttl 10m
-    ///   agentwire --as coder invite      # an invite to pair with coder
+    ///   agentwire invite                        # valid for 24 hours
+    ///   agentwire invite --ttl 10m --for carol  # whoever redeems it is "carol" here
+    ///   agentwire invite --allow chat           # no tasks or files from this contact
+    ///   agentwire --as coder invite             # an invite to pair with coder
     #[command(verbatim_doc_comment)]
     Invite {
         /// How long the invite stays valid (1s to 30d)
         #[arg(long, default_value = "24h", value_parser = parse_ttl)]
         ttl: Duration,
+        /// What the new contact may send you: chat, task, file, all
+        #[arg(
+            long,
+            value_name = "PERMS",
+            default_value = "all",
+            value_delimiter = ','
+        )]
+        allow: Vec<String>,
+        /// The petname the new contact gets here (not a key-like name)
+        #[arg(long = "for", value_name = "NAME")]
+        for_name: Option<String>,
     },
     /// Accept an invite link: the inviter becomes a contact
     ///
@@ -250,6 +271,14 @@ pub(crate) enum Command {
         /// How long to wait for the inviter's answer
         #[arg(long, default_value = "30s", value_parser = parse_wait)]
         wait: Duration,
+        /// What the inviter may send you: chat, task, file, all
+        #[arg(
+            long,
+            value_name = "PERMS",
+            default_value = "all",
+            value_delimiter = ','
+        )]
+        allow: Vec<String>,
     },
     /// Send a message to a contact (PEER: petname or unique key prefix)
     ///
@@ -687,6 +716,35 @@ pub(crate) enum ContactsAction {
         peer: String,
         /// New petname
         new_name: String,
+    },
+    /// Let a contact send you more: chat, task, file (or all)
+    ///
+    /// Examples:
+    ///   agentwire contacts allow alice task
+    ///   agentwire contacts allow alice task,file
+    #[command(verbatim_doc_comment)]
+    Allow {
+        /// Petname or unique key prefix
+        peer: String,
+        /// Permissions, comma-separated
+        #[arg(value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+    },
+    /// Stop a contact sending you some kinds: chat, task, file (or all)
+    ///
+    /// What it sends of those kinds from now on is refused by your daemon,
+    /// never shown to you, and answered `rejected` with the reason.
+    ///
+    /// Examples:
+    ///   agentwire contacts deny alice task    # chat only from now on
+    ///   agentwire contacts deny alice all     # nothing at all
+    #[command(verbatim_doc_comment)]
+    Deny {
+        /// Petname or unique key prefix
+        peer: String,
+        /// Permissions, comma-separated
+        #[arg(value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
     },
     /// Forget a contact and tell it (its messages stay here)
     ///

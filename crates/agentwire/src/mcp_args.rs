@@ -96,6 +96,12 @@ pub(crate) struct InviteArgs {
     #[serde(default, deserialize_with = "number")]
     #[schemars(range(min = 1, max = 2_592_000))]
     pub(crate) ttl_secs: Option<u64>,
+    /// What the new contact may send you: any of "chat", "task", "file" (default all three).
+    #[serde(default)]
+    pub(crate) allow: Option<Vec<String>>,
+    /// The name the new contact gets in your contacts, whatever name it suggests.
+    #[serde(rename = "for", default)]
+    pub(crate) for_name: Option<String>,
 }
 
 /// Input of `accept`.
@@ -107,6 +113,9 @@ pub(crate) struct AcceptArgs {
     /// The name to give the new contact (default: the name it suggests).
     #[serde(default)]
     pub(crate) name: Option<String>,
+    /// What the inviter may send you: any of "chat", "task", "file" (default all three).
+    #[serde(default)]
+    pub(crate) allow: Option<Vec<String>>,
 }
 
 /// Input of tools that take nothing.

@@ -315,6 +315,8 @@ impl McpServer {
         let request = api::Invite {
             identity: self.inner.identity.clone(),
             ttl_ms: args.ttl_secs.map(|secs| secs.saturating_mul(1000)),
+            allow: args.allow,
+            for_name: args.for_name,
         };
         Ok(self.json_tool(request, &cancel).await)
     }
@@ -334,6 +336,7 @@ impl McpServer {
             token: args.link.trim().to_owned(),
             name: args.name,
             wait_ms: Some(30_000),
+            allow: args.allow,
         };
         Ok(self.json_tool(request, &cancel).await)
     }

@@ -34,8 +34,9 @@ mod types;
 pub use error::{ApiError, ErrorCode};
 pub use event::Event;
 pub use request::{
-    Accept, Ack, Cancel, Configure, Contacts, Inbox, Init, Invite, Operation, Recv, Remove, Rename,
-    Request, SendMessage, Sent, State, Status, Stop, Subscribe, Task, Tasks, UpdateTask, Whoami,
+    Accept, Ack, Cancel, Configure, Contacts, Inbox, Init, Invite, Operation, Permit, Recv, Remove,
+    Rename, Request, SendMessage, Sent, State, Status, Stop, Subscribe, Task, Tasks, UpdateTask,
+    Whoami,
 };
 pub use response::{
     Acked, ContactList, ContactView, Created, DaemonStatus, IdentityStatus, IdentityView,

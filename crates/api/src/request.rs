@@ -73,6 +73,8 @@ operations! {
     Rename(Rename) => Renamed, "rename";
     /// Remove a contact.
     Remove(Remove) => Removed, "remove";
+    /// Grant or take back what a contact may send us.
+    Permit(Permit) => ContactView, "permit";
     /// Send a message.
     Send(SendMessage) => SendOutcome, "send";
     /// The delivery state of one sent message, optionally waiting for one.
@@ -264,6 +266,25 @@ pub struct Remove {
     pub peer: String,
 }
 
+/// `permit`: grant (`allow: true`) or take back what a contact may send to
+/// this identity. The receiving daemon enforces it: a message of a kind the
+/// contact may not send is refused and never reaches the agent.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Permit {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// Petname or unique key prefix.
+    pub peer: String,
+    /// Permissions: `chat`, `task`, `file` (or `all`).
+    #[schemars(length(min = 1, max = 8))]
+    pub permissions: Vec<String>,
+    /// Grant them (true) or take them back (false).
+    pub allow: bool,
+}
+
 /// `send`: queue a message for a contact.
 #[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -425,10 +446,19 @@ pub struct Invite {
     #[serde(default)]
     #[schemars(range(min = 1000, max = 2_592_000_000u64))]
     pub ttl_ms: Option<u64>,
+    /// What the new contact may send: `chat`, `task`, `file`, `all`
+    /// (default all).
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub allow: Option<Vec<String>>,
+    /// The petname the new contact gets here, whatever name it suggests.
+    #[serde(rename = "for", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub for_name: Option<String>,
 }
 
 /// `accept`: redeem an invite.
-#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Accept {
     /// Identity name.
@@ -443,6 +473,11 @@ pub struct Accept {
     /// How long to wait for the inviter's answer (default 30 s).
     #[serde(default)]
     pub wait_ms: Option<u64>,
+    /// What the inviter may send to us: `chat`, `task`, `file`, `all`
+    /// (default all).
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub allow: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Accept {
@@ -452,6 +487,7 @@ impl std::fmt::Debug for Accept {
             .field("token", &"<redacted>")
             .field("name", &self.name)
             .field("wait_ms", &self.wait_ms)
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -566,8 +602,7 @@ mod tests {
         let accept = Accept {
             identity: None,
             token: "aw1:abc".into(),
-            name: None,
-            wait_ms: None,
+            ..Accept::default()
         };
         assert!(!format!("{accept:?}").contains("aw1"));
     }

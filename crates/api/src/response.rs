@@ -28,6 +28,11 @@ pub struct DaemonStatus {
     pub dropped_non_contact: u64,
     /// Envelopes dropped because they did not decrypt.
     pub dropped_undecryptable: u64,
+    /// Messages refused because their sender lacks the permission for their
+    /// kind (each answered `rejected`).
+    pub refused_not_permitted: u64,
+    /// Invites of ours redeemed since the daemon started (new contacts).
+    pub invites_redeemed: u64,
 }
 
 /// One identity in `status`.
@@ -111,6 +116,9 @@ pub struct ContactView {
     pub short_id: String,
     /// How it became a contact.
     pub via: Via,
+    /// What it may send to us (`chat`, `task`, `file`); this daemon refuses
+    /// the rest.
+    pub permissions: Vec<String>,
     /// When, Unix ms.
     pub created_at_ms: u64,
 }
@@ -278,8 +286,11 @@ pub struct InviteView {
     pub expires_at_ms: u64,
     /// The relay it is for.
     pub relay: String,
-    /// What the acceptor may do.
+    /// What the acceptor may send (`chat`, `task`, `file`).
     pub permissions: Vec<String>,
+    /// The petname whoever redeems it gets here, if the inviter chose one.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub for_name: Option<String>,
 }
 
 impl std::fmt::Debug for InviteView {
@@ -289,6 +300,7 @@ impl std::fmt::Debug for InviteView {
             .field("expires_at_ms", &self.expires_at_ms)
             .field("relay", &self.relay)
             .field("permissions", &self.permissions)
+            .field("for_name", &self.for_name)
             .finish()
     }
 }

@@ -20,7 +20,9 @@ use crate::contact_book::ContactBook;
 use crate::db::{Db, DbThread};
 use crate::home::Home;
 use crate::identities::resolve_peer;
-pub(crate) use crate::identities::{Identities, parse_message_id, parse_name};
+pub(crate) use crate::identities::{
+    Identities, parse_message_id, parse_name, parse_permissions, parse_petname, petname_hint,
+};
 use crate::pairing::Answer;
 use crate::store::{Contact, Store};
 
@@ -64,6 +66,10 @@ pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct Counters {
     pub(crate) non_contact: AtomicU64,
     pub(crate) undecryptable: AtomicU64,
+    /// Messages of a kind their sender may not send (answered `rejected`).
+    pub(crate) refused: AtomicU64,
+    /// Our invites redeemed: new contacts.
+    pub(crate) redeemed: AtomicU64,
 }
 
 /// What happened to an identity, as published to its subscriptions.
@@ -75,6 +81,8 @@ pub(crate) enum Published {
     State(crate::api::SentView),
     /// A task arrived or changed state.
     Task(crate::api::TaskView),
+    /// A contact was added or removed us.
+    Contact(crate::api::ContactView),
     /// Unread messages were taken (a subscription that could not show its
     /// whole backlog looks again).
     Consumed,

@@ -112,6 +112,44 @@ pub(crate) fn parse_name(text: &str) -> Result<Name, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadName, format!("invalid name {text:?}: {e}")))
 }
 
+/// A petname from a request: a valid name that does not look like a key
+/// (peers are named by petname or by the start of their key, so such a
+/// name could stand for another contact's key).
+pub(crate) fn parse_petname(text: &str) -> Result<Name, ApiError> {
+    let name = parse_name(text)?;
+    if name.looks_like_key() {
+        return Err(ApiError::new(
+            ErrorCode::BadName,
+            format!(
+                "{text:?} looks like the start of a key (hex digits only); give a petname with a letter from g to z or a '-', e.g. {text}-bot"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// The petname to offer for a name the other side suggested: the name
+/// itself, or `contact` when it looks like a key.
+pub(crate) fn petname_hint(suggested: &Name) -> Name {
+    if suggested.looks_like_key() {
+        Name::new("contact").unwrap_or_else(|_| suggested.clone())
+    } else {
+        suggested.clone()
+    }
+}
+
+/// Permissions from a request's list (`chat`, `task`, `file`, `all`,
+/// `none`); `None` is everything.
+pub(crate) fn parse_permissions(
+    list: Option<&[String]>,
+) -> Result<agentwire_session::Permissions, ApiError> {
+    match list {
+        None => Ok(agentwire_session::Permissions::DEFAULT),
+        Some(words) => agentwire_session::Permissions::parse_list(words.iter().map(String::as_str))
+            .map_err(ApiError::invalid),
+    }
+}
+
 /// A message id from a request; `field` names it in the error.
 pub(crate) fn parse_message_id(field: &str, text: &str) -> Result<MessageId, ApiError> {
     MessageId::parse(text).ok_or_else(|| {
@@ -119,4 +157,45 @@ pub(crate) fn parse_message_id(field: &str, text: &str) -> Result<MessageId, Api
             "{field} {text:?} is not a message id (a UUID as printed by send and recv)"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentwire_api::{ContactState, Via};
+    use agentwire_wire::PublicKey;
+
+    fn contact(petname: &str, key: u8) -> Contact {
+        Contact {
+            address: PublicKey::from_bytes([key; 32]),
+            curve25519: [key; 32],
+            petname: Name::new(petname).unwrap(),
+            via: Via::Invited,
+            state: ContactState::Active,
+            invite_key: None,
+            permissions: agentwire_session::Permissions::DEFAULT,
+            created_at_ms: 0,
+        }
+    }
+
+    /// A petname that is the start of another contact's key (one stored
+    /// before such names were refused) is ambiguous, never captures it.
+    #[test]
+    fn a_name_that_is_another_contacts_key_prefix_is_ambiguous() {
+        let contacts = [contact("abab", 0x11), contact("c", 0xab)];
+        let error = resolve_peer(&contacts, "abab").unwrap_err();
+        assert_eq!(error.code, ErrorCode::AmbiguousPeer);
+        assert!(error.message.contains("both a contact's name"), "{error:?}");
+        assert_eq!(
+            resolve_peer(&contacts, "ababab").unwrap().petname.as_str(),
+            "c"
+        );
+        assert_eq!(resolve_peer(&contacts, "c").unwrap().petname.as_str(), "c");
+        assert_eq!(parse_petname("abab").unwrap_err().code, ErrorCode::BadName);
+        assert_eq!(
+            petname_hint(&Name::new("abab").unwrap()).as_str(),
+            "contact"
+        );
+        assert_eq!(petname_hint(&Name::new("bob").unwrap()).as_str(), "bob");
+    }
 }

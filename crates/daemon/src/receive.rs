@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 
 use agentwire_api::{DeliveryState, TaskRole, TaskState};
 use agentwire_client::Envelope;
-use agentwire_session::{Kind, MessageId, Name, PeerSession, Plaintext, prekey_one_time_key};
+use agentwire_session::{
+    Kind, MessageId, Name, PeerSession, Permissions, Plaintext, prekey_one_time_key,
+};
 use agentwire_wire::{EnvelopeId, PublicKey};
 
 use crate::api::ApiError;
@@ -38,6 +40,39 @@ enum Effect {
     },
     /// The requester of a task we were given stops it.
     Cancel { id: MessageId, task: MessageId },
+    /// A message of a kind the sender may not send us: never stored, and
+    /// answered `rejected` with the reason.
+    Refused { id: MessageId, kind: Kind },
+}
+
+/// The permission a message of `kind` needs from its sender; control
+/// messages and results (answers to what we asked) need none.
+fn needed_permission(kind: Kind) -> Option<Permissions> {
+    match kind {
+        Kind::Chat | Kind::Query => Some(Permissions::CHAT),
+        Kind::Task => Some(Permissions::TASKS),
+        Kind::File => Some(Permissions::FILES),
+        Kind::Result
+        | Kind::Receipt
+        | Kind::Redeem
+        | Kind::Unpair
+        | Kind::Status
+        | Kind::Cancel => None,
+    }
+}
+
+/// What the sender of a refused message is told.
+fn refusal(name: &Name, kind: Kind) -> agentwire_session::TaskStatus {
+    let permission = needed_permission(kind)
+        .and_then(|p| p.names().first().copied())
+        .unwrap_or("chat");
+    agentwire_session::TaskStatus {
+        state: agentwire_session::TaskState::Rejected,
+        detail: format!(
+            "{name} does not accept {} messages from you (permission {permission:?} not granted)",
+            kind.name()
+        ),
+    }
 }
 
 impl Daemon {
@@ -272,7 +307,17 @@ impl Daemon {
                 },
                 None => Effect::Seen(plaintext.id, Kind::Cancel),
             },
-            _ => Effect::Store(incoming(from, plaintext, now)),
+            kind => match needed_permission(kind) {
+                Some(needed) if !contact.permissions.contains(needed) => {
+                    tracing::info!(identity = %name, contact = %contact.petname, kind = kind.name(), "refused a message the contact may not send");
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    Effect::Refused {
+                        id: plaintext.id,
+                        kind,
+                    }
+                }
+                _ => Effect::Store(incoming(from, plaintext, now)),
+            },
         };
         burst.effects.push((from, effect));
         Ok(true)
@@ -297,11 +342,15 @@ impl Daemon {
         // Senders that removed us: no receipts to them (they could not open
         // them), and their sessions end with this job.
         let mut unpaired = HashSet::new();
+        let mut refused: BTreeMap<PublicKey, Vec<(MessageId, Kind)>> = BTreeMap::new();
         for (from, effect) in &burst.effects {
             match effect {
                 Effect::Store(message) => delivered.entry(*from).or_default().push(message.id),
                 Effect::Unpair(_) => {
                     unpaired.insert(*from);
+                }
+                Effect::Refused { id, kind } => {
+                    refused.entry(*from).or_default().push((*id, *kind))
                 }
                 _ => {}
             }
@@ -319,7 +368,15 @@ impl Daemon {
             for chunk in ids.chunks(agentwire_session::message::MAX_RECEIPT_IDS) {
                 let receipt = agentwire_session::ReceiptState::Delivered;
                 if let Some(sealed) = seal_receipt(session, receipt, chunk.to_vec(), now) {
-                    receipts.push((*from, sealed));
+                    receipts.push((*from, Kind::Receipt, sealed));
+                }
+            }
+            for (id, kind) in refused.remove(from).unwrap_or_default() {
+                let mut answer = control(Kind::Status, refusal(name, kind).encode(), now);
+                answer.reply_to = Some(id);
+                match session.seal(&answer) {
+                    Ok(payload) => receipts.push((*from, Kind::Status, (answer.id, payload))),
+                    Err(error) => tracing::warn!(%error, "cannot seal a refusal"),
                 }
             }
             pickles.push((*from, session.to_encrypted_pickle(&self.key)));
@@ -355,7 +412,7 @@ impl Daemon {
                         Effect::Status { id, task, status } => {
                             tx.insert_seen(&owner, id, from, Kind::Status, now)?;
                             let detail = (!status.detail.is_empty()).then_some(&status.detail);
-                            tasks.extend(tx.move_task(
+                            let moved = tx.move_task(
                                 &owner,
                                 task,
                                 TaskRole::Asked,
@@ -364,7 +421,24 @@ impl Daemon {
                                 detail.map(String::as_str),
                                 None,
                                 now,
-                            )?);
+                            )?;
+                            // A refused message (a task too): it ends
+                            // undelivered, for good.
+                            if status.state == agentwire_session::TaskState::Rejected
+                                && tx.advance(
+                                    &owner,
+                                    task,
+                                    Some(from),
+                                    DeliveryState::Failed,
+                                    now,
+                                )?
+                            {
+                                changed.push(*task);
+                            }
+                            tasks.extend(moved);
+                        }
+                        Effect::Refused { id, kind } => {
+                            tx.insert_seen(&owner, id, from, *kind, now)?;
                         }
                         Effect::Cancel { id, task } => {
                             tx.insert_seen(&owner, id, from, Kind::Cancel, now)?;
@@ -403,8 +477,9 @@ impl Daemon {
                         }
                     }
                 }
-                for (to, (id, payload)) in &receipts {
-                    insert_receipt(tx, &owner, *to, *id, payload, now)?;
+                for (to, kind, (id, payload)) in &receipts {
+                    let message = StoredMessage::outgoing_control(*id, *to, *kind, now);
+                    tx.insert_message(&owner, &message, Some(payload))?;
                 }
                 let unread = if inserted == 0 {
                     None

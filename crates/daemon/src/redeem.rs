@@ -12,7 +12,7 @@ use agentwire_client::Envelope;
 use agentwire_session::{Identity, Kind, Name, Redeem, prekey_identity_key, prekey_one_time_key};
 use agentwire_wire::PublicKey;
 
-use crate::core::{Daemon, now_ms};
+use crate::core::{Daemon, Published, now_ms, petname_hint};
 use crate::pairing::{self, Answer};
 use crate::receive::insert_notice;
 use crate::store::{Contact, StoreError};
@@ -115,7 +115,12 @@ impl Daemon {
                         tx.remove_contact(&owner, &from)?;
                         old.petname
                     }
-                    _ => tx.free_petname(&owner, &redeem.acceptor_name)?,
+                    // The name the inviter chose wins over the one the
+                    // redeemer suggests, which is only a hint.
+                    _ => match &record.for_name {
+                        Some(chosen) => tx.free_petname(&owner, chosen)?,
+                        None => tx.free_petname(&owner, &petname_hint(&redeem.acceptor_name))?,
+                    },
                 };
                 tx.add_contact(
                     &owner,
@@ -126,6 +131,7 @@ impl Daemon {
                         via: Via::Invited,
                         state: ContactState::Active,
                         invite_key: None,
+                        permissions: record.permissions,
                         created_at_ms: now,
                     },
                 )?;
@@ -140,8 +146,20 @@ impl Daemon {
         drop(slot);
         match stored {
             Ok(()) => {
-                tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact");
+                self.counters.redeemed.fetch_add(1, Ordering::Relaxed);
                 self.outbox_waker(name).notify_one();
+                match self.contact(name, &from).await {
+                    Ok(Some(contact)) => {
+                        tracing::info!(identity = %name, contact = %contact.petname, key = %from.short_id(), permissions = ?contact.permissions.names(), "invite redeemed: new contact");
+                        self.publish(
+                            name,
+                            [Published::Contact(crate::views::contact_view(&contact))],
+                        );
+                    }
+                    _ => {
+                        tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact")
+                    }
+                }
                 true
             }
             Err(error) => {

@@ -110,6 +110,12 @@ pub(crate) fn contact_view(contact: &Contact) -> ContactView {
         address: contact.address.to_hex(),
         short_id: contact.address.short_id(),
         via: contact.via,
+        permissions: contact
+            .permissions
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         created_at_ms: contact.created_at_ms,
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use agentwire_daemon::api::{
     Accept, Ack, Cancel, Configure, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox,
-    Init, Invite, Kind, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent, State,
-    Status, Stop, Subscribe, Task, TaskRole, TaskState, Tasks, UpdateTask, Via, Whoami,
+    Init, Invite, Kind, Permit, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent,
+    State, Status, Stop, Subscribe, Task, TaskRole, TaskState, Tasks, UpdateTask, Via, Whoami,
 };
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
@@ -380,6 +380,7 @@ async fn invite_and_accept_across_two_homes_and_a_relay() {
             token: invite.invite.clone(),
             name: Some("al".into()),
             wait_ms: Some(10_000),
+            allow: None,
         })
         .await
         .unwrap();
@@ -397,8 +398,8 @@ async fn invite_and_accept_across_two_homes_and_a_relay() {
             .call(Accept {
                 identity: None,
                 token: invite.invite,
-                name: None,
                 wait_ms: Some(10_000),
+                ..Accept::default()
             })
             .await,
     );
@@ -679,13 +680,187 @@ impl TestDaemon {
             .call(Accept {
                 identity: Some(other_name.into()),
                 token: invite.invite,
-                name: None,
                 wait_ms: Some(10_000),
+                ..Accept::default()
             })
             .await
             .unwrap();
         assert_eq!(contact.state, ContactState::Active, "{contact:?}");
     }
+
+    /// `who` changes what its contact `peer` may send.
+    async fn permit(&self, who: &str, peer: &str, permissions: &str, allow: bool) -> Vec<String> {
+        self.client
+            .call(Permit {
+                identity: Some(who.into()),
+                peer: peer.into(),
+                permissions: vec![permissions.into()],
+                allow,
+            })
+            .await
+            .unwrap()
+            .permissions
+    }
+}
+
+/// Permissions are the receiving daemon's: an invite for chat only makes a
+/// contact whose tasks are answered `rejected` with the reason and never
+/// stored; `deny` and `allow` change it at once; the inviter names the new
+/// contact and is told when the invite is redeemed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_are_enforced_by_the_receiving_daemon() {
+    let (relay, url, _dir) = relay().await;
+    let (alice, bob) = (TestDaemon::start().await, TestDaemon::start().await);
+    alice.init("alice", Some(&url)).await;
+    bob.init("bob", Some(&url)).await;
+    let mut events = alice
+        .client
+        .subscribe(Subscribe {
+            identity: Some("alice".into()),
+        })
+        .await
+        .unwrap();
+
+    // Names that look like keys are refused as petnames.
+    let key_like = refusal(
+        alice
+            .client
+            .call(Invite {
+                for_name: Some("c0ffee".into()),
+                ..Invite::default()
+            })
+            .await,
+    );
+    assert_eq!(key_like.code, ErrorCode::BadName, "{key_like:?}");
+    let unknown = refusal(
+        alice
+            .client
+            .call(Invite {
+                allow: Some(vec!["chat".into(), "admin".into()]),
+                ..Invite::default()
+            })
+            .await,
+    );
+    assert!(unknown.message.contains("\"admin\""), "{unknown:?}");
+
+    let invite = alice
+        .client
+        .call(Invite {
+            allow: Some(vec!["chat".into()]),
+            for_name: Some("robert".into()),
+            ..Invite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(invite.permissions, ["chat"]);
+    assert_eq!(invite.for_name.as_deref(), Some("robert"));
+    let accepted = bob
+        .client
+        .call(Accept {
+            token: invite.invite,
+            wait_ms: Some(10_000),
+            ..Accept::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.state, ContactState::Active);
+    assert_eq!(accepted.permissions, ["chat", "task", "file"]);
+    // Alice is told, under the name she chose (bob suggested "bob").
+    let told = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Ok(Some(Event::Contact(contact)))) => break contact,
+            Ok(Ok(Some(_))) => continue,
+            other => panic!("no contact event: {other:?}"),
+        }
+    };
+    assert_eq!(told.name, "robert");
+    assert_eq!(told.permissions, ["chat"]);
+    let status = alice.client.call(Status {}).await.unwrap();
+    assert_eq!(status.invites_redeemed, 1);
+
+    // A task from a chat-only contact: rejected with the reason, never stored.
+    let task = bob.ask("bob", "alice", "rm -rf /").await;
+    let answered = bob
+        .client
+        .call(Task {
+            identity: Some("bob".into()),
+            id: task.clone(),
+            wait_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(answered.state, TaskState::Rejected, "{answered:?}");
+    let why = answered.detail.unwrap_or_default();
+    assert!(why.contains("permission \"task\""), "{why}");
+    assert_eq!(bob.state_of("bob", &task).await, DeliveryState::Failed);
+    let chat = bob.send("bob", "alice", "hello").await;
+    assert_eq!(
+        alice.recv("alice", Duration::from_secs(10)).await,
+        ["hello"]
+    );
+    assert!(until(|| async { bob.state_of("bob", &chat).await == DeliveryState::Read }).await);
+    let given = alice
+        .client
+        .call(Tasks {
+            identity: None,
+            max: None,
+        })
+        .await
+        .unwrap();
+    assert!(given.tasks.is_empty(), "{given:?}");
+    assert_eq!(
+        alice
+            .client
+            .call(Status {})
+            .await
+            .unwrap()
+            .refused_not_permitted,
+        1
+    );
+
+    // Denied chat: refused too; allowed tasks: they arrive.
+    assert!(
+        alice
+            .permit("alice", "robert", "chat", false)
+            .await
+            .is_empty()
+    );
+    let muted = bob.send("bob", "alice", "still there?").await;
+    assert!(until(|| async { bob.state_of("bob", &muted).await == DeliveryState::Failed }).await);
+    assert_eq!(
+        alice.permit("alice", "robert", "task", true).await,
+        ["task"]
+    );
+    let allowed = bob.ask("bob", "alice", "run the tests").await;
+    assert!(
+        until(|| async {
+            alice
+                .client
+                .call(Tasks {
+                    identity: None,
+                    max: None,
+                })
+                .await
+                .unwrap()
+                .tasks
+                .iter()
+                .any(|t| t.id == allowed)
+        })
+        .await
+    );
+    assert!(alice.recv("alice", Duration::ZERO).await.len() == 1);
+    let renamed = refusal(
+        alice
+            .client
+            .call(Rename {
+                identity: None,
+                peer: "robert".into(),
+                new_name: "abcd12".into(),
+            })
+            .await,
+    );
+    assert_eq!(renamed.code, ErrorCode::BadName);
+    drop(relay);
 }
 
 /// `contacts remove` tells the other side: it lists the remover as

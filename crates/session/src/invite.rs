@@ -58,17 +58,63 @@ impl Permissions {
         self.0 & other.0 == other.0
     }
 
-    /// Names of the known permissions included, e.g. `["chat", "tasks"]`.
+    /// Every permission, with its name.
+    pub const NAMED: [(Permissions, &'static str); 3] = [
+        (Self::CHAT, "chat"),
+        (Self::TASKS, "task"),
+        (Self::FILES, "file"),
+    ];
+
+    /// Names of the known permissions included, e.g. `["chat", "task"]`.
     pub fn names(self) -> Vec<&'static str> {
-        [
-            (Self::CHAT, "chat"),
-            (Self::TASKS, "tasks"),
-            (Self::FILES, "files"),
-        ]
-        .into_iter()
-        .filter(|(p, _)| self.contains(*p))
-        .map(|(_, name)| name)
-        .collect()
+        Self::NAMED
+            .into_iter()
+            .filter(|(p, _)| self.contains(*p))
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    /// The permission named `name` (`chat`, `task`, `file`; the plurals
+    /// are taken too).
+    pub fn named(name: &str) -> Option<Permissions> {
+        let name = name.trim();
+        let name = name.strip_suffix('s').unwrap_or(name);
+        Self::NAMED
+            .into_iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(p, _)| p)
+    }
+
+    /// Parses a list such as `chat,task` (`all` and `none` too); the error
+    /// names the word not understood.
+    pub fn parse_list<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Permissions, String> {
+        let mut bits = 0;
+        for word in words.into_iter().flat_map(|w| w.split(',')) {
+            match word.trim() {
+                "" | "none" => {}
+                "all" => bits |= Self::DEFAULT.0,
+                other => {
+                    bits |= Self::named(other)
+                        .ok_or_else(|| {
+                            format!(
+                                "unknown permission {other:?}; use chat, task, file, all or none"
+                            )
+                        })?
+                        .0
+                }
+            }
+        }
+        Ok(Permissions(bits))
+    }
+
+    /// These permissions and `other`'s.
+    pub fn with(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
+
+    /// These permissions without `other`'s.
+    pub fn without(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & !other.0)
     }
 }
 
@@ -318,6 +364,28 @@ fn decode_unsigned(bytes: &[u8]) -> Result<(Invite, usize), InviteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_lists_parse_and_name_what_they_do_not_know() {
+        let parse = |text: &str| Permissions::parse_list([text]);
+        assert_eq!(parse("chat"), Ok(Permissions::CHAT));
+        assert_eq!(
+            parse("chat,tasks"),
+            Ok(Permissions::CHAT.with(Permissions::TASKS))
+        );
+        assert_eq!(parse("all"), Ok(Permissions::DEFAULT));
+        assert_eq!(parse("none"), Ok(Permissions::from_bits(0)));
+        assert_eq!(
+            parse("Task, FILE").map(|p| p.names()),
+            Ok(vec!["task", "file"])
+        );
+        let error = parse("chat,admin").unwrap_err();
+        assert!(error.contains("\"admin\""), "{error}");
+        assert_eq!(
+            Permissions::DEFAULT.without(Permissions::TASKS).names(),
+            vec!["chat", "file"]
+        );
+    }
 
     fn sample(inviter: &Identity) -> SignedInvite {
         let invite = Invite {

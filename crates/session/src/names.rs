@@ -69,6 +69,14 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the name could be read as the start of a key (four or more
+    /// hex digits and nothing else). Peers are named by petname or by the
+    /// start of their key, so a petname like this could stand for another
+    /// contact's key: such names are refused as petnames.
+    pub fn looks_like_key(&self) -> bool {
+        self.0.len() >= 4 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
 }
 
 impl fmt::Display for Name {
@@ -94,6 +102,16 @@ impl std::str::FromStr for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_be_keys_are_told_apart() {
+        for key_like in ["dead", "DEADBEEF", "0123", "a1b2c3d4e5f6"] {
+            assert!(Name::new(key_like).unwrap().looks_like_key(), "{key_like}");
+        }
+        for name in ["bob", "abc", "dead-beef", "cafe.1", "coder-2", "face_"] {
+            assert!(!Name::new(name).unwrap().looks_like_key(), "{name}");
+        }
+    }
 
     fn check(input: &str, expected: Result<(), NameError>) {
         assert_eq!(Name::new(input).map(|_| ()), expected, "{input:?}");

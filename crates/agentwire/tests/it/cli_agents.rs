@@ -86,6 +86,7 @@ fn bad_names_are_refused_with_a_clear_error() {
         (&"x".repeat(300), "limit is 64"),
         ("a\u{7}b", "control character"),
         ("..", "start with a letter or digit"),
+        ("c0ffee", "looks like the start of a key"),
     ] {
         let run = home.run(&["init", "--name", name]);
         assert_eq!(run.code, 2, "{name:?}: {run:?}");
@@ -366,7 +367,7 @@ fn replies_carry_their_reply_to_and_thread_end_to_end() {
 }
 
 #[test]
-fn a_name_that_looks_like_another_contacts_key_is_ambiguous_not_captured() {
+fn a_name_that_looks_like_another_contacts_key_is_refused() {
     let home = TestHome::new();
     for name in ["a", "b", "c"] {
         home.run(&["init", "--name", name]).ok();
@@ -375,14 +376,19 @@ fn a_name_that_looks_like_another_contacts_key_is_ambiguous_not_captured() {
         .as_str()
         .unwrap()
         .to_owned();
-    home.run(&["contacts", "rename", "b", &c_short]).ok();
-    let run = home.run(&["send", &c_short, "for c"]);
-    assert_eq!(run.code, 12, "{run:?}");
+    let run = home.run(&["contacts", "rename", "b", &c_short]);
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("both a contact's name"),
+        run.stderr.contains("looks like the start of a key"),
         "{}",
         run.stderr
     );
+    let run = home.run(&["invite", "--for", &c_short]);
+    assert_eq!(run.code, 2, "{run:?}");
+    // The key prefix still names c, and only c.
+    home.run(&["send", &c_short, "for c"]).ok();
+    assert!(eventually(|| unread(&home, "c") == 1));
+    assert_eq!(unread(&home, "b"), 0);
 }
 
 #[test]

@@ -232,3 +232,47 @@ fn serve_finishes_what_runs_when_told_to_stop() {
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(answer["result"]["body"], "finished\n");
 }
+
+/// A contact without the `task` permission: its call is rejected by the
+/// worker's daemon with the reason, and the command never runs; chat still
+/// is answered. `contacts allow` lets tasks in again.
+#[test]
+fn a_task_from_a_contact_without_the_task_permission_never_runs() {
+    let marker = tempfile::tempdir().unwrap();
+    let ran = marker.path().join("ran");
+    let served = Served::start(&[
+        "--on-message",
+        &format!("touch {}; tr a-z A-Z", ran.display()),
+    ]);
+    let denied = served
+        .home
+        .run(&[
+            "--as", "worker", "--json", "contacts", "deny", "planner", "task",
+        ])
+        .ok();
+    assert_eq!(
+        denied.json()["permissions"],
+        serde_json::json!(["chat", "file"])
+    );
+    let listed = served.home.run(&["--as", "worker", "contacts"]).ok().stdout;
+    assert!(listed.contains("may-send:chat,file"), "{listed}");
+
+    let refused = served.call("delete everything");
+    assert_eq!(refused.code, 23, "rejected: {refused:?}");
+    assert!(
+        refused.stderr.contains("task_rejected") && refused.stderr.contains("not granted"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!ran.exists(), "the command never ran");
+    let tasks = served.home.run(&["--as", "worker", "--json", "tasks"]).ok();
+    assert_eq!(tasks.json()["tasks"], serde_json::json!([]));
+
+    served
+        .home
+        .run(&["--as", "worker", "contacts", "allow", "planner", "task"])
+        .ok();
+    let run = served.call("now it may").ok();
+    assert_eq!(run.json()["result"]["body"], "NOW IT MAY");
+    assert!(ran.exists());
+}

@@ -1,14 +1,15 @@
-//! `whoami`, `contacts`, `rename`, `remove` (which tells the contact).
+//! `whoami`, `contacts`, `rename`, `permit`, `remove` (which tells the
+//! contact).
 
 use std::sync::Arc;
 
 use agentwire_session::Kind;
 
 use crate::api::{
-    ApiError, ContactList, ContactState, Contacts, ErrorCode, IdentityView, Remove, Removed,
-    Rename, Renamed, Whoami, internal,
+    ApiError, ContactList, ContactState, ContactView, Contacts, ErrorCode, IdentityView, Permit,
+    Remove, Removed, Rename, Renamed, Whoami, internal,
 };
-use crate::core::{Daemon, now_ms, parse_name};
+use crate::core::{Daemon, now_ms, parse_permissions, parse_petname};
 use crate::ops::Run;
 use crate::receive::control;
 use crate::store::{StoreError, StoredMessage};
@@ -40,7 +41,7 @@ impl Run for Rename {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<Renamed, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
         let contact = daemon.resolve_peer(&name, &self.peer).await?;
-        let new_name = parse_name(&self.new_name)?;
+        let new_name = parse_petname(&self.new_name)?;
         let (address, petname) = (contact.address, new_name.clone());
         let renamed = daemon
             .db
@@ -57,6 +58,36 @@ impl Run for Rename {
             )),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+impl Run for Permit {
+    /// Changes what the contact may send us; the receive path reads it on
+    /// the next envelope (the contacts' copy follows the store's version).
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<ContactView, ApiError> {
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let contact = daemon.resolve_peer(&name, &self.peer).await?;
+        if self.permissions.is_empty() {
+            return Err(ApiError::invalid(
+                "name at least one permission: chat, task, file or all",
+            ));
+        }
+        let change = parse_permissions(Some(&self.permissions))?;
+        let permissions = if self.allow {
+            contact.permissions.with(change)
+        } else {
+            contact.permissions.without(change)
+        };
+        let (owner, address) = (name.clone(), contact.address);
+        daemon
+            .db
+            .run(move |tx| tx.set_permissions(&owner, &address, permissions))
+            .await?;
+        tracing::info!(identity = %name, contact = %contact.petname, permissions = ?permissions.names(), "permissions changed");
+        Ok(contact_view(&crate::store::Contact {
+            permissions,
+            ..contact
+        }))
     }
 }
 

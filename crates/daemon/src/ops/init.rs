@@ -8,7 +8,7 @@ use agentwire_api::{ContactState, Via};
 use agentwire_session::{Identity, Kind, Name};
 
 use crate::api::{ApiError, Created, ErrorCode, Init, internal};
-use crate::core::{Daemon, now_ms, parse_name};
+use crate::core::{Daemon, now_ms, parse_petname};
 use crate::ops::Run;
 use crate::receive::control;
 use crate::store::Contact;
@@ -40,7 +40,7 @@ impl Run for Init {
             ));
         }
         let name = match name {
-            Some(name) => parse_name(&name)?,
+            Some(name) => parse_petname(&name)?,
             None => daemon.identities().free_name()?,
         };
         // The first identity fixes the home's relay: check it answers, and
@@ -102,6 +102,7 @@ impl Run for Init {
             via: Via::Sibling,
             state: ContactState::Active,
             invite_key: None,
+            permissions: agentwire_session::Permissions::DEFAULT,
             created_at_ms: now,
         };
         let (owner, written_pairs) = (name.clone(), pairs.clone());

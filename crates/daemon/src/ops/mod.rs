@@ -45,6 +45,7 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::Contacts(op) => line(daemon, op).await,
         Request::Rename(op) => line(daemon, op).await,
         Request::Remove(op) => line(daemon, op).await,
+        Request::Permit(op) => line(daemon, op).await,
         Request::Send(op) => line(daemon, op).await,
         Request::State(op) => line(daemon, op).await,
         Request::Sent(op) => line(daemon, op).await,

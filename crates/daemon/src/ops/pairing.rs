@@ -14,7 +14,8 @@ use agentwire_wire::RelayId;
 
 use crate::api::{Accept, ApiError, ContactView, ErrorCode, Invite, InviteView, internal};
 use crate::core::{
-    DEFAULT_INVITE_TTL, DEFAULT_WAIT, Daemon, deadline, now_ms, parse_name, stopping,
+    DEFAULT_INVITE_TTL, DEFAULT_WAIT, Daemon, deadline, now_ms, parse_permissions, parse_petname,
+    petname_hint, stopping,
 };
 use crate::ops::Run;
 use crate::pairing::Answer;
@@ -52,7 +53,14 @@ async fn connected_relay_id(daemon: &Daemon, name: &Name) -> Result<RelayId, Api
 
 impl Run for Invite {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<InviteView, ApiError> {
-        let Invite { identity, ttl_ms } = self;
+        let Invite {
+            identity,
+            ttl_ms,
+            allow,
+            for_name,
+        } = self;
+        let permissions = parse_permissions(allow.as_deref())?;
+        let for_name = for_name.as_deref().map(parse_petname).transpose()?;
         let ttl = ttl_ms.map_or(DEFAULT_INVITE_TTL, Duration::from_millis);
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 24 * 3600) {
             return Err(ApiError::new(
@@ -61,6 +69,22 @@ impl Run for Invite {
             ));
         }
         let (name, identity) = daemon.pick(identity.as_deref())?;
+        if let Some(wanted) = &for_name
+            && let Some(taken) = daemon
+                .contacts
+                .get(&daemon.db, &name)
+                .await?
+                .iter()
+                .find(|c| c.petname == *wanted && c.state != ContactState::Removed)
+        {
+            return Err(ApiError::new(
+                ErrorCode::NameTaken,
+                format!(
+                    "{name} already has a contact named {wanted} ({}); pick another name for --for, or rename that contact",
+                    taken.address.short_id()
+                ),
+            ));
+        }
         let relay_url = daemon.relay_url().await?;
         let relay_id = connected_relay_id(daemon, &name).await?;
         let _accounts = daemon.accounts.lock().await;
@@ -78,7 +102,7 @@ impl Run for Invite {
                 one_time_key,
                 secret,
                 expires_at_ms,
-                permissions: Permissions::DEFAULT,
+                permissions,
                 relay_url: relay_url.clone(),
                 relay_id,
                 inviter_name: name.clone(),
@@ -91,11 +115,11 @@ impl Run for Invite {
             )
         };
         let invite = &signed.invite;
-        let (owner, one_time_key, secret, permissions) = (
+        let (owner, one_time_key, secret, chosen) = (
             name.clone(),
             invite.one_time_key,
             *invite.secret.as_bytes(),
-            invite.permissions.bits(),
+            for_name.clone(),
         );
         daemon
             .db
@@ -108,6 +132,7 @@ impl Run for Invite {
                     &secret,
                     expires_at_ms,
                     permissions,
+                    chosen.as_ref(),
                     now,
                 )?;
                 Ok::<_, ApiError>(())
@@ -123,6 +148,7 @@ impl Run for Invite {
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect(),
+            for_name: for_name.map(|n| n.as_str().to_owned()),
         })
     }
 }
@@ -134,11 +160,13 @@ impl Run for Accept {
             token,
             name: petname,
             wait_ms,
+            allow,
         } = self;
+        let permissions = parse_permissions(allow.as_deref())?;
         let signed = SignedInvite::parse(&token).map_err(invite_error)?;
         signed.check_unexpired(now_ms()).map_err(invite_error)?;
         let invite = signed.invite;
-        let petname = petname.map(|p| parse_name(&p)).transpose()?;
+        let petname = petname.map(|p| parse_petname(&p)).transpose()?;
         let name = daemon.pick(identity.as_deref())?.0;
         let relay_url = daemon.relay_url().await?;
         if invite.relay_url != relay_url {
@@ -158,7 +186,7 @@ impl Run for Accept {
                 found: relay_id,
             }));
         }
-        send_redemption(daemon, &name, &invite, petname).await?;
+        send_redemption(daemon, &name, &invite, petname, permissions).await?;
         daemon.outbox_waker(&name).notify_one();
 
         let mut wait = daemon.wait_on(&daemon.pairing, deadline(wait_ms, DEFAULT_WAIT));
@@ -208,6 +236,7 @@ async fn send_redemption(
     name: &Name,
     invite: &InviteToken,
     petname: Option<Name>,
+    permissions: Permissions,
 ) -> Result<(), ApiError> {
     // Accepting the same invite again (say after a timeout) sends nothing
     // new: the first redemption is queued or delivered, and a second
@@ -264,7 +293,7 @@ async fn send_redemption(
             let petname = match (&petname, replaced) {
                 (Some(chosen), _) => chosen.clone(),
                 (None, Some(old)) => old,
-                (None, None) => tx.free_petname(&name, &invite.inviter_name)?,
+                (None, None) => tx.free_petname(&name, &petname_hint(&invite.inviter_name))?,
             };
             tx.add_contact(
                 &name,
@@ -275,6 +304,7 @@ async fn send_redemption(
                     via: Via::Accepted,
                     state: ContactState::Pending,
                     invite_key: Some(invite.one_time_key),
+                    permissions,
                     created_at_ms: now,
                 },
             )?;

@@ -56,6 +56,8 @@ impl Run for Status {
             identities,
             dropped_non_contact: daemon.counters.non_contact.load(Ordering::Relaxed),
             dropped_undecryptable: daemon.counters.undecryptable.load(Ordering::Relaxed),
+            refused_not_permitted: daemon.counters.refused.load(Ordering::Relaxed),
+            invites_redeemed: daemon.counters.redeemed.load(Ordering::Relaxed),
         })
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agentwire_api::{ContactState, DeliveryState, Via};
-use agentwire_session::{Kind, MessageId, Name, Priority};
+use agentwire_session::{Kind, MessageId, Name, Permissions, Priority};
 use agentwire_wire::PublicKey;
 use rusqlite::Connection;
 
@@ -92,6 +92,8 @@ pub struct Contact {
     /// For a contact we accepted an invite from: the invite's one-time key,
     /// which the inviter's answer names.
     pub invite_key: Option<[u8; 32]>,
+    /// What it may send to us; the receive path refuses the rest.
+    pub permissions: Permissions,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -158,6 +160,10 @@ pub struct InviteRecord {
     pub expires_at_ms: u64,
     /// Who redeemed it, if anyone.
     pub spent_by: Option<PublicKey>,
+    /// What the new contact may send.
+    pub permissions: Permissions,
+    /// The petname the inviter chose for whoever redeems it.
+    pub for_name: Option<Name>,
 }
 
 impl std::fmt::Debug for InviteRecord {
@@ -166,6 +172,8 @@ impl std::fmt::Debug for InviteRecord {
             .field("secret", &"<redacted>")
             .field("expires_at_ms", &self.expires_at_ms)
             .field("spent_by", &self.spent_by)
+            .field("permissions", &self.permissions)
+            .field("for_name", &self.for_name)
             .finish()
     }
 }
@@ -306,7 +314,7 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The store's schema version once migrated.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -417,6 +425,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  PRIMARY KEY (identity, id)
              );
              PRAGMA user_version = 4;
+             COMMIT;",
+        )?;
+    }
+    if version < 5 {
+        // What each contact may send us (bits as in invites: 1 chat, 2 task,
+        // 4 file; contacts from before had everything), and the petname an
+        // invite gives whoever redeems it.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE contacts ADD COLUMN permissions INTEGER NOT NULL DEFAULT 7;
+             ALTER TABLE invites ADD COLUMN for_name TEXT;
+             PRAGMA user_version = 5;
              COMMIT;",
         )?;
     }
@@ -549,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_store_gains_the_progress_times() {
+    fn a_version_2_store_gains_the_progress_times_tasks_and_permissions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
@@ -558,6 +578,12 @@ mod tests {
             "ALTER TABLE messages DROP COLUMN relayed_at;
              ALTER TABLE messages DROP COLUMN delivered_at;
              ALTER TABLE messages DROP COLUMN read_at;
+             DROP TABLE tasks;
+             ALTER TABLE contacts DROP COLUMN permissions;
+             ALTER TABLE invites DROP COLUMN for_name;
+             INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
+                 VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',
+                         zeroblob(32), 'old', 'invited', 'active', 1);
              PRAGMA user_version = 2;",
         )
         .unwrap();
@@ -577,6 +603,10 @@ mod tests {
         tx.advance(&me, &id, None, Delivered, 5).unwrap();
         let sent = tx.sent_message(&me, &id).unwrap().unwrap();
         assert_eq!(sent.reached_at_ms.delivered, Some(5));
+        // A contact from before may send everything, as it could then.
+        let old = tx.contact(&me, &peer).unwrap().unwrap();
+        assert_eq!(old.permissions, Permissions::DEFAULT);
+        assert!(tx.tasks(&me, 10).unwrap().is_empty());
     }
 
     /// The plan of `sql`, one line per step.

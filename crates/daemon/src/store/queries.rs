@@ -4,7 +4,7 @@
 //! read back as its type is an error, never a default).
 
 use agentwire_api::ContactState;
-use agentwire_session::Name;
+use agentwire_session::{Name, Permissions};
 use agentwire_wire::PublicKey;
 use rusqlite::{OptionalExtension, Params, params};
 
@@ -14,7 +14,7 @@ use super::{Contact, InviteRecord, Result, StoreError, Tx};
 // the hot paths (the statement cache looks statements up by their text).
 macro_rules! contact_columns {
     () => {
-        "address, curve25519, petname, via, created_at, state, invite_key"
+        "address, curve25519, petname, via, created_at, state, invite_key, permissions"
     };
 }
 
@@ -145,8 +145,8 @@ impl Tx<'_> {
     pub fn add_contact(&self, identity: &Name, contact: &Contact) -> Result<()> {
         self.contacts_changed();
         self.exec(
-            "INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at, invite_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at, invite_key, permissions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 identity.as_str(),
                 contact.address.as_bytes(),
@@ -156,6 +156,7 @@ impl Tx<'_> {
                 contact.state.name(),
                 ms(contact.created_at_ms),
                 contact.invite_key,
+                contact.permissions.bits(),
             ],
         )?;
         Ok(())
@@ -177,6 +178,20 @@ impl Tx<'_> {
             params![identity.as_str(), address.as_bytes()],
             contact_row,
         )
+    }
+
+    /// Sets what a contact may send us; returns whether it exists.
+    pub fn set_permissions(
+        &self,
+        identity: &Name,
+        address: &PublicKey,
+        permissions: Permissions,
+    ) -> Result<bool> {
+        self.contacts_changed();
+        Ok(self.exec(
+            "UPDATE contacts SET permissions = ?3 WHERE identity = ?1 AND address = ?2",
+            params![identity.as_str(), address.as_bytes(), permissions.bits()],
+        )? > 0)
     }
 
     /// Sets a contact's state.
@@ -240,24 +255,27 @@ impl Tx<'_> {
     }
 
     /// Remembers an invite (for a day past its expiry, then forgets it).
+    #[allow(clippy::too_many_arguments)]
     pub fn add_invite(
         &self,
         identity: &Name,
         one_time_key: &[u8; 32],
         secret: &[u8; 32],
         expires_at_ms: u64,
-        permissions: u8,
+        permissions: Permissions,
+        for_name: Option<&Name>,
         now_ms: u64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO invites (identity, one_time_key, secret, expires_at, permissions, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO invites (identity, one_time_key, secret, expires_at, permissions, for_name, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 identity.as_str(),
                 one_time_key,
                 secret,
                 ms(expires_at_ms),
-                permissions,
+                permissions.bits(),
+                for_name.map(Name::as_str),
                 ms(now_ms)
             ],
         )?;
@@ -279,13 +297,24 @@ impl Tx<'_> {
         one_time_key: &[u8; 32],
     ) -> Result<Option<InviteRecord>> {
         self.row(
-            "SELECT secret, expires_at, spent_by FROM invites WHERE identity = ?1 AND one_time_key = ?2",
+            "SELECT secret, expires_at, spent_by, permissions, for_name
+             FROM invites WHERE identity = ?1 AND one_time_key = ?2",
             params![identity.as_str(), one_time_key],
             |row| {
+                let for_name = match row.get::<_, Option<String>>(4)? {
+                    Some(name) => {
+                        Some(Name::new(&name).map_err(|_| StoreError::corrupt("petname", &name))?)
+                    }
+                    None => None,
+                };
                 Ok(InviteRecord {
                     secret: row.get(0)?,
                     expires_at_ms: get_ms(row, 1)?,
-                    spent_by: row.get::<_, Option<[u8; 32]>>(2)?.map(PublicKey::from_bytes),
+                    spent_by: row
+                        .get::<_, Option<[u8; 32]>>(2)?
+                        .map(PublicKey::from_bytes),
+                    permissions: Permissions::from_bits(row.get(3)?),
+                    for_name,
                 })
             },
         )
@@ -363,6 +392,7 @@ fn contact_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         created_at_ms: get_ms(row, 4)?,
         state: parse(row, 5, "contact state")?,
         invite_key: row.get(6)?,
+        permissions: Permissions::from_bits(row.get(7)?),
     })
 }
 
