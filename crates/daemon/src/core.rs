@@ -21,7 +21,7 @@ use crate::db::{Db, DbThread};
 use crate::home::Home;
 use crate::identities::resolve_peer;
 pub(crate) use crate::identities::{
-    Identities, parse_message_id, parse_name, parse_permissions, parse_petname, petname_hint,
+    Identities, parse_message_id, parse_permissions, parse_petname, petname_hint,
 };
 use crate::pairing::Answer;
 use crate::store::{Contact, Store};
