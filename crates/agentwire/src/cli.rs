@@ -615,6 +615,10 @@ pub(crate) struct ServeArgs {
     /// it is rejected
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) rate: u32,
+    /// Answer nothing this many replies or more into a chain of replies
+    /// (1 to 255): stops two bots answering each other for ever
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub(crate) max_hops: u8,
 }
 
 /// Ready-made commands for `serve`.

@@ -950,6 +950,8 @@ mod tests {
             stored_at_ms: 0,
             reply_to: None,
             thread: None,
+            chain: None,
+            hops: 0,
             body: body.into(),
         }
     }

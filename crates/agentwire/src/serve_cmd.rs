@@ -7,8 +7,10 @@
 //!
 //! Bounds: `--concurrency` commands at once, `--queue` waiting, `--timeout`
 //! each, `--rate` messages a minute from one contact. Replies never answer a
-//! `result` (serve takes only chat and task messages), and an empty output
-//! sends nothing, so two bots cannot feed each other without end.
+//! `result` (serve takes only chat and task messages), an empty output sends
+//! nothing, and a message `--max-hops` replies or more into a chain of
+//! replies (counted inside the encryption, see `agentwire_session::Chain`)
+//! is not answered, so two bots cannot feed each other without end.
 //!
 //! A message is taken (marked read) when its command starts, so one that
 //! waits in the queue when serve stops stays unread for the next run.
@@ -108,6 +110,7 @@ async fn serve(shared: Arc<Shared>, args: ServeArgs) -> Result<(), Failure> {
     let workers = tokio::spawn(work(shared.clone(), jobs, args.concurrency));
     let mut handled = Handled::default();
     let mut rate = Rate::new(args.rate);
+    let max_hops = args.max_hops;
     let mut announced = false;
     let stop = crate::relay_cmd::shutdown_signal();
     tokio::pin!(stop);
@@ -154,7 +157,16 @@ async fn serve(shared: Arc<Shared>, args: ServeArgs) -> Result<(), Failure> {
                     if matches!(message.kind, Kind::Chat | Kind::Task)
                         && handled.insert(&message.id)
                     {
-                        offer(&shared, &queue, &mut rate, message).await;
+                        if message.hops >= max_hops {
+                            let reason = format!(
+                                "this message is {} replies into a chain; this agent answers at most {} (--max-hops), so that agents cannot answer each other for ever",
+                                message.hops,
+                                max_hops.saturating_sub(1)
+                            );
+                            refuse(&shared, message, reason).await;
+                        } else {
+                            offer(&shared, &queue, &mut rate, message).await;
+                        }
                     }
                 }
                 Ok(Some(Event::Task(task))) if task.state == TaskState::Canceled => {
@@ -311,6 +323,7 @@ async fn run_command(shared: &Shared, message: &MessageView, cancel: &Cancellati
         .env("AGENTWIRE_FROM", message.from.name.as_deref().unwrap_or(""))
         .env("AGENTWIRE_FROM_KEY", &message.from.short_id)
         .env("AGENTWIRE_KIND", message.kind.name())
+        .env("AGENTWIRE_HOPS", message.hops.to_string())
         .env(
             "AGENTWIRE_THREAD",
             message.thread.as_deref().unwrap_or(&message.id),

@@ -348,6 +348,14 @@ pub struct MessageView {
     pub reply_to: Option<String>,
     /// Its thread.
     pub thread: Option<String>,
+    /// The first message of the chain of replies it belongs to (set when it
+    /// is a reply).
+    #[serde(default)]
+    pub chain: Option<String>,
+    /// How many replies lead from the chain's first message to this one (0
+    /// when it is not a reply). `serve` answers nothing past `--max-hops`.
+    #[serde(default)]
+    pub hops: u8,
     /// The content.
     pub body: String,
 }

@@ -9,7 +9,7 @@
 //! awaited after letting go of the lock, so a burst of sends shares one
 //! commit.
 
-use agentwire_session::{MessageId, Name, Plaintext};
+use agentwire_session::{Chain, MessageId, Name, Plaintext};
 use agentwire_wire::PublicKey;
 
 use crate::api::{ApiError, ErrorCode, internal};
@@ -29,6 +29,24 @@ pub(crate) struct Sealed {
 }
 
 impl Daemon {
+    /// The reply chain of a message that answers `reply_to` (see
+    /// [`agentwire_session::Chain`]): read before sealing, so that it travels
+    /// inside the encryption.
+    pub(crate) async fn reply_chain(
+        &self,
+        name: &Name,
+        reply_to: Option<MessageId>,
+    ) -> Result<Option<Chain>, ApiError> {
+        let Some(parent) = reply_to else {
+            return Ok(None);
+        };
+        let owner = name.clone();
+        Ok(self
+            .db
+            .run(move |tx| tx.reply_chain(&owner, &parent))
+            .await?)
+    }
+
     /// Seals the message `make` builds (from a fresh id and the time) in the
     /// session with `peer`.
     pub(crate) async fn seal_for(

@@ -625,6 +625,7 @@ fn incoming(from: PublicKey, plaintext: Plaintext, now: u64) -> StoredMessage {
         stored_at_ms: now,
         body: plaintext.body,
         state: DeliveryState::Delivered,
+        chain: plaintext.chain,
     }
 }
 
@@ -661,6 +662,7 @@ pub(crate) fn control(kind: Kind, body: Vec<u8>, now: u64) -> Plaintext {
         sent_at_ms: now,
         reply_to: None,
         thread: None,
+        chain: None,
         body,
     }
 }

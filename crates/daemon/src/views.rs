@@ -141,6 +141,8 @@ pub(crate) fn message_view(
         stored_at_ms: message.stored_at_ms,
         reply_to: id_text(message.reply_to),
         thread: id_text(message.thread),
+        chain: id_text(message.chain.map(|c| c.id)),
+        hops: message.chain.map_or(0, |c| c.hops),
         body: String::from_utf8_lossy(&message.body).into_owned(),
     })
 }

@@ -22,7 +22,9 @@ pub mod task;
 
 pub use identity::{Identity, IdentityError, PickleKey, verify_signature};
 pub use invite::{Invite, InviteError, InviteSecret, Permissions, SignedInvite};
-pub use message::{Kind, MessageError, MessageId, Plaintext, Priority, Receipt, ReceiptState};
+pub use message::{
+    Chain, Kind, MessageError, MessageId, Plaintext, Priority, Receipt, ReceiptState,
+};
 pub use names::{Name, NameError};
 pub use pairing::Redeem;
 pub use session::{PeerSession, SessionError, prekey_identity_key, prekey_one_time_key};

@@ -4,7 +4,7 @@
 //!
 //! Layout (PROTOCOL.md, "Messages inside the encryption"): `version:u8
 //! kind:u8 flags:u8 priority:u8 id:[16] sent_at_ms:u64be [reply_to:[16]]
-//! [thread:[16]] body_len:u32be body` followed by zero bytes up to the next size bucket, so
+//! [thread:[16]] [chain:[16] hops:u8] body_len:u32be body` followed by zero bytes up to the next size bucket, so
 //! that the ciphertext's length says little about the body's.
 
 use std::fmt;
@@ -18,8 +18,9 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 /// Plaintext sizes are padded up to the first of these that fits.
 pub const PADDING_BUCKETS: [usize; 6] = [256, 1024, 4096, 16 * 1024, 64 * 1024, 192 * 1024];
 
-const FLAG_REPLY_TO: u8 = 0b01;
-const FLAG_THREAD: u8 = 0b10;
+const FLAG_REPLY_TO: u8 = 0b001;
+const FLAG_THREAD: u8 = 0b010;
+const FLAG_CHAIN: u8 = 0b100;
 const FIXED_LEN: usize = 1 + 1 + 1 + 1 + 16 + 8 + 4;
 
 /// A message id: a UUIDv7, so ids sort by creation time. Also the relay
@@ -148,6 +149,33 @@ impl Kind {
     }
 }
 
+/// Where a message stands in a chain of replies: the id of the message that
+/// started the chain and how many replies lead from it to this one. A reply
+/// carries its parent's chain with one more hop, so two agents that answer
+/// each other automatically can see how long their exchange has run and stop
+/// (`serve` does, past its `--max-hops`). It travels inside the encryption:
+/// the relay sees none of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Chain {
+    /// The first message of the chain.
+    pub id: MessageId,
+    /// Replies from that message to this one (1 for a direct answer).
+    pub hops: u8,
+}
+
+impl Chain {
+    /// The chain of a reply to a message with `id` and `chain`.
+    pub fn reply_to(id: MessageId, chain: Option<Chain>) -> Chain {
+        match chain {
+            Some(chain) => Chain {
+                id: chain.id,
+                hops: chain.hops.saturating_add(1),
+            },
+            None => Chain { id, hops: 1 },
+        }
+    }
+}
+
 /// How soon the recipient's agent should see a message: `recv` and `inbox`
 /// surface urgent first, then normal, then low, each oldest first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -210,6 +238,8 @@ pub struct Plaintext {
     pub reply_to: Option<MessageId>,
     /// The conversation thread.
     pub thread: Option<MessageId>,
+    /// The chain of replies this one belongs to, if it is a reply.
+    pub chain: Option<Chain>,
     /// The content.
     pub body: Vec<u8>,
 }
@@ -223,6 +253,7 @@ impl fmt::Debug for Plaintext {
             .field("sent_at_ms", &self.sent_at_ms)
             .field("reply_to", &self.reply_to)
             .field("thread", &self.thread)
+            .field("chain", &self.chain)
             .field("body", &format_args!("<{} bytes>", self.body.len()))
             .finish()
     }
@@ -260,6 +291,9 @@ impl Plaintext {
         if self.thread.is_some() {
             flags |= FLAG_THREAD;
         }
+        if self.chain.is_some() {
+            flags |= FLAG_CHAIN;
+        }
         let mut out = Vec::with_capacity(FIXED_LEN + 32 + self.body.len());
         out.push(MESSAGE_VERSION);
         out.push(self.kind.to_u8());
@@ -269,6 +303,10 @@ impl Plaintext {
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         for id in [self.reply_to, self.thread].into_iter().flatten() {
             out.extend_from_slice(id.as_bytes());
+        }
+        if let Some(chain) = self.chain {
+            out.extend_from_slice(chain.id.as_bytes());
+            out.push(chain.hops);
         }
         out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.body);
@@ -291,7 +329,7 @@ impl Plaintext {
         let kind = Kind::from_u8(r.u8().ok_or(short.clone())?)
             .ok_or(MessageError::Malformed("unknown kind"))?;
         let flags = r.u8().ok_or(short.clone())?;
-        if flags & !(FLAG_REPLY_TO | FLAG_THREAD) != 0 {
+        if flags & !(FLAG_REPLY_TO | FLAG_THREAD | FLAG_CHAIN) != 0 {
             return Err(MessageError::Malformed("unknown flags"));
         }
         let priority = Priority::from_u8(r.u8().ok_or(short.clone())?)
@@ -306,6 +344,13 @@ impl Plaintext {
         };
         let reply_to = optional_id(FLAG_REPLY_TO)?;
         let thread = optional_id(FLAG_THREAD)?;
+        let chain = match optional_id(FLAG_CHAIN)? {
+            Some(id) => Some(Chain {
+                id,
+                hops: r.u8().ok_or(short.clone())?,
+            }),
+            None => None,
+        };
         let body_len = u32::from_be_bytes(r.array().ok_or(short.clone())?) as usize;
         if body_len > MAX_BODY_BYTES {
             return Err(MessageError::BodyTooLarge { len: body_len });
@@ -321,6 +366,7 @@ impl Plaintext {
             sent_at_ms,
             reply_to,
             thread,
+            chain,
             body,
         })
     }
@@ -379,19 +425,21 @@ mod tests {
             any::<u64>(),
             proptest::option::of(arb_id()),
             proptest::option::of(arb_id()),
+            proptest::option::of((arb_id(), any::<u8>())),
             proptest::collection::vec(any::<u8>(), 0..3000),
         )
-            .prop_map(|(id, kind, priority, sent_at_ms, reply_to, thread, body)| {
-                Plaintext {
+            .prop_map(
+                |(id, kind, priority, sent_at_ms, reply_to, thread, chain, body)| Plaintext {
                     id,
                     kind,
                     priority,
                     sent_at_ms,
                     reply_to,
                     thread,
+                    chain: chain.map(|(id, hops)| Chain { id, hops }),
                     body,
-                }
-            })
+                },
+            )
     }
 
     proptest! {
@@ -417,6 +465,7 @@ mod tests {
             sent_at_ms: 0,
             reply_to: None,
             thread: None,
+            chain: None,
             body: vec![b'x'; MAX_BODY_BYTES + 1],
         };
         let error = message.encode().unwrap_err();
@@ -429,6 +478,39 @@ mod tests {
             ..message
         };
         assert_eq!(fits.encode().unwrap().len(), 192 * 1024);
+    }
+
+    #[test]
+    fn a_reply_carries_its_parents_chain_one_hop_further() {
+        let (first, second) = (MessageId::new_v7(), MessageId::new_v7());
+        let one = Chain::reply_to(first, None);
+        assert_eq!(one, Chain { id: first, hops: 1 });
+        let two = Chain::reply_to(second, Some(one));
+        assert_eq!(two, Chain { id: first, hops: 2 });
+        let last = Chain::reply_to(
+            second,
+            Some(Chain {
+                id: first,
+                hops: 255,
+            }),
+        );
+        assert_eq!(last.hops, 255, "the count stops, never wraps");
+        // On the wire: flag bit 2, then the chain id and the hop count.
+        let message = Plaintext {
+            id: second,
+            kind: Kind::Chat,
+            priority: Priority::Normal,
+            sent_at_ms: 0,
+            reply_to: Some(first),
+            thread: None,
+            chain: Some(two),
+            body: b"hi".to_vec(),
+        };
+        let bytes = message.encode().unwrap();
+        assert_eq!(bytes[2], 0b101);
+        assert_eq!(&bytes[44..60], first.as_bytes());
+        assert_eq!(bytes[60], 2);
+        assert_eq!(Plaintext::decode(&bytes).unwrap().chain, Some(two));
     }
 
     #[test]

@@ -147,6 +147,7 @@ mod tests {
                 sent_at_ms: 0,
                 reply_to: None,
                 thread: None,
+                chain: None,
                 body: redeem.encode(),
             })
             .unwrap();

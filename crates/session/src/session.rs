@@ -195,6 +195,7 @@ mod tests {
             sent_at_ms: 1,
             reply_to: None,
             thread: None,
+            chain: None,
             body: body.as_bytes().to_vec(),
         }
     }

@@ -14,27 +14,32 @@ struct Served {
     serve: Child,
 }
 
+/// `agentwire --as NAME serve ARGS` in `home`, once it is ready.
+fn start_serve(home: &TestHome, name: &str, args: &[&str]) -> Child {
+    let mut serve = Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args(["--as", name, "serve"])
+        .args(args)
+        .env_remove("AGENTWIRE_AGENT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("answers chat and task messages"), "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    serve
+}
+
 impl Served {
     fn start(args: &[&str]) -> Served {
         let home = TestHome::new();
         home.run(&["init", "--name", "planner"]).ok();
         home.run(&["init", "--name", "worker"]).ok();
-        let mut serve = Command::new(agentwire_bin())
-            .arg("--home")
-            .arg(home.path())
-            .args(["--as", "worker", "serve"])
-            .args(args)
-            .env_remove("AGENTWIRE_AGENT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Ready once it says what it answers with.
-        let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        assert!(first.contains("answers chat and task messages"), "{first}");
-        std::thread::spawn(move || for _ in lines {});
+        let serve = start_serve(&home, "worker", args);
         Served { home, serve }
     }
 
@@ -275,4 +280,42 @@ fn a_task_from_a_contact_without_the_task_permission_never_runs() {
     let run = served.call("now it may").ok();
     assert_eq!(run.json()["result"]["body"], "NOW IT MAY");
     assert!(ran.exists());
+}
+
+/// Two bots that answer each other's chat stop once the chain of replies
+/// reaches --max-hops: the hop count travels inside the encryption and
+/// grows by one with each reply.
+#[test]
+fn two_bots_answering_each_other_stop_at_the_hop_limit() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "ping"]).ok();
+    home.run(&["init", "--name", "pong"]).ok();
+    let mut bots = [
+        start_serve(&home, "ping", &["--on-message", "cat", "--max-hops", "3"]),
+        start_serve(&home, "pong", &["--on-message", "cat", "--max-hops", "3"]),
+    ];
+    // Sent by hand as ping: hops 0. pong answers (1), ping answers (2),
+    // pong answers (3), and ping answers nothing more.
+    home.run(&["--as", "ping", "send", "pong", "ball"]).ok();
+    let sent = |who: &str| -> usize {
+        let list = home.run(&["--as", who, "--json", "sent"]).ok().json();
+        list["messages"].as_array().map_or(0, Vec::len)
+    };
+    let settled = eventually(|| sent("pong") == 2 && sent("ping") == 2);
+    assert!(
+        settled,
+        "{} {} {}",
+        sent("ping"),
+        sent("pong"),
+        home.run(&["--as", "ping", "--json", "sent"]).stdout
+    );
+    let last = home.run(&["--as", "ping", "--json", "inbox"]).ok().json();
+    assert_eq!(last["messages"][0]["hops"], 3, "{last}");
+    assert_eq!(last["messages"][0]["body"], "ball");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!((sent("ping"), sent("pong")), (2, 2), "the exchange stopped");
+    for bot in &mut bots {
+        let _ = bot.kill();
+        let _ = bot.wait();
+    }
 }

@@ -643,6 +643,7 @@ pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
             sent_at_ms: 0,
             reply_to: None,
             thread: None,
+            chain: None,
             body: body.as_bytes().to_vec(),
         })
         .unwrap();

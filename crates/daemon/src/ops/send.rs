@@ -65,6 +65,7 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
         ));
     }
     room_in_outbox(daemon, &name).await?;
+    let chain = daemon.reply_chain(&name, reply_to).await?;
     let priority = session_priority(priority);
     let body = request.body.into_bytes();
     let sealed = daemon
@@ -75,6 +76,7 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
             sent_at_ms: now,
             reply_to,
             thread,
+            chain,
             body,
         })
         .await?;
@@ -99,6 +101,7 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
                 stored_at_ms: plaintext.sent_at_ms,
                 body: plaintext.body.clone(),
                 state: DeliveryState::Queued,
+                chain,
             };
             tx.insert_message(&owner, &message, Some(payload))?;
             Ok::<_, ApiError>(task_effects(tx, &owner, &message)?)

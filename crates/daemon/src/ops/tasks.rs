@@ -174,6 +174,11 @@ async fn report(
         }
     }
     let task_id = task.id;
+    let chain = if kind == Kind::Result {
+        daemon.reply_chain(name, Some(task_id)).await?
+    } else {
+        None
+    };
     let sealed = daemon
         .seal_for(name, &task.peer, |id, now| Plaintext {
             id,
@@ -182,6 +187,7 @@ async fn report(
             sent_at_ms: now,
             reply_to: Some(task_id),
             thread: None,
+            chain,
             body,
         })
         .await?;
@@ -204,6 +210,7 @@ async fn report(
                     Vec::new()
                 },
                 state: DeliveryState::Queued,
+                chain,
             };
             tx.insert_message(&owner, &message, Some(payload))?;
             let result = (kind == Kind::Result).then_some(plaintext.id);

@@ -2,7 +2,7 @@
 //! outbox and the unread.
 
 use agentwire_api::DeliveryState;
-use agentwire_session::{Kind, MessageId, Name, Priority};
+use agentwire_session::{Chain, Kind, MessageId, Name, Priority};
 use agentwire_wire::PublicKey;
 use rusqlite::params;
 
@@ -34,7 +34,7 @@ pub(super) const OUTBOX_COUNT: &str = "SELECT COUNT(*) FROM messages INDEXED BY 
        AND kind NOT IN ('receipt', 'redeem')";
 /// Unread messages from current contacts, urgent first, then oldest first.
 pub(super) const UNREAD: &str =
-    "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
+    "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority, chain, hops
      FROM messages
      WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
        AND (?2 IS NULL OR peer = ?2)
@@ -56,8 +56,8 @@ impl Tx<'_> {
     ) -> Result<bool> {
         Ok(self.exec(
             "INSERT OR IGNORE INTO messages
-                 (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state, priority, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?9)",
+                 (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state, priority, updated_at, chain, hops)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?9, ?14, ?15)",
             params![
                 identity.as_str(),
                 message.id.as_bytes(),
@@ -72,8 +72,22 @@ impl Tx<'_> {
                 payload,
                 message.state.name(),
                 message.priority.to_u8(),
+                message.chain.map(|c| *c.id.as_bytes()),
+                message.chain.map(|c| c.hops),
             ],
         )? > 0)
+    }
+
+    /// The chain a reply to `id` (a message we received) belongs to: its
+    /// chain one hop further, or a new chain from it. `None` for a message
+    /// we do not have or sent ourselves.
+    pub fn reply_chain(&self, identity: &Name, id: &MessageId) -> Result<Option<Chain>> {
+        let parent = self.row(
+            "SELECT chain, hops FROM messages WHERE identity = ?1 AND id = ?2 AND direction = 'in'",
+            params![identity.as_str(), id.as_bytes()],
+            |row| chain_at(row, 0),
+        )?;
+        Ok(parent.map(|chain| Chain::reply_to(*id, chain)))
     }
 
     /// Whether a message with this id is stored for `identity`.
@@ -296,7 +310,7 @@ impl Tx<'_> {
     /// One unread incoming message from a current contact.
     pub fn unread_message(&self, identity: &Name, id: &MessageId) -> Result<Option<StoredMessage>> {
         self.row(
-            "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority
+            "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority, chain, hops
              FROM messages
              WHERE identity = ?1 AND id = ?2 AND direction = 'in' AND consumed_at IS NULL
                AND peer IN (SELECT address FROM contacts WHERE identity = ?1)",
@@ -358,7 +372,18 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         state: parse(row, 9, "delivery state")?,
         priority: Priority::from_u8(priority)
             .ok_or_else(|| StoreError::corrupt("priority", priority))?,
+        chain: chain_at(row, 11)?,
     })
+}
+
+/// The chain in columns `column` (id) and `column + 1` (hops).
+fn chain_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<Chain>> {
+    let id: Option<[u8; 16]> = row.get(column)?;
+    let hops: Option<u8> = row.get(column + 1)?;
+    Ok(id.map(|id| Chain {
+        id: MessageId::from_bytes(id),
+        hops: hops.unwrap_or(1),
+    }))
 }
 
 fn kind(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Kind> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agentwire_api::{ContactState, DeliveryState, Via};
-use agentwire_session::{Kind, MessageId, Name, Permissions, Priority};
+use agentwire_session::{Chain, Kind, MessageId, Name, Permissions, Priority};
 use agentwire_wire::PublicKey;
 use rusqlite::Connection;
 
@@ -123,6 +123,8 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
     /// For outgoing messages, where it is; incoming ones are `delivered`.
     pub state: DeliveryState,
+    /// The chain of replies it belongs to.
+    pub chain: Option<Chain>,
 }
 
 impl StoredMessage {
@@ -147,6 +149,7 @@ impl StoredMessage {
             stored_at_ms: now_ms,
             body: Vec::new(),
             state: DeliveryState::Queued,
+            chain: None,
         }
     }
 }
@@ -430,12 +433,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if version < 5 {
         // What each contact may send us (bits as in invites: 1 chat, 2 task,
-        // 4 file; contacts from before had everything), and the petname an
-        // invite gives whoever redeems it.
+        // 4 file; contacts from before had everything), the petname an
+        // invite gives whoever redeems it, and each message's reply chain.
         conn.execute_batch(
             "BEGIN;
              ALTER TABLE contacts ADD COLUMN permissions INTEGER NOT NULL DEFAULT 7;
              ALTER TABLE invites ADD COLUMN for_name TEXT;
+             ALTER TABLE messages ADD COLUMN chain BLOB;
+             ALTER TABLE messages ADD COLUMN hops INTEGER;
              PRAGMA user_version = 5;
              COMMIT;",
         )?;
@@ -581,6 +586,8 @@ mod tests {
              DROP TABLE tasks;
              ALTER TABLE contacts DROP COLUMN permissions;
              ALTER TABLE invites DROP COLUMN for_name;
+             ALTER TABLE messages DROP COLUMN chain;
+             ALTER TABLE messages DROP COLUMN hops;
              INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
                  VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',
                          zeroblob(32), 'old', 'invited', 'active', 1);
