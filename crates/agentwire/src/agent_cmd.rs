@@ -40,7 +40,8 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             peer,
             text,
             timeout,
-        } => crate::task_cmd::call(&home, out, identity, peer, text, timeout),
+            stream,
+        } => crate::task_cmd::call(&home, out, identity, peer, text, timeout, stream),
         Command::Tasks { max } => crate::task_cmd::list(&home, out, identity, max),
         Command::Cancel { task } => crate::task_cmd::cancel(&home, out, identity, task),
         Command::Report { task, state, text } => {
@@ -634,9 +635,18 @@ fn json_text<T: serde::Serialize>(answer: &T) -> Result<String, Failure> {
 /// Writes one line to stdout; a closed stdout is the quiet end of the
 /// command (its reader has what it wanted).
 pub(crate) fn write_line(line: &str) -> Result<(), Failure> {
+    write_text(&format!("{line}\n"))
+}
+
+/// Writes text to stdout as it is, flushed; a closed stdout is the quiet end
+/// of the command.
+pub(crate) fn write_text(text: &str) -> Result<(), Failure> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
             Err(Failure::quiet(crate::exit::OK))

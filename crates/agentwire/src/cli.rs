@@ -347,9 +347,13 @@ pub(crate) enum Command {
     /// The worker is an agent reading its messages (`agentwire report`), or
     /// `agentwire serve`.
     ///
+    /// With --stream, the output is printed as the worker streams it (serve
+    /// streams its command's stdout), and what the result adds at the end.
+    ///
     /// Examples:
     ///   agentwire call reviewer "review the diff in PR 12"
     ///   git diff | agentwire call reviewer - --timeout 10m
+    ///   agentwire call coder "run the tests" --stream   # output as it comes
     ///   agentwire --json call coder "run the tests"
     #[command(verbatim_doc_comment)]
     Call {
@@ -360,6 +364,10 @@ pub(crate) enum Command {
         /// How long to wait for the result (at most 10m)
         #[arg(long, default_value = "5m", value_parser = parse_wait)]
         timeout: Duration,
+        /// Print the output as it streams (with --json: one
+        /// {"chunk":{task,seq,text}} line per piece, then the result)
+        #[arg(long)]
+        stream: bool,
     },
     /// List tasks both ways, newest first: those you asked and were given
     ///

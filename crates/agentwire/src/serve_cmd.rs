@@ -356,7 +356,8 @@ async fn run_command(shared: &Shared, message: &MessageView, cancel: &Cancellati
             let _ = stdin.write_all(&body).await;
         }
     };
-    let read_out = read_bounded(stdout, MAX_OUTPUT);
+    let task = (message.kind == Kind::Task).then_some(message.id.as_str());
+    let read_out = read_streaming(shared, task, stdout, MAX_OUTPUT);
     let read_err = read_tail(stderr, STDERR_TAIL);
     let wait = async {
         let ((), out, err, status) = tokio::join!(write, read_out, read_err, child.wait());
@@ -422,22 +423,79 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads at most `limit` bytes (as UTF-8, lossily); whether there was more.
-async fn read_bounded(
+/// Reads at most `limit` bytes of the command's output (as UTF-8, lossily);
+/// whether there was more. For a task, each complete line (or 16 KiB
+/// without one) is streamed to the requester as it comes: in order, the
+/// pieces make up exactly the output that the result carries.
+async fn read_streaming(
+    shared: &Shared,
+    task: Option<&str>,
     pipe: Option<tokio::process::ChildStdout>,
     limit: usize,
 ) -> std::io::Result<(String, bool)> {
-    let Some(pipe) = pipe else {
+    let Some(mut pipe) = pipe else {
         return Ok((String::new(), false));
     };
     let mut bytes = Vec::new();
-    let mut limited = pipe.take(u64::try_from(limit).unwrap_or(u64::MAX) + 1);
-    limited.read_to_end(&mut bytes).await?;
-    let over = bytes.len() > limit;
-    // Drain the rest, so the command is not blocked on a full pipe.
-    let mut rest = limited.into_inner();
-    let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), over))
+    let mut streamed = 0;
+    let mut streaming = task.is_some();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = pipe.read(&mut buffer).await?;
+        let done = n == 0;
+        let room = (limit + 1).saturating_sub(bytes.len());
+        bytes.extend_from_slice(&buffer[..n.min(room)]);
+        if bytes.len() > limit {
+            // Over the limit: the task fails; drain the rest so the command
+            // is not blocked on a full pipe.
+            let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+            return Ok((String::new(), true));
+        }
+        if let (true, Some(task)) = (streaming, task) {
+            while let Some(end) = next_piece(&bytes[streamed..], done) {
+                let text = String::from_utf8_lossy(&bytes[streamed..streamed + end]).into_owned();
+                streamed += end;
+                let sent = shared
+                    .client
+                    .call(api::Stream {
+                        identity: shared.identity.clone(),
+                        id: task.to_owned(),
+                        text,
+                    })
+                    .await;
+                if let Err(error) = sent {
+                    tracing::warn!(%task, %error, "cannot stream the output; the result will carry it");
+                    streaming = false;
+                    break;
+                }
+            }
+        }
+        if done {
+            return Ok((String::from_utf8_lossy(&bytes).into_owned(), false));
+        }
+    }
+}
+
+/// How much of `pending` output to stream now: up to its last newline, or
+/// [`agentwire_session::MAX_CHUNK_BYTES`] (cut before a UTF-8 continuation
+/// byte), or all of it at the end; `None` to wait for more.
+fn next_piece(pending: &[u8], at_end: bool) -> Option<usize> {
+    let max = agentwire_session::MAX_CHUNK_BYTES;
+    if pending.is_empty() {
+        return None;
+    }
+    let window = &pending[..pending.len().min(max)];
+    if let Some(newline) = window.iter().rposition(|b| *b == b'\n') {
+        return Some(newline + 1);
+    }
+    if pending.len() >= max {
+        let mut end = max;
+        while end > 1 && pending[end] & 0xc0 == 0x80 {
+            end -= 1;
+        }
+        return Some(end);
+    }
+    at_end.then_some(pending.len())
 }
 
 /// The last `limit` bytes of a pipe, as text.
@@ -601,6 +659,27 @@ impl Rate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_streams_in_lines_and_bounded_pieces_that_add_up() {
+        assert_eq!(next_piece(b"", true), None);
+        assert_eq!(next_piece(b"partial", false), None);
+        assert_eq!(next_piece(b"partial", true), Some(7));
+        assert_eq!(next_piece(b"one\ntwo\nthr", false), Some(8));
+        let max = agentwire_session::MAX_CHUNK_BYTES;
+        let long = "é".repeat(max);
+        let end = next_piece(long.as_bytes(), false).unwrap();
+        assert!(end <= max && long.is_char_boundary(end), "{end}");
+        // Pieces taken one after another cover the output exactly.
+        let output = format!("a\n{long}\nb");
+        let (bytes, mut at, mut pieces) = (output.as_bytes(), 0, Vec::new());
+        while let Some(end) = next_piece(&bytes[at..], true) {
+            pieces.push(std::str::from_utf8(&bytes[at..at + end]).unwrap());
+            at += end;
+        }
+        assert_eq!(pieces.concat(), output);
+        assert!(pieces.iter().all(|p| p.len() <= max));
+    }
 
     #[test]
     fn the_rate_bounds_each_contact_alone() {

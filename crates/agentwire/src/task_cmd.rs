@@ -7,7 +7,7 @@ use agentwire_daemon::Home;
 use agentwire_daemon::api::{self, SendOutcome, TaskState, TaskView};
 use anyhow::anyhow;
 
-use crate::agent_cmd::{Output, read_body_from_stdin, with_progress};
+use crate::agent_cmd::{Output, read_body_from_stdin, with_progress, write_text};
 use crate::daemon_client::call as daemon_call;
 use crate::exit::{
     Failure, NOT_YET, TASK_CANCELED, TASK_FAILED, TASK_INPUT_REQUIRED, TASK_REJECTED, USAGE,
@@ -25,6 +25,7 @@ pub(crate) fn call(
     peer: String,
     text: String,
     timeout: Duration,
+    stream: bool,
 ) -> Result<(), Failure> {
     let body = if text == "-" {
         read_body_from_stdin()?
@@ -47,8 +48,13 @@ pub(crate) fn call(
         id: id.clone(),
         wait_ms: Some(millis(timeout)),
     };
-    let what = format!("waiting for {peer} to finish task {id}");
-    let task = with_progress(out, &what, timeout, || daemon_call(home, follow, timeout))?;
+    let (task, streamed) = if stream {
+        follow_stream(home, out, identity.clone(), &id, timeout)?
+    } else {
+        let what = format!("waiting for {peer} to finish task {id}");
+        let task = with_progress(out, &what, timeout, || daemon_call(home, follow, timeout))?;
+        (task, String::new())
+    };
     let detail = task
         .detail
         .as_deref()
@@ -76,6 +82,15 @@ pub(crate) fn call(
             };
             let answer = serde_json::json!({ "task": &task, "result": &result });
             match &result {
+                // What was streamed is on screen already: only the rest of
+                // the result (usually nothing), or all of it if it differs.
+                Some(message) if !out.json && !streamed.is_empty() => {
+                    match message.body.strip_prefix(streamed.as_str()) {
+                        Some("") => Ok(()),
+                        Some(rest) => write_text(rest),
+                        None => crate::agent_cmd::write_line(&format!("\n{}", message.body)),
+                    }
+                }
                 Some(message) => out.print(&answer, |_| message.body.clone()),
                 None => {
                     out.print(&answer, |_| String::new())?;
@@ -108,6 +123,53 @@ pub(crate) fn call(
                     ),
                 ),
             }
+        }
+    }
+}
+
+/// Follows a task's streamed output to the task's end (or to `timeout`),
+/// printing each piece as it comes; the task as it ended, and the text
+/// streamed.
+fn follow_stream(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    id: &str,
+    timeout: Duration,
+) -> Result<(TaskView, String), Failure> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut after = None;
+    let mut streamed = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let list = daemon_call(
+            home,
+            api::Chunks {
+                identity: identity.clone(),
+                id: id.to_owned(),
+                after,
+                wait_ms: Some(millis(left).max(1)),
+            },
+            left,
+        )?;
+        for chunk in &list.chunks {
+            // Pieces come in order from the daemon; one seen twice (never
+            // expected) is not printed twice.
+            if after.is_some_and(|seen| chunk.seq <= seen) {
+                continue;
+            }
+            after = Some(chunk.seq);
+            streamed.push_str(&chunk.text);
+            if out.json {
+                crate::agent_cmd::write_line(&serde_json::json!({ "chunk": chunk }).to_string())?;
+            } else {
+                write_text(&chunk.text)?;
+            }
+        }
+        let task = list.task;
+        let settled = task.state.is_final() || task.state == TaskState::InputRequired;
+        if (settled && list.chunks.is_empty()) || left.is_zero() {
+            return Ok((task, streamed));
         }
     }
 }

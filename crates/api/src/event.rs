@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::response::{ContactView, MessageView, SentView, TaskView};
+use crate::response::{ChunkView, ContactView, MessageView, SentView, TaskView};
 
 /// Something that happened for a subscribed identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -25,6 +25,8 @@ pub enum Event {
     State(SentView),
     /// A task, either side, arrived or changed state.
     Task(TaskView),
+    /// A piece of the output of a task we asked for, as it streams.
+    Chunk(ChunkView),
     /// A contact was added (one of our invites was redeemed, or an invite we
     /// accepted was confirmed) or removed us.
     Contact(ContactView),

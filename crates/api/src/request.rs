@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::response::{
-    Acked, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView, Messages,
-    Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping, TaskList, TaskView,
+    Acked, ChunkList, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView,
+    Messages, Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping, Streamed,
+    TaskList, TaskView,
 };
 use crate::types::{DeliveryState, Kind, Priority, TaskState};
 
@@ -99,6 +100,10 @@ operations! {
     UpdateTask(UpdateTask) => TaskView, "update_task";
     /// The requester stops a task it asked for.
     Cancel(Cancel) => TaskView, "cancel";
+    /// The worker streams a piece of a task's output to its requester.
+    Stream(Stream) => Streamed, "stream";
+    /// A task's streamed output, optionally waiting for more.
+    Chunks(Chunks) => ChunkList, "chunks";
 }
 
 impl Request {
@@ -113,6 +118,7 @@ impl Request {
             Request::Send(send) => send.wait.is_some(),
             Request::State(state) => state.wait.is_some(),
             Request::Task(task) => task.wait_ms.is_some_and(|ms| ms > 0),
+            Request::Chunks(chunks) => chunks.wait_ms.is_some_and(|ms| ms > 0),
             Request::Accept(_) | Request::Invite(_) | Request::Subscribe(_) => true,
             _ => false,
         }
@@ -396,6 +402,52 @@ pub struct UpdateTask {
     /// The result, for `completed` (at most 128 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+}
+
+/// `stream`: the worker sends the next piece of a task's output while it
+/// runs (a `chunk` message; the daemon numbers them). The result, when the
+/// task completes, still carries the whole output.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// The task id (one you were given, not finished).
+    pub id: String,
+    /// The piece, 1 byte to 16 KiB.
+    #[schemars(length(min = 1, max = 16384))]
+    pub text: String,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("text", &self.text.len())
+            .finish()
+    }
+}
+
+/// `chunks`: the pieces of a task's output streamed so far, after `after`.
+/// With `wait_ms`, waits until there is one or the task ends (or needs
+/// input).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Chunks {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// The task id.
+    pub id: String,
+    /// Only the pieces after this one (their `seq`).
+    #[serde(default)]
+    pub after: Option<u32>,
+    /// How long to wait for a piece.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for UpdateTask {

@@ -262,6 +262,45 @@ pub struct TaskView {
     pub updated_at_ms: u64,
 }
 
+/// `stream`: the piece's place in the task's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Streamed {
+    /// The task id.
+    pub task: String,
+    /// The piece's place: 0, 1, 2, ...
+    pub seq: u32,
+}
+
+/// A piece of a task's output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChunkView {
+    /// The task id.
+    pub task: String,
+    /// Its place: 0, 1, 2, ...
+    pub seq: u32,
+    /// The text (from the worker: untrusted).
+    pub text: String,
+}
+
+impl std::fmt::Debug for ChunkView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkView")
+            .field("task", &self.task)
+            .field("seq", &self.seq)
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .finish()
+    }
+}
+
+/// `chunks`: the task as it is, and its pieces of output in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChunkList {
+    /// The task.
+    pub task: TaskView,
+    /// The pieces after the one asked from, in order.
+    pub chunks: Vec<ChunkView>,
+}
+
 /// `tasks`: newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskList {

@@ -83,6 +83,8 @@ pub(crate) enum Published {
     Task(crate::api::TaskView),
     /// A contact was added or removed us.
     Contact(crate::api::ContactView),
+    /// A piece of the output of a task we asked for.
+    Chunk(crate::api::ChunkView),
     /// Unread messages were taken (a subscription that could not show its
     /// whole backlog looks again).
     Consumed,

@@ -18,7 +18,7 @@ use agentwire_session::{
 use agentwire_wire::{EnvelopeId, PublicKey};
 
 use crate::api::ApiError;
-use crate::core::{Daemon, SessionSlot, now_ms};
+use crate::core::{Daemon, Published, SessionSlot, now_ms};
 use crate::pairing::{self, Answer};
 use crate::store::{Contact, Direction, StoreError, StoredMessage, Tx};
 
@@ -40,6 +40,12 @@ enum Effect {
     },
     /// The requester of a task we were given stops it.
     Cancel { id: MessageId, task: MessageId },
+    /// The worker of a task we asked for streams a piece of its output.
+    Chunk {
+        id: MessageId,
+        task: MessageId,
+        chunk: agentwire_session::TaskChunk,
+    },
     /// A message of a kind the sender may not send us: never stored, and
     /// answered `rejected` with the reason.
     Refused { id: MessageId, kind: Kind },
@@ -57,7 +63,8 @@ fn needed_permission(kind: Kind) -> Option<Permissions> {
         | Kind::Redeem
         | Kind::Unpair
         | Kind::Status
-        | Kind::Cancel => None,
+        | Kind::Cancel
+        | Kind::Chunk => None,
     }
 }
 
@@ -300,6 +307,20 @@ impl Daemon {
                     Effect::Seen(plaintext.id, Kind::Status)
                 }
             },
+            Kind::Chunk => match (
+                plaintext.reply_to,
+                agentwire_session::TaskChunk::decode(&plaintext.body),
+            ) {
+                (Some(task), Ok(chunk)) => Effect::Chunk {
+                    id: plaintext.id,
+                    task,
+                    chunk,
+                },
+                _ => {
+                    tracing::info!(identity = %name, from = %from.short_id(), "a task chunk that does not decode");
+                    Effect::Seen(plaintext.id, Kind::Chunk)
+                }
+            },
             Kind::Cancel => match plaintext.reply_to {
                 Some(task) => Effect::Cancel {
                     id: plaintext.id,
@@ -395,6 +416,7 @@ impl Daemon {
                 let mut stored = Vec::new();
                 let mut changed = Vec::new();
                 let mut tasks = Vec::new();
+                let mut chunks = Vec::new();
                 for (from, pickle) in &pickles {
                     tx.save_session(&owner, from, pickle)?;
                 }
@@ -439,6 +461,21 @@ impl Daemon {
                         }
                         Effect::Refused { id, kind } => {
                             tx.insert_seen(&owner, id, from, *kind, now)?;
+                        }
+                        Effect::Chunk { id, task, chunk } => {
+                            tx.insert_seen(&owner, id, from, Kind::Chunk, now)?;
+                            // Only for a task we asked this worker for, while
+                            // it runs.
+                            let ours = tx.task(&owner, task)?.is_some_and(|t| {
+                                t.role == TaskRole::Asked && t.peer == *from && !t.state.is_final()
+                            });
+                            if ours && tx.add_chunk(&owner, task, chunk.seq, &chunk.text, now)? {
+                                chunks.push(crate::api::ChunkView {
+                                    task: task.to_string(),
+                                    seq: chunk.seq,
+                                    text: chunk.text.clone(),
+                                });
+                            }
                         }
                         Effect::Cancel { id, task } => {
                             tx.insert_seen(&owner, id, from, Kind::Cancel, now)?;
@@ -493,7 +530,15 @@ impl Daemon {
                 } else {
                     Vec::new()
                 };
-                Ok::<_, StoreError>((unread, receipt_applied, stored, changed, followed, tasks))
+                Ok::<_, StoreError>((
+                    unread,
+                    receipt_applied,
+                    stored,
+                    changed,
+                    followed,
+                    tasks,
+                    chunks,
+                ))
             })
             .await;
         // The session locks are held until the commit: a failed job must not
@@ -503,7 +548,7 @@ impl Daemon {
             Err(error) => Err(error),
         };
         match committed {
-            Ok((unread, receipt_applied, stored, changed, followed, tasks)) => {
+            Ok((unread, receipt_applied, stored, changed, followed, tasks, chunks)) => {
                 for from in &unpaired {
                     if let Some(slot) = burst.slots.get_mut(from) {
                         **slot = None;
@@ -512,6 +557,10 @@ impl Daemon {
                 }
                 drop(burst.slots);
                 self.publish_tasks(name, &tasks).await;
+                if !chunks.is_empty() {
+                    self.task_changes.notify_waiters();
+                    self.publish(name, chunks.into_iter().map(Published::Chunk));
+                }
                 if receipt_applied {
                     self.states.notify_waiters();
                 }

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use agentwire_daemon::api::{
-    Accept, Ack, Cancel, Configure, ContactState, Contacts, DeliveryState, ErrorCode, Event, Inbox,
-    Init, Invite, Kind, Permit, Priority, Recv, Remove, Rename, SendMessage, SendOutcome, Sent,
-    State, Status, Stop, Subscribe, Task, TaskRole, TaskState, Tasks, UpdateTask, Via, Whoami,
+    Accept, Ack, Cancel, Chunks, Configure, ContactState, Contacts, DeliveryState, ErrorCode,
+    Event, Inbox, Init, Invite, Kind, Permit, Priority, Recv, Remove, Rename, SendMessage,
+    SendOutcome, Sent, State, Status, Stop, Stream, Subscribe, Task, TaskRole, TaskState, Tasks,
+    UpdateTask, Via, Whoami,
 };
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
@@ -1249,6 +1250,81 @@ async fn tasks_move_through_their_states_on_both_sides() {
             TaskState::Working,
             TaskState::Completed
         ]
+    );
+    daemon.handle.shutdown().await;
+}
+
+/// The worker streams pieces of a task's output; the requester reads them
+/// in order, from any point, waiting for the next; only the worker of a
+/// running task streams, a piece at most 16 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_output_reaches_the_requester_in_order() {
+    let daemon = siblings().await;
+    let id = daemon.ask("a", "b", "count").await;
+    assert!(
+        until(|| async {
+            daemon
+                .report("b", &id, TaskState::Working, None, None)
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let stream = |who: &str, text: &str| Stream {
+        identity: Some(who.into()),
+        id: id.clone(),
+        text: text.into(),
+    };
+    for (n, text) in ["one\n", "two\n", "three"].into_iter().enumerate() {
+        let streamed = daemon.client.call(stream("b", text)).await.unwrap();
+        assert_eq!(streamed.seq, n as u32);
+    }
+    let chunks = |after: Option<u32>| Chunks {
+        identity: Some("a".into()),
+        id: id.clone(),
+        after,
+        wait_ms: Some(10_000),
+    };
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let after = got.last().map(|(seq, _)| *seq);
+        let list = daemon.client.call(chunks(after)).await.unwrap();
+        got.extend(list.chunks.into_iter().map(|c| (c.seq, c.text)));
+    }
+    assert_eq!(
+        got,
+        [
+            (0, "one\n".into()),
+            (1, "two\n".into()),
+            (2, "three".into())
+        ]
+    );
+    let rest = daemon.client.call(chunks(Some(1))).await.unwrap();
+    assert_eq!(rest.chunks.len(), 1);
+    assert_eq!(rest.task.state, TaskState::Working);
+
+    let not_worker = refusal(daemon.client.call(stream("a", "x")).await);
+    assert!(
+        not_worker.message.contains("only its worker"),
+        "{not_worker:?}"
+    );
+    let big = "x".repeat(16 * 1024 + 1);
+    let too_big = refusal(daemon.client.call(stream("b", &big)).await);
+    assert!(too_big.message.contains("16 KiB"), "{too_big:?}");
+    daemon
+        .report(
+            "b",
+            &id,
+            TaskState::Completed,
+            None,
+            Some("one\ntwo\nthree"),
+        )
+        .await
+        .unwrap();
+    let after_end = refusal(daemon.client.call(stream("b", "late")).await);
+    assert!(
+        after_end.message.contains("nothing more streams"),
+        "{after_end:?}"
     );
     daemon.handle.shutdown().await;
 }

@@ -28,4 +28,4 @@ pub use message::{
 pub use names::{Name, NameError};
 pub use pairing::Redeem;
 pub use session::{PeerSession, SessionError, prekey_identity_key, prekey_one_time_key};
-pub use task::{TaskState, TaskStatus};
+pub use task::{MAX_CHUNK_BYTES, TaskChunk, TaskState, TaskStatus};

@@ -89,11 +89,14 @@ pub enum Kind {
     /// The requester asks to stop a task (`reply_to` names it); empty body.
     /// Never shown to an agent.
     Cancel,
+    /// A piece of a task's output while it runs (`reply_to` names the
+    /// task): a [`crate::TaskChunk`] body. Never shown as a message.
+    Chunk,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Chat,
         Kind::Task,
         Kind::Result,
@@ -104,6 +107,7 @@ impl Kind {
         Kind::Unpair,
         Kind::Status,
         Kind::Cancel,
+        Kind::Chunk,
     ];
 
     /// Its byte in the layout.
@@ -119,6 +123,7 @@ impl Kind {
             Kind::Unpair => 17,
             Kind::Status => 18,
             Kind::Cancel => 19,
+            Kind::Chunk => 20,
         }
     }
 
@@ -140,6 +145,7 @@ impl Kind {
             Kind::Unpair => "unpair",
             Kind::Status => "status",
             Kind::Cancel => "cancel",
+            Kind::Chunk => "chunk",
         }
     }
 

@@ -100,9 +100,66 @@ impl TaskStatus {
     }
 }
 
+/// Largest piece of output one `chunk` message carries, in bytes.
+pub const MAX_CHUNK_BYTES: usize = 16 * 1024;
+
+/// The body of a `chunk` message: a piece of a task's output, streamed by
+/// the worker while the task runs. Chunks of a task are numbered from 0; in
+/// order they make up the output that the `result` carries whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskChunk {
+    /// Its place: 0, 1, 2, ...
+    pub seq: u32,
+    /// The text (UTF-8, at most [`MAX_CHUNK_BYTES`]).
+    pub text: String,
+}
+
+impl TaskChunk {
+    /// The body bytes: `seq:u32be` then the text.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.text.len());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(self.text.as_bytes());
+        out
+    }
+
+    /// Parses a body.
+    pub fn decode(bytes: &[u8]) -> Result<TaskChunk, MessageError> {
+        let (seq, text) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(MessageError::Malformed("task chunk cut short"))?;
+        if text.len() > MAX_CHUNK_BYTES {
+            return Err(MessageError::Malformed("task chunk too long"));
+        }
+        let text = std::str::from_utf8(text)
+            .map_err(|_| MessageError::Malformed("task chunk is not UTF-8"))?
+            .to_owned();
+        Ok(TaskChunk {
+            seq: u32::from_be_bytes(*seq),
+            text,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_reject_damage() {
+        let chunk = TaskChunk {
+            seq: 7,
+            text: "line 1\n".into(),
+        };
+        let bytes = chunk.encode();
+        assert_eq!(&bytes[..4], &[0, 0, 0, 7]);
+        assert_eq!(TaskChunk::decode(&bytes), Ok(chunk));
+        assert!(TaskChunk::decode(&[0, 0, 1]).is_err());
+        assert!(TaskChunk::decode(&[0, 0, 0, 1, 0xff]).is_err());
+        let mut over = vec![0, 0, 0, 0];
+        over.extend(std::iter::repeat_n(b'x', MAX_CHUNK_BYTES + 1));
+        assert!(TaskChunk::decode(&over).is_err());
+    }
 
     #[test]
     fn statuses_round_trip_and_reject_damage() {

@@ -319,3 +319,52 @@ fn two_bots_answering_each_other_stop_at_the_hop_limit() {
         let _ = bot.wait();
     }
 }
+
+/// A command that prints lines slowly: `call --stream` gets them as ordered
+/// chunks while it runs, and together they are exactly the result.
+#[test]
+fn call_stream_prints_the_output_as_ordered_chunks_that_make_up_the_result() {
+    let served = Served::start(&[
+        "--on-message",
+        r#"for i in 1 2 3 4; do printf 'line %s é\n' "$i"; sleep 0.2; done; printf 'no newline'"#,
+    ]);
+    let run = served
+        .home
+        .run(&[
+            "--json",
+            "call",
+            "worker",
+            "go",
+            "--stream",
+            "--timeout",
+            "20s",
+        ])
+        .ok();
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (last, chunks) = lines.split_last().unwrap();
+    let seqs: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["chunk"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "{run:?}");
+    assert!(seqs.len() >= 5, "one chunk a line at least: {seqs:?}");
+    let joined: String = chunks
+        .iter()
+        .map(|c| c["chunk"]["text"].as_str().unwrap())
+        .collect();
+    let expected = "line 1 é\nline 2 é\nline 3 é\nline 4 é\nno newline";
+    assert_eq!(joined, expected);
+    assert_eq!(last["result"]["body"], expected);
+    assert_eq!(last["task"]["state"], "completed");
+
+    // In text, the output once: streamed, and the result adds nothing.
+    let text = served
+        .home
+        .run(&["call", "worker", "again", "--stream", "--timeout", "20s"])
+        .ok();
+    assert_eq!(text.stdout, expected);
+}

@@ -58,6 +58,8 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::Task(op) => line(daemon, op).await,
         Request::UpdateTask(op) => line(daemon, op).await,
         Request::Cancel(op) => line(daemon, op).await,
+        Request::Stream(op) => line(daemon, op).await,
+        Request::Chunks(op) => line(daemon, op).await,
         Request::Subscribe(_) => encode(&Response::<()>::from_result(Err(ApiError::invalid(
             "subscribe streams events on its own connection",
         )))),

@@ -87,6 +87,7 @@ async fn follow(daemon: &Daemon, name: &Name, out: &mpsc::Sender<Event>) -> Resu
             Ok(Published::State(sent)) => send(Event::State(sent)).await?,
             Ok(Published::Task(task)) => send(Event::Task(task)).await?,
             Ok(Published::Contact(contact)) => send(Event::Contact(contact)).await?,
+            Ok(Published::Chunk(chunk)) => send(Event::Chunk(chunk)).await?,
             Ok(Published::Consumed) if truncated => {
                 truncated = backlog(daemon, name, &mut shown, out).await?;
             }

@@ -3,15 +3,19 @@
 //! A task is a message of kind `task`; its id is the task's. The worker's
 //! reports travel as `status` messages and its result as a `result` message
 //! answering the task; a cancel as a `cancel` message. Each is sealed and
-//! queued in the transaction that moves the task on.
+//! queued in the transaction that moves the task on. While it runs, the
+//! worker may `stream` pieces of its output (`chunk` messages, numbered
+//! from 0), which the requester reads with `chunks`.
 
 use std::sync::Arc;
 
-use agentwire_session::{Kind, MessageId, Name, Plaintext, Priority, TaskStatus};
+use agentwire_session::{
+    Kind, MAX_CHUNK_BYTES, MessageId, Name, Plaintext, Priority, TaskChunk, TaskStatus,
+};
 
 use crate::api::{
-    ApiError, Cancel, ContactState, DeliveryState, ErrorCode, Task, TaskList, TaskRole, TaskState,
-    TaskView, Tasks, UpdateTask,
+    ApiError, Cancel, ChunkList, ChunkView, Chunks, ContactState, DeliveryState, ErrorCode, Stream,
+    Streamed, Task, TaskList, TaskRole, TaskState, TaskView, Tasks, UpdateTask,
 };
 use crate::core::{
     DEFAULT_WAIT, Daemon, MAX_SENT_PER_REQUEST, bounded_max, deadline, parse_message_id, stopping,
@@ -100,6 +104,128 @@ impl Run for UpdateTask {
     }
 }
 
+impl Run for Stream {
+    /// Numbers the piece after the last one sent, keeps it, and sends it as
+    /// a `chunk` message, in one transaction.
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<Streamed, ApiError> {
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let id = parse_message_id("id", &self.id)?;
+        if self.text.is_empty() || self.text.len() > MAX_CHUNK_BYTES {
+            return Err(ApiError::invalid(format!(
+                "a piece of output is 1 byte to {MAX_CHUNK_BYTES} bytes (16 KiB); this one is {}; send longer output as several",
+                self.text.len()
+            )));
+        }
+        let task = find(daemon, &name, &id).await?;
+        if task.role != TaskRole::Given {
+            return Err(ApiError::invalid(format!(
+                "task {id} is one you asked for; only its worker streams its output"
+            )));
+        }
+        if task.state.is_final() {
+            return Err(ApiError::invalid(format!(
+                "task {id} is {}; nothing more streams",
+                task.state
+            )));
+        }
+        peer_still_there(daemon, &name, &task).await?;
+        let (owner, task_id, peer, text) = (name.clone(), task.id, task.peer, self.text);
+        let seq = {
+            let owner = owner.clone();
+            daemon
+                .db
+                .run(move |tx| tx.next_chunk(&owner, &task_id))
+                .await?
+        };
+        let body = TaskChunk {
+            seq,
+            text: text.clone(),
+        }
+        .encode();
+        let sealed = daemon
+            .seal_for(&name, &peer, move |id, now| {
+                control_reply(id, now, Kind::Chunk, task_id, body)
+            })
+            .await?;
+        // Two streams of one task at once could pick the same place: the
+        // second finds it taken and nothing of it is kept or sent.
+        daemon
+            .queue_sealed(&name, sealed, move |tx, plaintext, payload| {
+                if !tx.add_chunk(&owner, &task_id, seq, &text, plaintext.sent_at_ms)? {
+                    return Err(ApiError::invalid(format!(
+                        "task {task_id} streamed meanwhile from elsewhere; send again"
+                    )));
+                }
+                let message = StoredMessage::outgoing_control(
+                    plaintext.id,
+                    peer,
+                    Kind::Chunk,
+                    plaintext.sent_at_ms,
+                );
+                tx.insert_message(&owner, &message, Some(payload))?;
+                Ok(())
+            })
+            .await?;
+        Ok(Streamed {
+            task: task_id.to_string(),
+            seq,
+        })
+    }
+}
+
+impl Run for Chunks {
+    async fn run(self, daemon: &Arc<Daemon>) -> Result<ChunkList, ApiError> {
+        let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let id = parse_message_id("id", &self.id)?;
+        let waits = self.wait_ms.is_some_and(|ms| ms > 0);
+        let mut wait = daemon.wait_on(&daemon.task_changes, deadline(self.wait_ms, DEFAULT_WAIT));
+        loop {
+            let timed_out = wait.arm();
+            let task = find(daemon, &name, &id).await?;
+            let (owner, after) = (name.clone(), self.after);
+            let chunks = daemon
+                .db
+                .run(move |tx| tx.chunks(&owner, &id, after, MAX_CHUNKS_PER_REQUEST))
+                .await?;
+            let settled = task.state.is_final() || task.state == TaskState::InputRequired;
+            if !waits || !chunks.is_empty() || settled || timed_out {
+                let contacts = daemon.contacts.get(&daemon.db, &name).await?;
+                return Ok(ChunkList {
+                    task: task_view(&task, &contacts),
+                    chunks: chunks
+                        .into_iter()
+                        .map(|(seq, text)| ChunkView {
+                            task: id.to_string(),
+                            seq,
+                            text,
+                        })
+                        .collect(),
+                });
+            }
+            if !wait.sleep().await {
+                return Err(stopping());
+            }
+        }
+    }
+}
+
+/// Most pieces of output one `chunks` answer holds (16 KiB each at most).
+const MAX_CHUNKS_PER_REQUEST: usize = 64;
+
+/// A control message answering a task (`reply_to` is the task).
+fn control_reply(id: MessageId, now: u64, kind: Kind, task: MessageId, body: Vec<u8>) -> Plaintext {
+    Plaintext {
+        id,
+        kind,
+        priority: Priority::Normal,
+        sent_at_ms: now,
+        reply_to: Some(task),
+        thread: None,
+        chain: None,
+        body,
+    }
+}
+
 impl Run for Cancel {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<TaskView, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
@@ -159,20 +285,7 @@ async fn report(
     next: TaskState,
     detail: Option<String>,
 ) -> Result<TaskView, ApiError> {
-    let contact = daemon.contact(name, &task.peer).await?;
-    match contact {
-        Some(contact) if contact.state != ContactState::Removed => {}
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::UnknownPeer,
-                format!(
-                    "task {} is with a contact you no longer have ({}); nothing was sent",
-                    task.id,
-                    task.peer.short_id()
-                ),
-            ));
-        }
-    }
+    peer_still_there(daemon, name, task).await?;
     let task_id = task.id;
     let chain = if kind == Kind::Result {
         daemon.reply_chain(name, Some(task_id)).await?
@@ -236,6 +349,21 @@ async fn report(
         .await;
     let contacts = daemon.contacts.get(&daemon.db, name).await?;
     Ok(task_view(&moved, &contacts))
+}
+
+/// Refuses to write about a task whose other side is no longer a contact.
+async fn peer_still_there(daemon: &Daemon, name: &Name, task: &StoredTask) -> Result<(), ApiError> {
+    match daemon.contact(name, &task.peer).await? {
+        Some(contact) if contact.state != ContactState::Removed => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::UnknownPeer,
+            format!(
+                "task {} is with a contact you no longer have ({}); nothing was sent",
+                task.id,
+                task.peer.short_id()
+            ),
+        )),
+    }
 }
 
 /// The wire's state for a reported state (never `submitted`).

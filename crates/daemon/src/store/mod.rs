@@ -441,6 +441,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE invites ADD COLUMN for_name TEXT;
              ALTER TABLE messages ADD COLUMN chain BLOB;
              ALTER TABLE messages ADD COLUMN hops INTEGER;
+             CREATE TABLE IF NOT EXISTS task_chunks (
+                 identity TEXT NOT NULL,
+                 task BLOB NOT NULL,
+                 seq INTEGER NOT NULL,
+                 body TEXT NOT NULL,
+                 stored_at INTEGER NOT NULL,
+                 PRIMARY KEY (identity, task, seq)
+             );
              PRAGMA user_version = 5;
              COMMIT;",
         )?;
@@ -588,6 +596,7 @@ mod tests {
              ALTER TABLE invites DROP COLUMN for_name;
              ALTER TABLE messages DROP COLUMN chain;
              ALTER TABLE messages DROP COLUMN hops;
+             DROP TABLE task_chunks;
              INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
                  VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',
                          zeroblob(32), 'old', 'invited', 'active', 1);

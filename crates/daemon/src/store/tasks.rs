@@ -122,6 +122,55 @@ impl Tx<'_> {
         )?;
         self.task(identity, id)
     }
+
+    /// Keeps a piece of a task's output; false if that place was taken.
+    pub fn add_chunk(
+        &self,
+        identity: &Name,
+        task: &MessageId,
+        seq: u32,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO task_chunks (identity, task, seq, body, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![identity.as_str(), task.as_bytes(), seq, text, ms(now_ms)],
+        )? > 0)
+    }
+
+    /// The place of the next piece of a task's output.
+    pub fn next_chunk(&self, identity: &Name, task: &MessageId) -> Result<u32> {
+        let next: Option<Option<u32>> = self.row(
+            "SELECT MAX(seq) + 1 FROM task_chunks WHERE identity = ?1 AND task = ?2",
+            params![identity.as_str(), task.as_bytes()],
+            |row| row.get(0),
+        )?;
+        Ok(next.flatten().unwrap_or(0))
+    }
+
+    /// The pieces of a task's output after `after` (all without it), in
+    /// order, at most `limit`.
+    pub fn chunks(
+        &self,
+        identity: &Name,
+        task: &MessageId,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<(u32, String)>> {
+        self.rows(
+            "SELECT seq, body FROM task_chunks
+             WHERE identity = ?1 AND task = ?2 AND (?3 IS NULL OR seq > ?3)
+             ORDER BY seq LIMIT ?4",
+            params![
+                identity.as_str(),
+                task.as_bytes(),
+                after,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+    }
 }
 
 fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
