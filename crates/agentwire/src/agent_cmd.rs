@@ -28,6 +28,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
         | Command::Mcp { .. }
         | Command::Setup(_)
         | Command::Serve(_)
+        | Command::SandboxExec { .. }
         | Command::Hook { .. } => {
             // main runs these itself; reaching here is a dispatch bug.
             Err(Failure::new(

@@ -429,11 +429,32 @@ pub(crate) enum Command {
     ///
     /// Examples:
     ///   agentwire --as upper serve --on-message 'tr a-z A-Z'
-    ///   agentwire --as reviewer serve --preset claude --workdir ~/reviews
+    ///   agentwire --as reviewer serve --preset claude --workdir ~/reviews \
+    ///       --allow-write ~/.claude     # each caller confined to ~/reviews/KEYID
     ///   agentwire --as runner serve --on-message ./run-task.sh \
     ///       --concurrency 4 --timeout 30m --queue 100
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Runs a command of `serve --workdir` in its sandbox (internal: serve
+    /// starts it inside a new user namespace)
+    #[command(hide = true)]
+    SandboxExec {
+        /// The command's own directory, kept writable
+        #[arg(long)]
+        dir: PathBuf,
+        /// More paths kept writable
+        #[arg(long)]
+        allow_write: Vec<PathBuf>,
+        /// The user to run the command as
+        #[arg(long)]
+        uid: u32,
+        /// The group to run the command as
+        #[arg(long)]
+        gid: u32,
+        /// The command
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Receive (consume) unread messages; exit code 1 when there are none
     ///
     /// Only what reaches stdout is marked read: `recv | head -1` leaves the
@@ -616,9 +637,19 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "10m", value_parser = parse_command_timeout)]
     pub(crate) timeout: Duration,
     /// Run each command in a directory of its sender's own under DIR
-    /// (DIR/KEYID, made 0700; never a link) [default: serve's directory]
+    /// (DIR/KEYID, made 0700; never a link), the only place it can write
+    /// [default: serve's directory, not confined]
     #[arg(long, value_name = "DIR")]
     pub(crate) workdir: Option<PathBuf>,
+    /// With --workdir: also let commands write here (e.g. ~/.claude for
+    /// --preset claude); may be repeated
+    #[arg(long, value_name = "PATH", requires = "workdir")]
+    pub(crate) allow_write: Vec<PathBuf>,
+    /// With --workdir: run commands in their directories without confining
+    /// them (they can write anywhere you can); for machines without user
+    /// namespaces
+    #[arg(long, requires = "workdir", conflicts_with = "allow_write")]
+    pub(crate) no_isolation: bool,
     /// Messages a minute one contact may have run (1 to 10000); a task over
     /// it is rejected
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -936,7 +967,8 @@ mod tests {
         command.build();
         for sub in command.get_subcommands_mut() {
             let name = sub.get_name().to_owned();
-            if name == "help" {
+            // Hidden commands are internal (run by agentwire itself).
+            if name == "help" || sub.is_hide_set() {
                 continue;
             }
             let help = sub.render_long_help().to_string();

@@ -12,6 +12,7 @@ mod logging;
 mod mcp_args;
 mod mcp_cmd;
 mod relay_cmd;
+mod sandbox;
 mod serve_cmd;
 mod setup_cmd;
 mod task_cmd;
@@ -90,6 +91,19 @@ fn main() -> ExitCode {
             cli.global.identity.clone(),
             args,
         ),
+        cli::Command::SandboxExec {
+            dir,
+            allow_write,
+            uid,
+            gid,
+            command,
+        } => Err(sandbox::setup_and_exec(
+            &dir,
+            &allow_write,
+            uid,
+            gid,
+            &command,
+        )),
         cli::Command::Connect => {
             connect_cmd::run(cli.global.home.as_deref(), cli.global.identity.clone())
         }

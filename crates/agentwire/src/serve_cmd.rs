@@ -62,6 +62,8 @@ struct Shared {
     command: String,
     timeout: Duration,
     workdir: Option<PathBuf>,
+    /// Confines each command to its directory (with --workdir).
+    sandbox: Option<crate::sandbox::Sandbox>,
     /// Running tasks' stop switches, by task id (a cancel stops the command).
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Set on SIGTERM/SIGINT: running commands get [`STOP_GRACE`], then stop.
@@ -93,12 +95,31 @@ pub(crate) fn run(
         crate::daemon_client::start(&home)?;
     }
     let runtime = crate::runtime(Some(2))?;
+    let sandbox = match &args.workdir {
+        Some(dir) if !args.no_isolation => {
+            let sandbox = crate::sandbox::for_serve(&args.allow_write)?;
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("cannot resolve {}", dir.display()))
+                .code(CONFIG)?;
+            runtime.block_on(sandbox.probe(&dir)).map_err(|why| {
+                Failure::new(
+                    CONFIG,
+                    anyhow!(
+                        "--workdir confines each command to its directory with user and mount namespaces (unshare(1) from util-linux), and that does not work here: {why}. Allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces), or pass --no-isolation to run commands in their directories unconfined"
+                    ),
+                )
+            })?;
+            Some(sandbox)
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         client: DaemonClient::socket(home.socket()),
         identity,
         command,
         timeout: args.timeout,
         workdir: args.workdir.clone(),
+        sandbox,
         running: Mutex::new(HashMap::new()),
         stopping: CancellationToken::new(),
     });
@@ -314,9 +335,28 @@ enum Ran {
 }
 
 async fn run_command(shared: &Shared, message: &MessageView, cancel: &CancellationToken) -> Ran {
-    let mut command = tokio::process::Command::new("sh");
+    let dir = match &shared.workdir {
+        Some(root) => match caller_dir(root, &message.from.short_id) {
+            Ok(dir) => Some(dir),
+            Err(error) => return Ran::Failed(format!("no work directory for you: {error}")),
+        },
+        None => None,
+    };
+    let mut command = match (&shared.sandbox, &dir) {
+        (Some(sandbox), Some(dir)) => match std::fs::canonicalize(dir) {
+            Ok(dir) => sandbox.command(&dir, &shared.command),
+            Err(error) => return Ran::Failed(format!("no work directory for you: {error}")),
+        },
+        _ => {
+            let mut plain = tokio::process::Command::new("sh");
+            plain.args(["-c", &shared.command]);
+            if let Some(dir) = &dir {
+                plain.current_dir(dir);
+            }
+            plain
+        }
+    };
     command
-        .args(["-c", &shared.command])
         .process_group(0)
         .kill_on_drop(true)
         .env("AGENTWIRE_MESSAGE_ID", &message.id)
@@ -333,14 +373,6 @@ async fn run_command(shared: &Shared, message: &MessageView, cancel: &Cancellati
         .stderr(Stdio::piped());
     if message.kind == Kind::Task {
         command.env("AGENTWIRE_TASK_ID", &message.id);
-    }
-    if let Some(dir) = &shared.workdir {
-        match caller_dir(dir, &message.from.short_id) {
-            Ok(dir) => {
-                command.current_dir(dir);
-            }
-            Err(error) => return Ran::Failed(format!("no work directory for you: {error}")),
-        }
     }
     let mut child = match command.spawn() {
         Ok(child) => child,

@@ -368,3 +368,67 @@ fn call_stream_prints_the_output_as_ordered_chunks_that_make_up_the_result() {
         .ok();
     assert_eq!(text.stdout, expected);
 }
+
+/// `--workdir`: a command writes in its own directory and nowhere else, not
+/// through `../`, a link it makes, an absolute path, or another process's
+/// `/proc/PID/root`.
+#[test]
+fn a_command_under_workdir_cannot_write_outside_its_own_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = outside.path().display().to_string();
+    let script = format!(
+        r#"echo in > mine && echo inside-ok
+echo x > ../escape 2>/dev/null && echo ESCAPED-parent
+ln -s {out} out && {{ echo y > out/escape2; }} 2>/dev/null && echo ESCAPED-link
+{{ echo z > {out}/escape3; }} 2>/dev/null && echo ESCAPED-absolute
+for p in /proc/[0-9]*; do {{ echo w > $p/root{out}/escape4; }} 2>/dev/null && echo ESCAPED-proc; done
+echo "$TMPDIR" | grep -q "^$PWD" && echo tmp-inside
+echo done"#
+    );
+    let served = Served::start(&[
+        "--on-message",
+        &script,
+        "--workdir",
+        &work.path().display().to_string(),
+    ]);
+    let run = served.call("try to escape").ok();
+    assert_eq!(
+        run.json()["result"]["body"],
+        "inside-ok\ntmp-inside\ndone\n",
+        "{run:?}"
+    );
+    let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}");
+    assert!(!work.path().join("escape").exists());
+    let mine: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("mine"))
+        .collect();
+    assert_eq!(mine.len(), 1, "one directory, the caller's: {mine:?}");
+    assert_eq!(std::fs::read_to_string(&mine[0]).unwrap(), "in\n");
+}
+
+/// Where commands cannot be confined (here: no unshare(1) on the PATH),
+/// `serve --workdir` does not start unconfined: it says why and what to do.
+#[test]
+fn serve_with_workdir_refuses_to_start_when_it_cannot_confine_commands() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "worker"]).ok();
+    let work = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args(["serve", "--on-message", "cat", "--workdir"])
+        .arg(work.path())
+        .env("PATH", empty.path())
+        .env_remove("AGENTWIRE_AGENT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--no-isolation"), "{stderr}");
+    assert!(stderr.contains("unshare"), "{stderr}");
+}
