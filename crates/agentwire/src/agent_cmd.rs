@@ -44,6 +44,10 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             stream,
         } => crate::task_cmd::call(&home, out, identity, peer, text, timeout, stream),
         Command::Tasks { max } => crate::task_cmd::list(&home, out, identity, max),
+        Command::Card { action } => crate::task_cmd::card(&home, out, identity, action),
+        Command::Discover { capability, wait } => {
+            crate::task_cmd::discover(&home, out, identity, capability, wait)
+        }
         Command::Cancel { task } => crate::task_cmd::cancel(&home, out, identity, task),
         Command::Report { task, state, text } => {
             crate::task_cmd::report(&home, out, identity, task, state, text)

@@ -369,6 +369,40 @@ pub(crate) enum Command {
         #[arg(long)]
         stream: bool,
     },
+    /// Show or change this identity's card: what its contacts see of it
+    ///
+    /// The card (a name, a description, capability tags, whether it takes
+    /// tasks) is sent to every contact inside the encryption when it
+    /// changes, and to each new contact; `discover` finds contacts by it.
+    ///
+    /// Examples:
+    ///   agentwire card
+    ///   agentwire card set --name "Rust reviewer" --capability code-review,rust --takes-tasks
+    ///   agentwire card set --description "Reviews diffs; answers in minutes"
+    #[command(verbatim_doc_comment)]
+    Card {
+        #[command(subcommand)]
+        action: Option<CardAction>,
+    },
+    /// Find contacts by capability, with whether each is online
+    ///
+    /// Lists contacts whose card has the capability (all contacts without
+    /// --capability). Contacts not heard from in the last minute are asked
+    /// whether they are there, and given --wait to answer.
+    ///
+    /// Examples:
+    ///   agentwire discover --capability code-review
+    ///   agentwire discover --json
+    ///   agentwire discover --wait 0s        # no asking: what is known now
+    #[command(verbatim_doc_comment)]
+    Discover {
+        /// Only contacts whose card lists this tag
+        #[arg(long, value_name = "TAG")]
+        capability: Option<String>,
+        /// How long to wait for contacts to answer (at most 30s)
+        #[arg(long, default_value = "2s", value_parser = parse_wait)]
+        wait: Duration,
+    },
     /// List tasks both ways, newest first: those you asked and were given
     ///
     /// Examples:
@@ -803,6 +837,35 @@ pub(crate) enum ContactsAction {
     Remove {
         /// Petname or unique key prefix
         peer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CardAction {
+    /// Change the card (only the fields given); contacts are sent it
+    ///
+    /// Examples:
+    ///   agentwire card set --name "Rust reviewer" --takes-tasks
+    ///   agentwire card set --capability code-review,rust,python
+    ///   agentwire card set --capability ""      # no capabilities
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// How it presents itself (one line, at most 64 bytes)
+        #[arg(long)]
+        name: Option<String>,
+        /// What it does (at most 1024 bytes)
+        #[arg(long)]
+        description: Option<String>,
+        /// Capability tags, comma-separated, replacing the old ones (a-z,
+        /// 0-9, '-', '_', '.', '+')
+        #[arg(long = "capability", value_name = "TAGS")]
+        capabilities: Option<String>,
+        /// It takes tasks
+        #[arg(long, conflicts_with = "no_tasks")]
+        takes_tasks: bool,
+        /// It does not take tasks
+        #[arg(long)]
+        no_tasks: bool,
     },
 }
 

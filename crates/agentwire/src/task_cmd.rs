@@ -174,6 +174,124 @@ fn follow_stream(
     }
 }
 
+/// `card` and `card set`.
+pub(crate) fn card(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    action: Option<crate::cli::CardAction>,
+) -> Result<(), Failure> {
+    let show = |card: &api::CardView| {
+        let mut text = format!(
+            "{}\n  capabilities: {}\n  takes tasks: {}",
+            if card.name.is_empty() {
+                "(no name)"
+            } else {
+                &card.name
+            },
+            if card.capabilities.is_empty() {
+                "none".to_owned()
+            } else {
+                card.capabilities.join(", ")
+            },
+            if card.takes_tasks { "yes" } else { "no" }
+        );
+        if !card.description.is_empty() {
+            text.push_str(&format!("\n  {}", card.description.replace('\n', "\n  ")));
+        }
+        text
+    };
+    match action {
+        None => {
+            let card = daemon_call(home, api::GetCard { identity }, Duration::ZERO)?;
+            out.print(&card, show)
+        }
+        Some(crate::cli::CardAction::Set {
+            name,
+            description,
+            capabilities,
+            takes_tasks,
+            no_tasks,
+        }) => {
+            let capabilities = capabilities.map(|tags| {
+                tags.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            });
+            let takes_tasks = match (takes_tasks, no_tasks) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let set = daemon_call(
+                home,
+                api::SetCard {
+                    identity,
+                    name,
+                    description,
+                    capabilities,
+                    takes_tasks,
+                },
+                Duration::ZERO,
+            )?;
+            out.print(&set, |set| {
+                let told = if set.sent_to.is_empty() {
+                    "no contacts to send it to yet".to_owned()
+                } else {
+                    format!("sent to {}", set.sent_to.join(", "))
+                };
+                format!("{}\n{told}", show(&set.card))
+            })
+        }
+    }
+}
+
+/// `discover`.
+pub(crate) fn discover(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    capability: Option<String>,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let found = daemon_call(
+        home,
+        api::Discover {
+            identity,
+            capability: capability.clone(),
+            wait_ms: Some(millis(wait)),
+        },
+        wait,
+    )?;
+    out.print_lines(&found, &found.contacts, |c| {
+        let state = if c.online { "online" } else { "offline" };
+        match &c.card {
+            Some(card) => format!(
+                "{} {} {state} {}{} · {}",
+                c.name,
+                c.short_id,
+                if card.takes_tasks {
+                    "takes tasks · "
+                } else {
+                    ""
+                },
+                card.capabilities.join(","),
+                card.name
+            ),
+            None => format!("{} {} {state} (no card)", c.name, c.short_id),
+        }
+    })?;
+    if found.contacts.is_empty() {
+        out.tell(&match capability {
+            Some(tag) => format!("no contact's card lists {tag:?}"),
+            None => "no contacts yet".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// `tasks`.
 pub(crate) fn list(
     home: &Home,

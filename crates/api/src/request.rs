@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::response::{
-    Acked, ChunkList, ContactList, ContactView, Created, DaemonStatus, IdentityView, InviteView,
-    Messages, Removed, Renamed, SendOutcome, SentList, SentView, Settings, Stopping, Streamed,
-    TaskList, TaskView,
+    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Created, DaemonStatus, Found,
+    IdentityView, InviteView, Messages, Removed, Renamed, SendOutcome, SentList, SentView,
+    Settings, Stopping, Streamed, TaskList, TaskView,
 };
 use crate::types::{DeliveryState, Kind, Priority, TaskState};
 
@@ -104,6 +104,12 @@ operations! {
     Stream(Stream) => Streamed, "stream";
     /// A task's streamed output, optionally waiting for more.
     Chunks(Chunks) => ChunkList, "chunks";
+    /// This identity's card.
+    GetCard(GetCard) => CardView, "card";
+    /// Change this identity's card; contacts are sent the new one.
+    SetCard(SetCard) => CardSet, "set_card";
+    /// Contacts by capability, with whether they are online.
+    Discover(Discover) => Found, "discover";
 }
 
 impl Request {
@@ -119,6 +125,7 @@ impl Request {
             Request::State(state) => state.wait.is_some(),
             Request::Task(task) => task.wait_ms.is_some_and(|ms| ms > 0),
             Request::Chunks(chunks) => chunks.wait_ms.is_some_and(|ms| ms > 0),
+            Request::Discover(discover) => discover.wait_ms != Some(0),
             Request::Accept(_) | Request::Invite(_) | Request::Subscribe(_) => true,
             _ => false,
         }
@@ -447,6 +454,61 @@ pub struct Chunks {
     pub after: Option<u32>,
     /// How long to wait for a piece.
     #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// `card`: this identity's card as its contacts see it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetCard {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+}
+
+/// `set_card`: change the fields given (the others stay); every contact is
+/// sent the new card, inside the encryption.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCard {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// How it presents itself (one line, at most 64 bytes).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it does (at most 1024 bytes).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Capability tags (replacing the old ones): at most 32, each 1 to 48 of
+    /// a-z, 0-9, '-', '_', '.', '+'.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub capabilities: Option<Vec<String>>,
+    /// Whether it takes tasks.
+    #[serde(default)]
+    pub takes_tasks: Option<bool>,
+}
+
+/// `discover`: contacts whose card has the capability (all contacts
+/// without one), with whether each is online. Contacts not heard from in
+/// the last minute are asked (a `ping`) and waited for up to `wait_ms`
+/// (default 2 s; 0 asks nobody).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Discover {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// Only contacts with this capability tag.
+    #[serde(default)]
+    pub capability: Option<String>,
+    /// How long to wait for contacts to answer (at most 30 s).
+    #[serde(default)]
+    #[schemars(range(max = 30_000))]
     pub wait_ms: Option<u64>,
 }
 

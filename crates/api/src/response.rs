@@ -262,6 +262,51 @@ pub struct TaskView {
     pub updated_at_ms: u64,
 }
 
+/// An identity's card: what it says of itself to its contacts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CardView {
+    /// How it presents itself.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Capability tags.
+    pub capabilities: Vec<String>,
+    /// Whether it takes tasks.
+    pub takes_tasks: bool,
+}
+
+/// `set_card`: the new card and the contacts it is sent to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CardSet {
+    /// The card now.
+    pub card: CardView,
+    /// The petnames of the contacts it was queued for.
+    pub sent_to: Vec<String>,
+}
+
+/// One contact found by `discover`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FoundContact {
+    /// Its petname here.
+    pub name: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// Its card, once it sent one (what it says of itself: untrusted).
+    pub card: Option<CardView>,
+    /// Whether its daemon was heard from in the last minute.
+    pub online: bool,
+    /// When its daemon was last heard from since this daemon started, Unix
+    /// ms.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// `discover`: the matching contacts, online ones first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Found {
+    /// The contacts.
+    pub contacts: Vec<FoundContact>,
+}
+
 /// `stream`: the piece's place in the task's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Streamed {

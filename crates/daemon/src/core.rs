@@ -200,6 +200,12 @@ pub struct Daemon {
     pub(crate) outbox_errors: Table<Name, String>,
     /// Refusals of our redemptions, by (identity, inviter), for `accept`.
     pub(crate) refusals: Table<(Name, PublicKey), Answer>,
+    /// When each contact's daemon was last heard from (any envelope that
+    /// opened), Unix ms: `discover`'s online. In memory only.
+    pub(crate) seen: Table<(Name, PublicKey), u64>,
+    /// When `discover` last pinged each contact, Unix ms (one unanswered
+    /// ping at a time per contact, at most every few minutes).
+    pub(crate) pinged: Table<(Name, PublicKey), u64>,
     /// Moves on when the relay settings change: every link reconnects.
     pub(crate) relay_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) shutdown: CancellationToken,
@@ -263,6 +269,8 @@ impl Daemon {
             queued: StdMutex::new(HashMap::new()),
             relay: Mutex::new(None),
             relay_ids: Table::new(),
+            seen: Table::new(),
+            pinged: Table::new(),
             pairing: Notify::new(),
             states: Notify::new(),
             task_changes: Notify::new(),

@@ -49,6 +49,13 @@ enum Effect {
     /// A message of a kind the sender may not send us: never stored, and
     /// answered `rejected` with the reason.
     Refused { id: MessageId, kind: Kind },
+    /// The contact's card.
+    Card {
+        id: MessageId,
+        card: agentwire_session::Card,
+    },
+    /// The contact asks whether we are there (and for our card).
+    Ping { id: MessageId, want_card: bool },
 }
 
 /// The permission a message of `kind` needs from its sender; control
@@ -64,7 +71,9 @@ fn needed_permission(kind: Kind) -> Option<Permissions> {
         | Kind::Unpair
         | Kind::Status
         | Kind::Cancel
-        | Kind::Chunk => None,
+        | Kind::Chunk
+        | Kind::Card
+        | Kind::Ping => None,
     }
 }
 
@@ -282,6 +291,7 @@ impl Daemon {
         }
         burst.touched.insert(from);
         let now = now_ms();
+        self.seen.set((name.clone(), from), now);
         let effect = match plaintext.kind {
             Kind::Receipt => match agentwire_session::Receipt::decode(&plaintext.body) {
                 Ok(receipt) => Effect::Receipt(plaintext.id, receipt),
@@ -320,6 +330,20 @@ impl Daemon {
                     tracing::info!(identity = %name, from = %from.short_id(), "a task chunk that does not decode");
                     Effect::Seen(plaintext.id, Kind::Chunk)
                 }
+            },
+            Kind::Card => match agentwire_session::Card::decode(&plaintext.body) {
+                Ok(card) => Effect::Card {
+                    id: plaintext.id,
+                    card,
+                },
+                Err(error) => {
+                    tracing::info!(identity = %name, from = %from.short_id(), %error, "a card that does not decode");
+                    Effect::Seen(plaintext.id, Kind::Card)
+                }
+            },
+            Kind::Ping => Effect::Ping {
+                id: plaintext.id,
+                want_card: plaintext.body.first() == Some(&1),
             },
             Kind::Cancel => match plaintext.reply_to {
                 Some(task) => Effect::Cancel {
@@ -364,9 +388,16 @@ impl Daemon {
         // them), and their sessions end with this job.
         let mut unpaired = HashSet::new();
         let mut refused: BTreeMap<PublicKey, Vec<(MessageId, Kind)>> = BTreeMap::new();
+        let mut card_wanted = HashSet::new();
         for (from, effect) in &burst.effects {
             match effect {
                 Effect::Store(message) => delivered.entry(*from).or_default().push(message.id),
+                Effect::Ping { id, want_card } => {
+                    delivered.entry(*from).or_default().push(*id);
+                    if *want_card {
+                        card_wanted.insert(*from);
+                    }
+                }
                 Effect::Unpair(_) => {
                     unpaired.insert(*from);
                 }
@@ -376,6 +407,13 @@ impl Daemon {
                 _ => {}
             }
         }
+        // Our card, for contacts that asked for it.
+        let own_card = if card_wanted.is_empty() {
+            None
+        } else {
+            let owner = name.clone();
+            self.db.run(move |tx| tx.own_card(&owner)).await?
+        };
         let mut receipts = Vec::new();
         let mut pickles = Vec::new();
         for from in &burst.touched {
@@ -390,6 +428,13 @@ impl Daemon {
                 let receipt = agentwire_session::ReceiptState::Delivered;
                 if let Some(sealed) = seal_receipt(session, receipt, chunk.to_vec(), now) {
                     receipts.push((*from, Kind::Receipt, sealed));
+                }
+            }
+            if let Some(card) = own_card.as_ref().filter(|_| card_wanted.contains(from)) {
+                let answer = control(Kind::Card, card.encode(), now);
+                match session.seal(&answer) {
+                    Ok(payload) => receipts.push((*from, Kind::Card, (answer.id, payload))),
+                    Err(error) => tracing::warn!(%error, "cannot seal a card"),
                 }
             }
             for (id, kind) in refused.remove(from).unwrap_or_default() {
@@ -461,6 +506,13 @@ impl Daemon {
                         }
                         Effect::Refused { id, kind } => {
                             tx.insert_seen(&owner, id, from, *kind, now)?;
+                        }
+                        Effect::Card { id, card } => {
+                            tx.insert_seen(&owner, id, from, Kind::Card, now)?;
+                            tx.set_contact_card(&owner, from, card)?;
+                        }
+                        Effect::Ping { id, .. } => {
+                            tx.insert_seen(&owner, id, from, Kind::Ping, now)?;
                         }
                         Effect::Chunk { id, task, chunk } => {
                             tx.insert_seen(&owner, id, from, Kind::Chunk, now)?;

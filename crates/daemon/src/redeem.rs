@@ -155,6 +155,7 @@ impl Daemon {
                             name,
                             [Published::Contact(crate::views::contact_view(&contact))],
                         );
+                        crate::ops::cards::send_card_to(self, name, &from).await;
                     }
                     _ => {
                         tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact")
@@ -232,9 +233,14 @@ impl Daemon {
         let (owner, address) = (name.clone(), contact.address);
         let result = match answer {
             Answer::Accepted => {
-                self.db
+                let activated = self
+                    .db
                     .run(move |tx| tx.set_contact_state(&owner, &address, ContactState::Active))
-                    .await
+                    .await;
+                if activated.is_ok() {
+                    crate::ops::cards::send_card_to(self, name, &contact.address).await;
+                }
+                activated
             }
             refused => {
                 self.refusals.set((name.clone(), contact.address), refused);

@@ -18,7 +18,14 @@ pub(crate) fn api_kind(kind: agentwire_session::Kind) -> Result<api::Kind, ApiEr
         K::Result => api::Kind::Result,
         K::Query => api::Kind::Query,
         K::File => api::Kind::File,
-        K::Receipt | K::Redeem | K::Unpair | K::Status | K::Cancel | K::Chunk => {
+        K::Receipt
+        | K::Redeem
+        | K::Unpair
+        | K::Status
+        | K::Cancel
+        | K::Chunk
+        | K::Card
+        | K::Ping => {
             return Err(crate::api::internal(
                 "a control message reached an agent's view",
                 kind.name(),

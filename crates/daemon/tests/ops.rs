@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use agentwire_daemon::api::{
-    Accept, Ack, Cancel, Chunks, Configure, ContactState, Contacts, DeliveryState, ErrorCode,
-    Event, Inbox, Init, Invite, Kind, Permit, Priority, Recv, Remove, Rename, SendMessage,
-    SendOutcome, Sent, State, Status, Stop, Stream, Subscribe, Task, TaskRole, TaskState, Tasks,
-    UpdateTask, Via, Whoami,
+    Accept, Ack, Cancel, Chunks, Configure, ContactState, Contacts, DeliveryState, Discover,
+    ErrorCode, Event, Inbox, Init, Invite, Kind, Permit, Priority, Recv, Remove, Rename,
+    SendMessage, SendOutcome, Sent, SetCard, State, Status, Stop, Stream, Subscribe, Task,
+    TaskRole, TaskState, Tasks, UpdateTask, Via, Whoami,
 };
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
 
@@ -1327,4 +1327,110 @@ async fn streamed_output_reaches_the_requester_in_order() {
         "{after_end:?}"
     );
     daemon.handle.shutdown().await;
+}
+
+/// Cards reach contacts inside the encryption (when set, and on pairing);
+/// `discover` finds contacts by capability and tells online from offline by
+/// asking them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_reach_contacts_and_discover_finds_them_by_capability() {
+    let (relay, url, _dir) = relay().await;
+    let (alice, bob, carol) = (
+        TestDaemon::start().await,
+        TestDaemon::start().await,
+        TestDaemon::start().await,
+    );
+    alice.init("alice", Some(&url)).await;
+    bob.init("bob", Some(&url)).await;
+    carol.init("carol", Some(&url)).await;
+    let bad = refusal(
+        bob.client
+            .call(SetCard {
+                capabilities: Some(vec!["Code Review".into()]),
+                ..SetCard::default()
+            })
+            .await,
+    );
+    assert!(bad.message.contains("capability"), "{bad:?}");
+    // Set before pairing: the new contact gets it when they pair.
+    let set = bob
+        .client
+        .call(SetCard {
+            name: Some("Rust reviewer".into()),
+            capabilities: Some(vec!["code-review".into(), "Rust".into()]),
+            takes_tasks: Some(true),
+            ..SetCard::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(set.card.capabilities, ["code-review", "rust"]);
+    assert!(set.sent_to.is_empty());
+    alice.invite_to("alice", &bob, "bob").await;
+    alice.invite_to("alice", &carol, "carol").await;
+    let discover = |capability: Option<&str>, wait_ms: u64| Discover {
+        identity: None,
+        capability: capability.map(str::to_owned),
+        wait_ms: Some(wait_ms),
+    };
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = alice
+            .client
+            .call(discover(Some("code-review"), 2_000))
+            .await
+            .unwrap()
+            .contacts;
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found[0].name, "bob");
+    assert!(found[0].online);
+    let card = found[0].card.clone().unwrap();
+    assert_eq!(
+        (card.name.as_str(), card.takes_tasks),
+        ("Rust reviewer", true)
+    );
+    let none = alice
+        .client
+        .call(discover(Some("python"), 0))
+        .await
+        .unwrap();
+    assert!(none.contacts.is_empty());
+
+    // A change reaches the contacts that have it.
+    bob.client
+        .call(SetCard {
+            capabilities: Some(vec!["python".into()]),
+            ..SetCard::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        until(|| async {
+            alice
+                .client
+                .call(discover(Some("python"), 0))
+                .await
+                .unwrap()
+                .contacts
+                .len()
+                == 1
+        })
+        .await
+    );
+
+    // Carol, gone, never heard from: asked, no answer, offline.
+    carol.handle.shutdown().await;
+    let all = alice
+        .client
+        .call(discover(None, 500))
+        .await
+        .unwrap()
+        .contacts;
+    let names: Vec<(&str, bool)> = all.iter().map(|c| (c.name.as_str(), c.online)).collect();
+    assert_eq!(names, [("bob", true), ("carol", false)]);
+    assert!(all[1].card.is_none());
+    drop(relay);
 }

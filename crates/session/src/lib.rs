@@ -12,6 +12,7 @@
 //! (encrypted pickles, invite records) and moves the ciphertext over the
 //! relay; the relay never links this crate, so it has nothing to decrypt with.
 
+pub mod card;
 pub mod identity;
 pub mod invite;
 pub mod message;
@@ -20,6 +21,7 @@ pub mod pairing;
 pub mod session;
 pub mod task;
 
+pub use card::Card;
 pub use identity::{Identity, IdentityError, PickleKey, verify_signature};
 pub use invite::{Invite, InviteError, InviteSecret, Permissions, SignedInvite};
 pub use message::{

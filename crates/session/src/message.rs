@@ -92,11 +92,18 @@ pub enum Kind {
     /// A piece of a task's output while it runs (`reply_to` names the
     /// task): a [`crate::TaskChunk`] body. Never shown as a message.
     Chunk,
+    /// The sender's card (a [`crate::Card`] body), kept as what the contact
+    /// says of itself. Never shown as a message.
+    Card,
+    /// Asks whether the contact's daemon is there: answered with a
+    /// `delivered` receipt, and with the recipient's card if the body is
+    /// `[1]`. Never shown as a message.
+    Ping,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Chat,
         Kind::Task,
         Kind::Result,
@@ -108,6 +115,8 @@ impl Kind {
         Kind::Status,
         Kind::Cancel,
         Kind::Chunk,
+        Kind::Card,
+        Kind::Ping,
     ];
 
     /// Its byte in the layout.
@@ -124,6 +133,8 @@ impl Kind {
             Kind::Status => 18,
             Kind::Cancel => 19,
             Kind::Chunk => 20,
+            Kind::Card => 21,
+            Kind::Ping => 22,
         }
     }
 
@@ -146,6 +157,8 @@ impl Kind {
             Kind::Status => "status",
             Kind::Cancel => "cancel",
             Kind::Chunk => "chunk",
+            Kind::Card => "card",
+            Kind::Ping => "ping",
         }
     }
 

@@ -124,3 +124,45 @@ fn call_prints_the_result_and_its_exit_code_says_how_the_task_ended() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("needs the result"), "{run:?}");
 }
+
+#[test]
+fn card_set_and_discover_by_capability() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "planner"]).ok();
+    home.run(&["init", "--name", "coder"]).ok();
+    let set = home
+        .run(&[
+            "--as",
+            "coder",
+            "card",
+            "set",
+            "--name",
+            "Coder",
+            "--capability",
+            "rust,code-review",
+            "--takes-tasks",
+        ])
+        .ok();
+    assert!(set.stdout.contains("sent to planner"), "{set:?}");
+    let bad = home.run(&["card", "set", "--capability", "Not A Tag"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("a-z, 0-9"), "{}", bad.stderr);
+    let mut line = String::new();
+    assert!(eventually(|| {
+        line = home
+            .run(&["discover", "--capability", "rust", "--wait", "1s"])
+            .ok()
+            .stdout;
+        !line.is_empty()
+    }));
+    assert!(line.starts_with("coder "), "{line}");
+    assert!(line.contains("online"), "{line}");
+    assert!(line.contains("takes tasks"), "{line}");
+    let json = home
+        .run(&["--json", "discover", "--capability", "python", "--wait", "0s"])
+        .ok()
+        .json();
+    assert_eq!(json["contacts"], serde_json::json!([]));
+    let mine = home.run(&["--as", "coder", "--json", "card"]).ok().json();
+    assert_eq!(mine["capabilities"], serde_json::json!(["rust", "code-review"]));
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::api::{ApiError, Operation, Request, Response};
 use crate::core::Daemon;
 
+pub(crate) mod cards;
 mod config;
 mod contacts;
 mod init;
@@ -60,6 +61,9 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::Cancel(op) => line(daemon, op).await,
         Request::Stream(op) => line(daemon, op).await,
         Request::Chunks(op) => line(daemon, op).await,
+        Request::GetCard(op) => line(daemon, op).await,
+        Request::SetCard(op) => line(daemon, op).await,
+        Request::Discover(op) => line(daemon, op).await,
         Request::Subscribe(_) => encode(&Response::<()>::from_result(Err(ApiError::invalid(
             "subscribe streams events on its own connection",
         )))),

@@ -441,6 +441,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE invites ADD COLUMN for_name TEXT;
              ALTER TABLE messages ADD COLUMN chain BLOB;
              ALTER TABLE messages ADD COLUMN hops INTEGER;
+             ALTER TABLE contacts ADD COLUMN card BLOB;
+             CREATE TABLE IF NOT EXISTS own_cards (
+                 identity TEXT PRIMARY KEY,
+                 card BLOB NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS task_chunks (
                  identity TEXT NOT NULL,
                  task BLOB NOT NULL,
@@ -597,6 +602,8 @@ mod tests {
              ALTER TABLE messages DROP COLUMN chain;
              ALTER TABLE messages DROP COLUMN hops;
              DROP TABLE task_chunks;
+             DROP TABLE own_cards;
+             ALTER TABLE contacts DROP COLUMN card;
              INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
                  VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',
                          zeroblob(32), 'old', 'invited', 'active', 1);

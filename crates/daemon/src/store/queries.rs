@@ -4,7 +4,7 @@
 //! read back as its type is an error, never a default).
 
 use agentwire_api::ContactState;
-use agentwire_session::{Name, Permissions};
+use agentwire_session::{Card, Name, Permissions};
 use agentwire_wire::PublicKey;
 use rusqlite::{OptionalExtension, Params, params};
 
@@ -192,6 +192,62 @@ impl Tx<'_> {
             "UPDATE contacts SET permissions = ?3 WHERE identity = ?1 AND address = ?2",
             params![identity.as_str(), address.as_bytes(), permissions.bits()],
         )? > 0)
+    }
+
+    /// Keeps the card a contact sent (not part of [`Contact`]: cards are
+    /// read by `discover`, not on the message paths).
+    pub fn set_contact_card(
+        &self,
+        identity: &Name,
+        address: &PublicKey,
+        card: &Card,
+    ) -> Result<()> {
+        self.exec(
+            "UPDATE contacts SET card = ?3 WHERE identity = ?1 AND address = ?2",
+            params![identity.as_str(), address.as_bytes(), card.encode()],
+        )?;
+        Ok(())
+    }
+
+    /// The cards contacts sent, by address (those that sent one).
+    pub fn contact_cards(&self, identity: &Name) -> Result<Vec<(PublicKey, Card)>> {
+        let rows: Vec<([u8; 32], Vec<u8>)> = self.rows(
+            "SELECT address, card FROM contacts WHERE identity = ?1 AND card IS NOT NULL",
+            params![identity.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(address, card)| {
+                Card::decode(&card)
+                    .ok()
+                    .map(|card| (PublicKey::from_bytes(address), card))
+            })
+            .collect())
+    }
+
+    /// This identity's own card, if it has one.
+    pub fn own_card(&self, identity: &Name) -> Result<Option<Card>> {
+        let bytes: Option<Vec<u8>> = self.row(
+            "SELECT card FROM own_cards WHERE identity = ?1",
+            params![identity.as_str()],
+            |row| row.get(0),
+        )?;
+        bytes
+            .map(|b| {
+                Card::decode(&b).map_err(|e| StoreError::Sqlite(StoreError::corrupt("card", e)))
+            })
+            .transpose()
+    }
+
+    /// Sets this identity's own card.
+    pub fn set_own_card(&self, identity: &Name, card: &Card) -> Result<()> {
+        self.exec(
+            "INSERT INTO own_cards (identity, card) VALUES (?1, ?2)
+             ON CONFLICT (identity) DO UPDATE SET card = excluded.card",
+            params![identity.as_str(), card.encode()],
+        )?;
+        Ok(())
     }
 
     /// Sets a contact's state.
