@@ -273,17 +273,14 @@ fn command(fields: Map<String, Value>) -> Result<Command, (LineError, String)> {
     })
 }
 
-/// Sends a command to the daemon and returns its typed answer.
-async fn carry_out(home: &Home, command: Command) -> Result<Outcome, ClientError> {
-    Ok(match command {
-        Command::Send(op) => Outcome::Send(call_async(home, op).await?),
-        Command::Recv(op) => Outcome::Recv(call_async(home, op).await?),
-        Command::Ack(op) => Outcome::Ack(call_async(home, op).await?),
-        Command::Status(op) => Outcome::Status(call_async(home, op).await?),
-        Command::Sent(op) => Outcome::Sent(call_async(home, op).await?),
-        Command::Inbox(op) => Outcome::Inbox(call_async(home, op).await?),
-        Command::Contacts(op) => Outcome::Contacts(call_async(home, op).await?),
-        Command::Whoami(op) => Outcome::Whoami(call_async(home, op).await?),
-        Command::Invite(op) => Outcome::Invite(call_async(home, op).await?),
-    })
+macro_rules! dispatch {
+    ($($variant:ident),+) => {
+        /// Sends a command to the daemon and returns its typed answer.
+        async fn carry_out(home: &Home, command: Command) -> Result<Outcome, ClientError> {
+            Ok(match command {
+                $( Command::$variant(op) => Outcome::$variant(call_async(home, op).await?), )+
+            })
+        }
+    };
 }
+agentwire_api::each_command!(dispatch);

@@ -11,78 +11,110 @@ use serde_json::Value;
 
 use crate::event::Event;
 use crate::request::{
-    Ack, Contacts, Inbox, Invite, Recv, Request, SendMessage, Sent, State, Whoami,
+    Ack, Cancel, Chunks, Contacts, Discover, GetCard, Inbox, Invite, Permit, Recv, Request,
+    SendMessage, Sent, SetCard, State, Stream, Task, Tasks, UpdateTask, Whoami,
 };
 use crate::response::{
-    Acked, ContactList, IdentityView, InviteView, Messages, SendOutcome, SentList, SentView,
+    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Found, IdentityView, InviteView,
+    Messages, SendOutcome, SentList, SentView, Streamed, TaskList, TaskView,
 };
 
 /// Longest command line, in bytes.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
 
-/// One command line. Besides the fields of its operation, every line may
-/// carry `ref` (any JSON value), echoed in its answer; it is taken out
-/// before the rest is read as a `Command`.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "op", rename_all = "snake_case")]
-#[schemars(transform = add_ref)]
-pub enum Command {
+macro_rules! commands {
+    ($d:tt $( $(#[$meta:meta])* $variant:ident($op:ident) => $output:ty, $name:literal; )+) => {
+        /// One command line. Besides the fields of its operation, every line
+        /// may carry `ref` (any JSON value), echoed in its answer; it is
+        /// taken out before the rest is read as a `Command`.
+        #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        #[schemars(transform = add_ref)]
+        pub enum Command {
+            $( $(#[$meta])* $variant($op), )+
+        }
+
+        /// A command's answer: the operation's own, typed.
+        #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "op", content = "result", rename_all = "snake_case")]
+        pub enum Outcome {
+            $( $(#[$meta])* $variant($output), )+
+        }
+
+        impl Command {
+            /// The names of the operations, as in `op`.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// The identity the command names (`as`), to fill in the
+            /// session's own.
+            pub fn identity_mut(&mut self) -> &mut Option<String> {
+                match self {
+                    $( Command::$variant(op) => &mut op.identity, )+
+                }
+            }
+
+        }
+
+        /// Calls `$callback!` with the names of the [`Command`] variants (each
+        /// also an [`Outcome`] variant): a door writes its dispatch once for
+        /// all of them, e.g. `Command::X(op) => Outcome::X(call(op).await?)`.
+        #[macro_export]
+        macro_rules! each_command {
+            ($d callback:ident) => {
+                $d callback! { $($variant),+ }
+            };
+        }
+
+        impl From<Command> for Request {
+            fn from(command: Command) -> Request {
+                match command {
+                    $( Command::$variant(op) => op.into(), )+
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    $
     /// Send a message (the daemon's `send`).
-    Send(SendMessage),
+    Send(SendMessage) => SendOutcome, "send";
     /// Take unread messages.
-    Recv(Recv),
+    Recv(Recv) => Messages, "recv";
     /// Take the named unread messages.
-    Ack(Ack),
+    Ack(Ack) => Acked, "ack";
     /// One sent message's delivery state (the daemon's `state`).
-    Status(State),
+    Status(State) => SentView, "status";
     /// Recent sent messages.
-    Sent(Sent),
+    Sent(Sent) => SentList, "sent";
     /// Show unread messages without taking them.
-    Inbox(Inbox),
+    Inbox(Inbox) => Messages, "inbox";
     /// The identity's contacts.
-    Contacts(Contacts),
+    Contacts(Contacts) => ContactList, "contacts";
     /// Who the identity is.
-    Whoami(Whoami),
+    Whoami(Whoami) => IdentityView, "whoami";
     /// Make an invite.
-    Invite(Invite),
-}
-
-impl Command {
-    /// The names of the operations, as in `op`.
-    pub const NAMES: [&'static str; 9] = [
-        "send", "recv", "ack", "status", "sent", "inbox", "contacts", "whoami", "invite",
-    ];
-
-    /// The identity the command names (`as`), to fill in the session's own.
-    pub fn identity_mut(&mut self) -> &mut Option<String> {
-        match self {
-            Command::Send(op) => &mut op.identity,
-            Command::Recv(op) => &mut op.identity,
-            Command::Ack(op) => &mut op.identity,
-            Command::Status(op) => &mut op.identity,
-            Command::Sent(op) => &mut op.identity,
-            Command::Inbox(op) => &mut op.identity,
-            Command::Contacts(op) => &mut op.identity,
-            Command::Whoami(op) => &mut op.identity,
-            Command::Invite(op) => &mut op.identity,
-        }
-    }
-}
-
-impl From<Command> for Request {
-    fn from(command: Command) -> Request {
-        match command {
-            Command::Send(op) => op.into(),
-            Command::Recv(op) => op.into(),
-            Command::Ack(op) => op.into(),
-            Command::Status(op) => op.into(),
-            Command::Sent(op) => op.into(),
-            Command::Inbox(op) => op.into(),
-            Command::Contacts(op) => op.into(),
-            Command::Whoami(op) => op.into(),
-            Command::Invite(op) => op.into(),
-        }
-    }
+    Invite(Invite) => InviteView, "invite";
+    /// Grant or take back what a contact may send.
+    Permit(Permit) => ContactView, "permit";
+    /// Tasks both ways, newest first.
+    Tasks(Tasks) => TaskList, "tasks";
+    /// One task, optionally waiting until it ends.
+    Task(Task) => TaskView, "task";
+    /// The worker reports on a task it was given (the daemon's `update_task`).
+    Report(UpdateTask) => TaskView, "report";
+    /// The requester stops a task.
+    Cancel(Cancel) => TaskView, "cancel";
+    /// The worker streams a piece of a task's output.
+    Stream(Stream) => Streamed, "stream";
+    /// A task's streamed output, optionally waiting for more.
+    Chunks(Chunks) => ChunkList, "chunks";
+    /// This identity's card.
+    Card(GetCard) => CardView, "card";
+    /// Change this identity's card.
+    SetCard(SetCard) => CardSet, "set_card";
+    /// Contacts by capability, with whether they are online.
+    Discover(Discover) => Found, "discover";
 }
 
 /// Adds `ref` (any value) to each operation's properties: the variants
@@ -99,30 +131,6 @@ fn add_ref(schema: &mut Schema) {
             );
         }
     }
-}
-
-/// A command's answer: the operation's own, typed.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "op", content = "result", rename_all = "snake_case")]
-pub enum Outcome {
-    /// `send`.
-    Send(SendOutcome),
-    /// `recv`.
-    Recv(Messages),
-    /// `ack`.
-    Ack(Acked),
-    /// `status`.
-    Status(SentView),
-    /// `sent`.
-    Sent(SentList),
-    /// `inbox`.
-    Inbox(Messages),
-    /// `contacts`.
-    Contacts(ContactList),
-    /// `whoami`.
-    Whoami(IdentityView),
-    /// `invite`.
-    Invite(InviteView),
 }
 
 /// One output line: an event of the subscription or an answer to a command.

@@ -1367,6 +1367,9 @@ async fn cards_reach_contacts_and_discover_finds_them_by_capability() {
     assert!(set.sent_to.is_empty());
     alice.invite_to("alice", &bob, "bob").await;
     alice.invite_to("alice", &carol, "carol").await;
+    // Carol goes away before alice ever hears from her (pairing itself is
+    // no message from her session).
+    carol.handle.shutdown().await;
     let discover = |capability: Option<&str>, wait_ms: u64| Discover {
         identity: None,
         capability: capability.map(str::to_owned),
@@ -1422,7 +1425,6 @@ async fn cards_reach_contacts_and_discover_finds_them_by_capability() {
     );
 
     // Carol, gone, never heard from: asked, no answer, offline.
-    carol.handle.shutdown().await;
     let all = alice
         .client
         .call(discover(None, 500))

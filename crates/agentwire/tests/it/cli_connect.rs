@@ -189,3 +189,71 @@ fn a_session_survives_a_relay_restart() {
     let event = bob.expect(|v| v["event"] == "message");
     assert_eq!(event["message"]["body"], "after the restart");
 }
+
+/// Tasks, streaming, cards, discovery and permissions through the JSON
+/// lines door: a requester session and a worker session, and the events
+/// each sees.
+#[test]
+fn a_task_runs_end_to_end_between_two_sessions() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    let mut a = Session::start(&home, "a");
+    let mut b = Session::start(&home, "b");
+
+    b.write(r#"{"op":"set_card","capabilities":["tests"],"takes_tasks":true,"ref":"card"}"#);
+    assert_eq!(
+        b.expect(|v| v["ref"] == "card")["result"]["sent_to"][0],
+        "a"
+    );
+    a.write(r#"{"op":"discover","capability":"tests","wait_ms":1000,"ref":"d"}"#);
+    let found = a.expect(|v| v["ref"] == "d");
+    assert_eq!(found["result"]["contacts"][0]["name"], "b", "{found}");
+
+    a.write(r#"{"op":"send","to":"b","body":"run the tests","kind":"task","ref":"t"}"#);
+    let task = a.expect(|v| v["ref"] == "t")["result"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let given = b.expect(|v| v["event"] == "task" && v["id"] == task.as_str());
+    assert_eq!(given["role"], "given");
+    b.write(&json!({"op":"report","id":task,"state":"working","ref":"w"}).to_string());
+    b.expect(|v| v["ref"] == "w");
+    b.write(&json!({"op":"stream","id":task,"text":"1 passed\n","ref":"s"}).to_string());
+    assert_eq!(b.expect(|v| v["ref"] == "s")["result"]["seq"], 0);
+    let chunk = a.expect(|v| v["event"] == "chunk");
+    assert_eq!(chunk["text"], "1 passed\n");
+    b.write(
+        &json!({"op":"report","id":task,"state":"completed","result":"1 passed\n","ref":"c"})
+            .to_string(),
+    );
+    b.expect(|v| v["ref"] == "c");
+    a.write(&json!({"op":"task","id":task,"wait_ms":5000,"ref":"end"}).to_string());
+    assert_eq!(
+        a.expect(|v| v["ref"] == "end")["result"]["state"],
+        "completed"
+    );
+    a.write(&json!({"op":"chunks","id":task,"ref":"all"}).to_string());
+    let all = a.expect(|v| v["ref"] == "all");
+    assert_eq!(all["result"]["chunks"][0]["text"], "1 passed\n");
+
+    // b stops taking tasks from a: the next is rejected with the reason.
+    b.write(r#"{"op":"permit","peer":"a","permissions":["task"],"allow":false,"ref":"p"}"#);
+    assert_eq!(
+        b.expect(|v| v["ref"] == "p")["result"]["permissions"],
+        json!(["chat", "file"])
+    );
+    a.write(r#"{"op":"send","to":"b","body":"again","kind":"task","ref":"t2"}"#);
+    let again = a.expect(|v| v["ref"] == "t2")["result"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rejected =
+        a.expect(|v| v["event"] == "task" && v["id"] == again.as_str() && v["state"] == "rejected");
+    assert!(
+        rejected["detail"].as_str().unwrap().contains("permission"),
+        "{rejected}"
+    );
+    check_schema("schemas/connect-out.schema.json", &a.seen, &[]);
+    check_schema("schemas/connect-out.schema.json", &b.seen, &[]);
+}

@@ -159,10 +159,20 @@ fn card_set_and_discover_by_capability() {
     assert!(line.contains("online"), "{line}");
     assert!(line.contains("takes tasks"), "{line}");
     let json = home
-        .run(&["--json", "discover", "--capability", "python", "--wait", "0s"])
+        .run(&[
+            "--json",
+            "discover",
+            "--capability",
+            "python",
+            "--wait",
+            "0s",
+        ])
         .ok()
         .json();
     assert_eq!(json["contacts"], serde_json::json!([]));
     let mine = home.run(&["--as", "coder", "--json", "card"]).ok().json();
-    assert_eq!(mine["capabilities"], serde_json::json!(["rust", "code-review"]));
+    assert_eq!(
+        mine["capabilities"],
+        serde_json::json!(["rust", "code-review"])
+    );
 }

@@ -94,36 +94,33 @@ impl Run for Discover {
             }
             None => None,
         };
+        let matches = |card: Option<&Card>| match &capability {
+            Some(tag) => card.is_some_and(|card| card.capabilities.contains(tag)),
+            None => true,
+        };
         let wait = self
             .wait_ms
             .map_or(DEFAULT_DISCOVER_WAIT, Duration::from_millis)
             .min(MAX_DISCOVER_WAIT);
         let contacts = daemon.contacts.get(&daemon.db, &name).await?;
-        let owner = name.clone();
-        let cards = daemon.db.run(move |tx| tx.contact_cards(&owner)).await?;
-        let card_of = |address: &PublicKey| {
-            cards
-                .iter()
-                .find(|(a, _)| a == address)
-                .map(|(_, card)| card.clone())
-        };
-        let matching: Vec<&Contact> = contacts
+        let cards = contact_cards(daemon, &name).await?;
+        // Those that match, and those whose card we lack (it may match).
+        let candidates: Vec<&Contact> = contacts
             .iter()
             .filter(|c| c.state == ContactState::Active)
-            .filter(|c| match &capability {
-                Some(tag) => {
-                    card_of(&c.address).is_some_and(|card| card.capabilities.contains(tag))
-                }
-                None => true,
+            .filter(|c| {
+                let card = cards.get(&c.address);
+                card.is_none() || matches(card)
             })
             .collect();
-        // Ask those not heard from lately (and, with no filter, those whose
-        // card we lack), then give them a moment to answer.
+        // Ask those not heard from lately, and those whose card we lack,
+        // then give them a moment to answer.
         let now = now_ms();
         let mut asked = Vec::new();
         if !wait.is_zero() {
-            for contact in &matching {
+            for contact in &candidates {
                 let key = (name.clone(), contact.address);
+                let no_card = !cards.contains_key(&contact.address);
                 let recent = daemon
                     .seen
                     .get(&key)
@@ -131,13 +128,14 @@ impl Run for Discover {
                 let pinged_lately = daemon
                     .pinged
                     .get(&key)
-                    .is_some_and(|at| now.saturating_sub(at) < PING_AGAIN_MS)
-                    && !recent;
-                if recent || pinged_lately {
+                    .is_some_and(|at| now.saturating_sub(at) < PING_AGAIN_MS);
+                // One unanswered ping at a time; a contact heard from lately
+                // is asked only for a card we lack.
+                if pinged_lately || (recent && !no_card) {
                     continue;
                 }
-                let want_card = u8::from(card_of(&contact.address).is_none());
-                if send_control(daemon, &name, &contact.address, Kind::Ping, vec![want_card])
+                let body = vec![u8::from(no_card)];
+                if send_control(daemon, &name, &contact.address, Kind::Ping, body)
                     .await
                     .is_ok()
                 {
@@ -148,6 +146,8 @@ impl Run for Discover {
         }
         let deadline = tokio::time::Instant::now() + wait;
         while !asked.is_empty() && tokio::time::Instant::now() < deadline {
+            // Answered: heard from since the ping (its card, if asked for,
+            // comes in the same burst as the receipt).
             asked.retain(|address| {
                 daemon
                     .seen
@@ -159,21 +159,18 @@ impl Run for Discover {
                 () = daemon.shutdown.cancelled() => break,
             }
         }
-        // Cards that arrived with the answers.
-        let owner = name.clone();
-        let cards = daemon.db.run(move |tx| tx.contact_cards(&owner)).await?;
+        // Cards that came with the answers.
+        let cards = contact_cards(daemon, &name).await?;
         let now = now_ms();
-        let mut found: Vec<FoundContact> = matching
+        let mut found: Vec<FoundContact> = candidates
             .iter()
+            .filter(|contact| matches(cards.get(&contact.address)))
             .map(|contact| {
                 let last_seen_ms = daemon.seen.get(&(name.clone(), contact.address));
                 FoundContact {
                     name: contact.petname.as_str().to_owned(),
                     short_id: contact.address.short_id(),
-                    card: cards
-                        .iter()
-                        .find(|(a, _)| *a == contact.address)
-                        .map(|(_, card)| card_view(card)),
+                    card: cards.get(&contact.address).map(card_view),
                     online: last_seen_ms
                         .is_some_and(|at| now.saturating_sub(at) < ONLINE_WINDOW_MS),
                     last_seen_ms,
@@ -183,6 +180,16 @@ impl Run for Discover {
         found.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
         Ok(Found { contacts: found })
     }
+}
+
+/// The cards `name`'s contacts sent, by address.
+async fn contact_cards(
+    daemon: &Daemon,
+    name: &Name,
+) -> Result<std::collections::HashMap<PublicKey, Card>, ApiError> {
+    let owner = name.clone();
+    let cards = daemon.db.run(move |tx| tx.contact_cards(&owner)).await?;
+    Ok(cards.into_iter().collect())
 }
 
 /// Seals a control message (no reply, no thread) for `peer` and queues it.
