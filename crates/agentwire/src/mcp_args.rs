@@ -88,6 +88,82 @@ pub(crate) struct SentArgs {
     pub(crate) max: Option<u64>,
 }
 
+/// Input of `call`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallArgs {
+    /// The contact to ask: its name (as listed by `contacts` or `discover`) or a unique prefix of its key.
+    pub(crate) to: String,
+    /// What to do (at most 128 KiB).
+    pub(crate) text: String,
+    /// How long to wait for the result, in seconds (1 to 600, default 120). The task goes on after that; follow it with `tasks`.
+    #[serde(default, deserialize_with = "number")]
+    #[schemars(range(min = 1, max = 600))]
+    pub(crate) timeout_secs: Option<u64>,
+}
+
+/// Input of `tasks`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TasksArgs {
+    /// At most this many, newest first (1 to 100, default 20).
+    #[serde(default, deserialize_with = "number")]
+    #[schemars(range(min = 1, max = 100))]
+    pub(crate) max: Option<u64>,
+}
+
+/// Input of `cancel`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskIdArgs {
+    /// The task's id (as `call` or `tasks` show it).
+    pub(crate) id: String,
+}
+
+/// Input of `report`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportArgs {
+    /// The id of the task you were given (the task message's id).
+    pub(crate) id: String,
+    /// `working`, `input-required`, `completed`, `failed` or `rejected`.
+    pub(crate) state: agentwire_daemon::api::TaskState,
+    /// For `completed`: the result to send back. For the others: why (optional).
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+}
+
+/// Input of `discover`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiscoverArgs {
+    /// Only contacts whose card lists this capability tag (e.g. `code-review`).
+    #[serde(default)]
+    pub(crate) capability: Option<String>,
+    /// How long to give contacts not heard from lately to answer, in seconds (0 to 30, default 2).
+    #[serde(default, deserialize_with = "number")]
+    #[schemars(range(min = 0, max = 30))]
+    pub(crate) wait_secs: Option<u64>,
+}
+
+/// Input of `card`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CardArgs {
+    /// A new display name (one line, at most 64 bytes). Give no field to just read the card.
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// A new description of what you do (at most 1024 bytes).
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    /// New capability tags, replacing the old ones (e.g. ["code-review", "rust"]).
+    #[serde(default)]
+    pub(crate) capabilities: Option<Vec<String>>,
+    /// Whether you take tasks.
+    #[serde(default)]
+    pub(crate) takes_tasks: Option<bool>,
+}
+
 /// Input of `invite`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

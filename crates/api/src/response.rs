@@ -390,7 +390,7 @@ impl std::fmt::Debug for InviteView {
 }
 
 /// `recv` and `inbox`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Messages {
     /// Urgent first, then oldest first.
     pub messages: Vec<MessageView>,

@@ -65,7 +65,10 @@ CHANNEL = "notifications/claude/channel"
 RACE = 20
 # The revision without protocol sessions (no initialize).
 SESSIONLESS = "2026-07-28"
-TOOLS = {"send", "recv", "peek", "wait", "status", "sent", "contacts", "invite", "accept", "whoami"}
+TOOLS = {
+    "send", "recv", "peek", "wait", "status", "sent", "contacts", "invite", "accept", "whoami",
+    "call", "tasks", "cancel", "report", "discover", "card",
+}
 
 
 class AnyParams(BaseModel):
@@ -199,7 +202,7 @@ async def scenario(args, summary: dict[str, Any]) -> None:
                 check(internal not in text, f"{tool.name}'s schema has no {internal}", text)
         check(send_schema["properties"]["kind"].get("enum", [])[:2] == ["chat", "task"], "send kind is an enum", send_schema)
         read_only = {t.name for t in tools.tools if t.annotations and t.annotations.read_only_hint}
-        check(read_only == {"peek", "status", "sent", "contacts", "whoami"}, "read-only tools are marked", sorted(read_only))
+        check(read_only == {"peek", "status", "sent", "contacts", "whoami", "tasks", "discover"}, "read-only tools are marked", sorted(read_only))
 
         who = await alice.call("whoami", {})
         check(not who.is_error and "alice" in text_of(who), "whoami", text_of(who))
@@ -418,6 +421,39 @@ async def scenario(args, summary: dict[str, Any]) -> None:
             check(len(ids) == len(set(ids)), f"{client.name}: no message pushed twice", ids)
         await alice.call("recv", {})
         await until_read(alice, restart_id, "read after the restart")
+
+        # 5. Tasks: alice says on her card that she runs tests; bob finds her
+        # by that, calls her, and is told of the task's progress while alice
+        # works on it; bob's call returns her result.
+        card = await alice.call("card", {"capabilities": ["tests"], "takes_tasks": True})
+        check(not card.is_error and card.structured_content["sent_to"] == ["bob"], "card set and sent", text_of(card))
+        found = await bob.call("discover", {"capability": "tests", "wait_secs": 5})
+        contacts = found.structured_content["contacts"]
+        check([c["name"] for c in contacts] == ["alice"] and contacts[0]["online"], "discover finds alice online", contacts)
+        called: dict[str, Any] = {}
+
+        async def caller() -> None:
+            called["result"] = await bob.call("call", {"to": "alice", "text": "count to three", "timeout_secs": 30}, timeout=40)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(caller)
+            given = await alice.call("wait", {"timeout_secs": 20})
+            tasks = [m for m in given.structured_content["messages"] if m["kind"] == "task"]
+            check(len(tasks) == 1, "alice is given the task", given.structured_content)
+            task_id = tasks[0]["id"]
+            listed = await alice.call("tasks", {})
+            check(listed.structured_content["tasks"][0]["role"] == "given", "alice lists the task as given", listed.structured_content)
+            working = await alice.call("report", {"id": task_id, "state": "working"})
+            check(not working.is_error, "report working", text_of(working))
+            await bob.until(lambda: any(c["meta"].get("event") == "task" and c["meta"].get("state") == "working" for c in bob.channel), "bob is told the task is working")
+            done = await alice.call("report", {"id": task_id, "state": "completed", "text": "one two three"})
+            check(not done.is_error, "report completed", text_of(done))
+        result = called["result"]
+        check(not result.is_error and "one two three" in text_of(result), "call returns the result", text_of(result))
+        check('from="alice"' in text_of(result), "the result is framed with its sender", text_of(result))
+        late = await bob.call("cancel", {"id": task_id})
+        check(late.is_error and "completed" in text_of(late), "a finished task cannot be canceled", text_of(late))
+        summary["task_pushes"] = [c for c in bob.channel if c["meta"].get("event") == "task"]
 
         summary["notifications"] = {
             "bob_logs": len(bob.logs),
