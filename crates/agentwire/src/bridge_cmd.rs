@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use agentwire_daemon::Home;
+use agentwire_api::connect::{Command, Outcome};
 use agentwire_daemon::api::{self, ApiError, ErrorCode, Kind, Priority};
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, Run};
@@ -76,6 +77,7 @@ pub(crate) fn run(
             .route("/v1/inbox", get(inbox))
             .route("/v1/status/{id}", get(status))
             .route("/v1/contacts", get(contacts))
+            .route("/v1/op", post(operation))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(bridge);
@@ -211,6 +213,46 @@ impl Bridge {
                 ),
             })
     }
+}
+
+macro_rules! dispatch {
+    ($($variant:ident),+) => {
+        impl Bridge {
+            /// Carries out any command of the JSON lines door.
+            async fn carry_out(&self, command: Command) -> Result<Outcome, BridgeError> {
+                Ok(match command {
+                    $( Command::$variant(op) => Outcome::$variant(self.call(op).await?.0), )+
+                })
+            }
+        }
+    };
+}
+agentwire_api::each_command!(dispatch);
+
+/// `POST /v1/op`: any operation of `connect --json` (`{"op": ..., ...}`),
+/// answered with `{"op": ..., "result": ...}`.
+async fn operation(
+    State(bridge): State<Arc<Bridge>>,
+    headers: HeaderMap,
+    body: Result<Json<Command>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Outcome>, BridgeError> {
+    bridge.authorize(&headers)?;
+    let Json(mut command) = body.map_err(|e| {
+        BridgeError(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            format!(
+                "{} (ops: {})",
+                e.body_text(),
+                Command::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let identity = command.identity_mut();
+    if identity.is_none() {
+        identity.clone_from(&bridge.identity);
+    }
+    bridge.carry_out(command).await.map(Json)
 }
 
 #[derive(Deserialize)]

@@ -254,3 +254,35 @@ fn an_inbox_long_poll_wakes_on_arrival_and_takes_nothing() {
     let (_, taken) = b.get("/v1/recv");
     assert_eq!(taken["messages"][0]["body"], "peek at me");
 }
+
+/// `POST /v1/op` takes every operation of the JSON lines door: a task runs
+/// through it from both sides, and a bad op is a 400 that lists the ops.
+#[test]
+fn every_operation_goes_through_v1_op() {
+    let home = siblings();
+    let bridge = BridgeProcess::start(&home, "a");
+    let op = |body: Value| {
+        bridge.request("POST", "/v1/op", Some(&bridge.token.clone()), Some(&body))
+    };
+    let (code, sent) = op(json!({"op": "send", "to": "b", "body": "run it", "kind": "task"}));
+    assert_eq!(code, 200, "{sent}");
+    assert_eq!(sent["op"], "send");
+    let task = sent["result"]["id"].as_str().unwrap().to_owned();
+    // The worker's side, through the same bridge with `as`.
+    assert!(eventually(|| {
+        op(json!({"op": "report", "as": "b", "id": task, "state": "working"})).0 == 200
+    }));
+    let (code, done) = op(json!({
+        "op": "report", "as": "b", "id": task, "state": "completed", "result": "ran"
+    }));
+    assert_eq!(code, 200, "{done}");
+    let (_, followed) = op(json!({"op": "task", "id": task, "wait_ms": 10000}));
+    assert_eq!(followed["result"]["state"], "completed", "{followed}");
+    let (_, listed) = op(json!({"op": "tasks"}));
+    assert_eq!(listed["result"]["tasks"][0]["role"], "asked");
+    let (code, card) = op(json!({"op": "set_card", "capabilities": ["http"]}));
+    assert_eq!((code, &card["result"]["card"]["capabilities"][0]), (200, &json!("http")));
+    let (code, bad) = op(json!({"op": "fly"}));
+    assert_eq!(code, 400, "{bad}");
+    assert!(bad.to_string().contains("discover"), "{bad}");
+}
