@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use agentwire_daemon::Home;
 use agentwire_api::connect::{Command, Outcome};
+use agentwire_daemon::Home;
 use agentwire_daemon::api::{self, ApiError, ErrorCode, Kind, Priority};
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, Run};
@@ -241,11 +241,7 @@ async fn operation(
         BridgeError(
             StatusCode::BAD_REQUEST,
             "invalid_request".into(),
-            format!(
-                "{} (ops: {})",
-                e.body_text(),
-                Command::NAMES.join(", ")
-            ),
+            format!("{} (ops: {})", e.body_text(), Command::NAMES.join(", ")),
         )
     })?;
     let identity = command.identity_mut();

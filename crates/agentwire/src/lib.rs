@@ -38,14 +38,44 @@
 //!
 //! [`Agent::messages`] streams messages as they arrive (without consuming
 //! them; [`Agent::ack`] does).
+//!
+//! Delegating a task: the worker reports on what it was given, the
+//! requester's [`Agent::call`] returns the result.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), agentwire::AgentError> {
+//! use std::time::Duration;
+//! use agentwire::{EmbeddedDaemon, Kind, TaskState};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let daemon = EmbeddedDaemon::start(&dir.path().join("home")).await?;
+//! let planner = daemon.init("planner").await?;
+//! let coder = daemon.init("coder").await?;
+//!
+//! let worker = tokio::spawn(async move {
+//!     let task = coder.recv(Duration::from_secs(10)).await?.remove(0);
+//!     assert_eq!(task.kind, Kind::Task);
+//!     coder.report(&task.id, TaskState::Working, None).await?;
+//!     coder.stream(&task.id, "1 passed\n").await?;
+//!     coder.report(&task.id, TaskState::Completed, Some("1 passed\n")).await
+//! });
+//! let done = planner.call("coder", "run the tests", Duration::from_secs(10)).await?;
+//! assert_eq!(done.task.state, TaskState::Completed);
+//! assert_eq!(done.result.unwrap().body, "1 passed\n");
+//! worker.await.unwrap()?;
+//! daemon.stop().await;
+//! # Ok(()) }
+//! ```
 
 use std::path::Path;
 use std::time::Duration;
 
 use agentwire_daemon::api::{self, Event};
 pub use agentwire_daemon::api::{
-    ApiError, DeliveryState, ErrorCode, Kind, MessageView as Message, Priority, Queued, Sender,
-    SentView,
+    ApiError, CardSet, CardView as Card, ChunkView as Chunk, ContactView as Contact, DeliveryState,
+    ErrorCode, FoundContact, Kind, MessageView as Message, Priority, Queued, Sender, SentView,
+    TaskRole, TaskState, TaskView as Task,
 };
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
@@ -245,6 +275,180 @@ impl Agent {
             }
         });
         Ok(rx)
+    }
+}
+
+/// How a task [`Agent::call`] asked for ended (or stood when the wait was
+/// over).
+#[derive(Clone, Debug)]
+pub struct Called {
+    /// The task as it is.
+    pub task: Task,
+    /// Its result, taken (marked read), when it completed.
+    pub result: Option<Message>,
+}
+
+impl Agent {
+    /// Asks the contact `to` to do `text` (a task) and waits up to `timeout`
+    /// for it to end or need input; the result is taken when it completed.
+    pub async fn call(
+        &self,
+        to: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<Called, AgentError> {
+        let request = api::SendMessage {
+            identity: self.me(),
+            to: to.to_owned(),
+            body: text.to_owned(),
+            kind: Some(Kind::Task),
+            ..api::SendMessage::default()
+        };
+        let id = match self.client.call(request).await? {
+            api::SendOutcome::Queued(queued) => queued.id,
+            api::SendOutcome::Waited(waited) => waited.sent.id,
+        };
+        let task = self.task(&id, timeout).await?;
+        let result = match (&task.state, &task.result) {
+            (TaskState::Completed, Some(result)) => {
+                let request = api::Recv {
+                    identity: self.me(),
+                    ids: vec![result.clone()],
+                    ..api::Recv::default()
+                };
+                self.client.call(request).await?.messages.into_iter().next()
+            }
+            _ => None,
+        };
+        Ok(Called { task, result })
+    }
+
+    /// A task, waiting up to `wait` for it to end or need input.
+    pub async fn task(&self, id: &str, wait: Duration) -> Result<Task, AgentError> {
+        let request = api::Task {
+            identity: self.me(),
+            id: id.to_owned(),
+            wait_ms: Some(millis(wait)),
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// Tasks both ways, newest first.
+    pub async fn tasks(&self) -> Result<Vec<Task>, AgentError> {
+        let request = api::Tasks {
+            identity: self.me(),
+            max: None,
+        };
+        Ok(self.client.call(request).await?.tasks)
+    }
+
+    /// The worker's report on a task it was given: `text` is the result for
+    /// `Completed`, else the reason.
+    pub async fn report(
+        &self,
+        id: &str,
+        state: TaskState,
+        text: Option<&str>,
+    ) -> Result<Task, AgentError> {
+        let completed = state == TaskState::Completed;
+        let text = text.map(str::to_owned);
+        let request = api::UpdateTask {
+            identity: self.me(),
+            id: id.to_owned(),
+            state,
+            detail: if completed { None } else { text.clone() },
+            result: if completed { text } else { None },
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// Streams a piece of a given task's output to its requester (at most
+    /// 16 KiB); its place in the output.
+    pub async fn stream(&self, id: &str, text: &str) -> Result<u32, AgentError> {
+        let request = api::Stream {
+            identity: self.me(),
+            id: id.to_owned(),
+            text: text.to_owned(),
+        };
+        Ok(self.client.call(request).await?.seq)
+    }
+
+    /// A task's streamed output after `after`, waiting up to `wait` for a
+    /// piece.
+    pub async fn chunks(
+        &self,
+        id: &str,
+        after: Option<u32>,
+        wait: Duration,
+    ) -> Result<Vec<Chunk>, AgentError> {
+        let request = api::Chunks {
+            identity: self.me(),
+            id: id.to_owned(),
+            after,
+            wait_ms: Some(millis(wait)),
+        };
+        Ok(self.client.call(request).await?.chunks)
+    }
+
+    /// Stops a task this identity asked for.
+    pub async fn cancel(&self, id: &str) -> Result<Task, AgentError> {
+        let request = api::Cancel {
+            identity: self.me(),
+            id: id.to_owned(),
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// This identity's card.
+    pub async fn card(&self) -> Result<Card, AgentError> {
+        let request = api::GetCard {
+            identity: self.me(),
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// Replaces this identity's card; every contact is sent it.
+    pub async fn set_card(&self, card: Card) -> Result<CardSet, AgentError> {
+        let request = api::SetCard {
+            identity: self.me(),
+            name: Some(card.name),
+            description: Some(card.description),
+            capabilities: Some(card.capabilities),
+            takes_tasks: Some(card.takes_tasks),
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// Contacts whose card lists `capability` (all without it), giving those
+    /// not heard from lately up to `wait` to answer.
+    pub async fn discover(
+        &self,
+        capability: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<FoundContact>, AgentError> {
+        let request = api::Discover {
+            identity: self.me(),
+            capability: capability.map(str::to_owned),
+            wait_ms: Some(millis(wait)),
+        };
+        Ok(self.client.call(request).await?.contacts)
+    }
+
+    /// Grants (`allow`) or takes back what the contact `peer` may send:
+    /// `chat`, `task`, `file`.
+    pub async fn permit(
+        &self,
+        peer: &str,
+        permissions: &[&str],
+        allow: bool,
+    ) -> Result<Contact, AgentError> {
+        let request = api::Permit {
+            identity: self.me(),
+            peer: peer.to_owned(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            allow,
+        };
+        Ok(self.client.call(request).await?)
     }
 }
 

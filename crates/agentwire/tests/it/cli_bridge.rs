@@ -261,9 +261,8 @@ fn an_inbox_long_poll_wakes_on_arrival_and_takes_nothing() {
 fn every_operation_goes_through_v1_op() {
     let home = siblings();
     let bridge = BridgeProcess::start(&home, "a");
-    let op = |body: Value| {
-        bridge.request("POST", "/v1/op", Some(&bridge.token.clone()), Some(&body))
-    };
+    let op =
+        |body: Value| bridge.request("POST", "/v1/op", Some(&bridge.token.clone()), Some(&body));
     let (code, sent) = op(json!({"op": "send", "to": "b", "body": "run it", "kind": "task"}));
     assert_eq!(code, 200, "{sent}");
     assert_eq!(sent["op"], "send");
@@ -281,7 +280,10 @@ fn every_operation_goes_through_v1_op() {
     let (_, listed) = op(json!({"op": "tasks"}));
     assert_eq!(listed["result"]["tasks"][0]["role"], "asked");
     let (code, card) = op(json!({"op": "set_card", "capabilities": ["http"]}));
-    assert_eq!((code, &card["result"]["card"]["capabilities"][0]), (200, &json!("http")));
+    assert_eq!(
+        (code, &card["result"]["card"]["capabilities"][0]),
+        (200, &json!("http"))
+    );
     let (code, bad) = op(json!({"op": "fly"}));
     assert_eq!(code, 400, "{bad}");
     assert!(bad.to_string().contains("discover"), "{bad}");
