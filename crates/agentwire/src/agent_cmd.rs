@@ -44,6 +44,21 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             stream,
         } => crate::task_cmd::call(&home, out, identity, peer, text, timeout, stream),
         Command::Tasks { max } => crate::task_cmd::list(&home, out, identity, max),
+        Command::SendFile {
+            peer,
+            path,
+            max_size,
+            name,
+            wait,
+            timeout,
+        } => crate::task_cmd::send_file(
+            &home,
+            out,
+            identity,
+            (peer, path, name),
+            max_size,
+            wait.then_some(timeout),
+        ),
         Command::Card { action } => crate::task_cmd::card(&home, out, identity, action),
         Command::Discover { capability, wait } => {
             crate::task_cmd::discover(&home, out, identity, capability, wait)

@@ -369,6 +369,36 @@ pub(crate) enum Command {
         #[arg(long)]
         stream: bool,
     },
+    /// Send a file to a contact: encrypted, in parts, checked by hash
+    ///
+    /// The file goes as encrypted parts, then an offer with its size and
+    /// SHA-256; the contact's daemon checks both and keeps it under a safe
+    /// new name in its home (`recv` shows where). Prints the offer's id:
+    /// `status ID` says `delivered` once the file is kept. Sending the same
+    /// file again after an interruption continues where it stopped.
+    ///
+    /// Examples:
+    ///   agentwire send-file reviewer ./diff.patch
+    ///   agentwire send-file builder dist/app.tar.gz --max-size 500M --wait
+    #[command(verbatim_doc_comment)]
+    SendFile {
+        /// The contact
+        peer: String,
+        /// The file
+        path: PathBuf,
+        /// Refuse a file larger than this (e.g. 500K, 64M, 1G; at most 1G)
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+        max_size: u64,
+        /// The name to offer it under [default: the file's own name]
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until the contact's daemon has checked and kept the file
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (at most 10m)
+        #[arg(long, default_value = "5m", value_parser = parse_wait)]
+        timeout: Duration,
+    },
     /// Show or change this identity's card: what its contacts see of it
     ///
     /// The card (a name, a description, capability tags, whether it takes
@@ -951,6 +981,35 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be at most 365d".into());
     }
     Ok(duration)
+}
+
+/// A size such as `500K`, `64M`, `1G` or a number of bytes; at most 1 GiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 500K, 64M or 1G"))?;
+    let factor: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit is K, M or G")),
+    };
+    let size = number
+        .checked_mul(factor)
+        .filter(|size| *size > 0 && *size <= 1 << 30)
+        .ok_or_else(|| format!("{text:?}: a size is 1 byte to 1G"))?;
+    Ok(size)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {

@@ -1195,6 +1195,7 @@ mod tests {
             thread: None,
             chain: None,
             hops: 0,
+            file: None,
             body: body.into(),
         }
     }

@@ -174,6 +174,67 @@ fn follow_stream(
     }
 }
 
+/// `send-file`.
+pub(crate) fn send_file(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    (peer, path, name): (String, std::path::PathBuf, Option<String>),
+    max_size: u64,
+    wait: Option<Duration>,
+) -> Result<(), Failure> {
+    let absolute = std::fs::canonicalize(&path)
+        .map_err(|e| Failure::new(USAGE, anyhow!("cannot read {}: {e}", path.display())))?;
+    let request = api::SendFile {
+        identity: identity.clone(),
+        to: peer.clone(),
+        path: absolute.display().to_string(),
+        max_bytes: Some(max_size),
+        name,
+    };
+    let what = format!("encrypting and queueing {} for {peer}", path.display());
+    let sent = with_progress(out, &what, Duration::from_secs(600), || {
+        daemon_call(home, request, Duration::from_secs(600))
+    })?;
+    let line = |sent: &api::FileSent| {
+        format!(
+            "{} {} ({} bytes, {} parts) to {}",
+            sent.id, sent.name, sent.size, sent.parts, sent.to
+        )
+    };
+    let Some(timeout) = wait else {
+        return out.print(&sent, line);
+    };
+    let follow = api::State {
+        identity,
+        id: sent.id.clone(),
+        wait: Some(api::DeliveryState::Delivered),
+        wait_ms: Some(millis(timeout)),
+    };
+    let what = format!("waiting for {peer} to check and keep the file");
+    let state = with_progress(out, &what, timeout, || daemon_call(home, follow, timeout))?;
+    out.print(
+        &serde_json::json!({ "file": &sent, "state": &state }),
+        |_| format!("{} · {}", line(&sent), state.state),
+    )?;
+    match state.state {
+        api::DeliveryState::Delivered | api::DeliveryState::Read => Ok(()),
+        s if s.is_failure() => Err(Failure::new(
+            crate::exit::UNDELIVERABLE,
+            anyhow!(
+                "{peer} did not keep the file ({s}); `agentwire tasks` or the contact's log says why"
+            ),
+        )),
+        s => Err(Failure::new(
+            NOT_YET,
+            anyhow!(
+                "the file is {s} after {}; it goes on",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
+}
+
 /// `card` and `card set`.
 pub(crate) fn card(
     home: &Home,

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::response::{
-    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Created, DaemonStatus, Found,
-    IdentityView, InviteView, Messages, Removed, Renamed, SendOutcome, SentList, SentView,
+    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Created, DaemonStatus, FileSent,
+    Found, IdentityView, InviteView, Messages, Removed, Renamed, SendOutcome, SentList, SentView,
     Settings, Stopping, Streamed, TaskList, TaskView,
 };
 use crate::types::{DeliveryState, Kind, Priority, TaskState};
@@ -110,6 +110,8 @@ operations! {
     SetCard(SetCard) => CardSet, "set_card";
     /// Contacts by capability, with whether they are online.
     Discover(Discover) => Found, "discover";
+    /// Send a file to a contact.
+    SendFile(SendFile) => FileSent, "send_file";
 }
 
 impl Request {
@@ -455,6 +457,30 @@ pub struct Chunks {
     /// How long to wait for a piece.
     #[serde(default)]
     pub wait_ms: Option<u64>,
+}
+
+/// `send_file`: send the file at `path` (absolute; read by the daemon) to a
+/// contact, as encrypted parts and then an offer with its size and SHA-256.
+/// Sending the same file to the same contact again continues where an
+/// interrupted send stopped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendFile {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// Petname or unique key prefix.
+    pub to: String,
+    /// The file, an absolute path.
+    pub path: String,
+    /// Refuse a file larger than this (default 64 MiB, at most 1 GiB).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// The name to offer it under (default the file's own name; at most 255
+    /// bytes). The recipient makes any name safe before using it.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `card`: this identity's card as its contacts see it.

@@ -262,6 +262,40 @@ pub struct TaskView {
     pub updated_at_ms: u64,
 }
 
+/// `send_file`: the file is queued (its parts, then its offer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileSent {
+    /// The offer message's id: `status` follows it; `delivered` means the
+    /// contact's daemon checked and kept the file.
+    pub id: String,
+    /// The contact's petname.
+    pub to: String,
+    /// The file's name as sent.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// How many parts it travels in.
+    pub parts: u64,
+    /// Parts queued by this call (fewer than `parts` when an earlier,
+    /// interrupted send had queued the others).
+    pub queued_now: u64,
+}
+
+/// A file that arrived, as a message shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileView {
+    /// The name the sender gave it (untrusted; the saved name is safe).
+    pub name: String,
+    /// Where it was saved (received) or read from (sent).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex (checked on arrival).
+    pub sha256: String,
+}
+
 /// An identity's card: what it says of itself to its contacts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CardView {
@@ -440,6 +474,9 @@ pub struct MessageView {
     /// when it is not a reply). `serve` answers nothing past `--max-hops`.
     #[serde(default)]
     pub hops: u8,
+    /// For a file: what it is and where it was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileView>,
     /// The content.
     pub body: String,
 }

@@ -46,9 +46,25 @@ enum Effect {
         task: MessageId,
         chunk: agentwire_session::TaskChunk,
     },
-    /// A message of a kind the sender may not send us: never stored, and
-    /// answered `rejected` with the reason.
-    Refused { id: MessageId, kind: Kind },
+    /// A message of a kind the sender may not send us (or a file we do not
+    /// keep): never stored, and answered `rejected` with the reason (`why`,
+    /// or the permission it lacks).
+    Refused {
+        id: MessageId,
+        kind: Kind,
+        why: Option<String>,
+    },
+    /// A part of a file.
+    FilePart {
+        id: MessageId,
+        part: agentwire_session::file::FilePart,
+    },
+    /// The offer that ends a file's transfer (the message, as stored once
+    /// the file is checked and kept).
+    FileOffer {
+        message: StoredMessage,
+        offer: agentwire_session::file::FileOffer,
+    },
     /// The contact's card.
     Card {
         id: MessageId,
@@ -64,7 +80,7 @@ fn needed_permission(kind: Kind) -> Option<Permissions> {
     match kind {
         Kind::Chat | Kind::Query => Some(Permissions::CHAT),
         Kind::Task => Some(Permissions::TASKS),
-        Kind::File => Some(Permissions::FILES),
+        Kind::File | Kind::FilePart => Some(Permissions::FILES),
         Kind::Result
         | Kind::Receipt
         | Kind::Redeem
@@ -352,6 +368,26 @@ impl Daemon {
                 },
                 None => Effect::Seen(plaintext.id, Kind::Cancel),
             },
+            // Parts from a contact that may not send files are dropped; its
+            // offer, refused below, tells it why.
+            Kind::FilePart if !contact.permissions.contains(Permissions::FILES) => {
+                Effect::Seen(plaintext.id, Kind::FilePart)
+            }
+            Kind::FilePart => match agentwire_session::file::FilePart::decode(&plaintext.body) {
+                Ok(part)
+                    if u64::from(part.index)
+                        < agentwire_session::file::parts_for(crate::ops::files::receive_limit()) =>
+                {
+                    Effect::FilePart {
+                        id: plaintext.id,
+                        part,
+                    }
+                }
+                _ => {
+                    tracing::info!(identity = %name, from = %from.short_id(), "a file part out of bounds; dropped");
+                    Effect::Seen(plaintext.id, Kind::FilePart)
+                }
+            },
             kind => match needed_permission(kind) {
                 Some(needed) if !contact.permissions.contains(needed) => {
                     tracing::info!(identity = %name, contact = %contact.petname, kind = kind.name(), "refused a message the contact may not send");
@@ -359,6 +395,20 @@ impl Daemon {
                     Effect::Refused {
                         id: plaintext.id,
                         kind,
+                        why: None,
+                    }
+                }
+                _ if kind == Kind::File => {
+                    match agentwire_session::file::FileOffer::decode(&plaintext.body) {
+                        Ok(offer) => Effect::FileOffer {
+                            message: incoming(from, plaintext, now),
+                            offer,
+                        },
+                        Err(_) => Effect::Refused {
+                            id: plaintext.id,
+                            kind,
+                            why: Some("the file offer does not decode".into()),
+                        },
                     }
                 }
                 _ => Effect::Store(incoming(from, plaintext, now)),
@@ -387,7 +437,9 @@ impl Daemon {
         // Senders that removed us: no receipts to them (they could not open
         // them), and their sessions end with this job.
         let mut unpaired = HashSet::new();
-        let mut refused: BTreeMap<PublicKey, Vec<(MessageId, Kind)>> = BTreeMap::new();
+        self.settle_files(name, &mut burst).await?;
+        let mut refused: BTreeMap<PublicKey, Vec<(MessageId, Kind, Option<String>)>> =
+            BTreeMap::new();
         let mut card_wanted = HashSet::new();
         for (from, effect) in &burst.effects {
             match effect {
@@ -401,8 +453,11 @@ impl Daemon {
                 Effect::Unpair(_) => {
                     unpaired.insert(*from);
                 }
-                Effect::Refused { id, kind } => {
-                    refused.entry(*from).or_default().push((*id, *kind))
+                Effect::Refused { id, kind, why } => {
+                    refused
+                        .entry(*from)
+                        .or_default()
+                        .push((*id, *kind, why.clone()))
                 }
                 _ => {}
             }
@@ -437,8 +492,15 @@ impl Daemon {
                     Err(error) => tracing::warn!(%error, "cannot seal a card"),
                 }
             }
-            for (id, kind) in refused.remove(from).unwrap_or_default() {
-                let mut answer = control(Kind::Status, refusal(name, kind).encode(), now);
+            for (id, kind, why) in refused.remove(from).unwrap_or_default() {
+                let status = match why {
+                    Some(detail) => agentwire_session::TaskStatus {
+                        state: agentwire_session::TaskState::Rejected,
+                        detail,
+                    },
+                    None => refusal(name, kind),
+                };
+                let mut answer = control(Kind::Status, status.encode(), now);
                 answer.reply_to = Some(id);
                 match session.seal(&answer) {
                     Ok(payload) => receipts.push((*from, Kind::Status, (answer.id, payload))),
@@ -504,9 +566,15 @@ impl Daemon {
                             }
                             tasks.extend(moved);
                         }
-                        Effect::Refused { id, kind } => {
+                        Effect::Refused { id, kind, .. } => {
                             tx.insert_seen(&owner, id, from, *kind, now)?;
                         }
+                        Effect::FilePart { id, part } => {
+                            tx.insert_seen(&owner, id, from, Kind::FilePart, now)?;
+                            tx.add_file_part(&owner, from, &part.file_id, part.index)?;
+                        }
+                        // Settled before the job (`settle_files`).
+                        Effect::FileOffer { .. } => {}
                         Effect::Card { id, card } => {
                             tx.insert_seen(&owner, id, from, Kind::Card, now)?;
                             tx.set_contact_card(&owner, from, card)?;
@@ -638,6 +706,89 @@ impl Daemon {
                 Err(error.into())
             }
         }
+    }
+
+    /// Files of a burst: each part written at its place in its partial file
+    /// (durably) and recorded; each offer checked against what arrived, and
+    /// turned into a stored message (the file kept under a safe name) or a
+    /// refusal with the reason. Parts and records are idempotent, so a
+    /// burst delivered again after a failure redoes them harmlessly.
+    async fn settle_files(&self, name: &Name, burst: &mut Burst) -> Result<(), ApiError> {
+        let parts: Vec<(PublicKey, agentwire_session::file::FilePart)> = burst
+            .effects
+            .iter()
+            .filter_map(|(from, effect)| match effect {
+                Effect::FilePart { part, .. } => Some((*from, part.clone())),
+                _ => None,
+            })
+            .collect();
+        let offers = burst
+            .effects
+            .iter()
+            .any(|(_, effect)| matches!(effect, Effect::FileOffer { .. }));
+        if parts.is_empty() && !offers {
+            return Ok(());
+        }
+        if !parts.is_empty() {
+            let (home, owner) = (self.home.clone(), name.clone());
+            let written = parts.clone();
+            tokio::task::spawn_blocking(move || {
+                for (from, part) in &written {
+                    crate::ops::files::write_part(&home, &owner, from, part)?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| crate::api::internal("cannot store a file part", e))?
+            .map_err(|e| crate::api::internal("cannot store a file part", e))?;
+            let owner = name.clone();
+            self.db
+                .run(move |tx| {
+                    for (from, part) in &parts {
+                        tx.add_file_part(&owner, from, &part.file_id, part.index)?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await?;
+        }
+        for (from, effect) in &mut burst.effects {
+            let Effect::FileOffer { message, offer } = effect else {
+                continue;
+            };
+            let (owner, peer, file_id) = (name.clone(), *from, offer.file_id);
+            let arrived = self
+                .db
+                .run(move |tx| tx.file_part_count(&owner, &peer, &file_id))
+                .await?;
+            let (home, owner, peer, checked) =
+                (self.home.clone(), name.clone(), *from, offer.clone());
+            let kept = tokio::task::spawn_blocking(move || {
+                crate::ops::files::finish_file(&home, &owner, &peer, &checked, arrived)
+            })
+            .await
+            .map_err(|e| crate::api::internal("cannot check a file", e))?;
+            let (owner, peer) = (name.clone(), *from);
+            self.db
+                .run(move |tx| tx.forget_file_parts(&owner, &peer, &file_id))
+                .await?;
+            *effect = match kept {
+                Ok(path) => {
+                    tracing::info!(identity = %name, from = %from.short_id(), size = offer.size, path = %path.display(), "file received");
+                    let mut stored = message.clone();
+                    stored.body = crate::ops::files::received_body(offer, &path);
+                    Effect::Store(stored)
+                }
+                Err(why) => {
+                    tracing::info!(identity = %name, from = %from.short_id(), %why, "file refused");
+                    Effect::Refused {
+                        id: message.id,
+                        kind: Kind::File,
+                        why: Some(format!("{name} did not keep the file: {why}")),
+                    }
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Writes the unread count to the identity's notify file (atomically:

@@ -25,7 +25,8 @@ pub(crate) fn api_kind(kind: agentwire_session::Kind) -> Result<api::Kind, ApiEr
         | K::Cancel
         | K::Chunk
         | K::Card
-        | K::Ping => {
+        | K::Ping
+        | K::FilePart => {
             return Err(crate::api::internal(
                 "a control message reached an agent's view",
                 kind.name(),
@@ -150,7 +151,13 @@ pub(crate) fn message_view(
         thread: id_text(message.thread),
         chain: id_text(message.chain.map(|c| c.id)),
         hops: message.chain.map_or(0, |c| c.hops),
-        body: String::from_utf8_lossy(&message.body).into_owned(),
+        file: (message.kind == agentwire_session::Kind::File)
+            .then(|| crate::ops::files::file_view(&message.body))
+            .flatten(),
+        body: match message.kind {
+            agentwire_session::Kind::File => crate::ops::files::file_text(&message.body),
+            _ => String::from_utf8_lossy(&message.body).into_owned(),
+        },
     })
 }
 

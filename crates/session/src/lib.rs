@@ -13,6 +13,7 @@
 //! relay; the relay never links this crate, so it has nothing to decrypt with.
 
 pub mod card;
+pub mod file;
 pub mod identity;
 pub mod invite;
 pub mod message;

@@ -99,11 +99,14 @@ pub enum Kind {
     /// `delivered` receipt, and with the recipient's card if the body is
     /// `[1]`. Never shown as a message.
     Ping,
+    /// A part of a file (a [`crate::file::FilePart`] body); the `file`
+    /// message that follows the parts names them. Never shown as a message.
+    FilePart,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Chat,
         Kind::Task,
         Kind::Result,
@@ -117,6 +120,7 @@ impl Kind {
         Kind::Chunk,
         Kind::Card,
         Kind::Ping,
+        Kind::FilePart,
     ];
 
     /// Its byte in the layout.
@@ -135,6 +139,7 @@ impl Kind {
             Kind::Chunk => 20,
             Kind::Card => 21,
             Kind::Ping => 22,
+            Kind::FilePart => 23,
         }
     }
 
@@ -159,6 +164,7 @@ impl Kind {
             Kind::Chunk => "chunk",
             Kind::Card => "card",
             Kind::Ping => "ping",
+            Kind::FilePart => "file_part",
         }
     }
 

@@ -18,7 +18,7 @@ macro_rules! sent_columns {
 /// Messages a sender tracks: not receipts or pairing messages.
 macro_rules! tracked {
     () => {
-        "direction = 'out' AND kind NOT IN ('receipt', 'redeem', 'unpair', 'status', 'cancel', 'chunk', 'card', 'ping')"
+        "direction = 'out' AND kind NOT IN ('receipt', 'redeem', 'unpair', 'status', 'cancel', 'chunk', 'card', 'ping', 'file_part')"
     };
 }
 

@@ -446,6 +446,22 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  identity TEXT PRIMARY KEY,
                  card BLOB NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS file_parts (
+                 identity TEXT NOT NULL,
+                 peer BLOB NOT NULL,
+                 file BLOB NOT NULL,
+                 idx INTEGER NOT NULL,
+                 PRIMARY KEY (identity, peer, file, idx)
+             );
+             CREATE TABLE IF NOT EXISTS outgoing_files (
+                 identity TEXT NOT NULL,
+                 file BLOB NOT NULL,
+                 transfer BLOB NOT NULL,
+                 peer BLOB NOT NULL,
+                 parts_queued INTEGER NOT NULL,
+                 offer BLOB,
+                 PRIMARY KEY (identity, file)
+             );
              CREATE TABLE IF NOT EXISTS task_chunks (
                  identity TEXT NOT NULL,
                  task BLOB NOT NULL,
@@ -603,6 +619,8 @@ mod tests {
              ALTER TABLE messages DROP COLUMN hops;
              DROP TABLE task_chunks;
              DROP TABLE own_cards;
+             DROP TABLE file_parts;
+             DROP TABLE outgoing_files;
              ALTER TABLE contacts DROP COLUMN card;
              INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
                  VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',

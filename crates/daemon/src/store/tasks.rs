@@ -9,6 +9,10 @@ use rusqlite::params;
 use super::queries::{get_ms, ms, parse};
 use super::{Result, Tx};
 
+/// The latest send of a file: its transfer id, the parts queued, and the
+/// offer's id once queued.
+pub(crate) type OutgoingFile = ([u8; 16], u64, Option<MessageId>);
+
 /// A task as stored, with the start of its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredTask {
@@ -170,6 +174,98 @@ impl Tx<'_> {
             ],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
+    }
+
+    /// Notes that a part of a file from `peer` arrived; false if it had.
+    pub fn add_file_part(
+        &self,
+        identity: &Name,
+        peer: &PublicKey,
+        file: &[u8; 16],
+        index: u32,
+    ) -> Result<bool> {
+        Ok(self.exec(
+            "INSERT OR IGNORE INTO file_parts (identity, peer, file, idx) VALUES (?1, ?2, ?3, ?4)",
+            params![identity.as_str(), peer.as_bytes(), file, index],
+        )? > 0)
+    }
+
+    /// How many parts of a file from `peer` arrived.
+    pub fn file_part_count(
+        &self,
+        identity: &Name,
+        peer: &PublicKey,
+        file: &[u8; 16],
+    ) -> Result<u64> {
+        self.count(
+            "SELECT COUNT(*) FROM file_parts WHERE identity = ?1 AND peer = ?2 AND file = ?3",
+            params![identity.as_str(), peer.as_bytes(), file],
+        )
+    }
+
+    /// Forgets the parts of a file (kept or refused).
+    pub fn forget_file_parts(
+        &self,
+        identity: &Name,
+        peer: &PublicKey,
+        file: &[u8; 16],
+    ) -> Result<()> {
+        self.exec(
+            "DELETE FROM file_parts WHERE identity = ?1 AND peer = ?2 AND file = ?3",
+            params![identity.as_str(), peer.as_bytes(), file],
+        )?;
+        Ok(())
+    }
+
+    /// The latest send of a file (by its key: contact, contents and name):
+    /// its transfer id, the parts queued, and the offer's id once queued.
+    pub fn outgoing_file(
+        &self,
+        identity: &Name,
+        file: &[u8; 16],
+    ) -> Result<Option<OutgoingFile>> {
+        self.row(
+            "SELECT transfer, parts_queued, offer FROM outgoing_files WHERE identity = ?1 AND file = ?2",
+            params![identity.as_str(), file],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                    row.get::<_, Option<[u8; 16]>>(2)?.map(MessageId::from_bytes),
+                ))
+            },
+        )
+    }
+
+    /// Records a send of a file: its transfer, the parts queued so far and,
+    /// at the end, its offer, in the transaction that queues them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn note_outgoing_file(
+        &self,
+        identity: &Name,
+        file: &[u8; 16],
+        transfer: &[u8; 16],
+        peer: &PublicKey,
+        parts_queued: u64,
+        offer: Option<&MessageId>,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO outgoing_files (identity, file, transfer, peer, parts_queued, offer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (identity, file) DO UPDATE
+                 SET transfer = excluded.transfer,
+                     parts_queued = excluded.parts_queued,
+                     offer = excluded.offer",
+            params![
+                identity.as_str(),
+                file,
+                transfer,
+                peer.as_bytes(),
+                i64::try_from(parts_queued).unwrap_or(i64::MAX),
+                offer.map(|id| *id.as_bytes())
+            ],
+        )?;
+        Ok(())
     }
 }
 
