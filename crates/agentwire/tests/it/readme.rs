@@ -1,7 +1,7 @@
-//! The README's quickstart, run exactly as written (the `agentwire` on the
-//! PATH, a fresh home through `AGENTWIRE_HOME`), so that the README cannot
-//! drift from the program. Each command must succeed and print what its
-//! comment shows, ids and times aside.
+//! The README's quickstart and walkthroughs, run exactly as written (the
+//! `agentwire` on the PATH, a fresh home through `AGENTWIRE_HOME`), so that
+//! the README cannot drift from the program. Each command must succeed and
+//! print what its comment shows, ids and times aside.
 
 use std::process::Command;
 
@@ -53,10 +53,75 @@ fn the_readme_quickstart_works_as_written() {
         ran += 1;
     }
     assert!(ran >= 4, "only {ran} commands in the quickstart");
+    // The walkthroughs go on in the quickstart's home.
+    for heading in [
+        "## A bot that answers: `agentwire serve`",
+        "## Delegating a task",
+    ] {
+        run_script(&readme, heading, &home, &path);
+    }
     let _ = Command::new(agentwire_bin())
         .args(["daemon", "stop"])
         .env("AGENTWIRE_HOME", &home)
         .output();
+}
+
+/// Runs the first `sh` block under `heading` as one script (`sh -e`: shell
+/// variables and background jobs work as they would for a reader), in its
+/// own process group, which is stopped at the end (a `serve &` keeps
+/// running otherwise). Everything the comments show must be in its output.
+fn run_script(readme: &str, heading: &str, home: &std::path::Path, path: &str) {
+    use std::os::unix::process::CommandExt;
+    let block = readme
+        .split(heading)
+        .nth(1)
+        .and_then(|section| section.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("the README has a sh block under {heading}"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new("sh")
+        .args(["-ec", block])
+        .env("PATH", path)
+        .env("AGENTWIRE_HOME", home)
+        .env_remove("AGENTWIRE_AGENT")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{heading}: did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pgid}")])
+        .status();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        status.success(),
+        "{heading}: {status:?}; printed {stdout:?}"
+    );
+    for line in block.lines() {
+        let Some((command, shown)) = line.split_once(" # ") else {
+            continue;
+        };
+        for word in shown.split_whitespace().filter(|w| !varies(w)) {
+            assert!(
+                stdout.contains(word),
+                "{heading}: `{}` shows {shown:?}; the block printed {stdout:?}",
+                command.trim()
+            );
+        }
+    }
 }
 
 /// Words of a shown output that differ from run to run: ids (`48ccfd23`,

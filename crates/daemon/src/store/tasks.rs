@@ -219,11 +219,7 @@ impl Tx<'_> {
 
     /// The latest send of a file (by its key: contact, contents and name):
     /// its transfer id, the parts queued, and the offer's id once queued.
-    pub fn outgoing_file(
-        &self,
-        identity: &Name,
-        file: &[u8; 16],
-    ) -> Result<Option<OutgoingFile>> {
+    pub fn outgoing_file(&self, identity: &Name, file: &[u8; 16]) -> Result<Option<OutgoingFile>> {
         self.row(
             "SELECT transfer, parts_queued, offer FROM outgoing_files WHERE identity = ?1 AND file = ?2",
             params![identity.as_str(), file],
