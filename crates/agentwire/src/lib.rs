@@ -74,8 +74,8 @@ use std::time::Duration;
 use agentwire_daemon::api::{self, Event};
 pub use agentwire_daemon::api::{
     ApiError, CardSet, CardView as Card, ChunkView as Chunk, ContactView as Contact, DeliveryState,
-    ErrorCode, FoundContact, Kind, MessageView as Message, Priority, Queued, Sender, SentView,
-    TaskRole, TaskState, TaskView as Task,
+    ErrorCode, FileSent, FileView, FoundContact, Kind, MessageView as Message, Priority, Queued,
+    Sender, SentView, TaskRole, TaskState, TaskView as Task,
 };
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
@@ -432,6 +432,19 @@ impl Agent {
             wait_ms: Some(millis(wait)),
         };
         Ok(self.client.call(request).await?.contacts)
+    }
+
+    /// Sends the file at `path` (absolute) to the contact `to`; returns once
+    /// its parts and offer are queued. [`Agent::wait_for`] on the returned
+    /// id with `Delivered` waits until the contact kept it.
+    pub async fn send_file(&self, to: &str, path: &Path) -> Result<FileSent, AgentError> {
+        let request = api::SendFile {
+            identity: self.me(),
+            to: to.to_owned(),
+            path: path.display().to_string(),
+            ..api::SendFile::default()
+        };
+        Ok(self.client.call(request).await?)
     }
 
     /// Grants (`allow`) or takes back what the contact `peer` may send:

@@ -102,6 +102,16 @@ pub(crate) struct CallArgs {
     pub(crate) timeout_secs: Option<u64>,
 }
 
+/// Input of `send_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SendFileArgs {
+    /// The contact to send it to: its name or a unique prefix of its key.
+    pub(crate) to: String,
+    /// The file's absolute path on this machine.
+    pub(crate) path: String,
+}
+
 /// Input of `tasks`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -43,8 +43,8 @@ use crate::exit::{CANNOT_START, CONFIG, Failure, WithCode};
 use crate::hook_cmd::frame;
 use crate::mcp_args::{
     AcceptArgs, CallArgs, CardArgs, DiscoverArgs, InviteArgs, ListArgs, NoArgs, ReportArgs,
-    SendArgs, SentArgs, StatusArgs, TaskIdArgs, TasksArgs, WaitArgs, message_count, parse,
-    tool_schema, within,
+    SendArgs, SendFileArgs, SentArgs, StatusArgs, TaskIdArgs, TasksArgs, WaitArgs, message_count,
+    parse, tool_schema, within,
 };
 
 /// Longest a `wait` call blocks, in seconds.
@@ -422,6 +422,25 @@ impl McpServer {
                 &task,
             ),
         })
+    }
+
+    #[tool(
+        description = "Send a file (an absolute path on this machine, at most 64 MiB) to one of your agentwire contacts, end-to-end encrypted; its daemon checks the SHA-256 and keeps it under a safe name. Returns the id: `status` says `delivered` once the contact kept it.",
+        input_schema = tool_schema::<SendFileArgs>()
+    )]
+    async fn send_file(
+        &self,
+        arguments: JsonObject,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: SendFileArgs = answer!(parse("send_file", arguments));
+        let request = api::SendFile {
+            identity: self.inner.identity.clone(),
+            to: args.to,
+            path: args.path,
+            ..api::SendFile::default()
+        };
+        Ok(self.json_tool(request, &cancel).await)
     }
 
     #[tool(

@@ -12,11 +12,11 @@ use serde_json::Value;
 use crate::event::Event;
 use crate::request::{
     Ack, Cancel, Chunks, Contacts, Discover, GetCard, Inbox, Invite, Permit, Recv, Request,
-    SendMessage, Sent, SetCard, State, Stream, Task, Tasks, UpdateTask, Whoami,
+    SendFile, SendMessage, Sent, SetCard, State, Stream, Task, Tasks, UpdateTask, Whoami,
 };
 use crate::response::{
-    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Found, IdentityView, InviteView,
-    Messages, SendOutcome, SentList, SentView, Streamed, TaskList, TaskView,
+    Acked, CardSet, CardView, ChunkList, ContactList, ContactView, FileSent, Found, IdentityView,
+    InviteView, Messages, SendOutcome, SentList, SentView, Streamed, TaskList, TaskView,
 };
 
 /// Longest command line, in bytes.
@@ -115,6 +115,8 @@ commands! {
     SetCard(SetCard) => CardSet, "set_card";
     /// Contacts by capability, with whether they are online.
     Discover(Discover) => Found, "discover";
+    /// Send a file (the daemon reads it from `path`).
+    SendFile(SendFile) => FileSent, "send_file";
 }
 
 /// Adds `ref` (any value) to each operation's properties: the variants

@@ -17,7 +17,11 @@
 //! - `latency`: one pair, one message at a time: send → the receiver's
 //!   waiting `recv` returns it;
 //! - `backlog`: the receiving daemon is stopped, K messages are sent and
-//!   relayed, then the daemon starts: time until the agent has taken all.
+//!   relayed, then the daemon starts: time until the agent has taken all;
+//! - `call`: one pair, one at a time: a plain round trip (a message, the
+//!   receiving agent answers it, the answer is taken) next to `call` to an
+//!   `agentwire serve --on-message cat` (a task, serve runs `cat`, the
+//!   result comes back): what a task through serve costs over a message.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,6 +70,7 @@ enum Scenario {
     Throughput,
     Latency,
     Backlog,
+    Call,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -235,10 +240,91 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = backlog(&setup, &args).await?;
         report.insert("backlog".into(), result);
     }
+    if all || args.scenario == Scenario::Call {
+        let setup = Setup::start(&exe).await?;
+        setup.pair(1)?;
+        let result = call(&setup, &args).await?;
+        report.insert("call".into(), result);
+    }
     if args.json {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// A plain round trip, then `call` to `serve --on-message cat`.
+async fn call(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let (asker, worker) = agents(setup, 0);
+    let mut plain = Vec::with_capacity(args.samples);
+    for n in 0..args.samples + 5 {
+        let started = Instant::now();
+        asker.send("b0", &body(args.payload, n)).await?;
+        take(&worker, 1).await?;
+        worker.send("a0", &body(args.payload, n)).await?;
+        take(&asker, 1).await?;
+        if n >= 5 {
+            plain.push(started.elapsed());
+        }
+    }
+    let mut serve = Command::new(&setup.exe)
+        .arg("--home")
+        .arg(setup.home("b"))
+        .args([
+            "--as",
+            "b0",
+            "serve",
+            "--on-message",
+            "cat",
+            "--rate",
+            "10000",
+        ])
+        .args(["--concurrency", "1", "--queue", "100"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut called = Vec::with_capacity(args.samples);
+    let mut outcome = Ok(());
+    for n in 0..args.samples + 5 {
+        let text = body(args.payload, n);
+        let started = Instant::now();
+        match asker.call("b0", &text, Duration::from_secs(30)).await {
+            Ok(done) if done.result.as_ref().is_some_and(|r| r.body == text) => {
+                if n >= 5 {
+                    called.push(started.elapsed());
+                }
+            }
+            Ok(done) => {
+                outcome = Err(format!("call {n} ended {}", done.task.state));
+                break;
+            }
+            Err(error) => {
+                outcome = Err(format!("call {n}: {error}"));
+                break;
+            }
+        }
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    outcome?;
+    let (plain_p50, plain_p99) = percentiles(&mut plain);
+    let (call_p50, call_p99) = percentiles(&mut called);
+    if !args.json {
+        println!(
+            "call: one at a time, {} × {} B: plain round trip p50 {:.2} ms, p99 {:.2} ms; call to serve cat p50 {:.2} ms, p99 {:.2} ms",
+            args.samples,
+            args.payload,
+            ms(plain_p50),
+            ms(plain_p99),
+            ms(call_p50),
+            ms(call_p99)
+        );
+    }
+    Ok(serde_json::json!({
+        "samples": args.samples, "payload": args.payload,
+        "round_trip_p50_ms": ms(plain_p50), "round_trip_p99_ms": ms(plain_p99),
+        "call_p50_ms": ms(call_p50), "call_p99_ms": ms(call_p99),
+    }))
 }
 
 fn agents(setup: &Setup, i: usize) -> (Agent, Agent) {

@@ -284,6 +284,16 @@ fn every_operation_goes_through_v1_op() {
         (code, &card["result"]["card"]["capabilities"][0]),
         (200, &json!("http"))
     );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "some notes").unwrap();
+    let (code, sent) = op(json!({"op": "send_file", "to": "b", "path": file}));
+    assert_eq!(code, 200, "{sent}");
+    assert_eq!(sent["result"]["size"], 10);
+    let (_, kept) = op(
+        json!({"op": "status", "id": sent["result"]["id"], "wait": "delivered", "wait_ms": 10000}),
+    );
+    assert_eq!(kept["result"]["state"], "delivered", "{kept}");
     let (code, bad) = op(json!({"op": "fly"}));
     assert_eq!(code, 400, "{bad}");
     assert!(bad.to_string().contains("discover"), "{bad}");
