@@ -16,7 +16,7 @@
 // do not.
 #![allow(deprecated)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use agentwire_daemon::api::{self, Event, Kind, MessageView, Priority};
 use agentwire_daemon::client::ClientError;
-use agentwire_daemon::{DaemonClient, Home, Run};
+use agentwire_daemon::{DaemonClient, Home, RecentIds, Run};
 use anyhow::Context;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
@@ -816,37 +816,13 @@ fn start_pushes(inner: &Arc<Inner>, peer: Peer<RoleServer>) {
     }
 }
 
-/// Message ids already pushed, the oldest forgotten first.
-#[derive(Default)]
-struct Pushed {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Pushed {
-    fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-
-    fn insert(&mut self, id: String) {
-        if self.ids.insert(id.clone()) {
-            self.order.push_back(id);
-            while self.order.len() > PUSHED_MEMORY {
-                if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// Pushes arriving messages to the client until the session ends,
 /// re-opening the daemon subscription (with backoff) when it drops or is
 /// refused (e.g. the identity does not exist yet). It never starts the
 /// daemon: a stopped daemon stays stopped until a tool call needs it.
 async fn push_loop(peer: Peer<RoleServer>, inner: Arc<Inner>) {
     let mode = inner.push;
-    let mut pushed = Pushed::default();
+    let mut pushed = RecentIds::new(PUSHED_MEMORY);
     let mut delay = RETRY_FIRST;
     let mut warned = false;
     loop {
@@ -880,7 +856,7 @@ async fn subscription(
     peer: &Peer<RoleServer>,
     inner: &Inner,
     mode: PushMode,
-    pushed: &mut Pushed,
+    pushed: &mut RecentIds,
 ) -> Ended {
     let lost = |reason: String, was_up: bool| Ended::Lost { reason, was_up };
     // Messages stored before this moment were waiting already: a backlog,
@@ -980,7 +956,7 @@ async fn push_burst(
     inner: &Inner,
     mode: PushMode,
     messages: Vec<MessageView>,
-    pushed: &mut Pushed,
+    pushed: &mut RecentIds,
 ) -> Result<(), rmcp::ServiceError> {
     let (each, rest): (Vec<MessageView>, Vec<MessageView>) = match mode {
         PushMode::Message => {
@@ -1035,7 +1011,7 @@ async fn push_burst(
             break;
         }
         written.push(message.id.clone());
-        pushed.insert(message.id);
+        pushed.insert(&message.id);
     }
     if let Some(held) = held {
         // Written to the client: those messages count as read; the rest
@@ -1079,7 +1055,7 @@ async fn summarize(
     peer: &Peer<RoleServer>,
     inner: &Inner,
     rest: Vec<MessageView>,
-    pushed: &mut Pushed,
+    pushed: &mut RecentIds,
 ) -> Result<(), rmcp::ServiceError> {
     if !rest.is_empty() {
         let mut senders: Vec<&str> = rest
@@ -1098,7 +1074,7 @@ async fn summarize(
         let data = json!({"event": "messages", "meta": meta, "content": content});
         notify(peer, inner, content, meta, data).await?;
         for message in rest {
-            pushed.insert(message.id);
+            pushed.insert(&message.id);
         }
     }
     Ok(())
@@ -1252,16 +1228,5 @@ mod tests {
             for_model("alice removed you: send it yours (`agentwire invite`) or accept one")
                 .contains("(the `invite` tool)")
         );
-    }
-
-    #[test]
-    fn pushed_ids_are_forgotten_oldest_first() {
-        let mut pushed = Pushed::default();
-        for i in 0..=PUSHED_MEMORY {
-            pushed.insert(i.to_string());
-        }
-        assert!(!pushed.contains("0"));
-        assert!(pushed.contains("1"));
-        assert!(pushed.contains(&PUSHED_MEMORY.to_string()));
     }
 }

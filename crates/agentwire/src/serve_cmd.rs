@@ -15,7 +15,7 @@
 //! A message is taken (marked read) when its command starts, so one that
 //! waits in the queue when serve stops stays unread for the next run.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,7 @@ pub(crate) fn run(
 async fn serve(shared: Arc<Shared>, args: ServeArgs) -> Result<(), Failure> {
     let (queue, jobs) = mpsc::channel::<Job>(args.queue);
     let workers = tokio::spawn(work(shared.clone(), jobs, args.concurrency));
-    let mut handled = Handled::default();
+    let mut handled = agentwire_daemon::RecentIds::new(HANDLED_MEMORY);
     let mut rate = Rate::new(args.rate);
     let max_hops = args.max_hops;
     let mut announced = false;
@@ -631,29 +631,6 @@ async fn reply(shared: &Shared, message: &MessageView, output: String) {
     };
     if let Err(error) = shared.client.call(send).await {
         tracing::warn!(%error, id = %message.id, "cannot send the reply");
-    }
-}
-
-/// Message ids already handled, the oldest forgotten first.
-#[derive(Default)]
-struct Handled {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Handled {
-    /// Records `id`; whether it is new.
-    fn insert(&mut self, id: &str) -> bool {
-        if !self.ids.insert(id.to_owned()) {
-            return false;
-        }
-        self.order.push_back(id.to_owned());
-        while self.order.len() > HANDLED_MEMORY {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-        true
     }
 }
 

@@ -18,6 +18,7 @@ mod ops;
 mod outgoing;
 mod pairing;
 mod receive;
+mod recent;
 mod redeem;
 mod server;
 pub mod store;
@@ -30,6 +31,7 @@ pub use core::{
 };
 pub use home::{Home, HomeError};
 pub use ops::Run;
+pub use recent::RecentIds;
 
 /// Why the daemon cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,6 @@
 //! message once, and each change of a sent message's state — until the
 //! subscriber goes away or the daemon stops.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use agentwire_session::Name;
@@ -75,7 +74,7 @@ async fn follow(daemon: &Daemon, name: &Name, out: &mpsc::Sender<Event>) -> Resu
         identity: name.as_str().to_owned(),
     })
     .await?;
-    let mut shown = Shown::default();
+    let mut shown = crate::RecentIds::new(SHOWN_MEMORY);
     let mut truncated = backlog(daemon, name, &mut shown, out).await?;
     loop {
         match published.recv().await {
@@ -106,7 +105,7 @@ async fn follow(daemon: &Daemon, name: &Name, out: &mpsc::Sender<Event>) -> Resu
 async fn backlog(
     daemon: &Daemon,
     name: &Name,
-    shown: &mut Shown,
+    shown: &mut crate::RecentIds,
     out: &mpsc::Sender<Event>,
 ) -> Result<bool, ApiError> {
     let owner = name.clone();
@@ -128,27 +127,4 @@ async fn backlog(
         }
     }
     Ok(unread.len() >= SUBSCRIBE_WINDOW)
-}
-
-/// Message ids a subscription has shown, the oldest forgotten first.
-#[derive(Default)]
-struct Shown {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Shown {
-    /// Records `id`; whether it is new.
-    fn insert(&mut self, id: &str) -> bool {
-        if !self.ids.insert(id.to_owned()) {
-            return false;
-        }
-        self.order.push_back(id.to_owned());
-        while self.order.len() > SHOWN_MEMORY {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-        true
-    }
 }
