@@ -907,8 +907,14 @@ pub(crate) fn seal_receipt(
 /// A control message (receipt, pairing) with a fresh id: normal priority,
 /// no thread.
 pub(crate) fn control(kind: Kind, body: Vec<u8>, now: u64) -> Plaintext {
+    control_with(MessageId::new_v7(), kind, body, now)
+}
+
+/// A control message with the id `id` (made under a session lock, see
+/// `outgoing.rs`): normal priority, no reply, no thread, no chain.
+pub(crate) fn control_with(id: MessageId, kind: Kind, body: Vec<u8>, now: u64) -> Plaintext {
     Plaintext {
-        id: MessageId::new_v7(),
+        id,
         kind,
         priority: agentwire_session::Priority::Normal,
         sent_at_ms: now,

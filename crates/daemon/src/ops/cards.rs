@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::core::{Daemon, now_ms};
 use crate::ops::Run;
-use crate::receive::control;
+use crate::receive::control_with;
 use crate::store::{Contact, StoredMessage};
 
 /// How recently a contact's daemon must have been heard from to be online.
@@ -201,11 +201,7 @@ pub(crate) async fn send_control(
     body: Vec<u8>,
 ) -> Result<(), ApiError> {
     let sealed = daemon
-        .seal_for(name, peer, move |id, now| {
-            let mut message = control(kind, body, now);
-            message.id = id;
-            message
-        })
+        .seal_for(name, peer, move |id, now| control_with(id, kind, body, now))
         .await?;
     let (owner, to) = (name.clone(), *peer);
     daemon

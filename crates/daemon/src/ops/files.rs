@@ -17,7 +17,7 @@ use std::sync::Arc;
 use agentwire_session::file::{
     FileOffer, FilePart, MAX_FILE_BYTES, PART_BYTES, parts_for, safe_file_name,
 };
-use agentwire_session::{Kind, Name, Plaintext, Priority};
+use agentwire_session::{Kind, Name, Priority};
 use agentwire_wire::PublicKey;
 use sha2::{Digest, Sha256};
 
@@ -26,6 +26,7 @@ use crate::api::{
 };
 use crate::core::Daemon;
 use crate::ops::Run;
+use crate::receive::control_with;
 use crate::store::{Direction, StoredMessage};
 
 /// The largest file sent or kept unless told otherwise (64 MiB).
@@ -153,7 +154,7 @@ impl Run for SendFile {
             };
             let sealed = daemon
                 .seal_for(&name, &contact.address, move |id, now| {
-                    control_plaintext(id, now, Kind::FilePart, part.encode())
+                    control_with(id, Kind::FilePart, part.encode(), now)
                 })
                 .await?;
             let (owner, peer) = (name.clone(), contact.address);
@@ -187,15 +188,8 @@ impl Run for SendFile {
         let body = offer.encode();
         let local = file_body(&offer, &path.display().to_string());
         let sealed = daemon
-            .seal_for(&name, &contact.address, move |id, now| Plaintext {
-                id,
-                kind: Kind::File,
-                priority: Priority::Normal,
-                sent_at_ms: now,
-                reply_to: None,
-                thread: None,
-                chain: None,
-                body,
+            .seal_for(&name, &contact.address, move |id, now| {
+                control_with(id, Kind::File, body, now)
             })
             .await?;
         let (owner, peer) = (name.clone(), contact.address);
@@ -226,25 +220,6 @@ impl Run for SendFile {
             .set(name.clone(), depth + parts.saturating_sub(done) + 1);
         tracing::info!(identity = %name, to = %contact.petname, size, parts, "file queued");
         Ok(sent(id.to_string(), parts.saturating_sub(done)))
-    }
-}
-
-/// A control message (no reply, no thread) with a fresh id.
-fn control_plaintext(
-    id: agentwire_session::MessageId,
-    now: u64,
-    kind: Kind,
-    body: Vec<u8>,
-) -> Plaintext {
-    Plaintext {
-        id,
-        kind,
-        priority: Priority::Normal,
-        sent_at_ms: now,
-        reply_to: None,
-        thread: None,
-        chain: None,
-        body,
     }
 }
 

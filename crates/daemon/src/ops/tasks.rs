@@ -21,6 +21,7 @@ use crate::core::{
     DEFAULT_WAIT, Daemon, MAX_SENT_PER_REQUEST, bounded_max, deadline, parse_message_id, stopping,
 };
 use crate::ops::Run;
+use crate::receive::control_with;
 use crate::store::{Direction, StoredMessage, StoredTask};
 use crate::views::task_view;
 
@@ -144,7 +145,9 @@ impl Run for Stream {
         .encode();
         let sealed = daemon
             .seal_for(&name, &peer, move |id, now| {
-                control_reply(id, now, Kind::Chunk, task_id, body)
+                let mut chunk = control_with(id, Kind::Chunk, body, now);
+                chunk.reply_to = Some(task_id);
+                chunk
             })
             .await?;
         // Two streams of one task at once could pick the same place: the
@@ -211,20 +214,6 @@ impl Run for Chunks {
 
 /// Most pieces of output one `chunks` answer holds (16 KiB each at most).
 const MAX_CHUNKS_PER_REQUEST: usize = 64;
-
-/// A control message answering a task (`reply_to` is the task).
-fn control_reply(id: MessageId, now: u64, kind: Kind, task: MessageId, body: Vec<u8>) -> Plaintext {
-    Plaintext {
-        id,
-        kind,
-        priority: Priority::Normal,
-        sent_at_ms: now,
-        reply_to: Some(task),
-        thread: None,
-        chain: None,
-        body,
-    }
-}
 
 impl Run for Cancel {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<TaskView, ApiError> {
