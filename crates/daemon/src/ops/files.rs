@@ -47,8 +47,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A size for people: bytes, KiB, MiB or GiB.
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.1} GiB", b / 1_073_741_824.0),
+    }
 }
 
 impl Run for SendFile {
@@ -328,7 +335,7 @@ pub(crate) fn file_view(body: &[u8]) -> Option<FileView> {
 pub(crate) fn file_text(body: &[u8]) -> String {
     match parse_file_body(body) {
         Some((offer, path)) => format!(
-            "file {:?} ({} bytes, sha256 {}) at {path}",
+            "file {} ({} bytes, sha256 {}) at {path}",
             offer.name,
             offer.size,
             hex(&offer.sha256)
