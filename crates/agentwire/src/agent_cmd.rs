@@ -325,7 +325,15 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     if state.is_failure() {
                         Err(Failure::new(
                             crate::exit::UNDELIVERABLE,
-                            anyhow::anyhow!("message {id} {state}: it will not be delivered"),
+                            anyhow::anyhow!(
+                                "message {id} {state}: it will not be delivered{}",
+                                waited
+                                    .sent
+                                    .reason
+                                    .as_ref()
+                                    .map(|r| format!(" ({})", r.escape_debug()))
+                                    .unwrap_or_default()
+                            ),
                         ))
                     } else if !waited.reached {
                         let why = waited
@@ -584,6 +592,9 @@ fn sent_line(message: &api::SentView) -> String {
             let after = at.saturating_sub(message.sent_at_ms);
             line.push_str(&format!(" · {state} +{}", short_duration(after)));
         }
+    }
+    if let Some(reason) = &message.reason {
+        line.push_str(&format!(" · refused: {}", reason.escape_debug()));
     }
     line
 }

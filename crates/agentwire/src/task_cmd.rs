@@ -222,7 +222,11 @@ pub(crate) fn send_file(
         s if s.is_failure() => Err(Failure::new(
             crate::exit::UNDELIVERABLE,
             anyhow!(
-                "{peer} did not keep the file ({s}); `agentwire tasks` or the contact's log says why"
+                "{peer} did not keep the file ({s}): {}",
+                state.reason.as_deref().map_or_else(
+                    || "the relay gave it up".to_owned(),
+                    |r| r.escape_debug().to_string()
+                )
             ),
         )),
         s => Err(Failure::new(

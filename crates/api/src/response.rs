@@ -233,6 +233,11 @@ pub struct SentView {
     /// When it was seen to reach `read`, Unix ms; absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at_ms: Option<u64>,
+    /// Why the recipient refused it (then it is `failed`): e.g. a kind the
+    /// contact does not accept from you, or a file it did not keep. From the
+    /// contact: untrusted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A task, from either side (`tasks`, `task`, `update_task`, `cancel`, task

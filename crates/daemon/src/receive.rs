@@ -562,6 +562,9 @@ impl Daemon {
                                     now,
                                 )?
                             {
+                                if let Some(detail) = detail {
+                                    tx.set_reason(&owner, task, detail)?;
+                                }
                                 changed.push(*task);
                             }
                             tasks.extend(moved);

@@ -89,6 +89,7 @@ pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<S
         relayed_at_ms: message.reached_at_ms.relayed,
         delivered_at_ms: message.reached_at_ms.delivered,
         read_at_ms: message.reached_at_ms.read,
+        reason: message.reason.clone(),
     })
 }
 

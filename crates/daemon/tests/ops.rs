@@ -828,6 +828,22 @@ async fn permissions_are_enforced_by_the_receiving_daemon() {
     );
     let muted = bob.send("bob", "alice", "still there?").await;
     assert!(until(|| async { bob.state_of("bob", &muted).await == DeliveryState::Failed }).await);
+    let refused = bob
+        .client
+        .call(State {
+            identity: Some("bob".into()),
+            id: muted.clone(),
+            ..State::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("permission \"chat\"")),
+        "{refused:?}"
+    );
     assert_eq!(
         alice.permit("alice", "robert", "task", true).await,
         ["task"]

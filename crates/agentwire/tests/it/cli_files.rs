@@ -158,8 +158,19 @@ fn files_over_the_limit_are_refused_with_the_limit_in_the_error() {
     init("b");
     let run = limited.run(&["--json", "send-file", "b", file.to_str().unwrap(), "--wait"]);
     assert_eq!(run.code, 19, "{run:?}");
+    assert!(
+        run.stderr.contains("keeps files up to") && run.stderr.contains("1000 bytes"),
+        "the contact's limit is in the error: {}",
+        run.stderr
+    );
     let status = limited.run(&["--json", "sent"]).ok().json();
     assert_eq!(status["messages"][0]["state"], "failed", "{status}");
+    assert!(
+        status["messages"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not keep the file")),
+        "{status}"
+    );
     assert_eq!(limited.run(&["--as", "b", "recv"]).code, 1, "nothing kept");
 }
 

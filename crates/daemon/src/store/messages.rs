@@ -12,7 +12,7 @@ use super::{Direction, Outgoing, Result, SentMessage, StoreError, StoredMessage,
 // As in `queries.rs`, the SQL is made at compile time.
 macro_rules! sent_columns {
     () => {
-        "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at), relayed_at, delivered_at, read_at"
+        "id, peer, kind, state, sent_at, COALESCE(updated_at, stored_at), relayed_at, delivered_at, read_at, reason"
     };
 }
 /// Messages a sender tracks: not receipts or pairing messages.
@@ -194,6 +194,16 @@ impl Tx<'_> {
         })
     }
 
+    /// Keeps why the recipient refused an outgoing message (its status's
+    /// detail), shown with its `failed` state.
+    pub fn set_reason(&self, identity: &Name, id: &MessageId, reason: &str) -> Result<()> {
+        self.exec(
+            "UPDATE messages SET reason = ?3 WHERE identity = ?1 AND id = ?2 AND direction = 'out'",
+            params![identity.as_str(), id.as_bytes(), reason],
+        )?;
+        Ok(())
+    }
+
     /// Moves an outgoing message to `state` if [`DeliveryState::may_become`]
     /// allows it (from `peer` only, when given: a receipt speaks only for
     /// messages sent to its sender), dropping its sealed payload. Returns
@@ -348,6 +358,7 @@ fn sent_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SentMessage> {
             delivered: optional_ms(row, 7)?,
             read: optional_ms(row, 8)?,
         },
+        reason: row.get(9)?,
     })
 }
 

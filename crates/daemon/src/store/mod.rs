@@ -211,6 +211,8 @@ pub struct SentMessage {
     /// A state learnt late fills the earlier ones it implies with the same
     /// time: a message read was delivered and relayed by then.
     pub reached_at_ms: Reached,
+    /// Why the recipient refused it, when it did.
+    pub reason: Option<String>,
 }
 
 /// When a sent message reached each state of its progress, Unix ms.
@@ -441,6 +443,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE invites ADD COLUMN for_name TEXT;
              ALTER TABLE messages ADD COLUMN chain BLOB;
              ALTER TABLE messages ADD COLUMN hops INTEGER;
+             ALTER TABLE messages ADD COLUMN reason TEXT;
              ALTER TABLE contacts ADD COLUMN card BLOB;
              CREATE TABLE IF NOT EXISTS own_cards (
                  identity TEXT PRIMARY KEY,
@@ -617,6 +620,7 @@ mod tests {
              ALTER TABLE invites DROP COLUMN for_name;
              ALTER TABLE messages DROP COLUMN chain;
              ALTER TABLE messages DROP COLUMN hops;
+             ALTER TABLE messages DROP COLUMN reason;
              DROP TABLE task_chunks;
              DROP TABLE own_cards;
              DROP TABLE file_parts;
