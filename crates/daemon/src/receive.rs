@@ -511,6 +511,8 @@ impl Daemon {
         }
         let owner = name.clone();
         let effects = std::mem::take(&mut burst.effects);
+        let files_ended = std::mem::take(&mut burst.files_ended);
+        let ended = files_ended.clone();
         let queued_receipts = !receipts.is_empty();
         let followers = self.followers();
         let pending = self
@@ -526,6 +528,9 @@ impl Daemon {
                 let mut chunks = Vec::new();
                 for (from, pickle) in &pickles {
                     tx.save_session(&owner, from, pickle)?;
+                }
+                for (from, file) in &ended {
+                    tx.forget_file_parts(&owner, from, file)?;
                 }
                 for (from, effect) in &effects {
                     match effect {
@@ -672,6 +677,9 @@ impl Daemon {
         };
         match committed {
             Ok((unread, receipt_applied, stored, changed, followed, tasks, chunks)) => {
+                for (from, file) in &files_ended {
+                    crate::ops::files::drop_partial(&self.home, name, from, file);
+                }
                 for from in &unpaired {
                     if let Some(slot) = burst.slots.get_mut(from) {
                         **slot = None;
@@ -770,10 +778,7 @@ impl Daemon {
             })
             .await
             .map_err(|e| crate::api::internal("cannot check a file", e))?;
-            let (owner, peer) = (name.clone(), *from);
-            self.db
-                .run(move |tx| tx.forget_file_parts(&owner, &peer, &file_id))
-                .await?;
+            burst.files_ended.push((*from, file_id));
             *effect = match kept {
                 Ok(path) => {
                     tracing::info!(identity = %name, from = %from.short_id(), size = offer.size, path = %path.display(), "file received");
@@ -832,6 +837,9 @@ struct Burst {
     effects: Vec<(PublicKey, Effect)>,
     /// Envelopes to acknowledge once the job commits.
     acks: Vec<EnvelopeId>,
+    /// Transfers ended by an offer in this burst (sender, file id): their
+    /// parts are forgotten in the job, their partial files after it.
+    files_ended: Vec<(PublicKey, [u8; 16])>,
 }
 
 /// What a stored message does to tasks: a task arrives; a result to a task

@@ -124,6 +124,13 @@ fn a_20_mib_file_arrives_hash_equal_and_hostile_names_are_made_safe() {
         sha256(&big),
         "the first is untouched"
     );
+    let partial: Vec<_> = std::fs::read_dir(files_dir.join(".partial"))
+        .unwrap()
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partial files are dropped once kept: {partial:?}"
+    );
     assert!(!home.path().join("x").exists());
 }
 

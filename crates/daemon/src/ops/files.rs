@@ -354,6 +354,13 @@ pub(crate) fn files_dir(home: &crate::Home, name: &Name) -> std::io::Result<Path
     Ok(dir)
 }
 
+/// Drops the partial file of a transfer whose end is committed.
+pub(crate) fn drop_partial(home: &crate::Home, name: &Name, peer: &PublicKey, file_id: &[u8; 16]) {
+    if let Ok(dir) = files_dir(home, name) {
+        let _ = std::fs::remove_file(partial_path(&dir, peer, file_id));
+    }
+}
+
 fn partial_path(dir: &Path, peer: &PublicKey, file_id: &[u8; 16]) -> PathBuf {
     dir.join(".partial")
         .join(format!("{}-{}", peer.short_id(), hex(file_id)))
@@ -380,8 +387,10 @@ pub(crate) fn write_part(
 }
 
 /// Ends a transfer: every part there, the size and hash right; the file
-/// moved to a new, safe name. Where it is, or why it was refused (its
-/// parts are dropped then).
+/// linked under a new, safe name. Where it is, or why it was refused (its
+/// partial file is dropped then). A kept file's partial file stays until
+/// the store job that records the file commits ([`drop_partial`]): if that
+/// job fails, the offer comes again and finds its parts as they were.
 pub(crate) fn finish_file(
     home: &crate::Home,
     name: &Name,
@@ -460,10 +469,7 @@ pub(crate) fn finish_file(
         };
         // A hard link claims the name atomically and fails if it exists.
         match std::fs::hard_link(&partial, &candidate) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&partial);
-                return Ok(candidate);
-            }
+            Ok(()) => return Ok(candidate),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(error) => return refuse(format!("cannot store the file: {error}")),
         }
