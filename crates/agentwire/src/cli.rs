@@ -966,6 +966,11 @@ pub(crate) struct LimitArgs {
     /// How long an undelivered envelope is kept (e.g. 7d, 12h, 90s)
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub(crate) envelope_ttl: Duration,
+    /// Largest number of identities the opt-in directory lists (`card
+    /// publish`); 0 keeps no directory
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_DIRECTORY_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub(crate) max_directory_entries: u32,
     /// How long a client has to answer the challenge
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) auth_timeout: Duration,

@@ -54,6 +54,7 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
             ip_rate: RateLimit::per_second(l.ip_rate),
             max_queue_per_recipient: l.max_queue,
             envelope_ttl: l.envelope_ttl,
+            max_directory_entries: l.max_directory_entries,
             auth_timeout: l.auth_timeout,
             ping_interval: agentwire_relay::DEFAULT_PING_INTERVAL,
         },

@@ -44,7 +44,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_wire::{Body, EnvelopeId, Frame, PublicKey, RequestId, Signature};
+use agentwire_wire::{
+    Body, EnvelopeId, Frame, PublicKey, RelayId, RequestId, Signature, directory,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -354,6 +356,58 @@ impl RelayClient {
             other => Err(unexpected("dismissed", &other)),
         }
     }
+}
+
+impl RelayClient {
+    /// Lists this key in the relay's directory, or withdraws it: `entry` is
+    /// a [`directory::Entry`] of this client's key, signed for this relay
+    /// (see [`sign_entry`]). Returns when the relay stops listing it (0 for
+    /// a withdrawal).
+    pub async fn publish(&self, entry: &directory::Entry) -> Result<u64, ClientError> {
+        match self
+            .request(Body::Publish {
+                entry: entry.encode(),
+            })
+            .await?
+        {
+            Body::Published { expires_at_ms } => Ok(expires_at_ms),
+            other => Err(unexpected("published", &other)),
+        }
+    }
+
+    /// The directory's entries with `capability` (any, when empty), newest
+    /// first, as the relay returned them: check each with [`verify_entry`]
+    /// before trusting it.
+    pub async fn lookup(&self, capability: &str) -> Result<Vec<Vec<u8>>, ClientError> {
+        match self
+            .request(Body::Lookup {
+                capability: capability.to_owned(),
+            })
+            .await?
+        {
+            Body::Listing { entries } => Ok(entries),
+            other => Err(unexpected("listing", &other)),
+        }
+    }
+}
+
+/// Signs `entry` (whose `key` must be the signer's) for the relay
+/// `relay_id`, filling in its signature.
+pub fn sign_entry(entry: &mut directory::Entry, relay_id: &RelayId, signer: &dyn Signer) {
+    entry.signature = signer.sign(&entry.signed_bytes(relay_id));
+}
+
+/// Parses an entry a relay returned and checks that its key signed it for
+/// `relay_id`: a relay cannot make entries up or change them (it can still
+/// leave some out, or return an older one of the same key).
+pub fn verify_entry(bytes: &[u8], relay_id: &RelayId) -> Result<directory::Entry, String> {
+    let entry = directory::Entry::decode(bytes).map_err(|e| e.to_string())?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(entry.key.as_bytes())
+        .map_err(|_| "the entry's key is not an Ed25519 key".to_owned())?;
+    let signature = ed25519_dalek::Signature::from_bytes(entry.signature.as_bytes());
+    key.verify_strict(&entry.signed_bytes(relay_id), &signature)
+        .map_err(|_| "the entry's signature does not verify".to_owned())?;
+    Ok(entry)
 }
 
 fn unexpected(expected: &str, got: &Body) -> ClientError {

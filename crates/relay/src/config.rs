@@ -21,6 +21,8 @@ pub const DEFAULT_KEY_FRAMES_PER_SEC: u32 = 500;
 pub const DEFAULT_IP_FRAMES_PER_SEC: u32 = 2000;
 /// Default largest number of envelopes queued for one recipient.
 pub const DEFAULT_MAX_QUEUE_PER_RECIPIENT: u32 = 10_000;
+/// Default largest number of keys the directory lists (0 turns it off).
+pub const DEFAULT_MAX_DIRECTORY_ENTRIES: u32 = 10_000;
 /// Default time an undelivered envelope is kept (7 days).
 pub const DEFAULT_ENVELOPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default time a client has to answer the challenge.
@@ -148,6 +150,8 @@ pub struct Limits {
     pub max_queue_per_recipient: u32,
     /// How long an undelivered envelope is kept.
     pub envelope_ttl: Duration,
+    /// Largest number of keys in the opt-in directory; 0 keeps no directory.
+    pub max_directory_entries: u32,
     /// How long a client has to answer the challenge.
     pub auth_timeout: Duration,
     /// How often idle connections are pinged (see [`DEFAULT_PING_INTERVAL`]).
@@ -164,6 +168,7 @@ impl Default for Limits {
             ip_rate: RateLimit::per_second(DEFAULT_IP_FRAMES_PER_SEC),
             max_queue_per_recipient: DEFAULT_MAX_QUEUE_PER_RECIPIENT,
             envelope_ttl: DEFAULT_ENVELOPE_TTL,
+            max_directory_entries: DEFAULT_MAX_DIRECTORY_ENTRIES,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
         }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use agentwire_wire::{
     Body, DecodeError, EnvelopeId, ErrorCode, Frame, Nonce, PROTOCOL_VERSION, PublicKey, RequestId,
-    Signature,
+    Signature, directory,
 };
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
@@ -31,7 +31,7 @@ use crate::config::{
 use crate::metrics::FrameLabel;
 use crate::rate::IpSlot;
 use crate::server::{Shared, now_ms};
-use crate::store::{NewEnvelope, PutOutcome, StoreError};
+use crate::store::{ListOutcome, NewEnvelope, NewListing, PutOutcome, StoreError};
 
 /// Envelopes read from the store per delivery batch, at most.
 const FETCH_BATCH: usize = 64;
@@ -67,6 +67,15 @@ enum Done {
         id: EnvelopeId,
         to: PublicKey,
         result: Result<bool, StoreError>,
+    },
+    List {
+        request_id: RequestId,
+        listed_until_ms: u64,
+        result: Result<ListOutcome, StoreError>,
+    },
+    Lookup {
+        request_id: RequestId,
+        result: Result<Vec<Vec<u8>>, StoreError>,
     },
 }
 
@@ -451,7 +460,7 @@ impl Conn {
                     } else {
                         (
                             ErrorCode::UnexpectedFrame,
-                            "clients may send only hello, send, ack and dismiss frames",
+                            "clients may send only hello, send, ack, dismiss, publish and lookup frames",
                         )
                     };
                     self.refuse(request_id, code, 0, message.into()).await?;
@@ -660,6 +669,60 @@ impl Conn {
                 }));
                 Ok(())
             }
+            Body::Publish { .. } | Body::Lookup { .. }
+                if self.shared.limits.max_directory_entries == 0 =>
+            {
+                self.refuse(
+                    request_id,
+                    ErrorCode::DirectoryDisabled,
+                    0,
+                    "this relay keeps no directory".into(),
+                )
+                .await
+            }
+            Body::Publish { entry } => {
+                let listing =
+                    match check_entry(&entry, session.key, &self.shared.relay_id, now_ms()) {
+                        Ok(listing) => listing,
+                        Err(why) => {
+                            return self
+                                .refuse(
+                                    request_id,
+                                    ErrorCode::InvalidEntry,
+                                    directory::MAX_ENTRY_CLOCK_SKEW_MS,
+                                    why,
+                                )
+                                .await;
+                        }
+                    };
+                let max_entries = self.shared.limits.max_directory_entries;
+                let listed_until_ms = listing.listed_until_ms;
+                session.pending.push(Box::pin(async move {
+                    Done::List {
+                        request_id,
+                        listed_until_ms,
+                        result: store.list(listing, max_entries).await,
+                    }
+                }));
+                Ok(())
+            }
+            Body::Lookup { capability } => {
+                // A tag no entry can carry matches nothing.
+                if !capability.is_empty() && !directory::is_tag(&capability) {
+                    return self
+                        .send(Frame::new(request_id, Body::Listing { entries: vec![] }))
+                        .await;
+                }
+                session.pending.push(Box::pin(async move {
+                    Done::Lookup {
+                        request_id,
+                        result: store
+                            .lookup(capability, now_ms(), directory::MAX_LISTING)
+                            .await,
+                    }
+                }));
+                Ok(())
+            }
             Body::Hello { .. } => {
                 self.refuse(
                     request_id,
@@ -674,7 +737,8 @@ impl Conn {
                     request_id,
                     ErrorCode::UnexpectedFrame,
                     0,
-                    "clients may send only hello, send, ack and dismiss frames".into(),
+                    "clients may send only hello, send, ack, dismiss, publish and lookup frames"
+                        .into(),
                 )
                 .await
             }
@@ -748,6 +812,48 @@ impl Conn {
                         .await?;
                     // A dismissal makes room for notices beyond the last batch.
                     self.pump_notices(session).await
+                }
+                Err(error) => self.internal(request_id, error).await,
+            },
+            Done::List {
+                request_id,
+                listed_until_ms,
+                result,
+            } => match result {
+                Ok(ListOutcome::Stored) => {
+                    self.send(Frame::new(
+                        request_id,
+                        Body::Published {
+                            expires_at_ms: listed_until_ms,
+                        },
+                    ))
+                    .await
+                }
+                Ok(ListOutcome::Stale) => {
+                    self.refuse(
+                        request_id,
+                        ErrorCode::InvalidEntry,
+                        0,
+                        "this key already has an entry as new or newer; publish a fresh one".into(),
+                    )
+                    .await
+                }
+                Ok(ListOutcome::Full) => {
+                    let limit = self.shared.limits.max_directory_entries;
+                    self.refuse(
+                        request_id,
+                        ErrorCode::DirectoryFull,
+                        u64::from(limit),
+                        format!("the directory already lists {limit} keys; retry later"),
+                    )
+                    .await
+                }
+                Err(error) => self.internal(request_id, error).await,
+            },
+            Done::Lookup { request_id, result } => match result {
+                Ok(entries) => {
+                    self.send(Frame::new(request_id, Body::Listing { entries }))
+                        .await
                 }
                 Err(error) => self.internal(request_id, error).await,
             },
@@ -852,6 +958,63 @@ fn verify(
     let message = agentwire_wire::auth_message(relay_id, nonce, issued_at_ms, key);
     let signature = ed25519_dalek::Signature::from_bytes(signature.as_bytes());
     verifying_key.verify_strict(&message, &signature).is_ok()
+}
+
+/// Checks a published entry: well formed, `key`'s own, signed by it for
+/// this relay, made within the clock skew of `now_ms`, listed for at most
+/// the longest lifetime. Says what is wrong otherwise.
+fn check_entry(
+    bytes: &[u8],
+    key: PublicKey,
+    relay_id: &agentwire_wire::RelayId,
+    now_ms: u64,
+) -> Result<NewListing, String> {
+    use directory::{MAX_ENTRY_CLOCK_SKEW_MS, MAX_ENTRY_LIFETIME_MS};
+    let entry = directory::Entry::decode(bytes).map_err(|e| e.to_string())?;
+    if entry.key != key {
+        return Err("the entry is for another key; publish your own".into());
+    }
+    let Ok(verifying_key) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
+        return Err("the entry's key is not an Ed25519 key".into());
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(entry.signature.as_bytes());
+    if verifying_key
+        .verify_strict(&entry.signed_bytes(relay_id), &signature)
+        .is_err()
+    {
+        return Err("the entry's signature does not verify for this key and relay".into());
+    }
+    if entry.published_at_ms.abs_diff(now_ms) > MAX_ENTRY_CLOCK_SKEW_MS {
+        return Err(format!(
+            "the entry was made at {} but the relay's clock says {now_ms}; fix the clock (at most {MAX_ENTRY_CLOCK_SKEW_MS} ms apart)",
+            entry.published_at_ms
+        ));
+    }
+    let listed_until_ms = if entry.is_withdrawal() {
+        0
+    } else {
+        if entry.expires_at_ms <= now_ms
+            || entry.expires_at_ms - entry.published_at_ms.min(entry.expires_at_ms)
+                > MAX_ENTRY_LIFETIME_MS
+        {
+            return Err(format!(
+                "the entry must expire in the future and at most {MAX_ENTRY_LIFETIME_MS} ms after it was made"
+            ));
+        }
+        entry.expires_at_ms
+    };
+    // Forgotten no sooner than an older entry could still pass the clock
+    // check, so that a replayed older entry finds this one and is refused.
+    let forget_at_ms =
+        listed_until_ms.max(entry.published_at_ms.max(now_ms) + MAX_ENTRY_CLOCK_SKEW_MS);
+    Ok(NewListing {
+        key,
+        published_at_ms: entry.published_at_ms,
+        listed_until_ms,
+        forget_at_ms,
+        capabilities: entry.capabilities,
+        entry: bytes.to_vec(),
+    })
 }
 
 fn is_capacity_error(error: axum::Error) -> bool {

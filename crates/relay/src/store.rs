@@ -67,6 +67,30 @@ pub(crate) enum PutOutcome {
     QueueFull,
 }
 
+/// The result of offering a directory entry to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListOutcome {
+    /// Stored now, replacing the key's older entry if any.
+    Stored,
+    /// The key already has an entry as new or newer; nothing changed.
+    Stale,
+    /// The directory holds its limit of keys and this one is not among them.
+    Full,
+}
+
+/// A directory entry for [`Store::list`], already checked by the caller.
+pub(crate) struct NewListing {
+    pub(crate) key: PublicKey,
+    pub(crate) published_at_ms: u64,
+    /// When lookups stop returning it (its publish time for a withdrawal).
+    pub(crate) listed_until_ms: u64,
+    /// When the store forgets it.
+    pub(crate) forget_at_ms: u64,
+    pub(crate) capabilities: Vec<String>,
+    /// The entry's bytes, returned by lookups as they are.
+    pub(crate) entry: Vec<u8>,
+}
+
 /// An envelope as it sits in a recipient's queue.
 #[derive(Clone, Debug)]
 pub(crate) struct Queued {
@@ -407,6 +431,13 @@ impl Store {
                 .execute(params![now])?;
             conn.prepare_cached("DELETE FROM expired WHERE forget_at <= ?1")?
                 .execute(params![now])?;
+            conn.prepare_cached(
+                "DELETE FROM directory_tags WHERE key IN
+                 (SELECT key FROM directory WHERE forget_at <= ?1)",
+            )?
+            .execute(params![now])?;
+            conn.prepare_cached("DELETE FROM directory WHERE forget_at <= ?1")?
+                .execute(params![now])?;
             let delta = -i64::try_from(notices.len()).unwrap_or(0);
             Ok((notices, delta))
         })
@@ -438,6 +469,89 @@ impl Store {
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(notices)
+        })
+        .await
+    }
+
+    /// Stores a directory entry for its key unless the key has one as new
+    /// or newer, or the directory already lists `max_entries` other keys.
+    pub(crate) async fn list(
+        &self,
+        listing: NewListing,
+        max_entries: u32,
+    ) -> Result<ListOutcome, StoreError> {
+        self.call(move |conn| {
+            let l = &listing;
+            let key = l.key.as_bytes();
+            let existing: Option<i64> = conn
+                .prepare_cached("SELECT published_at FROM directory WHERE key = ?1")?
+                .query_row(params![key], |row| row.get(0))
+                .optional()?;
+            match existing {
+                Some(at) if at >= to_sql_time(l.published_at_ms) => {
+                    return Ok((ListOutcome::Stale, 0));
+                }
+                Some(_) => {}
+                None => {
+                    let count: i64 = conn
+                        .prepare_cached("SELECT COUNT(*) FROM directory")?
+                        .query_row([], |row| row.get(0))?;
+                    if count >= i64::from(max_entries) {
+                        return Ok((ListOutcome::Full, 0));
+                    }
+                }
+            }
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO directory (key, published_at, listed_until, forget_at, entry)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                key,
+                to_sql_time(l.published_at_ms),
+                to_sql_time(l.listed_until_ms),
+                to_sql_time(l.forget_at_ms),
+                l.entry
+            ])?;
+            conn.prepare_cached("DELETE FROM directory_tags WHERE key = ?1")?
+                .execute(params![key])?;
+            for tag in &l.capabilities {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO directory_tags (tag, key) VALUES (?1, ?2)",
+                )?
+                .execute(params![tag, key])?;
+            }
+            Ok((ListOutcome::Stored, 0))
+        })
+        .await
+    }
+
+    /// Up to `limit` listed entries with `capability` (any, when empty),
+    /// newest first.
+    pub(crate) async fn lookup(
+        &self,
+        capability: String,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let now = to_sql_time(now_ms);
+            if capability.is_empty() {
+                conn.prepare_cached(
+                    "SELECT entry FROM directory WHERE listed_until > ?1
+                     ORDER BY published_at DESC LIMIT ?2",
+                )?
+                .query_map(params![now, limit], |row| row.get(0))?
+                .collect()
+            } else {
+                conn.prepare_cached(
+                    "SELECT d.entry FROM directory_tags t JOIN directory d ON d.key = t.key
+                     WHERE t.tag = ?1 AND d.listed_until > ?2
+                     ORDER BY d.published_at DESC LIMIT ?3",
+                )?
+                .query_map(params![capability, now, limit], |row| row.get(0))?
+                .collect()
+            }
         })
         .await
     }
@@ -653,6 +767,29 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  queued INTEGER NOT NULL
              ) WITHOUT ROWID;
              PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        // The opt-in directory: one signed entry per key that chose to be
+        // listed, and its capability tags to find it by.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS directory (
+                 key BLOB PRIMARY KEY,
+                 published_at INTEGER NOT NULL,
+                 listed_until INTEGER NOT NULL,
+                 forget_at INTEGER NOT NULL,
+                 entry BLOB NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS directory_by_forget ON directory (forget_at);
+             CREATE TABLE IF NOT EXISTS directory_tags (
+                 tag TEXT NOT NULL,
+                 key BLOB NOT NULL,
+                 PRIMARY KEY (tag, key)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS directory_tags_by_key ON directory_tags (key);
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
     }

@@ -3,6 +3,7 @@
 //! The decoder is total: any input yields a frame or a [`DecodeError`], never
 //! a panic, and it never allocates more than the input's length.
 
+use crate::directory::{MAX_ENTRY_BYTES, MAX_LISTING, MAX_TAG_LEN};
 use crate::{
     Body, EnvelopeId, ErrorCode, Frame, FrameType, HEADER_LEN, MAX_ACCESS_TOKEN_LEN,
     MAX_ERROR_MESSAGE_LEN, Nonce, PROTOCOL_VERSION, PublicKey, RelayId, RequestId, Signature,
@@ -174,6 +175,18 @@ impl Frame {
                 out.extend_from_slice(id.as_bytes());
                 out.extend_from_slice(to.as_bytes());
             }
+            Body::Publish { entry } => put_short_bytes(&mut out, entry),
+            Body::Published { expires_at_ms } => {
+                out.extend_from_slice(&expires_at_ms.to_be_bytes());
+            }
+            Body::Lookup { capability } => put_short_bytes(&mut out, capability.as_bytes()),
+            Body::Listing { entries } => {
+                let entries = &entries[..entries.len().min(MAX_LISTING)];
+                out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+                for entry in entries {
+                    put_short_bytes(&mut out, entry);
+                }
+            }
             Body::Error {
                 code,
                 limit,
@@ -190,6 +203,8 @@ impl Frame {
     fn body_len_hint(&self) -> usize {
         match &self.body {
             Body::Send { payload, .. } | Body::Deliver { payload, .. } => payload.len() + 64,
+            Body::Publish { entry } => entry.len() + 2,
+            Body::Listing { entries } => entries.iter().map(|e| e.len() + 2).sum::<usize>() + 2,
             _ => 128,
         }
     }
@@ -256,6 +271,31 @@ impl Frame {
                 to: PublicKey::from_bytes(r.array("to")?),
             },
             FrameType::Dismissed => Body::Dismissed { id: r.id()? },
+            FrameType::Publish => Body::Publish {
+                entry: r.short_bytes("entry", MAX_ENTRY_BYTES)?.to_vec(),
+            },
+            FrameType::Published => Body::Published {
+                expires_at_ms: r.u64("expires_at_ms")?,
+            },
+            FrameType::Lookup => Body::Lookup {
+                capability: r.text("capability", MAX_TAG_LEN)?,
+            },
+            FrameType::Listing => {
+                let count = usize::from(r.u16("entries")?);
+                if count > MAX_LISTING {
+                    return Err(DecodeError::FieldTooLong {
+                        field: "entries",
+                        len: count,
+                        max: MAX_LISTING,
+                        request_id,
+                    });
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(r.short_bytes("entry", MAX_ENTRY_BYTES)?.to_vec());
+                }
+                Body::Listing { entries }
+            }
             FrameType::Error => Body::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 limit: r.u64("limit")?,
@@ -440,6 +480,12 @@ mod tests {
             }),
             (id(), key()).prop_map(|(id, to)| Body::Dismiss { id, to }),
             id().prop_map(|id| Body::Dismissed { id }),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_ENTRY_BYTES)
+                .prop_map(|entry| Body::Publish { entry }),
+            any::<u64>().prop_map(|expires_at_ms| Body::Published { expires_at_ms }),
+            "[a-z0-9.+_-]{0,48}".prop_map(|capability| Body::Lookup { capability }),
+            proptest::collection::vec(payload(), 0..=4)
+                .prop_map(|entries| Body::Listing { entries }),
             (any::<u16>(), any::<u64>(), "\\PC{0,200}").prop_map(|(c, limit, message)| {
                 Body::Error {
                     code: ErrorCode::from_u16(c),

@@ -51,6 +51,14 @@ pub enum ErrorCode {
     /// The payload is larger than `limit` bytes (the frame limit minus the
     /// delivery overhead).
     PayloadTooLarge,
+    /// A directory entry was refused: malformed, not signed by its key for
+    /// this relay, not this connection's key, its time more than `limit`
+    /// milliseconds from the relay's clock, or older than the one listed.
+    InvalidEntry,
+    /// The directory already lists `limit` keys; a new key cannot be added.
+    DirectoryFull,
+    /// This relay keeps no directory.
+    DirectoryDisabled,
     /// The relay could not store or read the request; retry later.
     Internal,
     /// The relay is shutting down; reconnect later.
@@ -80,8 +88,11 @@ impl ErrorCode {
             Self::IdConflict => 25,
             Self::PayloadTooLarge => 26,
             Self::TooManyIpConnections => 27,
+            Self::InvalidEntry => 28,
+            Self::DirectoryFull => 29,
             Self::Internal => 30,
             Self::ShuttingDown => 31,
+            Self::DirectoryDisabled => 32,
             Self::Unknown(code) => code,
         }
     }
@@ -106,8 +117,11 @@ impl ErrorCode {
             25 => Self::IdConflict,
             26 => Self::PayloadTooLarge,
             27 => Self::TooManyIpConnections,
+            28 => Self::InvalidEntry,
+            29 => Self::DirectoryFull,
             30 => Self::Internal,
             31 => Self::ShuttingDown,
+            32 => Self::DirectoryDisabled,
             other => Self::Unknown(other),
         }
     }
@@ -132,6 +146,9 @@ impl ErrorCode {
             Self::IdConflict => "id_conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::TooManyIpConnections => "too_many_ip_connections",
+            Self::InvalidEntry => "invalid_entry",
+            Self::DirectoryFull => "directory_full",
+            Self::DirectoryDisabled => "directory_disabled",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
             Self::Unknown(_) => "unknown",
@@ -165,6 +182,7 @@ impl ErrorCode {
                 | Self::KeyRateLimited
                 | Self::IpRateLimited
                 | Self::QueueFull
+                | Self::DirectoryFull
                 | Self::Internal
                 | Self::ShuttingDown
         )

@@ -106,6 +106,42 @@ pub(crate) fn all() -> Vec<(&'static str, Frame)> {
         ("dismiss", Frame::new(4, Body::Dismiss { id, to: bob })),
         ("dismissed", Frame::new(4, Body::Dismissed { id })),
         (
+            "publish",
+            Frame::new(
+                5,
+                Body::Publish {
+                    entry: directory_entry().encode(),
+                },
+            ),
+        ),
+        (
+            "published",
+            Frame::new(
+                5,
+                Body::Published {
+                    expires_at_ms: directory_entry().expires_at_ms,
+                },
+            ),
+        ),
+        (
+            "lookup",
+            Frame::new(
+                6,
+                Body::Lookup {
+                    capability: "code-review".to_owned(),
+                },
+            ),
+        ),
+        (
+            "listing",
+            Frame::new(
+                6,
+                Body::Listing {
+                    entries: vec![directory_entry().encode()],
+                },
+            ),
+        ),
+        (
             "error",
             Frame::new(
                 2,
@@ -117,6 +153,28 @@ pub(crate) fn all() -> Vec<(&'static str, Frame)> {
             ),
         ),
     ]
+}
+
+/// The example directory entry: the example client lists itself under
+/// `code-review` with a card (name `alice`, takes tasks) and a stand-in
+/// invite, signed for the example relay.
+pub(crate) fn directory_entry() -> crate::directory::Entry {
+    let key = client_key();
+    let mut card = vec![1, 1, 5];
+    card.extend_from_slice(b"alice");
+    card.extend_from_slice(&[0, 0, 1, 11]);
+    card.extend_from_slice(b"code-review");
+    let mut entry = crate::directory::Entry {
+        key: PublicKey::from_bytes(key.verifying_key().to_bytes()),
+        published_at_ms: ISSUED_AT_MS,
+        expires_at_ms: ISSUED_AT_MS + crate::directory::MAX_ENTRY_LIFETIME_MS,
+        capabilities: vec!["code-review".to_owned()],
+        card,
+        invite: b"aw1:EXAMPLE".to_vec(),
+        signature: Signature::from_bytes([0; 64]),
+    };
+    entry.signature = Signature::from_bytes(key.sign(&entry.signed_bytes(&relay_id())).to_bytes());
+    entry
 }
 
 /// Lower-case hex, 16 bytes a line.

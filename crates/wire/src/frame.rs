@@ -115,6 +115,30 @@ pub enum Body {
         /// The dismissed id.
         id: EnvelopeId,
     },
+    /// C→R, list this key in the relay's directory (or withdraw it): a
+    /// signed [`crate::directory::Entry`].
+    Publish {
+        /// The entry's bytes, at most [`crate::directory::MAX_ENTRY_BYTES`].
+        entry: Vec<u8>,
+    },
+    /// R→C, answer to `Publish`: the entry is stored.
+    Published {
+        /// When the relay stops listing it, Unix milliseconds (0 for a
+        /// withdrawal).
+        expires_at_ms: u64,
+    },
+    /// C→R, the directory's entries with a capability tag.
+    Lookup {
+        /// The tag, or empty for the newest entries of any capability. At
+        /// most [`crate::directory::MAX_TAG_LEN`] bytes.
+        capability: String,
+    },
+    /// R→C, answer to `Lookup`: at most [`crate::directory::MAX_LISTING`]
+    /// entries, newest first, each as published.
+    Listing {
+        /// The entries' bytes.
+        entries: Vec<Vec<u8>>,
+    },
     /// R→C, a request or the connection was refused.
     Error {
         /// What went wrong.
@@ -153,13 +177,21 @@ pub enum FrameType {
     Dismiss = 0x16,
     /// [`Body::Dismissed`]
     Dismissed = 0x17,
+    /// [`Body::Publish`]
+    Publish = 0x20,
+    /// [`Body::Published`]
+    Published = 0x21,
+    /// [`Body::Lookup`]
+    Lookup = 0x22,
+    /// [`Body::Listing`]
+    Listing = 0x23,
     /// [`Body::Error`]
     Error = 0x7f,
 }
 
 impl FrameType {
     /// Every frame type, in tag order.
-    pub const ALL: [FrameType; 12] = [
+    pub const ALL: [FrameType; 16] = [
         Self::Challenge,
         Self::Hello,
         Self::Welcome,
@@ -171,6 +203,10 @@ impl FrameType {
         Self::Expired,
         Self::Dismiss,
         Self::Dismissed,
+        Self::Publish,
+        Self::Published,
+        Self::Lookup,
+        Self::Listing,
         Self::Error,
     ];
 
@@ -193,13 +229,20 @@ impl FrameType {
             Self::Expired => "expired",
             Self::Dismiss => "dismiss",
             Self::Dismissed => "dismissed",
+            Self::Publish => "publish",
+            Self::Published => "published",
+            Self::Lookup => "lookup",
+            Self::Listing => "listing",
             Self::Error => "error",
         }
     }
 
     /// Whether clients may send this type (the others only come from relays).
     pub fn is_client_to_relay(self) -> bool {
-        matches!(self, Self::Hello | Self::Send | Self::Ack | Self::Dismiss)
+        matches!(
+            self,
+            Self::Hello | Self::Send | Self::Ack | Self::Dismiss | Self::Publish | Self::Lookup
+        )
     }
 }
 
@@ -218,6 +261,10 @@ impl Body {
             Self::Expired { .. } => FrameType::Expired,
             Self::Dismiss { .. } => FrameType::Dismiss,
             Self::Dismissed { .. } => FrameType::Dismissed,
+            Self::Publish { .. } => FrameType::Publish,
+            Self::Published { .. } => FrameType::Published,
+            Self::Lookup { .. } => FrameType::Lookup,
+            Self::Listing { .. } => FrameType::Listing,
             Self::Error { .. } => FrameType::Error,
         }
     }
@@ -302,6 +349,22 @@ impl std::fmt::Debug for Body {
                 .field("to", to)
                 .finish(),
             Self::Dismissed { id } => f.debug_struct("Dismissed").field("id", id).finish(),
+            Self::Publish { entry } => f
+                .debug_struct("Publish")
+                .field("entry", &format_args!("<{} bytes>", entry.len()))
+                .finish(),
+            Self::Published { expires_at_ms } => f
+                .debug_struct("Published")
+                .field("expires_at_ms", expires_at_ms)
+                .finish(),
+            Self::Lookup { capability } => f
+                .debug_struct("Lookup")
+                .field("capability", capability)
+                .finish(),
+            Self::Listing { entries } => f
+                .debug_struct("Listing")
+                .field("entries", &entries.len())
+                .finish(),
             Self::Error {
                 code,
                 limit,
@@ -342,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn only_hello_send_ack_and_dismiss_go_from_client_to_relay() {
+    fn only_requests_go_from_client_to_relay() {
         let client_types: Vec<_> = FrameType::ALL
             .into_iter()
             .filter(|t| t.is_client_to_relay())
@@ -353,7 +416,9 @@ mod tests {
                 FrameType::Hello,
                 FrameType::Send,
                 FrameType::Ack,
-                FrameType::Dismiss
+                FrameType::Dismiss,
+                FrameType::Publish,
+                FrameType::Lookup,
             ]
         );
         for ty in FrameType::ALL {

@@ -29,6 +29,7 @@
 //! ```
 
 mod codec;
+pub mod directory;
 mod error_code;
 #[cfg(test)]
 mod examples;

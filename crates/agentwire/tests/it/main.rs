@@ -27,6 +27,7 @@ mod readme;
 mod relay_auth;
 mod relay_client;
 mod relay_delivery;
+mod relay_directory;
 mod relay_garbage;
 mod relay_limits;
 mod relay_process;
