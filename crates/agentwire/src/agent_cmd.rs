@@ -60,9 +60,11 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             wait.then_some(timeout),
         ),
         Command::Card { action } => crate::task_cmd::card(&home, out, identity, action),
-        Command::Discover { capability, wait } => {
-            crate::task_cmd::discover(&home, out, identity, capability, wait)
-        }
+        Command::Discover {
+            capability,
+            wait,
+            relay,
+        } => crate::task_cmd::discover(&home, out, identity, capability, (!relay).then_some(wait)),
         Command::Cancel { task } => crate::task_cmd::cancel(&home, out, identity, task),
         Command::Report { task, state, text } => {
             crate::task_cmd::report(&home, out, identity, task, state, text)

@@ -420,10 +420,16 @@ pub(crate) enum Command {
     /// --capability). Contacts not heard from in the last minute are asked
     /// whether they are there, and given --wait to answer.
     ///
+    /// With --relay, looks in the relay's directory instead: identities
+    /// that listed themselves there (`card publish`), each with the invite
+    /// to pair with it. Every listing is checked (signed by its key for
+    /// this relay, its invite made by that key) before it is shown.
+    ///
     /// Examples:
     ///   agentwire discover --capability code-review
     ///   agentwire discover --json
     ///   agentwire discover --wait 0s        # no asking: what is known now
+    ///   agentwire discover --relay --capability code-review
     #[command(verbatim_doc_comment)]
     Discover {
         /// Only contacts whose card lists this tag
@@ -432,6 +438,9 @@ pub(crate) enum Command {
         /// How long to wait for contacts to answer (at most 30s)
         #[arg(long, default_value = "2s", value_parser = parse_wait)]
         wait: Duration,
+        /// Look in the relay's directory, not among the contacts
+        #[arg(long, conflicts_with = "wait")]
+        relay: bool,
     },
     /// List tasks both ways, newest first: those you asked and were given
     ///
@@ -897,6 +906,38 @@ pub(crate) enum CardAction {
         #[arg(long)]
         no_tasks: bool,
     },
+    /// List this identity in its relay's directory, so that others can
+    /// find it by capability (`discover --relay`) and pair with it
+    ///
+    /// Nothing is listed unless you run this. The listing shows your card
+    /// and carries a fresh invite (valid 30 days) offering what --allow
+    /// says; after each redemption, and each `card set`, the daemon lists
+    /// a new one. Anyone who can reach the relay can read the listing and
+    /// pair with you: offer `task` or `file` only if you mean it.
+    ///
+    /// Examples:
+    ///   agentwire card set --name "Rust reviewer" --capability code-review,rust
+    ///   agentwire card publish                  # whoever pairs may chat
+    ///   agentwire card publish --allow chat,task
+    #[command(verbatim_doc_comment)]
+    Publish {
+        /// What whoever pairs through the listing may send you: chat,
+        /// task, file, all
+        #[arg(
+            long,
+            value_name = "PERMS",
+            default_value = "chat",
+            value_delimiter = ','
+        )]
+        allow: Vec<String>,
+    },
+    /// Take this identity out of its relay's directory; the listed invite
+    /// stops working
+    ///
+    /// Examples:
+    ///   agentwire card unpublish
+    #[command(verbatim_doc_comment)]
+    Unpublish,
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,8 +74,9 @@ use std::time::Duration;
 use agentwire_daemon::api::{self, Event};
 pub use agentwire_daemon::api::{
     ApiError, CardSet, CardView as Card, ChunkView as Chunk, ContactView as Contact, DeliveryState,
-    ErrorCode, FileSent, FileView, FoundContact, Kind, MessageView as Message, Priority, Queued,
-    Sender, SentView, TaskRole, TaskState, TaskView as Task,
+    ErrorCode, FileSent, FileView, FoundContact, Kind, ListedIdentity, Listing,
+    MessageView as Message, Priority, Queued, Sender, SentView, TaskRole, TaskState,
+    TaskView as Task,
 };
 use agentwire_daemon::client::ClientError;
 use agentwire_daemon::{DaemonClient, DaemonHandle, Home};
@@ -430,8 +431,48 @@ impl Agent {
             identity: self.me(),
             capability: capability.map(str::to_owned),
             wait_ms: Some(millis(wait)),
+            relay: false,
         };
         Ok(self.client.call(request).await?.contacts)
+    }
+
+    /// Identities listed in the relay's directory with `capability` (any,
+    /// without it), newest first, each checked and carrying the invite to
+    /// [`Agent::accept`].
+    pub async fn discover_listed(
+        &self,
+        capability: Option<&str>,
+    ) -> Result<Vec<ListedIdentity>, AgentError> {
+        let request = api::Discover {
+            identity: self.me(),
+            capability: capability.map(str::to_owned),
+            wait_ms: None,
+            relay: true,
+        };
+        Ok(self.client.call(request).await?.listed)
+    }
+
+    /// Lists this identity in its relay's directory under its card's
+    /// capabilities, with an invite offering `allow` (`chat`, `task`,
+    /// `file`) to whoever finds it. Nothing is listed until this is called.
+    pub async fn publish_card(&self, allow: &[&str]) -> Result<Listing, AgentError> {
+        let request = api::PublishCard {
+            identity: self.me(),
+            allow: Some(allow.iter().map(|p| (*p).to_owned()).collect()),
+            withdraw: false,
+        };
+        Ok(self.client.call(request).await?)
+    }
+
+    /// Takes this identity out of its relay's directory; the listed invite
+    /// stops working.
+    pub async fn unpublish_card(&self) -> Result<Listing, AgentError> {
+        let request = api::PublishCard {
+            identity: self.me(),
+            allow: None,
+            withdraw: true,
+        };
+        Ok(self.client.call(request).await?)
     }
 
     /// Sends the file at `path` (absolute) to the contact `to`; returns once

@@ -154,6 +154,22 @@ pub(crate) struct DiscoverArgs {
     #[serde(default, deserialize_with = "number")]
     #[schemars(range(min = 0, max = 30))]
     pub(crate) wait_secs: Option<u64>,
+    /// Look in the relay's directory instead of your contacts: agents that
+    /// listed themselves there, each with an invite to `accept`.
+    #[serde(default)]
+    pub(crate) relay: bool,
+}
+
+/// Input of `publish_card`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishCardArgs {
+    /// What whoever pairs through the listing may send you: any of "chat", "task", "file" (default ["chat"]).
+    #[serde(default)]
+    pub(crate) allow: Option<Vec<String>>,
+    /// Take the listing down instead (its invite stops working).
+    #[serde(default)]
+    pub(crate) withdraw: bool,
 }
 
 /// Input of `card`.

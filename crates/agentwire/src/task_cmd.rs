@@ -310,6 +310,46 @@ pub(crate) fn card(
                 format!("{}\n{told}", show(&set.card))
             })
         }
+        Some(crate::cli::CardAction::Publish { allow }) => {
+            let listing = daemon_call(
+                home,
+                api::PublishCard {
+                    identity,
+                    allow: Some(allow),
+                    withdraw: false,
+                },
+                Duration::ZERO,
+            )?;
+            out.print(&listing, |l| {
+                format!(
+                    "listed on {} under {} until {}; whoever pairs may send: {}",
+                    l.relay,
+                    if l.capabilities.is_empty() {
+                        "no capability (only an unfiltered `discover --relay` finds it)".to_owned()
+                    } else {
+                        l.capabilities.join(", ")
+                    },
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(l.expires_at_ms)
+                    ),
+                    l.permissions.join(", ")
+                )
+            })
+        }
+        Some(crate::cli::CardAction::Unpublish) => {
+            let listing = daemon_call(
+                home,
+                api::PublishCard {
+                    identity,
+                    allow: None,
+                    withdraw: true,
+                },
+                Duration::ZERO,
+            )?;
+            out.print(&listing, |l| {
+                format!("withdrawn from the directory of {}", l.relay)
+            })
+        }
     }
 }
 
@@ -319,14 +359,18 @@ pub(crate) fn discover(
     out: Output,
     identity: Option<String>,
     capability: Option<String>,
-    wait: Duration,
+    wait: Option<Duration>,
 ) -> Result<(), Failure> {
+    let Some(wait) = wait else {
+        return discover_relay(home, out, identity, capability);
+    };
     let found = daemon_call(
         home,
         api::Discover {
             identity,
             capability: capability.clone(),
             wait_ms: Some(millis(wait)),
+            relay: false,
         },
         wait,
     )?;
@@ -352,6 +396,57 @@ pub(crate) fn discover(
         out.tell(&match capability {
             Some(tag) => format!("no contact's card lists {tag:?}"),
             None => "no contacts yet".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// `discover --relay`: the relay directory's listings, each with the
+/// command that pairs with it.
+fn discover_relay(
+    home: &Home,
+    out: Output,
+    identity: Option<String>,
+    capability: Option<String>,
+) -> Result<(), Failure> {
+    let found = daemon_call(
+        home,
+        api::Discover {
+            identity,
+            capability: capability.clone(),
+            wait_ms: None,
+            relay: true,
+        },
+        Duration::ZERO,
+    )?;
+    out.print_lines(&found, &found.listed, |l| {
+        let card = &l.card;
+        let mut line = format!(
+            "{} {} · {}{} · offers {}",
+            l.short_id,
+            if card.name.is_empty() {
+                "(no name)"
+            } else {
+                &card.name
+            },
+            if card.takes_tasks {
+                "takes tasks · "
+            } else {
+                ""
+            },
+            card.capabilities.join(","),
+            l.permissions.join(",")
+        );
+        match &l.contact {
+            Some(petname) => line.push_str(&format!("\n  already your contact {petname}")),
+            None => line.push_str(&format!("\n  agentwire accept {}", l.invite)),
+        }
+        line
+    })?;
+    if found.listed.is_empty() {
+        out.tell(&match capability {
+            Some(tag) => format!("nobody on the relay's directory lists {tag:?}"),
+            None => "nobody is listed on the relay's directory".to_owned(),
         });
     }
     Ok(())

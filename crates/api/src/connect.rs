@@ -11,12 +11,12 @@ use serde_json::Value;
 
 use crate::event::Event;
 use crate::request::{
-    Ack, Cancel, Chunks, Contacts, Discover, GetCard, Inbox, Invite, Permit, Recv, Request,
-    SendFile, SendMessage, Sent, SetCard, State, Stream, Task, Tasks, UpdateTask, Whoami,
+    Ack, Cancel, Chunks, Contacts, Discover, GetCard, Inbox, Invite, Permit, PublishCard, Recv,
+    Request, SendFile, SendMessage, Sent, SetCard, State, Stream, Task, Tasks, UpdateTask, Whoami,
 };
 use crate::response::{
     Acked, CardSet, CardView, ChunkList, ContactList, ContactView, FileSent, Found, IdentityView,
-    InviteView, Messages, SendOutcome, SentList, SentView, Streamed, TaskList, TaskView,
+    InviteView, Listing, Messages, SendOutcome, SentList, SentView, Streamed, TaskList, TaskView,
 };
 
 /// Longest command line, in bytes.
@@ -113,8 +113,11 @@ commands! {
     Card(GetCard) => CardView, "card";
     /// Change this identity's card.
     SetCard(SetCard) => CardSet, "set_card";
-    /// Contacts by capability, with whether they are online.
+    /// Contacts by capability, with whether they are online (or, with
+    /// `relay`, identities listed in the relay's directory).
     Discover(Discover) => Found, "discover";
+    /// List this identity's card in the relay's directory, or withdraw it.
+    PublishCard(PublishCard) => Listing, "publish_card";
     /// Send a file (the daemon reads it from `path`).
     SendFile(SendFile) => FileSent, "send_file";
 }

@@ -35,14 +35,15 @@ pub use error::{ApiError, ErrorCode};
 pub use event::Event;
 pub use request::{
     Accept, Ack, Cancel, Chunks, Configure, Contacts, Discover, GetCard, Inbox, Init, Invite,
-    Operation, Permit, Recv, Remove, Rename, Request, SendFile, SendMessage, Sent, SetCard, State,
-    Status, Stop, Stream, Subscribe, Task, Tasks, UpdateTask, Whoami,
+    Operation, Permit, PublishCard, Recv, Remove, Rename, Request, SendFile, SendMessage, Sent,
+    SetCard, State, Status, Stop, Stream, Subscribe, Task, Tasks, UpdateTask, Whoami,
 };
 pub use response::{
     Acked, CardSet, CardView, ChunkList, ChunkView, ContactList, ContactView, Created,
     DaemonStatus, FileSent, FileView, Found, FoundContact, IdentityStatus, IdentityView,
-    InviteView, MessageView, Messages, Queued, Recipient, Removed, Renamed, SendOutcome, Sender,
-    SentList, SentView, Settings, Stopping, Streamed, TaskList, TaskView, Waited,
+    InviteView, ListedIdentity, Listing, MessageView, Messages, Queued, Recipient, Removed,
+    Renamed, SendOutcome, Sender, SentList, SentView, Settings, Stopping, Streamed, TaskList,
+    TaskView, Waited,
 };
 pub use types::{
     ContactState, DeliveryState, Kind, Priority, TaskRole, TaskState, UnknownName, Via,

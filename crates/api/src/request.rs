@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::response::{
     Acked, CardSet, CardView, ChunkList, ContactList, ContactView, Created, DaemonStatus, FileSent,
-    Found, IdentityView, InviteView, Messages, Removed, Renamed, SendOutcome, SentList, SentView,
-    Settings, Stopping, Streamed, TaskList, TaskView,
+    Found, IdentityView, InviteView, Listing, Messages, Removed, Renamed, SendOutcome, SentList,
+    SentView, Settings, Stopping, Streamed, TaskList, TaskView,
 };
 use crate::types::{DeliveryState, Kind, Priority, TaskState};
 
@@ -110,6 +110,8 @@ operations! {
     SetCard(SetCard) => CardSet, "set_card";
     /// Contacts by capability, with whether they are online.
     Discover(Discover) => Found, "discover";
+    /// List this identity's card in its relay's directory, or withdraw it.
+    PublishCard(PublishCard) => Listing, "publish_card";
     /// Send a file to a contact.
     SendFile(SendFile) => FileSent, "send_file";
 }
@@ -128,7 +130,10 @@ impl Request {
             Request::Task(task) => task.wait_ms.is_some_and(|ms| ms > 0),
             Request::Chunks(chunks) => chunks.wait_ms.is_some_and(|ms| ms > 0),
             Request::Discover(discover) => discover.wait_ms != Some(0),
-            Request::Accept(_) | Request::Invite(_) | Request::Subscribe(_) => true,
+            Request::Accept(_)
+            | Request::Invite(_)
+            | Request::PublishCard(_)
+            | Request::Subscribe(_) => true,
             _ => false,
         }
     }
@@ -536,6 +541,31 @@ pub struct Discover {
     #[serde(default)]
     #[schemars(range(max = 30_000))]
     pub wait_ms: Option<u64>,
+    /// Look in the relay's directory instead of the contacts: identities
+    /// that published their card there (`publish_card`), each with an
+    /// invite to pair with it.
+    #[serde(default)]
+    pub relay: bool,
+}
+
+/// `publish_card`: list this identity in its relay's opt-in directory
+/// under its card's capabilities, with a fresh invite (valid 30 days, a
+/// new one after each redemption) for whoever finds it; or withdraw the
+/// listing (its invite stops working).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishCard {
+    /// Identity name.
+    #[serde(rename = "as", default)]
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub identity: Option<String>,
+    /// What whoever pairs through the listing may send: any of "chat",
+    /// "task", "file" (default just "chat").
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Withdraw the listing instead.
+    #[serde(default)]
+    pub withdraw: bool,
 }
 
 impl std::fmt::Debug for UpdateTask {

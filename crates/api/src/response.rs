@@ -339,11 +339,66 @@ pub struct FoundContact {
     pub last_seen_ms: Option<u64>,
 }
 
-/// `discover`: the matching contacts, online ones first.
+/// `discover`: the matching contacts, online ones first (or, with
+/// `relay`, the matching listings of the relay's directory).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Found {
     /// The contacts.
     pub contacts: Vec<FoundContact>,
+    /// The relay's listings, newest first (only with `relay`). Each one
+    /// was checked: signed by its key for this relay, its card's
+    /// capabilities as listed, its invite made by that key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<ListedIdentity>,
+}
+
+/// One identity found in the relay's directory.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListedIdentity {
+    /// Its key, hex (64 digits).
+    pub key: String,
+    /// The first 8 hex digits of its key.
+    pub short_id: String,
+    /// Its card (what it says of itself: untrusted).
+    pub card: CardView,
+    /// The invite to pair with it: `accept` it.
+    pub invite: String,
+    /// What the invite lets the one who accepts it send.
+    pub permissions: Vec<String>,
+    /// When it published the listing, Unix ms.
+    pub published_at_ms: u64,
+    /// When the listing and its invite lapse, Unix ms.
+    pub expires_at_ms: u64,
+    /// Its petname here, when it is a contact already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+impl std::fmt::Debug for ListedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListedIdentity")
+            .field("short_id", &self.short_id)
+            .field("card", &self.card)
+            .field("invite", &"<redacted>")
+            .field("published_at_ms", &self.published_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `publish_card`: what the relay's directory now says of this identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Listing {
+    /// The relay whose directory it is.
+    pub relay: String,
+    /// Whether the identity is listed now (false after a withdrawal).
+    pub listed: bool,
+    /// The capabilities it is listed under.
+    pub capabilities: Vec<String>,
+    /// What whoever pairs through the listing may send.
+    pub permissions: Vec<String>,
+    /// When the listing lapses unless published again, Unix ms (0 when
+    /// withdrawn).
+    pub expires_at_ms: u64,
 }
 
 /// `stream`: the piece's place in the task's output.

@@ -147,6 +147,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Table<K, V> {
 
 /// The daemon.
 pub struct Daemon {
+    /// This daemon, for work it hands to tasks of its own.
+    me: std::sync::Weak<Daemon>,
     pub(crate) home: Home,
     pub(crate) key: PickleKey,
     /// The store, through its thread.
@@ -171,6 +173,10 @@ pub struct Daemon {
     relay: Mutex<Option<Relay>>,
     /// The id of the relay each identity is connected to, once connected.
     pub(crate) relay_ids: Table<Name, RelayId>,
+    /// Each identity's relay connection while its link serves one, for
+    /// requests other than sending (the directory). The link takes it back
+    /// when the connection ends, so that no handle keeps it open.
+    pub(crate) links: Table<Name, agentwire_client::RelayClient>,
     /// Woken when a link connects or is refused, or a pairing answer arrives.
     pub(crate) pairing: Notify,
     /// Woken when an outgoing message changes state.
@@ -256,7 +262,8 @@ impl Daemon {
                 .map_err(|e| crate::DaemonError::Corrupt(e.to_string()))?;
             identities.push((name, Arc::new(StdMutex::new(identity))));
         }
-        Ok(Arc::new(Daemon {
+        Ok(Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             home,
             key,
             db,
@@ -269,6 +276,7 @@ impl Daemon {
             queued: StdMutex::new(HashMap::new()),
             relay: Mutex::new(None),
             relay_ids: Table::new(),
+            links: Table::new(),
             seen: Table::new(),
             pinged: Table::new(),
             pairing: Notify::new(),
@@ -288,6 +296,18 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }))
+    }
+
+    /// Runs `work` on this daemon in a task of its own (tracked, so that
+    /// shutdown waits for it).
+    pub(crate) fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<Daemon>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(daemon) = self.me.upgrade() {
+            self.tasks.spawn(work(daemon));
+        }
     }
 
     /// The relay URL: the configured one, or an in-process relay on loopback.

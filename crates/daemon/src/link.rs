@@ -157,6 +157,7 @@ impl Daemon {
             };
             self.serve_link(&name, &client, events, &mut relay_changed)
                 .await;
+            self.links.take(&name);
             connection.cancel();
             if pump.await.is_err() {
                 tracing::error!(identity = %name, "the outbox pump failed");
@@ -239,6 +240,7 @@ impl Daemon {
             Event::Envelope(_) => true,
             Event::Connected { relay_id, .. } => {
                 self.relay_ids.set(name.clone(), relay_id);
+                self.links.set(name.clone(), client.clone());
                 self.link_errors.take(name);
                 self.pairing.notify_waiters();
                 self.outbox_waker(name).notify_one();
@@ -251,6 +253,7 @@ impl Daemon {
             Event::Disconnected { reason } => {
                 tracing::warn!(identity = %name, %reason, "lost the relay; reconnecting");
                 self.relay_ids.take(name);
+                self.links.take(name);
                 self.link_errors
                     .set(name.clone(), format!("reconnecting: {reason}"));
                 true

@@ -156,6 +156,12 @@ impl Daemon {
                             [Published::Contact(crate::views::contact_view(&contact))],
                         );
                         crate::ops::cards::send_card_to(self, name, &from).await;
+                        // A listed invite is spent: list a fresh one.
+                        let owner = name.clone();
+                        self.spawn(move |daemon| async move {
+                            crate::ops::directory::refresh(&daemon, &owner, Some(one_time_key))
+                                .await;
+                        });
                     }
                     _ => {
                         tracing::info!(identity = %name, contact = %from.short_id(), "invite redeemed: new contact")

@@ -1390,6 +1390,7 @@ async fn cards_reach_contacts_and_discover_finds_them_by_capability() {
         identity: None,
         capability: capability.map(str::to_owned),
         wait_ms: Some(wait_ms),
+        relay: false,
     };
     let mut found = Vec::new();
     for _ in 0..100 {

@@ -16,6 +16,7 @@ mod cli_agents;
 mod cli_bridge;
 mod cli_connect;
 mod cli_delivery;
+mod cli_directory;
 mod cli_files;
 mod cli_hooks;
 mod cli_mcp;

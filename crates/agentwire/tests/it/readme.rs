@@ -57,6 +57,7 @@ fn the_readme_quickstart_works_as_written() {
     for heading in [
         "## A bot that answers: `agentwire serve`",
         "## Delegating a task",
+        "## Being found: cards and the relay directory",
     ] {
         run_script(&readme, heading, &home, &path);
     }

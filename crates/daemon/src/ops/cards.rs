@@ -76,6 +76,11 @@ impl Run for SetCard {
                 }
             }
         }
+        // A listing in the relay's directory shows the card: list it anew.
+        let owner = name.clone();
+        daemon.spawn(move |daemon| async move {
+            crate::ops::directory::refresh(&daemon, &owner, None).await;
+        });
         Ok(CardSet {
             card: card_view(&card),
             sent_to,
@@ -94,6 +99,10 @@ impl Run for Discover {
             }
             None => None,
         };
+        if self.relay {
+            return crate::ops::directory::find(daemon, &name, self.wait_ms, capability.as_deref())
+                .await;
+        }
         let matches = |card: Option<&Card>| match &capability {
             Some(tag) => card.is_some_and(|card| card.capabilities.contains(tag)),
             None => true,
@@ -178,7 +187,10 @@ impl Run for Discover {
             })
             .collect();
         found.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
-        Ok(Found { contacts: found })
+        Ok(Found {
+            contacts: found,
+            listed: Vec::new(),
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use crate::core::Daemon;
 pub(crate) mod cards;
 mod config;
 mod contacts;
+pub(crate) mod directory;
 pub(crate) mod files;
 mod init;
 mod pairing;
@@ -65,6 +66,7 @@ pub(crate) async fn answer(daemon: &Arc<Daemon>, request: Request) -> Vec<u8> {
         Request::GetCard(op) => line(daemon, op).await,
         Request::SetCard(op) => line(daemon, op).await,
         Request::Discover(op) => line(daemon, op).await,
+        Request::PublishCard(op) => line(daemon, op).await,
         Request::SendFile(op) => line(daemon, op).await,
         Request::Subscribe(_) => encode(&Response::<()>::from_result(Err(ApiError::invalid(
             "subscribe streams events on its own connection",

@@ -29,11 +29,33 @@ const LINK_WAIT: Duration = Duration::from_secs(10);
 /// The relay id this identity's link is connected to, waiting for the link
 /// up to [`LINK_WAIT`].
 async fn connected_relay_id(daemon: &Daemon, name: &Name) -> Result<RelayId, ApiError> {
+    when_connected(daemon, name, || daemon.relay_ids.get(name)).await
+}
+
+/// This identity's relay connection and the relay's id, waiting for the
+/// link up to [`LINK_WAIT`].
+pub(crate) async fn connected_link(
+    daemon: &Daemon,
+    name: &Name,
+) -> Result<(RelayId, agentwire_client::RelayClient), ApiError> {
+    when_connected(daemon, name, || {
+        Some((daemon.relay_ids.get(name)?, daemon.links.get(name)?))
+    })
+    .await
+}
+
+/// What `connected` finds once the identity's link is up, waiting up to
+/// [`LINK_WAIT`]; says why not otherwise.
+async fn when_connected<T>(
+    daemon: &Daemon,
+    name: &Name,
+    connected: impl Fn() -> Option<T>,
+) -> Result<T, ApiError> {
     let mut wait = daemon.wait_on(&daemon.pairing, tokio::time::Instant::now() + LINK_WAIT);
     loop {
         let at_deadline = wait.arm();
-        if let Some(id) = daemon.relay_ids.get(name) {
-            return Ok(id);
+        if let Some(found) = connected() {
+            return Ok(found);
         }
         let refused = daemon.link_refusals.get(name);
         if at_deadline || refused.is_some() {

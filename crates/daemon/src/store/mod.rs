@@ -319,7 +319,7 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The store's schema version once migrated.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -474,6 +474,20 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  PRIMARY KEY (identity, task, seq)
              );
              PRAGMA user_version = 5;
+             COMMIT;",
+        )?;
+    }
+    if version < 6 {
+        // Each identity's listing in its relay's directory: the invite it
+        // carries (replaced after each redemption) and what it offers.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS listings (
+                 identity TEXT PRIMARY KEY,
+                 invite_key BLOB NOT NULL,
+                 permissions INTEGER NOT NULL
+             );
+             PRAGMA user_version = 6;
              COMMIT;",
         )?;
     }

@@ -250,6 +250,47 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// This identity's listing in its relay's directory: the one-time key
+    /// of the invite it carries, and what that invite offers.
+    pub fn listing(&self, identity: &Name) -> Result<Option<([u8; 32], Permissions)>> {
+        self.row(
+            "SELECT invite_key, permissions FROM listings WHERE identity = ?1",
+            params![identity.as_str()],
+            |row| Ok((row.get(0)?, Permissions::from_bits(row.get(1)?))),
+        )
+    }
+
+    /// Records a new listing, ending the old one's invite (whoever saw it
+    /// listed and redeems it now is told it expired); `None` only
+    /// withdraws.
+    pub fn set_listing(
+        &self,
+        identity: &Name,
+        listing: Option<(&[u8; 32], Permissions)>,
+        now_ms: u64,
+    ) -> Result<()> {
+        if let Some((old, _)) = self.listing(identity)? {
+            self.exec(
+                "UPDATE invites SET expires_at = ?3
+                 WHERE identity = ?1 AND one_time_key = ?2 AND spent_by IS NULL AND expires_at > ?3",
+                params![identity.as_str(), old, ms(now_ms)],
+            )?;
+        }
+        match listing {
+            Some((key, permissions)) => self.exec(
+                "INSERT INTO listings (identity, invite_key, permissions) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (identity) DO UPDATE SET invite_key = excluded.invite_key,
+                     permissions = excluded.permissions",
+                params![identity.as_str(), key, permissions.bits()],
+            )?,
+            None => self.exec(
+                "DELETE FROM listings WHERE identity = ?1",
+                params![identity.as_str()],
+            )?,
+        };
+        Ok(())
+    }
+
     /// Sets a contact's state.
     pub fn set_contact_state(
         &self,
