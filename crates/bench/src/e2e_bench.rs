@@ -21,7 +21,10 @@
 //! - `call`: one pair, one at a time: a plain round trip (a message, the
 //!   receiving agent answers it, the answer is taken) next to `call` to an
 //!   `agentwire serve --on-message cat` (a task, serve runs `cat`, the
-//!   result comes back): what a task through serve costs over a message.
+//!   result comes back): what a task through serve costs over a message;
+//! - `connections`: K idle authenticated connections held open on a relay
+//!   process (1 000, 5 000 and 10 000 unless told): the relay's resident
+//!   memory per connection.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,6 +62,9 @@ struct Args {
     /// A tiny run that only checks the benchmark works (used by CI)
     #[arg(long)]
     smoke: bool,
+    /// Idle connections to hold, comma-separated (connections)
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    connections: Vec<usize>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -71,6 +77,7 @@ enum Scenario {
     Latency,
     Backlog,
     Call,
+    Connections,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -82,6 +89,7 @@ fn main() -> Result<(), Error> {
         args.window = 4;
         args.messages = 100;
         args.samples = 20;
+        args.connections = vec![50];
     }
     let exe = match &args.exe {
         Some(exe) => exe.clone(),
@@ -113,6 +121,11 @@ struct Setup {
 
 impl Setup {
     async fn start(exe: &Path) -> Result<Setup, Error> {
+        Self::start_with(exe, &[]).await
+    }
+
+    /// Starts the relay with `extra` flags.
+    async fn start_with(exe: &Path, extra: &[&str]) -> Result<Setup, Error> {
         let dir = tempfile::tempdir()?;
         // Generous limits: the benchmark measures the message path, not the
         // relay's abuse limits (which all loopback clients share, one IP).
@@ -124,6 +137,7 @@ impl Setup {
             .arg(dir.path().join("relay.db"))
             .args(["--key-rate", "1000000", "--ip-rate", "1000000"])
             .args(["--max-queue", "1000000"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -246,10 +260,98 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = call(&setup, &args).await?;
         report.insert("call".into(), result);
     }
+    if all || args.scenario == Scenario::Connections {
+        let result = connections(&exe, &args).await?;
+        report.insert("connections".into(), result);
+    }
     if args.json {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// A process's resident memory, in bytes (Linux: `VmRSS`).
+fn rss_bytes(pid: u32) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in /proc/PID/status")?;
+    Ok(kib * 1024)
+}
+
+/// For each count K: a fresh relay process, K connections opened and
+/// authenticated (64 handshakes at a time), held idle; the relay's resident
+/// memory before and after, per connection.
+async fn connections(exe: &Path, args: &Args) -> Result<serde_json::Value, Error> {
+    let mut rows = Vec::new();
+    for &count in &args.connections {
+        let limit = (count + 100).to_string();
+        let setup = Setup::start_with(
+            exe,
+            &[
+                "--max-connections",
+                &limit,
+                "--max-connections-per-ip",
+                &limit,
+            ],
+        )
+        .await?;
+        let pid = setup.relay.id();
+        let config = agentwire_client::ClientConfig::new(setup.url.clone());
+        // One connection first, so that what every connection shares (the
+        // runtime's threads, the store's caches) is counted before.
+        {
+            let key = key()?;
+            let _first = agentwire_client::Connection::open(&config, &key).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = rss_bytes(pid)?;
+        let started = Instant::now();
+        let gate = Arc::new(Semaphore::new(64));
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let (gate, config) = (gate.clone(), config.clone());
+            opening.spawn(async move {
+                let _permit = gate.acquire_owned().await?;
+                let key = key()?;
+                let (connection, _) = agentwire_client::Connection::open(&config, &key).await?;
+                Ok::<_, Error>(connection)
+            });
+        }
+        let mut held = Vec::with_capacity(count);
+        while let Some(opened) = opening.join_next().await {
+            held.push(opened??);
+        }
+        let opened_in = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = rss_bytes(pid)?;
+        let per = after.saturating_sub(before) as f64 / count as f64;
+        if !args.json {
+            println!(
+                "connections: {count} idle authenticated connections opened in {:.2} s; relay RSS {:.1} MB before, {:.1} MB after: {:.1} KB per connection",
+                opened_in.as_secs_f64(),
+                before as f64 / 1e6,
+                after as f64 / 1e6,
+                per / 1e3
+            );
+        }
+        rows.push(serde_json::json!({
+            "connections": count, "open_s": opened_in.as_secs_f64(),
+            "rss_before_bytes": before, "rss_after_bytes": after,
+            "bytes_per_connection": per,
+        }));
+        drop(held);
+    }
+    Ok(serde_json::Value::Array(rows))
+}
+
+/// A fresh Ed25519 key.
+fn key() -> Result<ed25519_dalek::SigningKey, Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 /// A plain round trip, then `call` to `serve --on-message cat`.

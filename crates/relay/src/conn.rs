@@ -25,7 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{
-    DELIVERY_WINDOW, MAX_CONSECUTIVE_VIOLATIONS, MAX_PENDING_REQUESTS_PER_CONNECTION,
+    CLOSE_LINGER, DELIVERY_WINDOW, MAX_CONSECUTIVE_VIOLATIONS, MAX_PENDING_REQUESTS_PER_CONNECTION,
     SHUTDOWN_WRITE_TIMEOUT, WRITE_TIMEOUT,
 };
 use crate::metrics::FrameLabel;
@@ -254,6 +254,20 @@ impl Conn {
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(self.write_timeout(), self.sink.send(frame)).await;
+        // Lingering close: read and drop what the client sent meanwhile
+        // until it answers the close (briefly). Closing a socket with
+        // unread data makes the kernel reset the connection, and a reset
+        // can destroy at the client the frames sent just before the close
+        // (the errors that say why).
+        let linger = self.write_timeout().min(CLOSE_LINGER);
+        let _ = tokio::time::timeout(linger, async {
+            while let Some(Ok(message)) = self.stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
         let _ = tokio::time::timeout(self.write_timeout(), self.sink.close()).await;
     }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{
-    AccessToken, HARD_FRAME_FACTOR, Limits, RelayConfig, SHUTDOWN_GRACE, TlsFiles,
+    AccessToken, HARD_FRAME_FACTOR, Limits, RelayConfig, SHUTDOWN_GRACE, TlsFiles, WS_READ_BUFFER,
 };
 use crate::metrics::Metrics;
 use crate::rate::{IpConnections, RateLimiter};
@@ -351,6 +351,7 @@ async fn ws_handler(
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             tasks.track_future(crate::conn::run(socket, peer, shared, admission))
         })
