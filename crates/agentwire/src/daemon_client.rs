@@ -28,10 +28,23 @@ pub(crate) fn call<O: Operation>(
     op: O,
     extra_wait: Duration,
 ) -> Result<O::Output, Failure> {
-    if UnixStream::connect(home.socket()).is_err() {
-        start(home)?;
+    let socket = home.socket();
+    let stream = connect_or_start(home, &socket)?;
+    blocking::call_on(stream, &socket, op, ANSWER_TIME + extra_wait).map_err(failure)
+}
+
+/// A connection to the home's daemon, starting it if none runs. When one
+/// runs (the usual case) this is the connection the request goes on: no
+/// probe first.
+fn connect_or_start(home: &Home, socket: &std::path::Path) -> Result<UnixStream, Failure> {
+    match blocking::connect(socket) {
+        Ok(stream) => Ok(stream),
+        Err(ClientError::NotRunning { .. }) => {
+            start(home)?;
+            blocking::connect(socket).map_err(failure)
+        }
+        Err(error) => Err(failure(error)),
     }
-    blocking::call(&home.socket(), op, ANSWER_TIME + extra_wait).map_err(failure)
 }
 
 /// `recv` with `confirm`, starting the daemon if none runs: the messages,
@@ -41,10 +54,9 @@ pub(crate) fn call_held(
     recv: agentwire_daemon::api::Recv,
     extra_wait: Duration,
 ) -> Result<(agentwire_daemon::api::Messages, blocking::Held), Failure> {
-    if UnixStream::connect(home.socket()).is_err() {
-        start(home)?;
-    }
-    blocking::recv_held(&home.socket(), recv, ANSWER_TIME + extra_wait).map_err(failure)
+    let socket = home.socket();
+    let stream = connect_or_start(home, &socket)?;
+    blocking::recv_held_on(stream, &socket, recv, ANSWER_TIME + extra_wait).map_err(failure)
 }
 
 /// Carries out one operation on a running daemon; `None` when none runs.

@@ -22,6 +22,9 @@
 //!   receiving agent answers it, the answer is taken) next to `call` to an
 //!   `agentwire serve --on-message cat` (a task, serve runs `cat`, the
 //!   result comes back): what a task through serve costs over a message;
+//! - `cli`: one-shot `agentwire` commands against a warm daemon, as an
+//!   agent that can only run commands uses it: `send`, `recv` of one waiting
+//!   message, and `--version` (the process start alone), wall time each;
 //! - `connections`: K idle authenticated connections held open on a relay
 //!   process (1 000, 5 000 and 10 000 unless told): the relay's resident
 //!   memory per connection.
@@ -77,6 +80,7 @@ enum Scenario {
     Latency,
     Backlog,
     Call,
+    Cli,
     Connections,
 }
 
@@ -260,6 +264,12 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = call(&setup, &args).await?;
         report.insert("call".into(), result);
     }
+    if all || args.scenario == Scenario::Cli {
+        let setup = Setup::start(&exe).await?;
+        setup.pair(1)?;
+        let result = cli(&setup, &args)?;
+        report.insert("cli".into(), result);
+    }
     if all || args.scenario == Scenario::Connections {
         let result = connections(&exe, &args).await?;
         report.insert("connections".into(), result);
@@ -268,6 +278,77 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// Runs `agentwire --home HOME ARGS` once; its wall time.
+fn timed(setup: &Setup, side: &str, args: &[&str]) -> Result<Duration, Error> {
+    let started = Instant::now();
+    let status = Command::new(&setup.exe)
+        .arg("--home")
+        .arg(setup.home(side))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let took = started.elapsed();
+    if !status.success() {
+        return Err(format!("agentwire {} failed: {status}", args.join(" ")).into());
+    }
+    Ok(took)
+}
+
+/// One-shot commands against warm daemons, one at a time with a pause
+/// between them (so that each starts on an idle machine, as an agent's
+/// command would): `send`, `recv` of a message that is waiting, and
+/// `--version`, the cost of starting the process at all.
+fn cli(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let pause = Duration::from_millis(20);
+    let text = body(args.payload, 0);
+    let mut rows = serde_json::Map::new();
+    let mut measure =
+        |name: &str, run: &mut dyn FnMut() -> Result<Duration, Error>| -> Result<(), Error> {
+            for _ in 0..5 {
+                run()?;
+            }
+            let mut samples = Vec::with_capacity(args.samples);
+            for _ in 0..args.samples {
+                std::thread::sleep(pause);
+                samples.push(run()?);
+            }
+            let (p50, p99) = percentiles(&mut samples);
+            if !args.json {
+                println!(
+                    "cli: {name}, {} runs: p50 {:.2} ms, p99 {:.2} ms",
+                    args.samples,
+                    ms(p50),
+                    ms(p99)
+                );
+            }
+            rows.insert(
+                name.to_owned(),
+                serde_json::json!({"p50_ms": ms(p50), "p99_ms": ms(p99)}),
+            );
+            Ok(())
+        };
+    measure("--version", &mut || timed(setup, "a", &["--version"]))?;
+    measure("send", &mut || {
+        timed(setup, "a", &["--as", "a0", "send", "b0", &text])
+    })?;
+    // Each recv takes one message that is already there.
+    measure("recv", &mut || {
+        setup.cli("a", &["--as", "a0", "send", "b0", &text])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // `inbox` exits 1 while nothing is unread.
+        while setup.cli("b", &["--as", "b0", "inbox"]).is_err() {
+            if Instant::now() > deadline {
+                return Err("a message did not arrive".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        timed(setup, "b", &["--as", "b0", "recv", "--max", "1"])
+    })?;
+    Ok(serde_json::Value::Object(rows))
 }
 
 /// A process's resident memory, in bytes (Linux: `VmRSS`).

@@ -339,7 +339,16 @@ pub mod blocking {
         op: O,
         timeout: Duration,
     ) -> Result<O::Output, ClientError> {
-        let stream = connect(socket)?;
+        call_on(connect(socket)?, socket, op, timeout)
+    }
+
+    /// [`call`] on a connection made with [`connect`].
+    pub fn call_on<O: Operation>(
+        stream: UnixStream,
+        socket: &Path,
+        op: O,
+        timeout: Duration,
+    ) -> Result<O::Output, ClientError> {
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| lost(socket, e.to_string()))?;
@@ -361,11 +370,20 @@ pub mod blocking {
     /// of them if the `Held` is dropped).
     pub fn recv_held(
         socket: &Path,
+        recv: Recv,
+        timeout: Duration,
+    ) -> Result<(Messages, Held), ClientError> {
+        recv_held_on(connect(socket)?, socket, recv, timeout)
+    }
+
+    /// [`recv_held`] on a connection made with [`connect`].
+    pub fn recv_held_on(
+        stream: UnixStream,
+        socket: &Path,
         mut recv: Recv,
         timeout: Duration,
     ) -> Result<(Messages, Held), ClientError> {
         recv.confirm = true;
-        let stream = connect(socket)?;
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| lost(socket, e.to_string()))?;
@@ -439,7 +457,9 @@ pub mod blocking {
         }
     }
 
-    fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    /// A connection to the daemon at `socket`; [`ClientError::NotRunning`]
+    /// when none listens.
+    pub fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
         UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
             path: socket.display().to_string(),
             source,
