@@ -172,6 +172,21 @@ impl FrameSink {
             .map_err(|_| ClientError::Disconnected)
     }
 
+    /// Queues one frame without writing it out yet: frames fed together go
+    /// out in one write at the next [`FrameSink::flush`] (or once they fill
+    /// the WebSocket layer's buffer).
+    pub async fn feed(&mut self, frame: Frame) -> Result<(), ClientError> {
+        self.0
+            .feed(Message::Binary(frame.encode().into()))
+            .await
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Writes out the frames fed so far.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.0.flush().await.map_err(|_| ClientError::Disconnected)
+    }
+
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.0.close().await;

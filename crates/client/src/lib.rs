@@ -498,8 +498,13 @@ impl Actor {
         let (mut sink, mut stream) = connection.into_parts();
         let (frames, mut to_write) = mpsc::channel::<Frame>(WRITE_BUFFER);
         let writer = tokio::spawn(async move {
+            // Frames that are waiting together go out in one write.
             while let Some(frame) = to_write.recv().await {
-                sink.send(frame).await?;
+                sink.feed(frame).await?;
+                while let Ok(frame) = to_write.try_recv() {
+                    sink.feed(frame).await?;
+                }
+                sink.flush().await?;
             }
             sink.close().await;
             Ok::<(), ClientError>(())

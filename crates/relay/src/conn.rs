@@ -196,6 +196,14 @@ impl Conn {
 
     /// Sends one frame; a failed or timed-out write ends the connection.
     async fn send(&mut self, frame: Frame) -> Step {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Queues one frame for the socket without writing it out: frames fed
+    /// together leave in one write at the next [`Conn::flush`] (or once
+    /// they fill the WebSocket layer's write buffer).
+    async fn feed(&mut self, frame: Frame) -> Step {
         let label = FrameLabel {
             r#type: frame.body.frame_type().name(),
         };
@@ -203,7 +211,7 @@ impl Conn {
         let len = bytes.len() as u64;
         match tokio::time::timeout(
             self.write_timeout(),
-            self.sink.send(Message::Binary(bytes.into())),
+            self.sink.feed(Message::Binary(bytes.into())),
         )
         .await
         {
@@ -212,6 +220,14 @@ impl Conn {
                 self.shared.metrics.bytes_out.inc_by(len);
                 Ok(())
             }
+            Ok(Err(_)) | Err(_) => Err(Closed),
+        }
+    }
+
+    /// Writes out what was fed.
+    async fn flush(&mut self) -> Step {
+        match tokio::time::timeout(self.write_timeout(), self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(Closed),
         }
     }
@@ -552,7 +568,7 @@ impl Conn {
                 biased;
                 () = shutdown.cancelled() => break Ok(()),
                 Some(done) = session.pending.next(), if !session.pending.is_empty() => {
-                    self.complete(done, session).await
+                    self.complete_ready(done, session).await
                 }
                 () = wakers.deliveries.notified() => self.pump_deliveries(session).await,
                 () = wakers.notices.notified() => self.pump_notices(session).await,
@@ -577,6 +593,7 @@ impl Conn {
         while let Some(done) = session.pending.next().await {
             let _ = self.complete(done, session).await;
         }
+        let _ = self.flush().await;
         if outcome.is_ok() {
             let _ = self
                 .refuse(
@@ -759,7 +776,19 @@ impl Conn {
         }
     }
 
-    /// Answers a finished store request.
+    /// Answers a finished store request and every other one that has
+    /// finished too (a group commit finishes many at once), then writes the
+    /// answers out together.
+    async fn complete_ready(&mut self, done: Done, session: &mut Session) -> Step {
+        use futures_util::FutureExt;
+        self.complete(done, session).await?;
+        while let Some(Some(done)) = session.pending.next().now_or_never() {
+            self.complete(done, session).await?;
+        }
+        self.flush().await
+    }
+
+    /// Answers a finished store request (fed: the caller flushes).
     async fn complete(&mut self, done: Done, session: &mut Session) -> Step {
         match done {
             Done::Put {
@@ -770,10 +799,10 @@ impl Conn {
             } => match result {
                 Ok(PutOutcome::Stored) => {
                     self.shared.wakers.wake_deliveries(&to);
-                    self.send(Frame::new(request_id, Body::Accepted { id })).await
+                    self.feed(Frame::new(request_id, Body::Accepted { id })).await
                 }
                 Ok(PutOutcome::Duplicate) => {
-                    self.send(Frame::new(request_id, Body::Accepted { id })).await
+                    self.feed(Frame::new(request_id, Body::Accepted { id })).await
                 }
                 Ok(PutOutcome::IdConflict) => {
                     self.refuse(
@@ -803,7 +832,7 @@ impl Conn {
             } => match result {
                 Ok(_) => {
                     session.in_flight.remove(&id);
-                    self.send(Frame::new(request_id, Body::Acked { id })).await?;
+                    self.feed(Frame::new(request_id, Body::Acked { id })).await?;
                     // Refill a full window only once half of it is acknowledged,
                     // so that reads from the store come in batches rather than
                     // one envelope per ack.
@@ -822,7 +851,7 @@ impl Conn {
             } => match result {
                 Ok(_) => {
                     session.notices_sent.remove(&(id, to));
-                    self.send(Frame::new(request_id, Body::Dismissed { id }))
+                    self.feed(Frame::new(request_id, Body::Dismissed { id }))
                         .await?;
                     // A dismissal makes room for notices beyond the last batch.
                     self.pump_notices(session).await
@@ -916,7 +945,7 @@ impl Conn {
                 }
                 session.cursor = envelope.seq;
                 session.in_flight.insert(envelope.id, Instant::now());
-                self.send(Frame::new(
+                self.feed(Frame::new(
                     0,
                     Body::Deliver {
                         id: envelope.id,
@@ -927,6 +956,8 @@ impl Conn {
                 ))
                 .await?;
             }
+            // The batch leaves in one write, before the next store read.
+            self.flush().await?;
             if got < want {
                 return Ok(());
             }
