@@ -68,8 +68,6 @@ const MAX_BURST_BYTES: usize = 256 * 1024;
 /// Most lines (and bytes) the push side reads as one burst.
 const MAX_BURST_LINES: usize = 1000;
 const MAX_BURST_READ: usize = 1024 * 1024;
-/// How long the push side waits for more lines of the same burst.
-const BURST_GAP: Duration = Duration::from_millis(3);
 /// Backoff between attempts to (re)open the daemon subscription.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -907,15 +905,23 @@ async fn subscription(
             Err(ClientError::Refused(error)) => return Ended::Refused(error.message),
             Err(e) => return lost(e.to_string(), up),
         }
+        // The daemon writes a burst's events together: take those already
+        // here (letting the reader run once more), without waiting on a
+        // timer for more.
+        let mut yielded = false;
         while ended.is_none() && burst.len() < MAX_BURST_LINES && bytes < MAX_BURST_READ {
-            match tokio::time::timeout(BURST_GAP, events.next()).await {
-                Ok(Ok(Some(event))) => {
+            match futures_util::FutureExt::now_or_never(events.next()) {
+                Some(Ok(Some(event))) => {
                     bytes += event_size(&event);
                     burst.push(event);
                 }
-                Ok(Ok(None)) => ended = Some("the daemon closed the subscription".to_owned()),
-                Ok(Err(e)) => ended = Some(e.to_string()),
-                Err(_) => break,
+                Some(Ok(None)) => ended = Some("the daemon closed the subscription".to_owned()),
+                Some(Err(e)) => ended = Some(e.to_string()),
+                None if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
+                None => break,
             }
         }
         let mut messages = Vec::new();

@@ -25,6 +25,10 @@
 //! - `cli`: one-shot `agentwire` commands against a warm daemon, as an
 //!   agent that can only run commands uses it: `send`, `recv` of one waiting
 //!   message, and `--version` (the process start alone), wall time each;
+//! - `costs`: what bounds one message, measured alone in this process:
+//!   sealing and opening with Olm (in one direction, and when the direction
+//!   turns and the ratchet steps), saving a session's encrypted pickle, and
+//!   the disk's fsync;
 //! - `connections`: K idle authenticated connections held open on a relay
 //!   process (1 000, 5 000 and 10 000 unless told): the relay's resident
 //!   memory per connection.
@@ -81,6 +85,7 @@ enum Scenario {
     Backlog,
     Call,
     Cli,
+    Costs,
     Connections,
 }
 
@@ -270,6 +275,10 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = cli(&setup, &args)?;
         report.insert("cli".into(), result);
     }
+    if all || args.scenario == Scenario::Costs {
+        let result = costs(&args)?;
+        report.insert("costs".into(), result);
+    }
     if all || args.scenario == Scenario::Connections {
         let result = connections(&exe, &args).await?;
         report.insert("connections".into(), result);
@@ -349,6 +358,90 @@ fn cli(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
         timed(setup, "b", &["--as", "b0", "recv", "--max", "1"])
     })?;
     Ok(serde_json::Value::Object(rows))
+}
+
+/// The median of `runs` timings of `step`, in microseconds.
+fn median_us(runs: usize, mut step: impl FnMut() -> Result<(), Error>) -> Result<f64, Error> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        step()?;
+        samples.push(started.elapsed());
+    }
+    let (p50, _) = percentiles(&mut samples);
+    Ok(p50.as_secs_f64() * 1e6)
+}
+
+/// The fixed costs of one message, each alone: Olm seal and open, a
+/// session's pickle, an fsync.
+fn costs(args: &Args) -> Result<serde_json::Value, Error> {
+    use agentwire_session::{Identity, Kind, MessageId, Name, PickleKey, Plaintext, Priority};
+    let runs = if args.smoke { 50 } else { 2000 };
+    let plaintext = || Plaintext {
+        id: MessageId::new_v7(),
+        kind: Kind::Chat,
+        priority: Priority::Normal,
+        sent_at_ms: 1,
+        reply_to: None,
+        thread: None,
+        chain: None,
+        body: body(args.payload, 0).into_bytes(),
+    };
+    let alice = Identity::generate(Name::new("alice")?);
+    let mut bob = Identity::generate(Name::new("bob")?);
+    let otk = bob.new_one_time_key()?;
+    let mut to_bob = alice.open_session(bob.curve25519(), otk)?;
+    let first = to_bob.seal(&plaintext())?;
+    let (mut to_alice, _) = bob.accept_session(alice.curve25519(), &first)?;
+    // Bob answers once, so that alice's next seals are plain chain steps.
+    to_bob.open(&to_alice.seal(&plaintext())?)?;
+
+    // One direction: alice seals, bob opens, again and again.
+    let mut sealed = Vec::with_capacity(runs);
+    let message = plaintext();
+    let seal_us = median_us(runs, || {
+        sealed.push(to_bob.seal(&message)?);
+        Ok(())
+    })?;
+    let mut sealed = sealed.into_iter();
+    let open_us = median_us(runs, || {
+        to_alice.open(&sealed.next().ok_or("no more sealed")?)?;
+        Ok(())
+    })?;
+    // The direction turns each time: a ratchet step on each side.
+    let turn_us = median_us(runs / 4, || {
+        let there = to_bob.seal(&plaintext())?;
+        to_alice.open(&there)?;
+        let back = to_alice.seal(&plaintext())?;
+        to_bob.open(&back)?;
+        Ok(())
+    })? / 2.0;
+    let key = PickleKey::generate().map_err(|e| format!("no randomness: {e}"))?;
+    let pickle_us = median_us(runs, || {
+        std::hint::black_box(to_bob.to_encrypted_pickle(&key));
+        Ok(())
+    })?;
+    // fsync of a 4 KiB write in the temporary directory (where the
+    // benchmark's databases live).
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("fsync"))?;
+    let page = vec![7u8; 4096];
+    let fsync_us = median_us(runs / 4, || {
+        use std::io::Write;
+        file.write_all(&page)?;
+        file.sync_data()?;
+        Ok(())
+    })?;
+    if !args.json {
+        println!(
+            "costs ({} B bodies, medians): Olm seal {seal_us:.1} µs, open {open_us:.1} µs; a seal and open when the direction turns (ratchet step) {turn_us:.1} µs; session pickle {pickle_us:.1} µs; 4 KiB write + fdatasync {fsync_us:.1} µs",
+            args.payload
+        );
+    }
+    Ok(serde_json::json!({
+        "payload": args.payload, "seal_us": seal_us, "open_us": open_us,
+        "turn_seal_open_us": turn_us, "pickle_us": pickle_us, "fsync_us": fsync_us,
+    }))
 }
 
 /// A process's resident memory, in bytes (Linux: `VmRSS`).
