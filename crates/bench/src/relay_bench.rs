@@ -255,7 +255,9 @@ fn split(messages: usize, senders: usize, recipients: usize) -> Vec<usize> {
     counts
 }
 
-/// Receives `expected` envelopes, acking each; returns when each arrived.
+/// Receives `expected` envelopes, acknowledging each burst (the envelopes
+/// already waiting together) with one `ack_batch`, as the daemon does;
+/// returns when each arrived.
 async fn receive(
     client: RelayClient,
     mut events: agentwire_client::Events,
@@ -268,9 +270,15 @@ async fn receive(
             Some(result) = acks.next(), if !acks.is_empty() => { let () = result?; }
             event = events.recv() => match event {
                 Some(Event::Envelope(envelope)) => {
-                    received.push((envelope.id, Instant::now()));
+                    let now = Instant::now();
+                    received.push((envelope.id, now));
+                    let mut burst = vec![envelope.id];
+                    while let Some(Event::Envelope(next)) = events.try_recv() {
+                        received.push((next.id, now));
+                        burst.push(next.id);
+                    }
                     let client = client.clone();
-                    acks.push(async move { client.ack(envelope.id).await });
+                    acks.push(async move { client.ack_batch(&burst).await });
                 }
                 Some(_) => {}
                 None => break,

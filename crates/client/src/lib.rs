@@ -349,6 +349,24 @@ impl RelayClient {
         }
     }
 
+    /// Acknowledges delivered envelopes in one frame (at most
+    /// [`agentwire_wire::MAX_ACK_BATCH`] ids; more are sent as several):
+    /// the relay deletes them.
+    pub async fn ack_batch(&self, ids: &[EnvelopeId]) -> Result<(), ClientError> {
+        for chunk in ids.chunks(agentwire_wire::MAX_ACK_BATCH) {
+            match self
+                .request(Body::AckBatch {
+                    ids: chunk.to_vec(),
+                })
+                .await?
+            {
+                Body::AckedBatch { count } if usize::from(count) == chunk.len() => {}
+                other => return Err(unexpected("acked_batch", &other)),
+            }
+        }
+        Ok(())
+    }
+
     /// Dismisses an expiry notice.
     pub async fn dismiss(&self, id: EnvelopeId, to: PublicKey) -> Result<(), ClientError> {
         match self.request(Body::Dismiss { id, to }).await? {

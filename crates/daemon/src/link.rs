@@ -183,9 +183,9 @@ impl Daemon {
                     tracing::info!(identity = %name, "the relay settings changed; reconnecting");
                     return;
                 }
-                Some((id, acked)) = acks.next(), if !acks.is_empty() => {
+                Some((count, acked)) = acks.next(), if !acks.is_empty() => {
                     if let Err(error) = acked {
-                        tracing::info!(identity = %name, %error, envelope = ?id, "an ack did not reach the relay; it will deliver again");
+                        tracing::info!(identity = %name, %error, envelopes = count, "acks did not reach the relay; it will deliver those envelopes again");
                     }
                     continue;
                 }
@@ -204,8 +204,9 @@ impl Daemon {
                         }
                     }
                     other => {
-                        for id in self.take_burst(name, &mut burst).await {
-                            acks.push(ack(client.clone(), id));
+                        let stored = self.take_burst(name, &mut burst).await;
+                        if !stored.is_empty() {
+                            acks.push(ack(client.clone(), stored));
                         }
                         if !self.on_event(name, client, other).await {
                             return;
@@ -214,8 +215,9 @@ impl Daemon {
                     }
                 }
             }
-            for id in self.take_burst(name, &mut burst).await {
-                acks.push(ack(client.clone(), id));
+            let stored = self.take_burst(name, &mut burst).await;
+            if !stored.is_empty() {
+                acks.push(ack(client.clone(), stored));
             }
         }
     }
@@ -468,7 +470,7 @@ async fn send(
     (outgoing.id, outgoing.peer, sent)
 }
 
-/// One ack to the relay, with what it was for.
-async fn ack(client: RelayClient, id: EnvelopeId) -> (EnvelopeId, Result<(), ClientError>) {
-    (id, client.ack(id).await)
+/// A burst's acks to the relay, in one frame: how many, and how it went.
+async fn ack(client: RelayClient, ids: Vec<EnvelopeId>) -> (usize, Result<(), ClientError>) {
+    (ids.len(), client.ack_batch(&ids).await)
 }

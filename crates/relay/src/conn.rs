@@ -62,6 +62,11 @@ enum Done {
         id: EnvelopeId,
         result: Result<bool, StoreError>,
     },
+    AckBatch {
+        request_id: RequestId,
+        ids: Vec<EnvelopeId>,
+        result: Result<usize, StoreError>,
+    },
     Dismiss {
         request_id: RequestId,
         id: EnvelopeId,
@@ -490,7 +495,7 @@ impl Conn {
                     } else {
                         (
                             ErrorCode::UnexpectedFrame,
-                            "clients may send only hello, send, ack, dismiss, publish and lookup frames",
+                            "clients may send only hello, send, ack, ack_batch, dismiss, publish and lookup frames",
                         )
                     };
                     self.refuse(request_id, code, 0, message.into()).await?;
@@ -688,6 +693,18 @@ impl Conn {
                 }));
                 Ok(())
             }
+            Body::AckBatch { ids } => {
+                let key = session.key;
+                session.pending.push(Box::pin(async move {
+                    let result = store.ack_batch(key, ids.clone()).await;
+                    Done::AckBatch {
+                        request_id,
+                        ids,
+                        result,
+                    }
+                }));
+                Ok(())
+            }
             Body::Dismiss { id, to } => {
                 let key = session.key;
                 session.pending.push(Box::pin(async move {
@@ -833,13 +850,23 @@ impl Conn {
                 Ok(_) => {
                     session.in_flight.remove(&id);
                     self.feed(Frame::new(request_id, Body::Acked { id })).await?;
-                    // Refill a full window only once half of it is acknowledged,
-                    // so that reads from the store come in batches rather than
-                    // one envelope per ack.
-                    if session.window_full && session.in_flight.len() <= DELIVERY_WINDOW / 2 {
-                        self.pump_deliveries(session).await?;
+                    self.refill(session).await
+                }
+                Err(error) => self.internal(request_id, error).await,
+            },
+            Done::AckBatch {
+                request_id,
+                ids,
+                result,
+            } => match result {
+                Ok(_) => {
+                    for id in &ids {
+                        session.in_flight.remove(id);
                     }
-                    Ok(())
+                    let count = u16::try_from(ids.len()).unwrap_or(u16::MAX);
+                    self.feed(Frame::new(request_id, Body::AckedBatch { count }))
+                        .await?;
+                    self.refill(session).await
                 }
                 Err(error) => self.internal(request_id, error).await,
             },
@@ -901,6 +928,16 @@ impl Conn {
                 Err(error) => self.internal(request_id, error).await,
             },
         }
+    }
+
+    /// Refills a full window only once half of it is acknowledged, so that
+    /// reads from the store come in batches rather than one envelope per
+    /// ack.
+    async fn refill(&mut self, session: &mut Session) -> Step {
+        if session.window_full && session.in_flight.len() <= DELIVERY_WINDOW / 2 {
+            self.pump_deliveries(session).await?;
+        }
+        Ok(())
     }
 
     async fn internal(&mut self, request_id: RequestId, error: StoreError) -> Step {

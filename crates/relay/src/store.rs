@@ -357,30 +357,25 @@ impl Store {
         id: EnvelopeId,
     ) -> Result<bool, StoreError> {
         self.call(move |conn| {
-            let removed: Option<(Vec<u8>, i64)> = conn
-                .prepare_cached(
-                    "DELETE FROM envelopes WHERE recipient = ?1 AND id = ?2
-                     RETURNING sender, expires_at",
-                )?
-                .query_row(params![recipient.as_bytes(), id.as_bytes()], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            let Some((sender, expires_at)) = removed else {
-                return Ok((false, 0));
-            };
-            adjust_depth(conn, recipient.as_bytes(), -1)?;
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO delivered (recipient, id, sender, forget_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                recipient.as_bytes(),
-                id.as_bytes(),
-                sender,
-                expires_at
-            ])?;
-            Ok((true, -1))
+            let removed = ack_one(conn, &recipient, &id)?;
+            Ok((removed, -i64::from(removed)))
+        })
+        .await
+    }
+
+    /// [`Store::ack`] for a batch of ids, in one store job; returns how many
+    /// envelopes were removed.
+    pub(crate) async fn ack_batch(
+        &self,
+        recipient: PublicKey,
+        ids: Vec<EnvelopeId>,
+    ) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let mut removed = 0usize;
+            for id in &ids {
+                removed += usize::from(ack_one(conn, &recipient, id)?);
+            }
+            Ok((removed, -i64::try_from(removed).unwrap_or(0)))
         })
         .await
     }
@@ -577,6 +572,35 @@ impl Store {
         })
         .await
     }
+}
+
+/// Deletes `id` from `recipient`'s queue, keeping a tombstone until it
+/// would have expired; whether an envelope was removed.
+fn ack_one(conn: &Connection, recipient: &PublicKey, id: &EnvelopeId) -> rusqlite::Result<bool> {
+    let removed: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached(
+            "DELETE FROM envelopes WHERE recipient = ?1 AND id = ?2
+             RETURNING sender, expires_at",
+        )?
+        .query_row(params![recipient.as_bytes(), id.as_bytes()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((sender, expires_at)) = removed else {
+        return Ok(false);
+    };
+    adjust_depth(conn, recipient.as_bytes(), -1)?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO delivered (recipient, id, sender, forget_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        recipient.as_bytes(),
+        id.as_bytes(),
+        sender,
+        expires_at
+    ])?;
+    Ok(true)
 }
 
 /// Envelopes queued for `recipient`, from the `depth` table (kept in step with

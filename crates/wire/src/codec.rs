@@ -5,7 +5,7 @@
 
 use crate::directory::{MAX_ENTRY_BYTES, MAX_LISTING, MAX_TAG_LEN};
 use crate::{
-    Body, EnvelopeId, ErrorCode, Frame, FrameType, HEADER_LEN, MAX_ACCESS_TOKEN_LEN,
+    Body, EnvelopeId, ErrorCode, Frame, FrameType, HEADER_LEN, MAX_ACCESS_TOKEN_LEN, MAX_ACK_BATCH,
     MAX_ERROR_MESSAGE_LEN, Nonce, PROTOCOL_VERSION, PublicKey, RelayId, RequestId, Signature,
 };
 
@@ -175,6 +175,14 @@ impl Frame {
                 out.extend_from_slice(id.as_bytes());
                 out.extend_from_slice(to.as_bytes());
             }
+            Body::AckBatch { ids } => {
+                let ids = &ids[..ids.len().min(MAX_ACK_BATCH)];
+                out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+                for id in ids {
+                    out.extend_from_slice(id.as_bytes());
+                }
+            }
+            Body::AckedBatch { count } => out.extend_from_slice(&count.to_be_bytes()),
             Body::Publish { entry } => put_short_bytes(&mut out, entry),
             Body::Published { expires_at_ms } => {
                 out.extend_from_slice(&expires_at_ms.to_be_bytes());
@@ -204,6 +212,7 @@ impl Frame {
         match &self.body {
             Body::Send { payload, .. } | Body::Deliver { payload, .. } => payload.len() + 64,
             Body::Publish { entry } => entry.len() + 2,
+            Body::AckBatch { ids } => ids.len() * 16 + 2,
             Body::Listing { entries } => entries.iter().map(|e| e.len() + 2).sum::<usize>() + 2,
             _ => 128,
         }
@@ -271,6 +280,25 @@ impl Frame {
                 to: PublicKey::from_bytes(r.array("to")?),
             },
             FrameType::Dismissed => Body::Dismissed { id: r.id()? },
+            FrameType::AckBatch => {
+                let count = usize::from(r.u16("ids")?);
+                if count == 0 || count > MAX_ACK_BATCH {
+                    return Err(DecodeError::FieldTooLong {
+                        field: "ids",
+                        len: count,
+                        max: MAX_ACK_BATCH,
+                        request_id,
+                    });
+                }
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push(r.id()?);
+                }
+                Body::AckBatch { ids }
+            }
+            FrameType::AckedBatch => Body::AckedBatch {
+                count: r.u16("count")?,
+            },
             FrameType::Publish => Body::Publish {
                 entry: r.short_bytes("entry", MAX_ENTRY_BYTES)?.to_vec(),
             },
@@ -480,6 +508,8 @@ mod tests {
             }),
             (id(), key()).prop_map(|(id, to)| Body::Dismiss { id, to }),
             id().prop_map(|id| Body::Dismissed { id }),
+            proptest::collection::vec(id(), 1..=40).prop_map(|ids| Body::AckBatch { ids }),
+            any::<u16>().prop_map(|count| Body::AckedBatch { count }),
             proptest::collection::vec(any::<u8>(), 0..=MAX_ENTRY_BYTES)
                 .prop_map(|entry| Body::Publish { entry }),
             any::<u64>().prop_map(|expires_at_ms| Body::Published { expires_at_ms }),

@@ -93,6 +93,16 @@ pub(crate) fn all() -> Vec<(&'static str, Frame)> {
         ("ack", Frame::new(3, Body::Ack { id })),
         ("acked", Frame::new(3, Body::Acked { id })),
         (
+            "ack_batch",
+            Frame::new(
+                7,
+                Body::AckBatch {
+                    ids: vec![id, EnvelopeId::from_bytes([0x02; 16])],
+                },
+            ),
+        ),
+        ("acked_batch", Frame::new(7, Body::AckedBatch { count: 2 })),
+        (
             "expired",
             Frame::new(
                 0,

@@ -2,6 +2,9 @@
 
 use crate::{EnvelopeId, ErrorCode, Nonce, PublicKey, RelayId, RequestId, Signature};
 
+/// Most ids in one [`Body::AckBatch`]: the relay's delivery window.
+pub const MAX_ACK_BATCH: usize = 256;
+
 /// One protocol frame: a request id and a typed body.
 ///
 /// The protocol version is not stored: [`Frame::encode`] always writes
@@ -93,6 +96,18 @@ pub enum Body {
         /// The acknowledged id.
         id: EnvelopeId,
     },
+    /// C→R, the recipient has these envelopes; the relay deletes them. One
+    /// frame for a whole burst of deliveries: at most [`MAX_ACK_BATCH`] ids.
+    AckBatch {
+        /// The delivered envelopes' ids (1 to [`MAX_ACK_BATCH`]).
+        ids: Vec<EnvelopeId>,
+    },
+    /// R→C, answer to `AckBatch`: none of its envelopes is queued for you
+    /// now.
+    AckedBatch {
+        /// How many ids the batch named.
+        count: u16,
+    },
     /// R→C, to the sender: an envelope expired undelivered and was deleted.
     /// Sent until dismissed with `Dismiss`.
     Expired {
@@ -171,6 +186,10 @@ pub enum FrameType {
     Ack = 0x13,
     /// [`Body::Acked`]
     Acked = 0x14,
+    /// [`Body::AckBatch`]
+    AckBatch = 0x18,
+    /// [`Body::AckedBatch`]
+    AckedBatch = 0x19,
     /// [`Body::Expired`]
     Expired = 0x15,
     /// [`Body::Dismiss`]
@@ -191,7 +210,7 @@ pub enum FrameType {
 
 impl FrameType {
     /// Every frame type, in tag order.
-    pub const ALL: [FrameType; 16] = [
+    pub const ALL: [FrameType; 18] = [
         Self::Challenge,
         Self::Hello,
         Self::Welcome,
@@ -203,6 +222,8 @@ impl FrameType {
         Self::Expired,
         Self::Dismiss,
         Self::Dismissed,
+        Self::AckBatch,
+        Self::AckedBatch,
         Self::Publish,
         Self::Published,
         Self::Lookup,
@@ -229,6 +250,8 @@ impl FrameType {
             Self::Expired => "expired",
             Self::Dismiss => "dismiss",
             Self::Dismissed => "dismissed",
+            Self::AckBatch => "ack_batch",
+            Self::AckedBatch => "acked_batch",
             Self::Publish => "publish",
             Self::Published => "published",
             Self::Lookup => "lookup",
@@ -241,7 +264,13 @@ impl FrameType {
     pub fn is_client_to_relay(self) -> bool {
         matches!(
             self,
-            Self::Hello | Self::Send | Self::Ack | Self::Dismiss | Self::Publish | Self::Lookup
+            Self::Hello
+                | Self::Send
+                | Self::Ack
+                | Self::AckBatch
+                | Self::Dismiss
+                | Self::Publish
+                | Self::Lookup
         )
     }
 }
@@ -261,6 +290,8 @@ impl Body {
             Self::Expired { .. } => FrameType::Expired,
             Self::Dismiss { .. } => FrameType::Dismiss,
             Self::Dismissed { .. } => FrameType::Dismissed,
+            Self::AckBatch { .. } => FrameType::AckBatch,
+            Self::AckedBatch { .. } => FrameType::AckedBatch,
             Self::Publish { .. } => FrameType::Publish,
             Self::Published { .. } => FrameType::Published,
             Self::Lookup { .. } => FrameType::Lookup,
@@ -349,6 +380,10 @@ impl std::fmt::Debug for Body {
                 .field("to", to)
                 .finish(),
             Self::Dismissed { id } => f.debug_struct("Dismissed").field("id", id).finish(),
+            Self::AckBatch { ids } => f.debug_struct("AckBatch").field("ids", &ids.len()).finish(),
+            Self::AckedBatch { count } => {
+                f.debug_struct("AckedBatch").field("count", count).finish()
+            }
             Self::Publish { entry } => f
                 .debug_struct("Publish")
                 .field("entry", &format_args!("<{} bytes>", entry.len()))
@@ -417,6 +452,7 @@ mod tests {
                 FrameType::Send,
                 FrameType::Ack,
                 FrameType::Dismiss,
+                FrameType::AckBatch,
                 FrameType::Publish,
                 FrameType::Lookup,
             ]

@@ -38,7 +38,7 @@ mod types;
 
 pub use codec::DecodeError;
 pub use error_code::ErrorCode;
-pub use frame::{Body, Frame, FrameType};
+pub use frame::{Body, Frame, FrameType, MAX_ACK_BATCH};
 pub use types::{EnvelopeId, Nonce, PublicKey, RelayId, RequestId, Signature};
 
 /// The protocol version this crate speaks; carried in the first byte of every frame.

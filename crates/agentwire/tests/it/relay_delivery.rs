@@ -264,3 +264,52 @@ async fn shutdown_tells_connected_clients_before_closing() {
     raw.expect_error(0, ErrorCode::ShuttingDown).await;
     raw.expect_closed().await;
 }
+
+#[tokio::test]
+async fn ack_batches_remove_only_the_recipients_own_envelopes_and_refill_the_window() {
+    let relay = TestRelay::start().await;
+    let (a, b, c) = (new_key(), new_key(), new_key());
+    let (client_a, _) = relay.client(&a).await;
+    let ids: Vec<_> = (0..600).map(|_| new_id()).collect();
+    for id in &ids {
+        client_a.send(public(&b), *id, b"x".to_vec()).await.unwrap();
+    }
+    let for_c = new_id();
+    client_a
+        .send(public(&c), for_c, b"c".to_vec())
+        .await
+        .unwrap();
+    // B names c's envelope in its batch too: it stays c's.
+    let (client_b, mut events_b) = relay.client(&b).await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let mut burst = vec![next_envelope(&mut events_b).await.id];
+        while let Some(Event::Envelope(envelope)) = events_b.try_recv() {
+            burst.push(envelope.id);
+        }
+        got.extend_from_slice(&burst);
+        burst.push(for_c);
+        // More than one frame's worth is split by the client.
+        client_b.ack_batch(&burst).await.unwrap();
+    }
+    assert_eq!(got, ids, "more than the delivery window, in order");
+    assert_eq!(relay.health().await["queued_envelopes"], 1);
+    let (_client_c, mut events_c) = relay.client(&c).await;
+    assert_eq!(next_envelope(&mut events_c).await.id, for_c);
+}
+
+#[tokio::test]
+async fn an_empty_or_oversized_ack_batch_is_malformed() {
+    let relay = TestRelay::start().await;
+    for count in [0usize, agentwire_wire::MAX_ACK_BATCH + 1] {
+        let mut raw = RawWs::connect(&relay).await;
+        raw.authenticate(&new_key()).await;
+        let mut bytes = vec![agentwire_wire::PROTOCOL_VERSION, 0x18, 0, 0, 0, 9];
+        bytes.extend_from_slice(&(count as u16).to_be_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, count * 16));
+        raw.send_bytes(bytes).await;
+        raw.expect_error(9, ErrorCode::Malformed).await;
+        raw.expect_closed().await;
+    }
+    relay.assert_serving().await;
+}
