@@ -91,8 +91,13 @@ impl DaemonClient {
         match self {
             DaemonClient::InProcess(daemon) => op.run(daemon).await.map_err(ClientError::Refused),
             DaemonClient::Socket(path) => {
-                let (read, mut write) = connect(path).await?;
-                send_line(path, &mut write, &op.into()).await?;
+                let request: Request = op.into();
+                // The daemon keeps a connection open after answering a
+                // request that neither waits nor holds messages.
+                let reusable =
+                    !request.waits() && !matches!(&request, Request::Recv(recv) if recv.confirm);
+                let (read, mut write) = idle::connect(path).await?;
+                send_line(path, &mut write, &request).await?;
                 let mut lines = BufReader::new(read);
                 let line = read_line(path, &mut lines, &mut Vec::new()).await?.ok_or_else(|| {
                     lost(
@@ -100,6 +105,9 @@ impl DaemonClient {
                         "it closed the connection without answering; see daemon.log in the home",
                     )
                 })?;
+                if reusable && lines.buffer().is_empty() {
+                    idle::park(path, lines.into_inner(), write);
+                }
                 decode_answer::<O>(path, &line)
             }
         }
@@ -258,6 +266,78 @@ fn lost(path: &Path, reason: impl Into<String>) -> ClientError {
     ClientError::Lost {
         path: path.display().to_string(),
         reason: reason.into(),
+    }
+}
+
+/// Connections to daemons that answered a request and may take another,
+/// kept for a few seconds so that a busy client does not open a connection
+/// per request. They are kept as plain (blocking-mode) sockets, so that a
+/// runtime that ends takes none with it.
+mod idle {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use tokio::net::UnixStream;
+    use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+    use super::ClientError;
+
+    /// Connections kept, at most (for all daemons of this process).
+    const MAX_IDLE: usize = 16;
+    /// How long a kept connection may be reused: well under the daemon's
+    /// own idle limit, so that the daemon never closes one as it is reused.
+    const REUSE_WITHIN: Duration = Duration::from_secs(10);
+
+    static IDLE: Mutex<Vec<(PathBuf, std::os::unix::net::UnixStream, Instant)>> =
+        Mutex::new(Vec::new());
+
+    /// A connection to the daemon at `path`: a kept one if there is one
+    /// still open, else a new one.
+    pub(super) async fn connect(
+        path: &Path,
+    ) -> Result<(OwnedReadHalf, OwnedWriteHalf), ClientError> {
+        while let Some(kept) = take(path) {
+            if let Ok(stream) = UnixStream::from_std(kept) {
+                return Ok(stream.into_split());
+            }
+        }
+        super::connect(path).await
+    }
+
+    /// The newest kept connection to `path` that the daemon has not closed
+    /// (a closed one reads as the end of the stream at once).
+    fn take(path: &Path) -> Option<std::os::unix::net::UnixStream> {
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(_, _, since)| since.elapsed() < REUSE_WITHIN);
+        let at = idle.iter().rposition(|(p, _, _)| p == path)?;
+        let (_, stream, _) = idle.swap_remove(at);
+        drop(idle);
+        // Non-blocking: an open, quiet connection has nothing to read.
+        let mut probe = [0u8; 1];
+        match std::io::Read::read(&mut &stream, &mut probe) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Some(stream),
+            // Closed, or bytes nobody asked for: not reusable.
+            _ => None,
+        }
+    }
+
+    /// Keeps a connection whose request was answered in full.
+    pub(super) fn park(path: &Path, read: OwnedReadHalf, write: OwnedWriteHalf) {
+        let Ok(stream) = read.reunite(write) else {
+            return;
+        };
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        // Non-blocking, so that the probe before reuse never waits.
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push((path.to_path_buf(), stream, Instant::now()));
+        }
     }
 }
 

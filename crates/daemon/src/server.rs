@@ -1,5 +1,6 @@
 //! The local API server: a Unix socket (0600) in the home; one request line
-//! in, one response line out, per connection.
+//! in, one response line out, and again on the same connection for requests
+//! that neither wait nor stream.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -54,16 +55,66 @@ pub(crate) async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     }
 }
 
+/// How long a connection may sit idle between requests before the daemon
+/// closes it (clients reuse a connection for a few seconds at most).
+const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves one connection: requests one after another (a client may reuse
+/// its connection), until the client hangs up or sends a request that
+/// waits, holds or streams, which is the connection's last.
 async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
     let mut line = String::new();
-    let answer = match reader.read_line(&mut line).await {
-        Ok(_) if line.len() > MAX_REQUEST_BYTES => refusal(ApiError::invalid(format!(
-            "request longer than {MAX_REQUEST_BYTES} bytes"
-        ))),
-        Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line).inspect(|request| {
+    let mut first = true;
+    loop {
+        line.clear();
+        reader.get_mut().set_limit(MAX_REQUEST_BYTES as u64 + 1);
+        let read = if first {
+            reader.read_line(&mut line).await
+        } else {
+            match tokio::time::timeout(IDLE_CONNECTION, reader.read_line(&mut line)).await {
+                Ok(read) => read,
+                Err(_) => return,
+            }
+        };
+        first = false;
+        let Some((answer, more)) = request(&daemon, read, &line, &mut reader, &mut write).await
+        else {
+            return;
+        };
+        let mut bytes = answer;
+        bytes.push(b'\n');
+        if let Err(error) = write.write_all(&bytes).await {
+            tracing::debug!(%error, "a client left before its answer");
+            return;
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Carries out one request line: its answer, and whether the connection
+/// may carry another; `None` when the request answered on its own (a
+/// held `recv`, a subscription) or the client left.
+async fn request(
+    daemon: &Arc<Daemon>,
+    read: std::io::Result<usize>,
+    line: &str,
+    reader: &mut BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
+    write: &mut OwnedWriteHalf,
+) -> Option<(Vec<u8>, bool)> {
+    let answer = match read {
+        Ok(_) if line.len() > MAX_REQUEST_BYTES => {
+            let refused = refusal(ApiError::invalid(format!(
+                "request longer than {MAX_REQUEST_BYTES} bytes"
+            )));
+            // What follows is the rest of that line: end here.
+            return Some((refused, false));
+        }
+        Ok(0) => return None,
+        Ok(_) => match serde_json::from_str::<Request>(line).inspect(|request| {
             // Asking how the daemon is does not keep an idle one alive.
             if !matches!(request, Request::Status(_)) {
                 daemon
@@ -72,40 +123,37 @@ async fn connection(stream: UnixStream, daemon: Arc<Daemon>) {
             }
         }) {
             Ok(Request::Recv(recv)) if recv.confirm => {
-                held_recv(&daemon, recv, reader, &mut write).await;
-                return;
+                held_recv(daemon, recv, reader, write).await;
+                return None;
             }
             Ok(Request::Subscribe(request)) => {
                 let mut rest = Vec::new();
                 let hangup = async move {
                     let _ = reader.read_to_end(&mut rest).await;
                 };
-                stream_events(&daemon, request, &mut write, hangup).await;
-                return;
+                stream_events(daemon, request, write, hangup).await;
+                return None;
             }
             Ok(request) if request.waits() => {
                 // A client that hangs up while waiting (recv --wait, accept)
                 // cancels its request, so no message is claimed for a
-                // reader that is gone.
+                // reader that is gone. The answer is the connection's last.
                 let mut rest = Vec::new();
-                tokio::select! {
-                    answer = ops::answer(&daemon, request) => answer,
-                    _ = reader.read_to_end(&mut rest) => return,
-                }
+                let answer = tokio::select! {
+                    answer = ops::answer(daemon, request) => answer,
+                    _ = reader.read_to_end(&mut rest) => return None,
+                };
+                return Some((answer, false));
             }
-            Ok(request) => ops::answer(&daemon, request).await,
+            Ok(request) => ops::answer(daemon, request).await,
             Err(error) => refusal(ApiError::invalid(format!("invalid request: {error}"))),
         },
         Err(error) => {
             tracing::debug!(%error, "cannot read a request");
-            return;
+            return None;
         }
     };
-    let mut bytes = answer;
-    bytes.push(b'\n');
-    if let Err(error) = write.write_all(&bytes).await {
-        tracing::debug!(%error, "a client left before its answer");
-    }
+    Some((answer, true))
 }
 
 /// How long a reader that holds messages has to confirm which it took.
@@ -118,7 +166,7 @@ const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 async fn held_recv(
     daemon: &Arc<Daemon>,
     recv: Recv,
-    mut reader: BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
+    reader: &mut BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>,
     write: &mut OwnedWriteHalf,
 ) {
     let mut next = String::new();

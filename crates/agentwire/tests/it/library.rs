@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use agentwire::{Agent, DeliveryState, EmbeddedDaemon};
 
+use crate::util::TestHome;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,4 +120,25 @@ fn concurrent_sends_to_one_contact_all_arrive() {
         }
         daemon.stop().await;
     });
+}
+
+/// Requests reuse their connection to the daemon; a daemon that stopped and
+/// started again between two requests costs the second one nothing (the
+/// closed connection is noticed before it is used).
+#[test]
+fn a_reused_daemon_connection_survives_a_daemon_restart() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "alice"]).ok();
+    runtime().block_on(async {
+        let agent = Agent::open(&home.path(), "alice");
+        for _ in 0..3 {
+            agent.card().await.unwrap();
+        }
+        home.run(&["daemon", "stop"]).ok();
+        home.run(&["daemon", "start"]).ok();
+        for _ in 0..3 {
+            agent.card().await.unwrap();
+        }
+    });
+    home.run(&["daemon", "stop"]).ok();
 }
