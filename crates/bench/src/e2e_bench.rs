@@ -22,6 +22,8 @@
 //!   receiving agent answers it, the answer is taken) next to `call` to an
 //!   `agentwire serve --on-message cat` (a task, serve runs `cat`, the
 //!   result comes back): what a task through serve costs over a message;
+//! - `growth`: throughput and latency under load at 1, 4, 16 and 64 pairs,
+//!   each with 100 B, 4 KiB and 64 KiB bodies: where the cost bends;
 //! - `cli`: one-shot `agentwire` commands against a warm daemon, as an
 //!   agent that can only run commands uses it: `send`, `recv` of one waiting
 //!   message, and `--version` (the process start alone), wall time each;
@@ -43,7 +45,7 @@ use clap::{Parser, ValueEnum};
 use tokio::sync::Semaphore;
 
 /// End-to-end throughput and latency through two daemons and a relay.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 struct Args {
     /// The agentwire binary [default: `agentwire` next to this program]
     #[arg(long)]
@@ -84,6 +86,7 @@ enum Scenario {
     Latency,
     Backlog,
     Call,
+    Growth,
     Cli,
     Costs,
     Connections,
@@ -269,6 +272,10 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = call(&setup, &args).await?;
         report.insert("call".into(), result);
     }
+    if all || args.scenario == Scenario::Growth {
+        let result = growth(&exe, &args).await?;
+        report.insert("growth".into(), result);
+    }
     if all || args.scenario == Scenario::Cli {
         let setup = Setup::start(&exe).await?;
         setup.pair(1)?;
@@ -287,6 +294,51 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// The throughput scenario over a grid: 1, 4, 16 and 64 pairs (the first N
+/// of 64 paired once), each with 100 B, 4 KiB and 64 KiB bodies. Each cell
+/// sends the same number of bytes per pair count, capped by message count.
+async fn growth(exe: &Path, args: &Args) -> Result<serde_json::Value, Error> {
+    let (pair_counts, payloads): (&[usize], &[usize]) = if args.smoke {
+        (&[1, 2], &[100, 4096])
+    } else {
+        (&[1, 4, 16, 64], &[100, 4096, 65536])
+    };
+    let most = pair_counts.iter().copied().max().unwrap_or(1);
+    let setup = Setup::start(exe).await?;
+    setup.pair(most)?;
+    let mut rows = Vec::new();
+    for &pairs in pair_counts {
+        for &payload in payloads {
+            // 20 000 small messages; fewer large ones (at most 64 MiB in
+            // all), and at least 8 per pair.
+            let messages = (64 * 1024 * 1024 / payload)
+                .min(if args.smoke { 40 } else { 20_000 })
+                .max(pairs * 8);
+            let cell = Args {
+                pairs,
+                payload,
+                messages: messages - messages % pairs,
+                json: true,
+                ..args.clone()
+            };
+            let result = throughput(&setup, &cell).await?;
+            if !args.json {
+                let get = |key: &str| result.get(key).and_then(serde_json::Value::as_f64);
+                println!(
+                    "growth: {pairs:>2} pairs × {payload:>5} B, {} messages: {:>6.0} msg/s ({:>6.1} MB/s); send→received p50 {:>7.1} ms, p99 {:>7.1} ms",
+                    cell.messages,
+                    get("msg_per_s").unwrap_or(0.0),
+                    get("msg_per_s").unwrap_or(0.0) * payload as f64 / 1e6,
+                    get("p50_ms").unwrap_or(0.0),
+                    get("p99_ms").unwrap_or(0.0),
+                );
+            }
+            rows.push(result);
+        }
+    }
+    Ok(serde_json::Value::Array(rows))
 }
 
 /// Runs `agentwire --home HOME ARGS` once; its wall time.
