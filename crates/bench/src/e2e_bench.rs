@@ -22,6 +22,9 @@
 //!   receiving agent answers it, the answer is taken) next to `call` to an
 //!   `agentwire serve --on-message cat` (a task, serve runs `cat`, the
 //!   result comes back): what a task through serve costs over a message;
+//! - `relay`: the relay alone, as a process of its own: `relay-bench
+//!   --relay-url` against it (8 senders, 4 recipients, 1 KiB payloads);
+//! - `fanout`: one agent sends to N others (each its contact), round robin;
 //! - `growth`: throughput and latency under load at 1, 4, 16 and 64 pairs,
 //!   each with 100 B, 4 KiB and 64 KiB bodies: where the cost bends;
 //! - `cli`: one-shot `agentwire` commands against a warm daemon, as an
@@ -86,6 +89,8 @@ enum Scenario {
     Latency,
     Backlog,
     Call,
+    Relay,
+    Fanout,
     Growth,
     Cli,
     Costs,
@@ -272,6 +277,15 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = call(&setup, &args).await?;
         report.insert("call".into(), result);
     }
+    if all || args.scenario == Scenario::Relay {
+        let result = relay_alone(&exe, &args).await?;
+        report.insert("relay".into(), result);
+    }
+    if all || args.scenario == Scenario::Fanout {
+        let setup = Setup::start(&exe).await?;
+        let result = fanout(&setup, &args).await?;
+        report.insert("fanout".into(), result);
+    }
     if all || args.scenario == Scenario::Growth {
         let result = growth(&exe, &args).await?;
         report.insert("growth".into(), result);
@@ -294,6 +308,117 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         println!("{}", serde_json::Value::Object(report));
     }
     Ok(())
+}
+
+/// The relay alone as its own process: relay-bench (next to this program)
+/// drives it over loopback.
+async fn relay_alone(exe: &Path, args: &Args) -> Result<serde_json::Value, Error> {
+    let setup = Setup::start(exe).await?;
+    let bench = std::env::current_exe()?
+        .parent()
+        .ok_or("no directory for this program")?
+        .join("relay-bench");
+    let mut command = Command::new(&bench);
+    command.args(["--relay-url", &setup.url, "--json"]);
+    if args.smoke {
+        command.arg("--smoke");
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            bench.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    if !args.json {
+        let get = |key: &str| result.get(key).and_then(serde_json::Value::as_f64);
+        let accepted = result.get("send_to_accepted_ms");
+        let at = |q: &str| {
+            accepted
+                .and_then(|a| a.get(q))
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        println!(
+            "relay: a relay process, {} senders → {} recipients, {} × {} B: {:.0} msg/s; send→accepted p50 {:.2} ms, p99 {:.2} ms",
+            result.get("senders").unwrap_or(&serde_json::Value::Null),
+            result.get("recipients").unwrap_or(&serde_json::Value::Null),
+            result.get("messages").unwrap_or(&serde_json::Value::Null),
+            result
+                .get("payload_bytes")
+                .unwrap_or(&serde_json::Value::Null),
+            get("msgs_per_sec").unwrap_or(0.0),
+            at("p50"),
+            at("p99"),
+        );
+    }
+    Ok(result)
+}
+
+/// One agent (`a0`) sends to N others (`f0`…, each its contact, in the
+/// other home), round robin, W sends in flight; each takes with `recv`.
+async fn fanout(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> {
+    let fans = if args.smoke { 3 } else { 16 };
+    setup.cli("a", &["init", "--name", "a0", "--relay", &setup.url])?;
+    for i in 0..fans {
+        let name = format!("f{i}");
+        setup.cli("b", &["init", "--name", &name, "--relay", &setup.url])?;
+        let token = setup.cli("b", &["--as", &name, "invite"])?;
+        setup.cli("a", &["--as", "a0", "accept", &token, "--name", &name])?;
+    }
+    let per_fan = args.messages / fans;
+    let sender = Agent::open(&setup.home("a"), "a0");
+    let started = Instant::now();
+    let mut receiving = tokio::task::JoinSet::new();
+    for i in 0..fans {
+        let fan = Agent::open(&setup.home("b"), &format!("f{i}"));
+        receiving.spawn(async move { take(&fan, per_fan).await });
+    }
+    let window = Arc::new(Semaphore::new(args.window));
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..per_fan * fans {
+        let permit = window.clone().acquire_owned().await?;
+        let (sender, to, body) = (
+            sender.clone(),
+            format!("f{}", n % fans),
+            body(args.payload, n),
+        );
+        sends.spawn(async move {
+            let sent = sender.send(&to, &body).await;
+            drop(permit);
+            sent
+        });
+        while let Some(done) = sends.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        done??;
+    }
+    let mut last = started;
+    while let Some(got) = receiving.join_next().await {
+        for (_, at) in got?? {
+            last = last.max(at);
+        }
+    }
+    let elapsed = last.duration_since(started);
+    let total = per_fan * fans;
+    let rate = total as f64 / elapsed.as_secs_f64();
+    if !args.json {
+        println!(
+            "fanout: one sender to {fans} contacts, window {}, {total} × {} B: {rate:.0} msg/s ({:.2} s)",
+            args.window,
+            args.payload,
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(serde_json::json!({
+        "recipients": fans, "window": args.window, "messages": total,
+        "payload": args.payload, "msg_per_s": rate, "seconds": elapsed.as_secs_f64(),
+    }))
 }
 
 /// The throughput scenario over a grid: 1, 4, 16 and 64 pairs (the first N

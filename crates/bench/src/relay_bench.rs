@@ -1,6 +1,7 @@
-//! Relay benchmark: N senders send to M recipients through one in-process
-//! relay (real WebSocket connections on loopback, durable accept in SQLite).
-//! Prints throughput and latency percentiles; asserts nothing.
+//! Relay benchmark: N senders send to M recipients through one relay (in
+//! this process, or a relay process at `--relay-url`; real WebSocket
+//! connections on loopback, durable accept in SQLite). Prints throughput and
+//! latency percentiles; asserts nothing.
 //!
 //! ```text
 //! cargo run --release -p agentwire-bench --bin relay-bench -- --senders 8 --recipients 4
@@ -39,6 +40,10 @@ struct Args {
     /// and drain: measures accept and drain throughput separately
     #[arg(long)]
     offline: bool,
+    /// Use the relay at this URL (e.g. an `agentwire relay` process, with its
+    /// rate and queue limits raised) instead of one in this process
+    #[arg(long, value_name = "URL")]
+    relay_url: Option<String>,
     /// A tiny run that only checks the benchmark works (used by CI)
     #[arg(long)]
     smoke: bool,
@@ -85,8 +90,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_queue_per_recipient: u32::try_from(args.messages)?.max(1),
         ..Limits::default()
     };
-    let relay = Relay::spawn(config).await?;
-    let client_config = ClientConfig::new(relay.url());
+    let relay = match &args.relay_url {
+        Some(_) => None,
+        None => Some(Relay::spawn(config).await?),
+    };
+    let url = match (&args.relay_url, &relay) {
+        (Some(url), _) => url.clone(),
+        (None, Some(relay)) => relay.url(),
+        (None, None) => return Err("no relay".into()),
+    };
+    let client_config = ClientConfig::new(url);
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::with_capacity(args.messages)));
     let start = Instant::now();
@@ -193,7 +206,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (a50, a99, amax) = stats(&mut accept);
     let (r50, r99, rmax) = stats(&mut to_receive);
     let (x50, x99, xmax) = stats(&mut accept_to_receive);
-    relay.shutdown().await;
+    if let Some(relay) = relay {
+        relay.shutdown().await;
+    }
 
     if args.json {
         println!(
