@@ -24,6 +24,9 @@
 //!   result comes back): what a task through serve costs over a message;
 //! - `relay`: the relay alone, as a process of its own: `relay-bench
 //!   --relay-url` against it (8 senders, 4 recipients, 1 KiB payloads);
+//! - `mcp`: the MCP door, measured by `crates/bench/mcp_bench.py` with the
+//!   official MCP Python SDK as the client (run only when asked for: it
+//!   needs the Python environment the tests set up in `.venv`);
 //! - `fanout`: one agent sends to N others (each its contact), round robin;
 //! - `growth`: throughput and latency under load at 1, 4, 16 and 64 pairs,
 //!   each with 100 B, 4 KiB and 64 KiB bodies: where the cost bends;
@@ -90,6 +93,7 @@ enum Scenario {
     Backlog,
     Call,
     Relay,
+    Mcp,
     Fanout,
     Growth,
     Cli,
@@ -281,6 +285,10 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
         let result = relay_alone(&exe, &args).await?;
         report.insert("relay".into(), result);
     }
+    if args.scenario == Scenario::Mcp {
+        let result = mcp(&exe, &args)?;
+        report.insert("mcp".into(), result);
+    }
     if all || args.scenario == Scenario::Fanout {
         let setup = Setup::start(&exe).await?;
         let result = fanout(&setup, &args).await?;
@@ -353,6 +361,55 @@ async fn relay_alone(exe: &Path, args: &Args) -> Result<serde_json::Value, Error
             get("msgs_per_sec").unwrap_or(0.0),
             at("p50"),
             at("p99"),
+        );
+    }
+    Ok(result)
+}
+
+/// The MCP door: `mcp_bench.py` (next to this crate's sources) run with the
+/// workspace's `.venv` Python, which has the MCP SDK (`cargo test` sets it
+/// up), or `AGENTWIRE_BENCH_PYTHON`.
+fn mcp(exe: &Path, args: &Args) -> Result<serde_json::Value, Error> {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = crate_dir.join("mcp_bench.py");
+    let python = match std::env::var_os("AGENTWIRE_BENCH_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => crate_dir.join("../../.venv/bin/python"),
+    };
+    if !python.exists() {
+        return Err(format!(
+            "{} not found: run `cargo test` once (it makes .venv with the MCP SDK) or set AGENTWIRE_BENCH_PYTHON",
+            python.display()
+        )
+        .into());
+    }
+    let mut command = Command::new(&python);
+    command.arg(&script).arg("--exe").arg(exe).arg("--json");
+    if args.smoke {
+        command.arg("--smoke");
+    } else {
+        command.args(["--n", &args.samples.to_string()]);
+    }
+    let output = command.stderr(Stdio::inherit()).output()?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({})", script.display(), output.status).into());
+    }
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    if !args.json {
+        let p50 = |key: &str| {
+            result
+                .get(key)
+                .and_then(|m| m.get("p50_ms"))
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        println!(
+            "mcp: {} rounds: whoami p50 {:.2} ms; send {:.2} ms; send→push at the other client {:.2} ms; send→wait {:.2} ms",
+            if args.smoke { 5 } else { args.samples },
+            p50("whoami"),
+            p50("send"),
+            p50("send->push"),
+            p50("send->wait"),
         );
     }
     Ok(result)
