@@ -86,6 +86,24 @@ fn read_token(path: &Path) -> anyhow::Result<AccessToken> {
 
 async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
     let db = config.db_path.display().to_string();
+    let (before, after) = agentwire_relay::raise_open_files_limit();
+    let show = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
+    if before != after {
+        tracing::info!(
+            from = %show(before),
+            to = %show(after),
+            "raised the limit on open files (one per connection)"
+        );
+    }
+    if let Some(limit) = after
+        && (limit as usize) < config.limits.max_connections + 64
+    {
+        tracing::warn!(
+            open_files = limit,
+            max_connections = config.limits.max_connections,
+            "the limit on open files is below --max-connections; raise the hard limit (ulimit -Hn) or lower --max-connections"
+        );
+    }
     let stop = shutdown_signal();
     let relay = Relay::spawn(config).await.map_err(|error| {
         let code = match error {

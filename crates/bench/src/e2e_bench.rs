@@ -693,6 +693,19 @@ fn rss_bytes(pid: u32) -> Result<u64, Error> {
 /// authenticated (64 handshakes at a time), held idle; the relay's resident
 /// memory before and after, per connection.
 async fn connections(exe: &Path, args: &Args) -> Result<serde_json::Value, Error> {
+    // One descriptor per connection here, and one in the relay (which
+    // raises its own limit too).
+    let (_, open_files) = agentwire_relay::raise_open_files_limit();
+    if let Some(limit) = open_files {
+        let most = args.connections.iter().copied().max().unwrap_or(0);
+        if (limit as usize) < most + 256 {
+            return Err(format!(
+                "{most} connections need about {} open files; this process may open {limit} (ulimit -Hn)",
+                most + 256
+            )
+            .into());
+        }
+    }
     let mut rows = Vec::new();
     for &count in &args.connections {
         let limit = (count + 100).to_string();

@@ -40,6 +40,27 @@ pub use config::{
     RelayConfig, SHUTDOWN_GRACE, SHUTDOWN_WRITE_TIMEOUT, TlsFiles, WRITE_TIMEOUT,
 };
 pub use server::{Relay, RelayError};
+
+/// Raises this process's soft limit on open files to its hard limit: each
+/// connection holds a file descriptor, and the soft limit is often 1 024
+/// where the hard one allows far more. Returns the limit before and after
+/// (equal when it could not be raised or was already at the hard limit).
+pub fn raise_open_files_limit() -> (Option<u64>, Option<u64>) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if limit.current == limit.maximum {
+        return (before, before);
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => (before, getrlimit(Resource::Nofile).current),
+        Err(_) => (before, before),
+    }
+}
 pub use store::StoreError;
 
 #[cfg(test)]

@@ -231,3 +231,41 @@ fn help_teaches_the_relay_flags() {
         assert!(help.contains(flag), "help lacks {flag}");
     }
 }
+
+/// The relay raises its soft limit on open files to the hard one at start,
+/// so that a default soft limit of a few hundred does not cap its
+/// connections.
+#[test]
+fn the_relay_raises_its_open_files_limit_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "h=$(ulimit -Hn); s=256; [ \"$h\" != unlimited ] && [ \"$h\" -le 256 ] && s=$((h / 2)); \
+         ulimit -Sn $s && exec '{}' --home '{}' relay --listen 127.0.0.1:0 --json",
+        agentwire_bin().display(),
+        dir.path().join("home").display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let words: Vec<&str> = open_files.split_whitespace().collect();
+    // "Max open files SOFT HARD files": the soft limit was lowered below
+    // the hard one before the relay started.
+    let (soft, hard) = (words[3], words[4]);
+    assert_eq!(soft, hard, "{open_files}");
+}
