@@ -425,7 +425,10 @@ impl Conn {
         self.refuse(request_id, code, u64::from(limit), message)
             .await?;
         if self.violations >= MAX_CONSECUTIVE_VIOLATIONS {
-            tracing::info!(peer = %self.peer, "closing a connection that ignores rate limits");
+            // The peer's address only at debug level: SECURITY.md promises
+            // that client addresses stay out of info-level logs.
+            tracing::info!("closing a connection that ignores rate limits");
+            tracing::debug!(peer = %self.peer, "that connection's address");
             self.close(CLOSE_POLICY, "rate_limit_abuse").await;
             return Ok(Inbound::Closed);
         }

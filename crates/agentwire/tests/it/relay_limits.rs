@@ -224,3 +224,72 @@ async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_are_u
     assert!(matches!(first.expect().await.body, Body::Challenge { .. }));
     relay.assert_serving().await;
 }
+
+/// A relay process at its default log level closes a connection that
+/// ignores the rate limit and says so, without the client's address
+/// (SECURITY.md: client addresses are not logged at info level).
+#[tokio::test]
+async fn closing_an_abusive_connection_does_not_log_its_address() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("relay.log");
+    let mut child = std::process::Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--key-rate",
+            "1",
+        ])
+        .env_remove("AGENTWIRE_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = started["url"].as_str().unwrap().to_owned();
+    let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let client_addr = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(stream) => stream.local_addr().unwrap(),
+        _ => unreachable!("a plain connection"),
+    };
+    let mut raw = RawWs { ws };
+    raw.authenticate(&new_key()).await;
+    for n in 0..200 {
+        let frame = Frame::new(n, Body::Ack { id: new_id() }).encode();
+        if raw
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                frame.into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    while raw.recv().await.is_some() {}
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log).unwrap();
+        if logged.contains("ignores rate limits") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged.contains("ignores rate limits"), "{logged}");
+    assert!(
+        !logged.contains(&client_addr.to_string())
+            && !logged.contains(&format!(":{}", client_addr.port())),
+        "the client's address {client_addr} is in the log:\n{logged}"
+    );
+}
