@@ -434,27 +434,8 @@ async fn fanout(setup: &Setup, args: &Args) -> Result<serde_json::Value, Error> 
         let fan = Agent::open(&setup.home("b"), &format!("f{i}"));
         receiving.spawn(async move { take(&fan, per_fan).await });
     }
-    let window = Arc::new(Semaphore::new(args.window));
-    let mut sends = tokio::task::JoinSet::new();
-    for n in 0..per_fan * fans {
-        let permit = window.clone().acquire_owned().await?;
-        let (sender, to, body) = (
-            sender.clone(),
-            format!("f{}", n % fans),
-            body(args.payload, n),
-        );
-        sends.spawn(async move {
-            let sent = sender.send(&to, &body).await;
-            drop(permit);
-            sent
-        });
-        while let Some(done) = sends.try_join_next() {
-            done??;
-        }
-    }
-    while let Some(done) = sends.join_next().await {
-        done??;
-    }
+    let messages = (0..per_fan * fans).map(|n| (format!("f{}", n % fans), body(args.payload, n)));
+    send_windowed(&sender, args.window, messages, |_| {}).await?;
     let mut last = started;
     while let Some(got) = receiving.join_next().await {
         for (_, at) in got?? {
@@ -857,6 +838,35 @@ fn agents(setup: &Setup, i: usize) -> (Agent, Agent) {
     )
 }
 
+/// Sends each `(to, body)` in turn with at most `window` sends in flight,
+/// calling `starting(n)` as the n-th starts; returns once all are queued.
+async fn send_windowed(
+    sender: &Agent,
+    window: usize,
+    messages: impl Iterator<Item = (String, String)>,
+    mut starting: impl FnMut(usize),
+) -> Result<(), Error> {
+    let window = Arc::new(Semaphore::new(window.max(1)));
+    let mut sends = tokio::task::JoinSet::new();
+    for (n, (to, body)) in messages.enumerate() {
+        let permit = window.clone().acquire_owned().await?;
+        starting(n);
+        let sender = sender.clone();
+        sends.spawn(async move {
+            let sent = sender.send(&to, &body).await;
+            drop(permit);
+            sent
+        });
+        while let Some(done) = sends.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 /// Takes messages until `count` have arrived; when each arrived.
 async fn take(agent: &Agent, count: usize) -> Result<Vec<(usize, Instant)>, Error> {
     let mut got = Vec::with_capacity(count);
@@ -886,28 +896,13 @@ async fn throughput(setup: &Setup, args: &Args) -> Result<serde_json::Value, Err
     for i in 0..args.pairs {
         let (sender, receiver) = agents(setup, i);
         let payload = args.payload;
-        let window = Arc::new(Semaphore::new(args.window));
+        let window = args.window;
         let to = format!("b{i}");
         tasks.spawn(async move {
             let receiving = tokio::spawn(async move { take(&receiver, per_pair).await });
             let mut sent_at = vec![started; per_pair];
-            let mut sends = tokio::task::JoinSet::new();
-            for (n, at) in sent_at.iter_mut().enumerate() {
-                let permit = window.clone().acquire_owned().await?;
-                *at = Instant::now();
-                let (sender, to, body) = (sender.clone(), to.clone(), body(payload, n));
-                sends.spawn(async move {
-                    let sent = sender.send(&to, &body).await;
-                    drop(permit);
-                    sent
-                });
-                while let Some(done) = sends.try_join_next() {
-                    done??;
-                }
-            }
-            while let Some(done) = sends.join_next().await {
-                done??;
-            }
+            let messages = (0..per_pair).map(|n| (to.clone(), body(payload, n)));
+            send_windowed(&sender, window, messages, |n| sent_at[n] = Instant::now()).await?;
             let got = receiving.await??;
             let latencies: Vec<Duration> = got
                 .iter()

@@ -348,14 +348,16 @@ impl Daemon {
     async fn push_outbox(&self, name: &Name, client: &RelayClient) -> bool {
         // Pages forward through the outbox, so that a recipient the relay
         // declines for now cannot keep everyone else's messages waiting.
-        let mut after: Option<MessageId> = None;
+        // In the order queued: for each contact, the order its session
+        // sealed them in, which the recipient needs (within a small window).
+        let mut after: Option<i64> = None;
         let mut blocked: HashSet<PublicKey> = HashSet::new();
         loop {
             let owner = name.clone();
             // Read on the reader: every send wakes the pump after its commit.
             let batch = match self
                 .db
-                .read(move |tx| tx.outbox(&owner, after.as_ref(), OUTBOX_BATCH))
+                .read(move |tx| tx.outbox(&owner, after, OUTBOX_BATCH))
                 .await
             {
                 Ok(batch) => batch,
@@ -370,7 +372,7 @@ impl Daemon {
                 }
                 return !blocked.is_empty();
             }
-            after = batch.last().map(|outgoing| outgoing.id);
+            after = batch.last().map(|outgoing| outgoing.seq);
             let mut in_flight = FuturesUnordered::new();
             let mut states = Vec::new();
             let mut disconnected = false;

@@ -25,9 +25,10 @@ macro_rules! tracked {
 // The hot queries, as constants so that a test can check their plans.
 /// An identity's queued outgoing messages, oldest first (the partial index
 /// `messages_queued` holds exactly these).
-pub(super) const OUTBOX: &str = "SELECT id, peer, payload FROM messages INDEXED BY messages_queued
-     WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR id > ?2)
-     ORDER BY id LIMIT ?3";
+pub(super) const OUTBOX: &str =
+    "SELECT rowid, id, peer, payload FROM messages INDEXED BY messages_queued
+     WHERE identity = ?1 AND state = 'queued' AND direction = 'out' AND (?2 IS NULL OR rowid > ?2)
+     ORDER BY rowid LIMIT ?3";
 /// How many of them are messages the sender tracks.
 pub(super) const OUTBOX_COUNT: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_queued
      WHERE identity = ?1 AND state = 'queued' AND direction = 'out'
@@ -106,21 +107,22 @@ impl Tx<'_> {
     pub fn outbox(
         &self,
         identity: &Name,
-        after: Option<&MessageId>,
+        after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Outgoing>> {
         self.rows(
             OUTBOX,
             params![
                 identity.as_str(),
-                after.map(|id| *id.as_bytes()),
+                after,
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
             |row| {
                 Ok(Outgoing {
-                    id: MessageId::from_bytes(row.get(0)?),
-                    peer: PublicKey::from_bytes(row.get(1)?),
-                    payload: row.get(2)?,
+                    seq: row.get(0)?,
+                    id: MessageId::from_bytes(row.get(1)?),
+                    peer: PublicKey::from_bytes(row.get(2)?),
+                    payload: row.get(3)?,
                 })
             },
         )

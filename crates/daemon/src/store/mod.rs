@@ -184,6 +184,9 @@ impl std::fmt::Debug for InviteRecord {
 /// An outgoing message waiting for the relay to accept it.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
+    /// Its place in the outbox: the order it was queued in (which, for one
+    /// contact, is the order its session sealed them in).
+    pub seq: i64,
     /// Its id (also the envelope id).
     pub id: MessageId,
     /// The recipient.
@@ -319,7 +322,7 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The store's schema version once migrated.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -491,6 +494,21 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 7 {
+        // The outbox is pushed in the order messages were queued (rowid),
+        // not by id: ids of messages to different contacts are made in one
+        // order and may be queued in another, and paging by id skipped a
+        // message queued late with an early id until after later messages
+        // of its own session, which the recipient then could not decrypt.
+        conn.execute_batch(
+            "BEGIN;
+             DROP INDEX IF EXISTS messages_queued;
+             CREATE INDEX IF NOT EXISTS messages_queued ON messages (identity)
+                 WHERE state = 'queued' AND direction = 'out';
+             PRAGMA user_version = 7;
+             COMMIT;",
+        )?;
+    }
     debug_assert_eq!(
         conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))?,
         SCHEMA_VERSION
@@ -521,6 +539,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         (dir, store)
+    }
+
+    /// Messages to different contacts get their ids in one order and may be
+    /// queued in another; the outbox gives them in the order queued, and
+    /// paging past a message never skips one queued after it with an
+    /// earlier id (that skip sent it after later messages of its own
+    /// session, which the recipient could not decrypt).
+    #[test]
+    fn the_outbox_pages_in_the_order_messages_were_queued() {
+        let (_dir, store) = store();
+        let tx = store.read();
+        let me = Name::new("me").unwrap();
+        let (x, y) = (
+            PublicKey::from_bytes([1; 32]),
+            PublicKey::from_bytes([2; 32]),
+        );
+        let early = MessageId::new_v7();
+        let late = MessageId::new_v7();
+        assert!(early.as_bytes() < late.as_bytes());
+        // The message with the later id is queued first.
+        tx.insert_message(
+            &me,
+            &StoredMessage::outgoing_control(late, y, Kind::Chat, 1),
+            Some(b"y"),
+        )
+        .unwrap();
+        let first = tx.outbox(&me, None, 10).unwrap();
+        assert_eq!(first.iter().map(|o| o.id).collect::<Vec<_>>(), [late]);
+        tx.insert_message(
+            &me,
+            &StoredMessage::outgoing_control(early, x, Kind::Chat, 1),
+            Some(b"x"),
+        )
+        .unwrap();
+        // Paging on from the first page still finds it.
+        let next = tx.outbox(&me, Some(first[0].seq), 10).unwrap();
+        assert_eq!(next.iter().map(|o| o.id).collect::<Vec<_>>(), [early]);
+        let all = tx.outbox(&me, None, 10).unwrap();
+        assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), [late, early]);
     }
 
     #[test]
@@ -710,6 +767,7 @@ mod tests {
             let me = Name::new(name).unwrap();
             tx.contacts(&me).unwrap();
             tx.outbox(&me, None, 10).unwrap();
+            tx.outbox(&me, Some(3), 10).unwrap();
             tx.unread(&me, Some(&peer), 10).unwrap();
             tx.unread(&me, None, 10).unwrap();
             tx.outbox_count(&me).unwrap();
