@@ -164,7 +164,7 @@ pub(crate) struct DiscoverArgs {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishCardArgs {
-    /// What whoever pairs through the listing may send you: any of "chat", "task", "file" (default ["chat"]).
+    /// What whoever pairs through the listing may send you: any of "chat", "task", "file" (default: chat only).
     #[serde(default)]
     pub(crate) allow: Option<Vec<String>>,
     /// Take the listing down instead (its invite stops working).

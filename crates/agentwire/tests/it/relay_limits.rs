@@ -230,7 +230,6 @@ async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_are_u
 /// (SECURITY.md: client addresses are not logged at info level).
 #[tokio::test]
 async fn closing_an_abusive_connection_does_not_log_its_address() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("relay.log");
     let mut child = std::process::Command::new(agentwire_bin())
@@ -249,11 +248,7 @@ async fn closing_an_abusive_connection_does_not_log_its_address() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let started = startup_line(&mut child);
     let url = started["url"].as_str().unwrap().to_owned();
     let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let client_addr = match ws.get_ref() {

@@ -237,7 +237,6 @@ fn help_teaches_the_relay_flags() {
 /// connections.
 #[test]
 fn the_relay_raises_its_open_files_limit_to_the_hard_limit() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "h=$(ulimit -Hn); s=256; [ \"$h\" != unlimited ] && [ \"$h\" -le 256 ] && s=$((h / 2)); \
@@ -251,11 +250,8 @@ fn the_relay_raises_its_open_files_limit_to_the_hard_limit() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
+    let started = startup_line(&mut child);
+    assert_eq!(started["event"], "listening", "{started}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();

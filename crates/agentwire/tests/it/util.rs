@@ -315,6 +315,17 @@ pub fn agentwire_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agentwire"))
 }
 
+/// The first line a child printed on its piped stdout, as JSON (the
+/// startup line of `relay --json`, `bridge --json`, ...).
+pub fn startup_line(child: &mut Child) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad startup line {line:?}: {e}"))
+}
+
 /// `agentwire relay` as a child process of the real binary.
 pub struct RelayProcess {
     child: Child,
@@ -326,7 +337,6 @@ impl RelayProcess {
     /// Starts `agentwire --home HOME relay --listen LISTEN --json EXTRA..` and
     /// waits for its startup line.
     pub fn spawn(home: &Path, listen: &str, extra: &[&str]) -> RelayProcess {
-        use std::io::BufRead;
         let mut child = Command::new(agentwire_bin())
             .arg("--home")
             .arg(home)
@@ -336,13 +346,7 @@ impl RelayProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let startup: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("bad startup line {line:?}: {e}"));
+        let startup = startup_line(&mut child);
         RelayProcess {
             child,
             url: startup["url"].as_str().unwrap().to_owned(),
