@@ -280,22 +280,9 @@ impl Frame {
                 to: PublicKey::from_bytes(r.array("to")?),
             },
             FrameType::Dismissed => Body::Dismissed { id: r.id()? },
-            FrameType::AckBatch => {
-                let count = usize::from(r.u16("ids")?);
-                if count == 0 || count > MAX_ACK_BATCH {
-                    return Err(DecodeError::FieldTooLong {
-                        field: "ids",
-                        len: count,
-                        max: MAX_ACK_BATCH,
-                        request_id,
-                    });
-                }
-                let mut ids = Vec::with_capacity(count);
-                for _ in 0..count {
-                    ids.push(r.id()?);
-                }
-                Body::AckBatch { ids }
-            }
+            FrameType::AckBatch => Body::AckBatch {
+                ids: r.list("ids", 1..=MAX_ACK_BATCH, Reader::id)?,
+            },
             FrameType::AckedBatch => Body::AckedBatch {
                 count: r.u16("count")?,
             },
@@ -308,22 +295,11 @@ impl Frame {
             FrameType::Lookup => Body::Lookup {
                 capability: r.text("capability", MAX_TAG_LEN)?,
             },
-            FrameType::Listing => {
-                let count = usize::from(r.u16("entries")?);
-                if count > MAX_LISTING {
-                    return Err(DecodeError::FieldTooLong {
-                        field: "entries",
-                        len: count,
-                        max: MAX_LISTING,
-                        request_id,
-                    });
-                }
-                let mut entries = Vec::with_capacity(count);
-                for _ in 0..count {
-                    entries.push(r.short_bytes("entry", MAX_ENTRY_BYTES)?.to_vec());
-                }
-                Body::Listing { entries }
-            }
+            FrameType::Listing => Body::Listing {
+                entries: r.list("entries", 0..=MAX_LISTING, |r| {
+                    Ok(r.short_bytes("entry", MAX_ENTRY_BYTES)?.to_vec())
+                })?,
+            },
             FrameType::Error => Body::Error {
                 code: ErrorCode::from_u16(r.u16("code")?),
                 limit: r.u64("limit")?,
@@ -416,6 +392,31 @@ impl<'a> Reader<'a> {
             });
         }
         self.take(len, field)
+    }
+
+    /// `count:u16be` within `allowed`, then that many items; a count out of
+    /// range is [`DecodeError::FieldTooLong`] (its limit the largest
+    /// allowed).
+    fn list<T>(
+        &mut self,
+        field: &'static str,
+        allowed: std::ops::RangeInclusive<usize>,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let count = usize::from(self.u16(field)?);
+        if !allowed.contains(&count) {
+            return Err(DecodeError::FieldTooLong {
+                field,
+                len: count,
+                max: *allowed.end(),
+                request_id: self.request_id,
+            });
+        }
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            items.push(item(self)?);
+        }
+        Ok(items)
     }
 
     fn long_bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
