@@ -3,10 +3,15 @@
 //! directives (`info,agentwire_daemon=debug`); default `info`. The most
 //! specific target wins. (tracing's `Targets` filter: no regular expressions
 //! or span filters, and no regex engine in the binary.)
+//!
+//! Other crates' logs are held to `info` whatever the filter says: below it,
+//! the WebSocket, HTTP and TLS libraries print whole frames and headers,
+//! which carry the relay's access token and sealed payloads.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::filter::Targets;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{FilterFn, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -21,11 +26,19 @@ pub(crate) fn init(format: LogFormat, quiet_protocol: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
-    let registry = tracing_subscriber::registry().with(filter(&spec, quiet_protocol));
+    let registry = tracing_subscriber::registry()
+        .with(filter(&spec, quiet_protocol))
+        .with(FilterFn::new(at_most_info_outside));
     match format {
         LogFormat::Text => registry.with(layer).init(),
         LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
     }
+}
+
+/// Whether an event may pass the cap on other crates: ours at any level,
+/// theirs at `info` and above.
+fn at_most_info_outside(meta: &Metadata<'_>) -> bool {
+    meta.target().starts_with("agentwire") || *meta.level() <= Level::INFO
 }
 
 /// The filter for `spec` (`info` if it does not parse).
@@ -78,3 +91,4 @@ mod tests {
         assert!(!fallback.would_enable("agentwire", &Level::DEBUG));
     }
 }
+
