@@ -1,6 +1,5 @@
 //! Talking to the home's daemon over its Unix socket, starting it on demand.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -132,11 +131,7 @@ pub(crate) fn start(home: &Home) -> Result<(), Failure> {
 /// waits for its socket.
 pub(crate) fn spawn_daemon(home: &Home) -> Result<(), Failure> {
     home.ensure().code(CONFIG)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(home.log())
+    let log = agentwire_daemon::home::open_private_append(&home.log())
         .with_context(|| format!("cannot open {}", home.log().display()))
         .code(CONFIG)?;
     let exe = std::env::current_exe()

@@ -91,4 +91,3 @@ mod tests {
         assert!(!fallback.would_enable("agentwire", &Level::DEBUG));
     }
 }
-

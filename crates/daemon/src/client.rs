@@ -342,6 +342,7 @@ mod idle {
 }
 
 async fn connect(path: &Path) -> Result<(OwnedReadHalf, OwnedWriteHalf), ClientError> {
+    check_socket_owner(path)?;
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ClientError::NotRunning {
@@ -349,6 +350,29 @@ async fn connect(path: &Path) -> Result<(OwnedReadHalf, OwnedWriteHalf), ClientE
             source,
         })?;
     Ok(stream.into_split())
+}
+
+/// Refuses a socket another user made: that user's daemon would read every
+/// request (bodies, invite links). A missing socket is left to `connect`.
+fn check_socket_owner(path: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let you = crate::home::current_uid();
+    if meta.uid() == you {
+        return Ok(());
+    }
+    Err(ClientError::NotRunning {
+        path: path.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the socket belongs to another user (uid {owner}, you are uid {you}), so no daemon of yours listens there: use a home of your own",
+                owner = meta.uid()
+            ),
+        ),
+    })
 }
 
 fn request_line(path: &Path, request: &Request) -> Result<Vec<u8>, ClientError> {
@@ -540,6 +564,7 @@ pub mod blocking {
     /// A connection to the daemon at `socket`; [`ClientError::NotRunning`]
     /// when none listens.
     pub fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+        super::check_socket_owner(socket)?;
         UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
             path: socket.display().to_string(),
             source,

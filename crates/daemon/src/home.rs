@@ -11,11 +11,14 @@
 //! ```
 //!
 //! Paths inside the home are fixed names; user-supplied names never become
-//! paths.
+//! paths. The home and every file in it must belong to the user running
+//! agentwire: a home another local user made first (private to them, with
+//! their own key) would otherwise receive this user's messages where they
+//! can read them. Files in the home are opened without following links.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use agentwire_session::PickleKey;
@@ -35,6 +38,18 @@ pub enum HomeError {
         path: String,
         /// Its mode.
         mode: u32,
+    },
+    /// The home, or a file in it, belongs to another user.
+    #[error(
+        "{path} belongs to another user (uid {owner}, you are uid {you}); whoever made it could read what this home receives: use a home of your own (--home DIR or AGENTWIRE_HOME) and do not use this one"
+    )]
+    NotOwned {
+        /// The path.
+        path: String,
+        /// Its owner.
+        owner: u32,
+        /// The user running agentwire.
+        you: u32,
     },
     /// The home's path names something that is not a directory.
     #[error(
@@ -165,6 +180,7 @@ impl Home {
                 path: self.root.display().to_string(),
             });
         }
+        owned_by_us(&self.root, &meta)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(HomeError::NotPrivate {
@@ -179,11 +195,10 @@ impl Home {
     pub fn load_or_create_key(&self) -> Result<PickleKey, HomeError> {
         let path = self.key_path();
         let shown = path.display().to_string();
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mode = fs::metadata(&path)
-                    .map(|m| m.permissions().mode() & 0o777)
-                    .unwrap_or(0);
+        match read_own_file(&path) {
+            Ok(Err(refused)) => Err(refused),
+            Ok(Ok((bytes, meta))) => {
+                let mode = meta.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
                     return Err(HomeError::BadFile {
                         path: shown.clone(),
@@ -206,6 +221,7 @@ impl Home {
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(|source| HomeError::Io {
                         what: "cannot create",
@@ -230,19 +246,112 @@ impl Home {
     }
 }
 
+/// The user agentwire runs as.
+pub fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Refuses `meta` (of `path`) unless the current user owns it.
+fn owned_by_us(path: &Path, meta: &fs::Metadata) -> Result<(), HomeError> {
+    let you = current_uid();
+    if meta.uid() == you {
+        Ok(())
+    } else {
+        Err(HomeError::NotOwned {
+            path: path.display().to_string(),
+            owner: meta.uid(),
+            you,
+        })
+    }
+}
+
+/// Reads a whole file of ours: opened without following a link, and
+/// refused (the inner error) unless it is a regular file the current user
+/// owns. Its metadata comes with it, read from the open file.
+fn read_own_file(path: &Path) -> std::io::Result<Result<(Vec<u8>, fs::Metadata), HomeError>> {
+    use std::io::Read;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(not_a_link)?;
+    let meta = file.metadata()?;
+    if let Err(refused) = owned_by_us(path, &meta) {
+        return Ok(Err(refused));
+    }
+    if !meta.is_file() {
+        return Ok(Err(HomeError::BadFile {
+            path: path.display().to_string(),
+            reason: "not a regular file".into(),
+        }));
+    }
+    let mut bytes = Vec::new();
+    Read::take(&mut file, 1024).read_to_end(&mut bytes)?;
+    Ok(Ok((bytes, meta)))
+}
+
+/// `ELOOP` from `O_NOFOLLOW` said plainly.
+fn not_a_link(error: std::io::Error) -> std::io::Error {
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        std::io::Error::other(
+            "it is a symbolic link; files in the home are never followed out of it",
+        )
+    } else {
+        error
+    }
+}
+
 /// Creates `path` empty with mode 0600 if it does not exist, so that files
-/// SQLite derives from it (`-wal`, `-shm`) are private too.
+/// SQLite derives from it (`-wal`, `-shm`) are private too. One that exists
+/// must be a regular file of the current user's, not a link.
 pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
     match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
     {
         Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(error),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            check_own_file(path).map_err(std::io::Error::other)
+        }
+        Err(error) => Err(not_a_link(error)),
     }
+}
+
+/// Refuses `path` unless it is a regular file (not a link) that the current
+/// user owns.
+pub fn check_own_file(path: &Path) -> Result<(), HomeError> {
+    let meta = fs::symlink_metadata(path).map_err(|source| HomeError::Io {
+        what: "cannot read",
+        path: path.display().to_string(),
+        source,
+    })?;
+    owned_by_us(path, &meta)?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(HomeError::BadFile {
+            path: path.display().to_string(),
+            reason: "not a regular file (a link or something else); files in the home are never followed out of it".into(),
+        })
+    }
+}
+
+/// Opens a file in the home for appending (creating it 0600), without
+/// following a link; one that exists must be the current user's.
+pub fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(not_a_link)?;
+    let meta = file.metadata()?;
+    owned_by_us(path, &meta).map_err(std::io::Error::other)?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -276,5 +385,72 @@ mod tests {
             home.ensure(),
             Err(HomeError::NotADirectory { .. })
         ));
+    }
+
+    /// A path another user owns: as root, `path` given to `nobody`; as
+    /// anyone else, the root directory (root's).
+    pub(crate) fn foreign(path: &Path) -> PathBuf {
+        if current_uid() == 0 {
+            std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+            path.to_path_buf()
+        } else {
+            PathBuf::from("/")
+        }
+    }
+
+    /// Finding: another local user who made the home first (private to
+    /// them, with their own key and store) read what the victim received.
+    #[test]
+    fn a_home_key_or_store_made_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        fs::DirBuilder::new().mode(0o700).create(&theirs).unwrap();
+        let home = Home::resolve(Some(&foreign(&theirs))).unwrap();
+        match home.ensure() {
+            Err(error @ HomeError::NotOwned { .. }) => {
+                assert!(error.to_string().contains("another user"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        if current_uid() != 0 {
+            return; // only root can give files away; the rest needs it
+        }
+        // A home of ours with a key or a store someone else made.
+        let home = Home::resolve(Some(&dir.path().join("ours"))).unwrap();
+        home.ensure().unwrap();
+        home.load_or_create_key().unwrap();
+        foreign(&home.key_path());
+        assert!(matches!(
+            home.load_or_create_key(),
+            Err(HomeError::NotOwned { .. })
+        ));
+        create_private_file(&home.db()).unwrap();
+        foreign(&home.db());
+        let refused = create_private_file(&home.db()).unwrap_err();
+        assert!(refused.to_string().contains("another user"), "{refused}");
+    }
+
+    /// Files in the home are never followed out of it.
+    #[test]
+    fn links_in_the_home_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::resolve(Some(&dir.path().join("h"))).unwrap();
+        home.ensure().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, [7u8; 32]).unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, home.key_path()).unwrap();
+        let refused = home.load_or_create_key().unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        std::os::unix::fs::symlink(&elsewhere, home.db()).unwrap();
+        let refused = create_private_file(&home.db()).unwrap_err();
+        assert!(
+            refused.to_string().contains("not a regular file"),
+            "{refused}"
+        );
+        std::os::unix::fs::symlink(&elsewhere, home.log()).unwrap();
+        let refused = open_private_append(&home.log()).unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert_eq!(fs::read(&elsewhere).unwrap(), [7u8; 32]);
     }
 }

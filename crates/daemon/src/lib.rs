@@ -189,11 +189,13 @@ async fn lock_home(home: &Home) -> Result<std::fs::File, DaemonError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|source| DaemonError::Lock {
             path: path.display().to_string(),
             source,
         })?;
+    crate::home::check_own_file(&path)?;
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {

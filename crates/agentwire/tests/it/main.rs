@@ -24,6 +24,7 @@ mod cli_pairing;
 mod cli_serve;
 mod cli_tasks;
 mod library;
+mod local_user;
 mod readme;
 mod relay_auth;
 mod relay_client;
