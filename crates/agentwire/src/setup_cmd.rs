@@ -122,6 +122,15 @@ pub(crate) fn run(global: &GlobalArgs, options: &Options) -> Result<(), Failure>
         return Ok(());
     }
 
+    // Only now: `--print` writes nothing.
+    if is_project_file(options) {
+        inside_project(options, &path)?;
+    }
+    if let Some((hooks_path, _)) = &hooks
+        && options.scope.unwrap_or(SetupScope::Project) == SetupScope::Project
+    {
+        inside_project(options, hooks_path)?;
+    }
     let existing = read_config(&path)?;
     let (text, action, kept) = if codex {
         toml_entry(existing.as_deref(), &options.entry, &server)
@@ -675,6 +684,37 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     written.with_context(|| format!("cannot write {}", target.display()))
+}
+
+/// Refuses a project file that a symbolic link (the file itself, or a
+/// directory on its way such as `.claude`) leads out of the project: a
+/// cloned repository must not be able to make `setup` write elsewhere.
+fn inside_project(options: &Options, path: &Path) -> Result<(), Failure> {
+    let dir = project_dir(options)?;
+    let project = std::fs::canonicalize(&dir)
+        .with_context(|| format!("cannot find the project directory {}", dir.display()))
+        .code(CONFIG)?;
+    // The file, or else its nearest ancestor that exists, resolved.
+    let Some(resolved) = path
+        .ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+    else {
+        return Ok(());
+    };
+    if resolved.starts_with(&project) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        CONFIG,
+        anyhow!(
+            "{} leads out of the project, to {}: a symbolic link on its way points elsewhere. \
+             setup writes a project's files only inside the project; nothing was changed. \
+             Remove the link, or use --scope user",
+            path.display(),
+            resolved.display()
+        ),
+    ))
 }
 
 fn is_project_file(options: &Options) -> bool {

@@ -438,3 +438,37 @@ fn setup_claude_hooks_installs_a_wake_up_that_works() {
     let run = setup(&home, dir, &[], &["codex", "--hooks"]);
     assert_eq!(run.code, 2, "{run:?}");
 }
+
+/// Finding: `setup claude --hooks` followed a symlinked `.claude` directory
+/// out of the project (a cloned repository could aim it anywhere).
+#[test]
+fn setup_never_follows_a_link_out_of_the_project() {
+    let home = TestHome::new();
+    let project = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.join(".claude")).unwrap();
+    let run = setup(&home, dir, &[], &["claude", "--hooks"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("leads out of the project"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    assert!(!dir.join(".mcp.json").exists(), "nothing was written");
+    // The same for the MCP config file itself.
+    std::fs::remove_file(dir.join(".claude")).unwrap();
+    let outside = elsewhere.path().join("mcp.json");
+    std::fs::write(&outside, "{}").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join(".mcp.json")).unwrap();
+    let run = setup(&home, dir, &[], &["claude"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "{}");
+    // A link that stays inside the project is fine.
+    std::fs::remove_file(dir.join(".mcp.json")).unwrap();
+    std::fs::create_dir(dir.join("shared")).unwrap();
+    std::os::unix::fs::symlink(dir.join("shared"), dir.join(".claude")).unwrap();
+    setup(&home, dir, &[], &["claude", "--hooks"]).ok();
+    assert!(dir.join("shared/settings.local.json").exists());
+}
