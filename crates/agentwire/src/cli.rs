@@ -821,7 +821,17 @@ pub(crate) enum HookClient {
     /// (UserPromptSubmit, SessionStart) or a block decision (Stop) when there is
     /// mail, nothing otherwise. In .claude/settings.json:
     /// "hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "agentwire hook claude"}]}]}
-    Claude,
+    ///
+    /// A Stop is blocked for mail at most --max-continues times in a row
+    /// (Claude Code says so with `stop_hook_active`); after that the session
+    /// stops and the mail waits for the next prompt, so a contact that keeps
+    /// writing cannot keep a session running.
+    Claude {
+        /// Stops in a row that mail may turn into a continuation (0: never
+        /// block a Stop; mail waits for the next prompt)
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+        max_continues: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,7 @@ pub(crate) fn frame(message: &MessageView) -> String {
 pub(crate) fn claude(
     home_flag: Option<&std::path::Path>,
     identity: Option<String>,
+    max_continues: u32,
 ) -> Result<(), Failure> {
     let mut input = String::new();
     let _ = std::io::stdin()
@@ -61,11 +62,15 @@ pub(crate) fn claude(
     #[derive(serde::Deserialize)]
     struct HookInput {
         hook_event_name: Option<String>,
+        session_id: Option<String>,
+        #[serde(default)]
+        stop_hook_active: bool,
     }
     // An input that does not parse (a manual run) counts as a prompt.
-    let event = serde_json::from_str::<HookInput>(&input)
-        .ok()
-        .and_then(|input| input.hook_event_name)
+    let input = serde_json::from_str::<HookInput>(&input).ok();
+    let event = input
+        .as_ref()
+        .and_then(|input| input.hook_event_name.clone())
         .unwrap_or_else(|| "UserPromptSubmit".to_owned());
     // Only events whose output reaches the model take mail; for any other,
     // the mail stays unread for a later prompt.
@@ -76,6 +81,20 @@ pub(crate) fn claude(
         return Ok(());
     }
     let home = Home::resolve(home_flag).code(CONFIG)?;
+    let stopping = event == "Stop" || event == "SubagentStop";
+    let mut stops = None;
+    if stopping {
+        let (session, active) = input.as_ref().map_or((None, false), |i| {
+            (i.session_id.as_deref(), i.stop_hook_active)
+        });
+        let counter = StopCounter::new(&home, session);
+        let so_far = if active { counter.read() } else { 0 };
+        if so_far >= max_continues {
+            // The mail stays unread for the next prompt.
+            return Ok(());
+        }
+        stops = Some((counter, so_far + 1));
+    }
     let reply = format!(
         "{} send PEER TEXT",
         crate::setup_cmd::command_words(home_flag, identity.as_deref())
@@ -98,7 +117,8 @@ pub(crate) fn claude(
         messages.len(),
         framed.join("\n")
     );
-    let output = if event == "Stop" || event == "SubagentStop" {
+    let output = if let Some((counter, count)) = &stops {
+        counter.write(*count);
         json!({"decision": "block", "reason": context})
     } else {
         json!({"hookSpecificOutput": {"hookEventName": event, "additionalContext": context}})
@@ -107,6 +127,72 @@ pub(crate) fn claude(
     held.confirm(messages.iter().map(|m| m.id.clone()).collect())
         .map_err(failure)?;
     Ok(())
+}
+
+/// How many Stops in a row of one Claude Code session were turned into a
+/// continuation, kept in a small file per session in the home
+/// (`hook-stops/SESSION`); files of sessions idle for a day are removed.
+/// Without a usable session id nothing is kept, and a Stop that Claude
+/// Code says follows a continuation counts as the limit reached.
+struct StopCounter {
+    path: Option<std::path::PathBuf>,
+}
+
+impl StopCounter {
+    /// How long a session's count is kept after its last continuation.
+    const KEEP: Duration = Duration::from_secs(24 * 3600);
+
+    fn new(home: &Home, session: Option<&str>) -> StopCounter {
+        let usable = session.filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+        StopCounter {
+            path: usable.map(|s| home.root().join("hook-stops").join(s)),
+        }
+    }
+
+    fn read(&self) -> u32 {
+        let Some(path) = &self.path else {
+            return u32::MAX;
+        };
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Best effort: a count that cannot be kept only lets the next Stop
+    /// count from zero, bounded still by `stop_hook_active`.
+    fn write(&self, count: u32) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let Some(dir) = path.parent() else {
+            return;
+        };
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Self::KEEP));
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        if let Ok(mut file) = agentwire_daemon::home::open_private_truncate(path) {
+            let _ = write!(file, "{count}");
+        }
+    }
 }
 
 /// `agentwire watch --exec CMD`: runs CMD (with `sh -c`) for each message that

@@ -66,10 +66,14 @@ fn main() -> ExitCode {
             &exec,
         ),
         cli::Command::Hook {
-            client: cli::HookClient::Claude,
-        } => hook_cmd::claude(cli.global.home.as_deref(), cli.global.identity.clone())
-            // Exit 2 would block the agent in Claude Code; a hook must never.
-            .map_err(|failure| exit::Failure { code: 1, ..failure }),
+            client: cli::HookClient::Claude { max_continues },
+        } => hook_cmd::claude(
+            cli.global.home.as_deref(),
+            cli.global.identity.clone(),
+            max_continues,
+        )
+        // Exit 2 would block the agent in Claude Code; a hook must never.
+        .map_err(|failure| exit::Failure { code: 1, ..failure }),
         cli::Command::Connect if !cli.global.json => Err(exit::Failure::new(
             exit::USAGE,
             anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),

@@ -8,6 +8,7 @@
 //!   daemon.log     0600  the daemon's log when started in the background
 //!   local-relay.db 0600  the in-process relay's store (when no --relay is set)
 //!   relay.db       0600  `agentwire relay`'s store (default --db)
+//!   hook-stops/    0700  per Claude Code session: Stops in a row that `hook claude` continued
 //! ```
 //!
 //! Paths inside the home are fixed names; user-supplied names never become
@@ -337,6 +338,23 @@ pub fn check_own_file(path: &Path) -> Result<(), HomeError> {
             reason: "not a regular file (a link or something else); files in the home are never followed out of it".into(),
         })
     }
+}
+
+/// Opens a file in the home for writing from the start (creating it 0600,
+/// emptying it), without following a link; one that exists must be the
+/// current user's.
+pub fn open_private_truncate(path: &Path) -> std::io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(not_a_link)?;
+    let meta = file.metadata()?;
+    owned_by_us(path, &meta).map_err(std::io::Error::other)?;
+    file.set_len(0)?;
+    Ok(file)
 }
 
 /// Opens a file in the home for appending (creating it 0600), without

@@ -84,6 +84,50 @@ fn hook_claude_puts_framed_mail_into_the_next_prompt_and_blocks_a_stop() {
     );
 }
 
+/// Finding: `hook claude` answered every Stop with `block` while mail kept
+/// coming, even when the input said `stop_hook_active`: a contact could keep
+/// a session running forever.
+#[test]
+fn a_contact_cannot_keep_a_session_running_through_the_stop_hook() {
+    let home = siblings();
+    let stop = |args: &[&str], input: &str| {
+        let mut words = vec!["--as", "b", "hook", "claude"];
+        words.extend_from_slice(args);
+        home.run_with_stdin(&words, Some(input.as_bytes()))
+    };
+    let first = r#"{"hook_event_name":"Stop","session_id":"s-1","stop_hook_active":false}"#;
+    let again = r#"{"hook_event_name":"Stop","session_id":"s-1","stop_hook_active":true}"#;
+    // The first Stop and two continuations in a row are blocked for mail...
+    for (round, input) in [first, again, again].into_iter().enumerate() {
+        home.run(&["send", "b", &format!("more work {round}")]).ok();
+        wait_for_unread(&home, "b", 1);
+        let run = stop(&[], input);
+        let output: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        assert_eq!(output["decision"], "block", "round {round}");
+    }
+    // ... the fourth is not: the session stops, and the mail stays unread.
+    home.run(&["send", "b", "and more"]).ok();
+    wait_for_unread(&home, "b", 1);
+    let run = stop(&[], again);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    wait_for_unread(&home, "b", 1);
+    // A new turn (the user's next prompt ends in a Stop not caused by the
+    // hook) counts from zero.
+    let run = stop(&[], first);
+    let output: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert!(output["reason"].as_str().unwrap().contains("and more"));
+    // Without a session id, a continuation is never continued again.
+    home.run(&["send", "b", "x"]).ok();
+    wait_for_unread(&home, "b", 1);
+    let run = stop(&[], r#"{"hook_event_name":"Stop","stop_hook_active":true}"#);
+    assert!(run.stdout.is_empty(), "{run:?}");
+    // --max-continues 0: a Stop is never blocked.
+    let run = stop(&["--max-continues", "0"], first);
+    assert!(run.stdout.is_empty(), "{run:?}");
+    wait_for_unread(&home, "b", 1);
+}
+
 #[test]
 fn watch_runs_a_command_per_arriving_message_and_the_notify_file_counts_unread() {
     let home = siblings();
