@@ -277,7 +277,7 @@ fn rejection_or(body: Body, what: &str) -> ClientError {
         } => ClientError::Rejected {
             code,
             limit,
-            message,
+            message: crate::untrusted_text(&message),
         },
         other => ClientError::Protocol(format!("{what}, got {}", other.frame_type().name())),
     }

@@ -37,7 +37,7 @@ mod connection;
 mod error;
 
 pub use connection::{Connection, FrameSink, FrameStream, Welcome};
-pub use error::ClientError;
+pub use error::{ClientError, untrusted_text};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -614,8 +614,10 @@ impl Actor {
             } if !self.waiting.contains_key(&frame.request_id) => {
                 // An error not tied to a request of ours: the relay is about
                 // to close the connection.
+                tracing::debug!(%code, limit, message = %untrusted_text(&message), "the relay is closing the connection");
                 return Some(Ended::Lost(format!(
-                    "relay error {code}: {message} (limit {limit})"
+                    "the relay closed the connection: {} ({code})",
+                    code.explain()
                 )));
             }
             body => {
@@ -628,7 +630,7 @@ impl Actor {
                         } => Err(ClientError::Rejected {
                             code,
                             limit,
-                            message,
+                            message: untrusted_text(&message),
                         }),
                         other => Ok(other),
                     };

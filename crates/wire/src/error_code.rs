@@ -155,6 +155,36 @@ impl ErrorCode {
         }
     }
 
+    /// What the code means, in this crate's words: what a client shows
+    /// instead of the relay's own text, which a hostile relay chooses.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::Malformed => "a frame could not be decoded",
+            Self::UnsupportedVersion => "it does not speak this protocol version",
+            Self::BadSignature => "the hello's signature does not verify for its key",
+            Self::ChallengeMismatch => "the hello answers another challenge",
+            Self::ChallengeExpired => "the hello came too late after the challenge",
+            Self::AccessDenied => "it requires an access token, and none or a wrong one was given",
+            Self::NotAuthenticated => "a request came before the hello",
+            Self::AlreadyAuthenticated => "a second hello on one connection",
+            Self::UnexpectedFrame => "a frame only the relay may send",
+            Self::FrameTooLarge => "a frame is over its size limit",
+            Self::TooManyConnections => "it serves all the connections it can; retry later",
+            Self::TooManyIpConnections => "this IP address has all the connections it may open",
+            Self::KeyRateLimited => "more frames per second from this key than it allows",
+            Self::IpRateLimited => "more frames per second from this IP address than it allows",
+            Self::QueueFull => "the recipient's queue at the relay is full; retry later",
+            Self::IdConflict => "another sender used this envelope id for this recipient",
+            Self::PayloadTooLarge => "the payload is over its size limit",
+            Self::InvalidEntry => "the directory entry is not valid for this relay",
+            Self::DirectoryFull => "its directory is full; retry later",
+            Self::DirectoryDisabled => "it keeps no directory",
+            Self::Internal => "it could not complete the request; retry later",
+            Self::ShuttingDown => "it is shutting down; reconnect later",
+            Self::Unknown(_) => "a code this version does not know",
+        }
+    }
+
     /// Whether the relay closes the connection after sending this error.
     pub fn closes_connection(self) -> bool {
         matches!(

@@ -23,6 +23,7 @@ mod cli_mcp;
 mod cli_pairing;
 mod cli_serve;
 mod cli_tasks;
+mod hostile_relay;
 mod library;
 mod local_user;
 mod readme;

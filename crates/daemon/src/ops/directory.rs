@@ -265,11 +265,11 @@ fn sign(
 fn relay_refused(error: ClientError) -> ApiError {
     use agentwire_wire::ErrorCode as Relay;
     match error {
-        ClientError::Rejected { code, message, .. } => {
+        ClientError::Rejected { code, .. } => {
             let what = match code {
                 Relay::DirectoryDisabled => "the relay keeps no directory".to_owned(),
                 Relay::DirectoryFull => "the relay's directory is full; retry later".to_owned(),
-                _ => format!("the relay refused it ({code}): {message}"),
+                _ => format!("the relay refused it: {} ({code})", code.explain()),
             };
             ApiError::new(ErrorCode::InvalidRequest, what)
         }
