@@ -973,6 +973,11 @@ pub(crate) struct RelayArgs {
     /// Require clients to present the token in this file (first line, 1-512 bytes)
     #[arg(long, value_name = "FILE")]
     pub(crate) access_token_file: Option<PathBuf>,
+    /// Serve /metrics (and the counts in /health) to requests bearing the
+    /// token in this file (`Authorization: Bearer TOKEN`), from anywhere;
+    /// without it, to loopback addresses only
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_token_file: Option<PathBuf>,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,

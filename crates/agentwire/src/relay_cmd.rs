@@ -30,7 +30,13 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
     let access_token = args
         .access_token_file
         .as_deref()
-        .map(read_token)
+        .map(|path| read_token(path, "access token"))
+        .transpose()
+        .code(CONFIG)?;
+    let metrics_token = args
+        .metrics_token_file
+        .as_deref()
+        .map(|path| read_token(path, "metrics token"))
         .transpose()
         .code(CONFIG)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -46,6 +52,7 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
         db_path,
         access_token,
         tls,
+        metrics_token,
         limits: Limits {
             max_frame_bytes: l.max_frame_bytes,
             max_connections: l.max_connections,
@@ -61,22 +68,23 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
     })
 }
 
-/// Reads the token: the file's first line without surrounding whitespace.
-fn read_token(path: &Path) -> anyhow::Result<AccessToken> {
+/// Reads a token (`what`: "access token", "metrics token"): the file's
+/// first line without surrounding whitespace.
+fn read_token(path: &Path, what: &str) -> anyhow::Result<AccessToken> {
     let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read the access token file {}", path.display()))?;
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
     if let Ok(meta) = fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
         tracing::warn!(
             path = %path.display(),
-            "the access token file is readable by others; run `chmod 600` on it"
+            "the {what} file is readable by others; run `chmod 600` on it"
         );
     }
     let token = text.lines().next().unwrap_or("").trim();
     AccessToken::new(token.as_bytes().to_vec()).ok_or_else(|| {
         anyhow!(
-            "the access token in {} must be 1 to {} bytes on its first line (it is {} bytes)",
+            "the {what} in {} must be 1 to {} bytes on its first line (it is {} bytes)",
             path.display(),
             agentwire_wire::MAX_ACCESS_TOKEN_LEN,
             token.len()

@@ -70,6 +70,10 @@ pub struct RelayConfig {
     pub access_token: Option<AccessToken>,
     /// When set, serve `wss://` with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// When set, `/metrics` and the counts in `/health` are for requests
+    /// bearing this token (`Authorization: Bearer TOKEN`) only; when not,
+    /// for requests from loopback addresses only.
+    pub metrics_token: Option<AccessToken>,
     /// The limits.
     pub limits: Limits,
 }
@@ -82,6 +86,7 @@ impl RelayConfig {
             db_path: db_path.into(),
             access_token: None,
             tls: None,
+            metrics_token: None,
             limits: Limits::default(),
         }
     }

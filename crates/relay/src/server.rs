@@ -17,7 +17,7 @@ use agentwire_wire::{PublicKey, RelayId};
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{IncomingStream, Listener};
@@ -67,6 +67,7 @@ pub enum RelayError {
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) access_token: Option<AccessToken>,
+    metrics_token: Option<AccessToken>,
     pub(crate) relay_id: RelayId,
     pub(crate) store: Store,
     pub(crate) wakers: Wakers,
@@ -144,6 +145,7 @@ impl Relay {
             ip_connections: Arc::new(IpConnections::new(limits.max_connections_per_ip)),
             limits,
             access_token: config.access_token,
+            metrics_token: config.metrics_token,
             relay_id,
             store,
             wakers: Wakers::default(),
@@ -357,19 +359,63 @@ async fn ws_handler(
         })
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Response {
-    let body = serde_json::json!({
+/// Whether a request may read the relay's counts (`/metrics`, and the
+/// counts in `/health`): with a metrics token configured, a request that
+/// bears it; without one, a request from a loopback address. Exact byte and
+/// frame counters show each message's size and timing, so they are not for
+/// everyone who can reach the port.
+fn may_read_counts(token: Option<&AccessToken>, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    match token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|presented| token.matches(presented)),
+        None => peer.ip().is_loopback(),
+    }
+}
+
+/// `/health`: whether the relay serves, for anyone; its counts only for
+/// those who may read them ([`may_read_counts`]).
+async fn health(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let mut body = serde_json::json!({
         "status": if shared.shutdown.is_cancelled() { "stopping" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "relay_id": shared.relay_id.to_hex(),
-        "uptime_secs": shared.started.elapsed().as_secs(),
-        "connections": shared.open_connections(),
-        "queued_envelopes": shared.store.queued(),
     });
+    if may_read_counts(shared.metrics_token.as_ref(), peer, &headers) {
+        body["uptime_secs"] = shared.started.elapsed().as_secs().into();
+        body["connections"] = shared.open_connections().into();
+        body["queued_envelopes"] = shared.store.queued().into();
+    }
     axum::Json(body).into_response()
 }
 
-async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics_handler(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !may_read_counts(shared.metrics_token.as_ref(), peer, &headers) {
+        shared.metrics.reject("metrics_refused");
+        return if shared.metrics_token.is_some() {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs `Authorization: Bearer TOKEN`, the token in the relay's --metrics-token-file\n",
+            )
+                .into_response()
+        } else {
+            (
+                StatusCode::FORBIDDEN,
+                "/metrics is served to loopback addresses only; to read it from elsewhere, start the relay with --metrics-token-file and send `Authorization: Bearer TOKEN`\n",
+            )
+                .into_response()
+        };
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -511,5 +557,33 @@ impl Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_for_loopback_or_the_metrics_token() {
+        let loopback: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let v6_loopback: SocketAddr = "[::1]:9".parse().unwrap();
+        let outside: SocketAddr = "203.0.113.7:9".parse().unwrap();
+        let none = HeaderMap::new();
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        let mut wrong = HeaderMap::new();
+        wrong.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        // No metrics token: loopback only, whatever the headers.
+        assert!(may_read_counts(None, loopback, &none));
+        assert!(may_read_counts(None, v6_loopback, &none));
+        assert!(!may_read_counts(None, outside, &none));
+        assert!(!may_read_counts(None, outside, &bearer));
+        // A metrics token: the token, from anywhere; loopback is not enough.
+        let token = AccessToken::new(b"s3cret".to_vec()).unwrap();
+        assert!(may_read_counts(Some(&token), outside, &bearer));
+        assert!(may_read_counts(Some(&token), loopback, &bearer));
+        assert!(!may_read_counts(Some(&token), loopback, &none));
+        assert!(!may_read_counts(Some(&token), outside, &wrong));
     }
 }

@@ -265,3 +265,42 @@ fn the_relay_raises_its_open_files_limit_to_the_hard_limit() {
     let (soft, hard) = (words[3], words[4]);
     assert_eq!(soft, hard, "{open_files}");
 }
+
+/// Finding: `/health` and `/metrics` needed no token even on a relay with
+/// `--access-token-file`, and exact byte counters reveal each message's size
+/// and timing.
+#[tokio::test]
+async fn metrics_and_health_counts_need_the_metrics_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("metrics-token");
+    std::fs::write(&token, "count-reader\n").unwrap();
+    let relay = RelayProcess::spawn(
+        &dir.path().join("home"),
+        "127.0.0.1:0",
+        &["--metrics-token-file", token.to_str().unwrap()],
+    );
+    // Without the token (even from loopback): refused, and /health says
+    // only that the relay serves.
+    let (status, body) = http_get(relay.addr, "/metrics").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert!(!body.contains("agentwire_relay_bytes"), "{body}");
+    let (status, body) =
+        http_get_with(relay.addr, "/metrics", "Authorization: Bearer wrong\r\n").await;
+    assert_eq!(status, 401, "{body}");
+    let (_, body) = http_get(relay.addr, "/health").await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["relay_id"].is_string());
+    for count in ["connections", "queued_envelopes", "uptime_secs"] {
+        assert!(health.get(count).is_none(), "{count} in {health}");
+    }
+    // With it: everything.
+    let bearer = "Authorization: Bearer count-reader\r\n";
+    let (status, body) = http_get_with(relay.addr, "/metrics", bearer).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("agentwire_relay_bytes_in_total"), "{body}");
+    let (_, body) = http_get_with(relay.addr, "/health", bearer).await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["queued_envelopes"], 0, "{health}");
+}
