@@ -57,6 +57,22 @@ pub const DEFAULT_OUTBOX_LIMIT: u64 = 10_000;
 pub(crate) const OUTBOX_ROOM_WAIT: Duration = Duration::from_secs(10);
 /// Frames per second per key and per IP of the daemon's own loopback relay.
 pub(crate) const LOCAL_RELAY_FRAMES_PER_SEC: u32 = 1_000_000;
+/// How long a client of the in-process relay has to answer its challenge.
+const LOCAL_RELAY_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The in-process relay (when no `--relay` is set) and the random access
+/// token, made at its start and known to this daemon only, that it requires.
+struct LocalRelay {
+    relay: Relay,
+    token: String,
+}
+
+/// 32 random bytes, hex.
+fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 /// Default lifetime of an invite.
 pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -170,7 +186,7 @@ pub struct Daemon {
     /// Per identity: woken when a message is queued for sending (a stored
     /// permit means a wake-up is never lost while the link is busy).
     queued: StdMutex<HashMap<Name, Arc<Notify>>>,
-    relay: Mutex<Option<Relay>>,
+    relay: Mutex<Option<LocalRelay>>,
     /// The id of the relay each identity is connected to, once connected.
     pub(crate) relay_ids: Table<Name, RelayId>,
     /// Each identity's relay connection while its link serves one, for
@@ -312,12 +328,18 @@ impl Daemon {
 
     /// The relay URL: the configured one, or an in-process relay on loopback.
     pub(crate) async fn relay_url(&self) -> Result<String, ApiError> {
+        Ok(self.relay_access().await?.0)
+    }
+
+    /// The relay URL and the access token to present there: the configured
+    /// ones, or the in-process relay's (started on first use).
+    pub(crate) async fn relay_access(&self) -> Result<(String, Option<String>), ApiError> {
         if let Some(url) = self.setting("relay_url").await? {
-            return Ok(url);
+            return Ok((url, self.setting("relay_token").await?));
         }
         let mut relay = self.relay.lock().await;
-        if let Some(relay) = relay.as_ref() {
-            return Ok(relay.url());
+        if let Some(local) = relay.as_ref() {
+            return Ok((local.relay.url(), Some(local.token.clone())));
         }
         let mut config = RelayConfig::new(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -328,6 +350,17 @@ impl Daemon {
         // message costs about six frames). Still bounded, as everything is.
         config.limits.key_rate = RateLimit::per_second(LOCAL_RELAY_FRAMES_PER_SEC);
         config.limits.ip_rate = RateLimit::per_second(LOCAL_RELAY_FRAMES_PER_SEC);
+        // Every client comes from 127.0.0.1: a per-IP limit below the global
+        // one would only let another local user's connections take this
+        // daemon's share. Only this daemon knows the token, and its hello
+        // comes within milliseconds: others are refused at the hello, or
+        // dropped after a second if they send none.
+        config.limits.max_connections_per_ip = config.limits.max_connections;
+        config.limits.auth_timeout = LOCAL_RELAY_AUTH_TIMEOUT;
+        let token = random_token().map_err(|e| internal("no randomness for the local relay", e))?;
+        let secret = agentwire_relay::AccessToken::new(token.clone().into_bytes());
+        config.access_token = secret.clone();
+        config.metrics_token = secret;
         let started = Relay::spawn(config).await.map_err(|e| {
             ApiError::new(
                 ErrorCode::RelayUnreachable,
@@ -336,8 +369,11 @@ impl Daemon {
         })?;
         let url = started.url();
         tracing::info!(%url, "started the local relay");
-        *relay = Some(started);
-        Ok(url)
+        *relay = Some(LocalRelay {
+            relay: started,
+            token: token.clone(),
+        });
+        Ok((url, Some(token)))
     }
 
     /// A setting from the store.
@@ -547,8 +583,8 @@ impl Daemon {
         {
             tracing::warn!("some of the daemon's tasks did not stop within 5 s");
         }
-        if let Some(relay) = self.relay.lock().await.take() {
-            relay.shutdown().await;
+        if let Some(local) = self.relay.lock().await.take() {
+            local.relay.shutdown().await;
         }
         self.db.close().await;
         let thread = self

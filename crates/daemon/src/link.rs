@@ -286,13 +286,12 @@ impl Daemon {
     }
 
     async fn connect(&self, name: &Name) -> Result<(RelayClient, Events), ApiError> {
-        let url = self.relay_url().await?;
+        let (url, token) = self.relay_access().await?;
         let identity = self
             .identities()
             .identity(name)
             .ok_or_else(|| ApiError::new(ErrorCode::UnknownIdentity, "identity removed"))?;
         let address = identity.lock().unwrap_or_else(|e| e.into_inner()).address();
-        let token = self.setting("relay_token").await?;
         let ca = self.setting("relay_ca").await?;
         let signer = IdentitySigner { identity, address };
         let mut config = ClientConfig::new(url);

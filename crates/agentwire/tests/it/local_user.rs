@@ -1,6 +1,7 @@
 //! Findings about the local machine: other local users, files in the home,
 //! logs. Each test is named after what an attacker did.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::process::{Command, Stdio};
 
@@ -132,4 +133,76 @@ fn trace_logs_never_hold_the_relay_access_token() {
     for form in [secret, hex.as_str(), decimal.as_str()] {
         assert!(!log.contains(form), "the token is in daemon.log as {form}");
     }
+}
+
+/// Finding: the daemon's built-in loopback relay had no access token: any
+/// local user filled its store, read `/health` and `/metrics`, and held its
+/// per-IP connection slots so the daemon could not reconnect.
+#[tokio::test]
+async fn the_local_relay_admits_only_its_own_daemon() {
+    use agentwire_client::{ClientConfig, ClientError, RelayClient};
+    use std::sync::Arc;
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    let status = home.run(&["--json", "daemon", "status"]).ok().json();
+    assert_eq!(status["local_relay"], true, "{status}");
+    let url = status["relay"].as_str().unwrap().to_owned();
+    // Another local user, with a key of its own: refused at the hello.
+    let refused = RelayClient::connect(ClientConfig::new(url.clone()), Arc::new(new_key())).await;
+    match refused {
+        Err(error @ ClientError::Rejected { .. }) => {
+            assert_eq!(error.code(), Some(agentwire_wire::ErrorCode::AccessDenied));
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a stranger got onto the local relay"),
+    }
+    // Its counts are not for other local users either.
+    let addr: SocketAddr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1/ws")
+        .parse()
+        .unwrap();
+    let (status, _) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 401);
+    let (_, body) = http_get(addr, "/health").await;
+    assert!(!body.contains("queued_envelopes"), "{body}");
+    // Silent connections do not take the daemon's slots: with 300 of them
+    // open (more than a public relay's 256 per IP), a new identity's link
+    // still gets on at once.
+    // The attacker reopens each one the relay drops.
+    let stop = tokio_util::sync::CancellationToken::new();
+    for _ in 0..300 {
+        let (stop, url) = (stop.clone(), url.clone());
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while !stop.is_cancelled() {
+                // Upgraded, then silent: it never answers the challenge.
+                let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url.as_str()).await
+                else {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = async { while let Some(Ok(_)) = socket.next().await {} } => {}
+                }
+            }
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let home = tokio::task::spawn_blocking(move || {
+        home.run(&["init", "--name", "c"]).ok();
+        home.run(&["send", "c", "still here"]).ok();
+        let got = home
+            .run(&["--json", "--as", "c", "recv", "--wait", "5s"])
+            .ok()
+            .json();
+        assert_eq!(got["messages"][0]["body"], "still here");
+        home
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    drop(home);
 }
