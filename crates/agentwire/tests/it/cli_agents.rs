@@ -231,10 +231,14 @@ fn files_in_the_home_are_private() {
 
 #[tokio::test]
 async fn a_stranger_who_knows_the_key_gets_nothing_shown() {
+    // A shared relay, which anyone may use (a home's own loopback relay
+    // admits only its daemon).
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::spawn(&relay_dir.path().join("home"), "127.0.0.1:0", &[]);
+    let relay_url = relay.url.clone();
     let home = TestHome::new();
-    home.run(&["init", "--name", "bob"]).ok();
-    let status = home.run(&["--json", "daemon", "status"]).ok().json();
-    let relay_url = status["relay"].as_str().unwrap().to_owned();
+    home.run(&["init", "--name", "bob", "--relay", &relay_url])
+        .ok();
     let bob = home.run(&["--json", "whoami"]).ok().json();
     let bob_key = agentwire_wire::PublicKey::from_hex(bob["address"].as_str().unwrap()).unwrap();
 
