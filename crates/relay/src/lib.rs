@@ -28,6 +28,7 @@ mod conn;
 mod metrics;
 mod rate;
 mod server;
+mod socket;
 mod store;
 mod wakers;
 

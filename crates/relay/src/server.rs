@@ -31,12 +31,18 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::rate::{IpConnections, RateLimiter};
+use crate::socket::{self, Admitted, SocketSlot};
 use crate::store::{Store, StoreError, StoreThread};
 use crate::wakers::Wakers;
 
 /// TLS handshakes in progress at once, at most.
 const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Time a TLS handshake may take.
+/// TLS handshakes in progress from one IP address, at most: one address
+/// holding silent sockets cannot take the handshakes of everyone else.
+const MAX_HANDSHAKES_PER_IP: usize = 8;
+/// Time a TLS client has to send its first bytes (its client hello).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time a TLS handshake may take once the client has spoken.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the relay could not start or stop cleanly.
@@ -166,7 +172,11 @@ impl Relay {
         let stop = shutdown.clone().cancelled_owned();
         match tls {
             None => {
-                let listener = PlainListener(tcp);
+                let listener = PlainListener {
+                    tcp,
+                    shared: shared.clone(),
+                    overflow: Arc::new(Semaphore::new(socket::OVERFLOW_SOCKETS)),
+                };
                 tasks.spawn(async move {
                     let served = axum::serve(listener, make_service)
                         .with_graceful_shutdown(stop)
@@ -177,7 +187,7 @@ impl Relay {
                 });
             }
             Some(acceptor) => {
-                let listener = TlsListener::spawn(tcp, acceptor, &tasks, shutdown.clone());
+                let listener = TlsListener::spawn(tcp, acceptor, &tasks, shared.clone());
                 tasks.spawn(async move {
                     let served = axum::serve(listener, make_service)
                         .with_graceful_shutdown(stop)
@@ -304,24 +314,24 @@ async fn sweeper(shared: Arc<Shared>) {
 }
 
 /// The peer's socket address, for per-IP limits and logs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+#[derive(Clone)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr, Arc<SocketSlot>);
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, PlainListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
+        PeerAddr(*stream.remote_addr(), stream.io().slot().clone())
     }
 }
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
+        PeerAddr(*stream.remote_addr(), stream.io().slot().clone())
     }
 }
 
 async fn ws_handler(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(PeerAddr(peer, slot)): ConnectInfo<PeerAddr>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -344,10 +354,8 @@ async fn ws_handler(
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "relay is shutting down\n").into_response();
     }
-    let admission = crate::conn::Admission {
-        global: shared.connections.clone().try_acquire_owned().ok(),
-        ip: shared.ip_connections.try_acquire(peer.ip()),
-    };
+    // The slots this socket took when it was accepted.
+    let admission = slot.upgrade();
     let hard_limit = (shared.limits.max_frame_bytes as usize).saturating_mul(HARD_FRAME_FACTOR);
     let tasks = shared.tasks.clone();
     upgrade
@@ -378,7 +386,7 @@ fn may_read_counts(token: Option<&AccessToken>, peer: SocketAddr, headers: &Head
 /// those who may read them ([`may_read_counts`]).
 async fn health(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(PeerAddr(peer, _)): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
 ) -> Response {
     let mut body = serde_json::json!({
@@ -396,7 +404,7 @@ async fn health(
 
 async fn metrics_handler(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    ConnectInfo(PeerAddr(peer, _)): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
 ) -> Response {
     if !may_read_counts(shared.metrics_token.as_ref(), peer, &headers) {
@@ -467,29 +475,49 @@ fn load_tls(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RelayError> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A plain TCP listener that turns off Nagle's algorithm on each connection:
-/// frames are small and latency matters more than packet count.
-pub(crate) struct PlainListener(TcpListener);
+/// A plain TCP listener: each socket counts against the connection limits
+/// from accept ([`crate::socket`]), and has Nagle's algorithm off (frames
+/// are small and latency matters more than packet count).
+pub(crate) struct PlainListener {
+    tcp: TcpListener,
+    shared: Arc<Shared>,
+    overflow: Arc<Semaphore>,
+}
 
 impl Listener for PlainListener {
-    type Io = TcpStream;
+    type Io = Admitted<TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
+        loop {
+            let (stream, addr) = Listener::accept(&mut self.tcp).await;
+            let Some(slot) = socket::admit(&self.shared, &self.overflow, addr.ip()) else {
+                continue; // over every limit: closed at once
+            };
+            let _ = stream.set_nodelay(true);
+            return (
+                Admitted::new(stream, slot, self.shared.limits.auth_timeout),
+                addr,
+            );
+        }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Listener::local_addr(&self.0)
+        Listener::local_addr(&self.tcp)
     }
 }
 
 /// A listener whose connections have completed a TLS handshake. Handshakes run
-/// in their own tracked tasks so a slow client cannot hold up others.
+/// in their own tracked tasks so a slow client cannot hold up others. Each
+/// socket counts against the connection limits from accept (as a plain one
+/// does); at most [`MAX_PENDING_HANDSHAKES`] handshakes are in progress, at
+/// most [`MAX_HANDSHAKES_PER_IP`] of them from one address, and a client
+/// must send its first bytes within [`FIRST_BYTE_TIMEOUT`].
 pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(
+        Admitted<tokio_rustls::server::TlsStream<TcpStream>>,
+        SocketAddr,
+    )>,
     local_addr: SocketAddr,
 }
 
@@ -498,14 +526,17 @@ impl TlsListener {
         tcp: TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
         tasks: &TaskTracker,
-        shutdown: CancellationToken,
+        shared: Arc<Shared>,
     ) -> Self {
         let local_addr = tcp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0; 4], 0)));
         let (ready_tx, ready) = mpsc::channel(MAX_PENDING_HANDSHAKES);
         let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let per_ip = Arc::new(IpConnections::new(MAX_HANDSHAKES_PER_IP));
+        let overflow = Arc::new(Semaphore::new(socket::OVERFLOW_SOCKETS));
         let inner_tasks = tasks.clone();
+        let shutdown = shared.shutdown.clone();
         tasks.spawn(async move {
             loop {
                 let Ok(permit) = handshakes.clone().acquire_owned().await else {
@@ -524,14 +555,32 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(handshaking) = per_ip.try_acquire(peer.ip()) else {
+                    shared.metrics.reject("too_many_handshakes_per_ip");
+                    continue; // closed at once
+                };
+                let Some(slot) = socket::admit(&shared, &overflow, peer.ip()) else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let ready_tx = ready_tx.clone();
+                let http_phase = shared.limits.auth_timeout;
                 inner_tasks.spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, handshaking);
+                    let mut first = [0u8; 1];
+                    if tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "no TLS client hello in time");
+                        return;
+                    }
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = ready_tx.send((tls, peer)).await;
+                            let _ = ready_tx
+                                .send((Admitted::new(tls, slot, http_phase), peer))
+                                .await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -544,7 +593,7 @@ impl TlsListener {
 }
 
 impl Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Io = Admitted<tokio_rustls::server::TlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -288,3 +288,64 @@ async fn closing_an_abusive_connection_does_not_log_its_address() {
         "the client's address {client_addr} is in the log:\n{logged}"
     );
 }
+
+/// A raw TCP connection to `relay` from `source` that sends nothing.
+async fn silent_socket(relay: &TestRelay, source: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(relay.addr()).await.unwrap()
+}
+
+/// Whether the relay closes `socket` within `within`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, socket.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Finding: plain sockets that never finished their HTTP request stayed
+/// open forever and counted toward no limit (the limits applied only after
+/// the upgrade): about 1,100 from one address exhausted the relay's file
+/// descriptors, and `/health` and every new client timed out.
+#[tokio::test]
+async fn sockets_that_never_finish_their_http_request_count_and_are_closed() {
+    let http_phase = std::time::Duration::from_millis(600);
+    let relay = limits_relay(|l| {
+        l.max_connections_per_ip = 4;
+        l.auth_timeout = http_phase;
+    })
+    .await;
+    let attacker = [127, 0, 0, 4];
+    // Four take the address's slots; 64 more are held for a moment (over
+    // the limit, to be told so); the rest are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..(4 + 64) {
+        held.push(silent_socket(&relay, attacker).await);
+    }
+    for _ in 0..20 {
+        let mut extra = silent_socket(&relay, attacker).await;
+        assert!(
+            closed_within(&mut extra, std::time::Duration::from_millis(500)).await,
+            "a socket over every limit was kept"
+        );
+    }
+    // Everyone else is served meanwhile: the health check and new clients.
+    let (status, _) = http_get(relay.addr(), "/health").await;
+    assert_eq!(status, 200);
+    relay.assert_serving().await;
+    // Sockets that never upgrade are closed after the HTTP phase's time...
+    for socket in &mut held {
+        assert!(
+            closed_within(socket, http_phase * 5).await,
+            "a silent socket outlived the HTTP phase"
+        );
+    }
+    // ... and the address gets its slots back.
+    let mut raw = RawWs::connect_from(&relay, attacker).await;
+    assert!(matches!(raw.expect().await.body, Body::Challenge { .. }));
+}

@@ -129,6 +129,66 @@ async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
     client_b.ack(id).await.unwrap();
 }
 
+/// Finding: at most 256 TLS handshakes were in progress for all clients, 10 s
+/// each; one address holding ~300 silent sockets locked every `wss://`
+/// client out.
+#[tokio::test]
+async fn silent_sockets_from_one_address_do_not_lock_tls_clients_out() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let relay = RelayProcess::spawn(
+        &dir.path().join("home"),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    // 300 silent sockets from one address: a few wait for their client
+    // hello, the rest are closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 5], 0)))
+            .unwrap();
+        silent.push(socket.connect(relay.addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for socket in &mut silent {
+        let mut byte = [0u8; 1];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(20), socket.read(&mut byte));
+        if matches!(read.await, Ok(Ok(0) | Err(_))) {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 280, "only {closed_at_once} of 300 closed");
+    // A wss:// client from elsewhere gets in at once.
+    let mut config = ClientConfig::new(format!("wss://localhost:{}/v1/ws", relay.addr.port()));
+    config.extra_roots.push(cert.cert.der().to_vec());
+    let started = std::time::Instant::now();
+    let connected = RelayClient::connect(config, Arc::new(new_key())).await;
+    assert!(connected.is_ok(), "{:?}", connected.err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The ones left waiting are closed once their first bytes are late.
+    for socket in &mut silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut byte));
+        assert!(
+            matches!(read.await, Ok(Ok(0) | Err(_))),
+            "a silent socket was kept"
+        );
+    }
+}
+
 /// Runs the binary with `args`; returns exit code and stderr.
 fn run(args: &[&str]) -> (i32, String) {
     let output = Command::new(agentwire_bin()).args(args).output().unwrap();
