@@ -629,7 +629,8 @@ impl Output {
         }
     }
 
-    /// One answer: its JSON, or `text(answer)`.
+    /// One answer: its JSON, or `text(answer)`; either way with nothing in it
+    /// that could act on a terminal or hide (see [`crate::untrusted`]).
     pub(crate) fn print<T: serde::Serialize>(
         self,
         answer: &T,
@@ -638,7 +639,7 @@ impl Output {
         if self.json {
             write_line(&json_text(answer)?)
         } else {
-            write_line(&text(answer))
+            write_line(&crate::untrusted::for_terminal(&text(answer)))
         }
     }
 
@@ -653,7 +654,7 @@ impl Output {
             return write_line(&json_text(answer)?);
         }
         for item in items {
-            write_line(&text(item))?;
+            write_line(&crate::untrusted::for_terminal(&text(item)))?;
         }
         Ok(())
     }
@@ -661,6 +662,7 @@ impl Output {
 
 fn json_text<T: serde::Serialize>(answer: &T) -> Result<String, Failure> {
     serde_json::to_string(answer)
+        .map(crate::untrusted::json_safe)
         .context("cannot encode the answer as JSON")
         .code(crate::exit::INTERNAL)
 }

@@ -86,7 +86,8 @@ async fn session(home: Home, identity: Option<String>) {
 }
 
 async fn write(stdout: &mut tokio::io::Stdout, line: &Line) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    let text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+    let mut bytes = crate::untrusted::json_safe(text).into_bytes();
     bytes.push(b'\n');
     stdout.write_all(&bytes).await?;
     stdout.flush().await

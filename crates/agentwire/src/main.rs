@@ -16,6 +16,7 @@ mod sandbox;
 mod serve_cmd;
 mod setup_cmd;
 mod task_cmd;
+mod untrusted;
 
 use std::process::ExitCode;
 

@@ -1167,11 +1167,10 @@ fn chunk_notice(chunk: &api::ChunkView) -> (&'static str, String, Value) {
     ("chunk", content, meta)
 }
 
-/// `&`, `<` and `>` escaped, so that no tag can appear in the text.
+/// Escaped as a message body is in its frame, so that no tag can appear in
+/// the text and nothing in it is invisible.
 fn escape_tags(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    crate::untrusted::for_model(text)
 }
 
 /// The channel's attributes: identifiers as keys, strings as values (Claude

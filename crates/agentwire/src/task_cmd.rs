@@ -12,6 +12,7 @@ use crate::daemon_client::call as daemon_call;
 use crate::exit::{
     Failure, NOT_YET, TASK_CANCELED, TASK_FAILED, TASK_INPUT_REQUIRED, TASK_REJECTED, USAGE,
 };
+use crate::untrusted::for_terminal;
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -87,11 +88,14 @@ pub(crate) fn call(
                 Some(message) if !out.json && !streamed.is_empty() => {
                     match message.body.strip_prefix(streamed.as_str()) {
                         Some("") => Ok(()),
-                        Some(rest) => write_text(rest),
-                        None => crate::agent_cmd::write_line(&format!("\n{}", message.body)),
+                        Some(rest) => write_text(&for_terminal(rest)),
+                        None => crate::agent_cmd::write_line(&format!(
+                            "\n{}",
+                            for_terminal(&message.body)
+                        )),
                     }
                 }
-                Some(message) => out.print(&answer, |_| message.body.clone()),
+                Some(message) => out.print(&answer, |_| for_terminal(&message.body)),
                 None => {
                     out.print(&answer, |_| String::new())?;
                     out.tell(&format!(
@@ -161,9 +165,11 @@ fn follow_stream(
             after = Some(chunk.seq);
             streamed.push_str(&chunk.text);
             if out.json {
-                crate::agent_cmd::write_line(&serde_json::json!({ "chunk": chunk }).to_string())?;
+                crate::agent_cmd::write_line(&crate::untrusted::json_safe(
+                    serde_json::json!({ "chunk": chunk }).to_string(),
+                ))?;
             } else {
-                write_text(&chunk.text)?;
+                write_text(&for_terminal(&chunk.text))?;
             }
         }
         let task = list.task;
