@@ -235,6 +235,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             let token = if link == "-" {
                 read_stdin_line()?
             } else {
+                note_argument("invite link", out.json);
                 link
             };
             let request = api::Accept {
@@ -295,6 +296,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             let body = if text == "-" {
                 read_body_from_stdin()?
             } else {
+                note_argument("message body", out.json);
                 text
             };
             let request = api::SendMessage {
@@ -478,6 +480,20 @@ fn read_ca_file(path: &std::path::Path) -> Result<String, Failure> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         .code(CONFIG)?;
     Ok(pem)
+}
+
+/// Notes on stderr that `what` came as an argument: every user of the
+/// machine can read a process's arguments (`ps`). Not with `--json` (whose
+/// stderr carries only errors), nor with `AGENTWIRE_ARGS_OK=1`.
+pub(crate) fn note_argument(what: &str, json: bool) {
+    if json || std::env::var_os("AGENTWIRE_ARGS_OK").is_some_and(|v| v == "1") {
+        return;
+    }
+    eprintln!(
+        "agentwire: note: the {what} was given as an argument, which every user of this machine \
+         can read in the process list (ps); pass `-` and give it on stdin instead \
+         (AGENTWIRE_ARGS_OK=1 silences this note)"
+    );
 }
 
 /// A message body from stdin: at most the largest body, UTF-8.

@@ -283,10 +283,11 @@ pub(crate) enum Command {
     /// Send a message to a contact (PEER: petname or unique key prefix)
     ///
     /// Returns once the message is stored in the local outbox; the daemon
-    /// delivers it. TEXT `-` reads the body from stdin.
+    /// delivers it. TEXT `-` reads the body from stdin, out of sight of other
+    /// users (a body given as an argument shows in `ps`, and is noted).
     ///
     /// Examples:
-    ///   agentwire send coder "run the tests"
+    ///   echo "run the tests" | agentwire send coder -
     ///   agentwire send coder "fix #12" --kind task --priority urgent
     ///   agentwire send planner "done" --reply-to 01a215a5-...  # answer a message
     ///   git diff | agentwire send reviewer -                    # body from stdin
@@ -295,7 +296,7 @@ pub(crate) enum Command {
     Send {
         /// The contact
         peer: String,
-        /// The message; `-` reads stdin
+        /// The message; `-` reads stdin, which keeps it out of the process list
         text: String,
         /// Kind: chat, task, result, query or file
         #[arg(long, default_value = "chat")]
@@ -359,7 +360,7 @@ pub(crate) enum Command {
     Call {
         /// The worker: a contact's petname or unique key prefix
         peer: String,
-        /// What to do; `-` reads stdin
+        /// What to do; `-` reads stdin, which keeps it out of the process list
         text: String,
         /// How long to wait for the result (at most 10m)
         #[arg(long, default_value = "5m", value_parser = parse_wait)]

@@ -31,6 +31,7 @@ pub(crate) fn call(
     let body = if text == "-" {
         read_body_from_stdin()?
     } else {
+        crate::agent_cmd::note_argument("task text", out.json);
         text
     };
     let send = api::SendMessage {
@@ -502,7 +503,11 @@ pub(crate) fn report(
 ) -> Result<(), Failure> {
     let text = match text.as_deref() {
         Some("-") => Some(read_body_from_stdin()?),
-        _ => text,
+        Some(_) => {
+            crate::agent_cmd::note_argument("report text", out.json);
+            text
+        }
+        None => None,
     };
     let (detail, result) = if state == TaskState::Completed {
         let Some(result) = text else {

@@ -581,3 +581,26 @@ fn homes_reach_a_relay_that_requires_an_access_token() {
             .contains("access token")
     );
 }
+
+/// Finding: message bodies and invite links passed as arguments are visible
+/// to every user in `ps`; `-` reads them from stdin, and an argument is
+/// noted.
+#[test]
+fn a_body_given_as_an_argument_is_noted() {
+    let home = TestHome::new();
+    home.run(&["init", "--name", "a"]).ok();
+    home.run(&["init", "--name", "b"]).ok();
+    let noted = home.run(&["send", "b", "secret plans"]).ok();
+    assert!(noted.stderr.contains("process list"), "{noted:?}");
+    assert!(noted.stderr.contains("pass `-`"), "{noted:?}");
+    let quiet = home
+        .run_with_stdin(&["send", "b", "-"], Some(b"secret plans"))
+        .ok();
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+    let json = home.run(&["--json", "send", "b", "secret plans"]).ok();
+    assert!(json.stderr.is_empty(), "{json:?}");
+    assert!(eventually(|| home
+        .run(&["--json", "--as", "b", "inbox"])
+        .json()["unread"]
+        == 3));
+}
