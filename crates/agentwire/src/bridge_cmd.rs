@@ -6,7 +6,6 @@
 //! into daemon requests and daemon answers into JSON responses, nothing more.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use agentwire_api::connect::{Command, Outcome};
@@ -34,12 +33,31 @@ struct Bridge {
     identity: Option<String>,
 }
 
+/// Shortest token the bridge accepts from `bridge.token`, in characters.
+const MIN_TOKEN_CHARS: usize = 32;
+
+/// The largest request body: what fits in one request to the daemon
+/// (re-encoded, a body is never longer than it came), less room for the
+/// request's other fields.
+const MAX_HTTP_BODY: usize = agentwire_api::MAX_REQUEST_BYTES - 4096;
+
 pub(crate) fn run(
     home_flag: Option<&std::path::Path>,
     identity: Option<String>,
     listen: SocketAddr,
+    allow_remote: bool,
     json: bool,
 ) -> Result<(), Failure> {
+    if !listen.ip().is_loopback() && !allow_remote {
+        return Err(Failure::new(
+            CONFIG,
+            anyhow::anyhow!(
+                "the bridge speaks plain HTTP: on {listen} its token and every message would \
+                 cross the network readable by anyone on the way; listen on 127.0.0.1, or put a \
+                 TLS proxy in front and pass --allow-remote"
+            ),
+        ));
+    }
     let home = Home::resolve(home_flag).code(CONFIG)?;
     if std::os::unix::net::UnixStream::connect(home.socket()).is_err() {
         crate::daemon_client::start(&home)?;
@@ -55,6 +73,12 @@ pub(crate) fn run(
             .code(CANNOT_START)?;
         let addr = listener.local_addr().code(CANNOT_START)?;
         let url = format!("http://{addr}");
+        if !listen.ip().is_loopback() {
+            eprintln!(
+                "agentwire: warning: the bridge listens on {addr} over plain HTTP; only a TLS \
+                 proxy in front keeps its token and messages from being read on the network"
+            );
+        }
         if json {
             println!(
                 "{}",
@@ -80,6 +104,7 @@ pub(crate) fn run(
             .route("/v1/op", post(operation))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_HTTP_BODY))
             .with_state(bridge);
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
@@ -89,25 +114,42 @@ pub(crate) fn run(
     })
 }
 
+/// The token in `bridge.token`: made (random, 0600) when there is none. One
+/// that others can read, that is a link or another user's, or that is
+/// shorter than [`MIN_TOKEN_CHARS`] is refused with what to do.
 fn load_or_create_token(path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Write;
-    match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
-        _ => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            file.write_all(token.as_bytes())?;
-            Ok(token)
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    if std::fs::symlink_metadata(path).is_ok() {
+        agentwire_daemon::home::check_own_file(path)?;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{shown} has mode {mode:o}: others can read the bridge's token; run `chmod 600 {shown}` \
+                 (or delete it: the bridge makes a new one)"
+            );
         }
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {shown}"))?
+            .trim()
+            .to_owned();
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "{shown} holds a weak token ({} characters; at least {MIN_TOKEN_CHARS}): delete it \
+                 and the bridge makes a strong one, or write {MIN_TOKEN_CHARS} or more random characters",
+                token.chars().count()
+            );
+        }
+        return Ok(token);
     }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = agentwire_daemon::home::create_private_new(path)
+        .with_context(|| format!("cannot write {shown}"))?;
+    file.write_all(token.as_bytes())?;
+    Ok(token)
 }
 
 /// Any other path: a JSON error naming the routes.
@@ -134,6 +176,26 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed".into(),
         format!("{} does not take {method}; use {wanted}", uri.path()),
+    )
+}
+
+/// A body that is not the JSON asked for: 400, or 413 (`body_too_large`)
+/// for one over [`MAX_HTTP_BODY`].
+fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> BridgeError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return BridgeError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large".into(),
+            format!(
+                "the request body is over {MAX_HTTP_BODY} bytes; a message body is at most {} bytes",
+                agentwire_session::message::MAX_BODY_BYTES
+            ),
+        );
+    }
+    BridgeError(
+        StatusCode::BAD_REQUEST,
+        "invalid_request".into(),
+        rejection.body_text(),
     )
 }
 
@@ -194,8 +256,20 @@ impl Bridge {
         }
     }
 
-    fn identity(&self, asked: Option<String>) -> Option<String> {
-        asked.or_else(|| self.identity.clone())
+    /// The identity a request acts as: the bridge's own (`--as`), which a
+    /// request may name but not change; without one, the request's choice.
+    fn identity(&self, asked: Option<String>) -> Result<Option<String>, BridgeError> {
+        match (asked, &self.identity) {
+            (Some(asked), Some(mine)) if asked != *mine => Err(BridgeError(
+                StatusCode::FORBIDDEN,
+                "forbidden_identity".into(),
+                format!(
+                    "this bridge acts as {mine} only (it was started with --as {mine}); \
+                     start a bridge without --as to let requests choose"
+                ),
+            )),
+            (asked, mine) => Ok(asked.or_else(|| mine.clone())),
+        }
     }
 
     /// One request to the daemon over its socket.
@@ -238,16 +312,14 @@ async fn operation(
 ) -> Result<Json<Outcome>, BridgeError> {
     bridge.authorize(&headers)?;
     let Json(mut command) = body.map_err(|e| {
-        BridgeError(
-            StatusCode::BAD_REQUEST,
-            "invalid_request".into(),
-            format!("{} (ops: {})", e.body_text(), Command::NAMES.join(", ")),
-        )
+        let mut error = json_rejection(e);
+        if error.0 == StatusCode::BAD_REQUEST {
+            error.2 = format!("{} (ops: {})", error.2, Command::NAMES.join(", "));
+        }
+        error
     })?;
     let identity = command.identity_mut();
-    if identity.is_none() {
-        identity.clone_from(&bridge.identity);
-    }
+    *identity = bridge.identity(identity.take())?;
     bridge.carry_out(command).await.map(Json)
 }
 
@@ -274,15 +346,9 @@ async fn send(
     body: Result<Json<SendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<api::SendOutcome>, BridgeError> {
     bridge.authorize(&headers)?;
-    let Json(body) = body.map_err(|e| {
-        BridgeError(
-            StatusCode::BAD_REQUEST,
-            "invalid_request".into(),
-            e.body_text(),
-        )
-    })?;
+    let Json(body) = body.map_err(json_rejection)?;
     let request = api::SendMessage {
-        identity: bridge.identity(body.identity),
+        identity: bridge.identity(body.identity)?,
         to: body.to,
         body: body.body,
         kind: body.kind,
@@ -336,7 +402,7 @@ async fn recv(
     let query = parse_query(query)?;
     let wait_ms = query.wait_ms();
     let request = api::Recv {
-        identity: bridge.identity(query.identity),
+        identity: bridge.identity(query.identity)?,
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
@@ -354,7 +420,7 @@ async fn inbox(
     let query = parse_query(query)?;
     let wait_ms = query.wait_ms();
     let request = api::Inbox {
-        identity: bridge.identity(query.identity),
+        identity: bridge.identity(query.identity)?,
         from: query.from,
         max: query.max,
         wait_ms: Some(wait_ms),
@@ -369,7 +435,7 @@ async fn status(
 ) -> Result<Json<api::SentView>, BridgeError> {
     bridge.authorize(&headers)?;
     let request = api::State {
-        identity: bridge.identity(None),
+        identity: bridge.identity(None)?,
         id,
         ..api::State::default()
     };
@@ -382,7 +448,7 @@ async fn contacts(
 ) -> Result<Json<api::ContactList>, BridgeError> {
     bridge.authorize(&headers)?;
     let request = api::Contacts {
-        identity: bridge.identity(None),
+        identity: bridge.identity(None)?,
     };
     bridge.call(request).await
 }

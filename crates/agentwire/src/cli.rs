@@ -603,6 +603,10 @@ pub(crate) enum Command {
         /// Address to listen on (keep it on loopback)
         #[arg(long, default_value = "127.0.0.1:7879")]
         listen: SocketAddr,
+        /// Listen on a non-loopback address although the bridge speaks plain
+        /// HTTP (only behind a TLS proxy)
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// Serve MCP on stdin/stdout, for coding agents (Claude Code, Codex, ...)
     ///

@@ -79,10 +79,14 @@ fn main() -> ExitCode {
             exit::USAGE,
             anyhow::anyhow!("connect speaks JSON lines only: run `agentwire connect --json`"),
         )),
-        cli::Command::Bridge { listen } => bridge_cmd::run(
+        cli::Command::Bridge {
+            listen,
+            allow_remote,
+        } => bridge_cmd::run(
             cli.global.home.as_deref(),
             cli.global.identity.clone(),
             listen,
+            allow_remote,
             cli.global.json,
         ),
         cli::Command::Mcp { push } => mcp_cmd::run(

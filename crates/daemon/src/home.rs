@@ -340,6 +340,17 @@ pub fn check_own_file(path: &Path) -> Result<(), HomeError> {
     }
 }
 
+/// Creates a new file in the home, 0600, failing if anything (a link
+/// included) is already there.
+pub fn create_private_new(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Opens a file in the home for writing from the start (creating it 0600,
 /// emptying it), without following a link; one that exists must be the
 /// current user's.

@@ -267,12 +267,16 @@ fn every_operation_goes_through_v1_op() {
     assert_eq!(code, 200, "{sent}");
     assert_eq!(sent["op"], "send");
     let task = sent["result"]["id"].as_str().unwrap().to_owned();
-    // The worker's side, through the same bridge with `as`.
+    // The worker's side, through its own bridge (a bridge started with
+    // `--as` acts as that identity only).
+    let worker = BridgeProcess::start(&home, "b");
+    let work =
+        |body: Value| worker.request("POST", "/v1/op", Some(&worker.token.clone()), Some(&body));
     assert!(eventually(|| {
-        op(json!({"op": "report", "as": "b", "id": task, "state": "working"})).0 == 200
+        work(json!({"op": "report", "id": task, "state": "working"})).0 == 200
     }));
-    let (code, done) = op(json!({
-        "op": "report", "as": "b", "id": task, "state": "completed", "result": "ran"
+    let (code, done) = work(json!({
+        "op": "report", "id": task, "state": "completed", "result": "ran"
     }));
     assert_eq!(code, 200, "{done}");
     let (_, followed) = op(json!({"op": "task", "id": task, "wait_ms": 10000}));
@@ -297,4 +301,99 @@ fn every_operation_goes_through_v1_op() {
     let (code, bad) = op(json!({"op": "fly"}));
     assert_eq!(code, 400, "{bad}");
     assert!(bad.to_string().contains("discover"), "{bad}");
+}
+
+/// Finding: a request's `as` overrode `bridge --as`, and bodies between 1 and
+/// 2 MiB got 503 "daemon unreachable" instead of a size error.
+#[test]
+fn a_bridge_keeps_its_identity_and_answers_oversized_bodies_with_their_size() {
+    let home = siblings();
+    let bridge = BridgeProcess::start(&home, "a");
+    let token = bridge.token.clone();
+    // Acting as another identity of the home is refused, everywhere.
+    let (status, body) = bridge.request(
+        "POST",
+        "/v1/send",
+        Some(&token),
+        Some(&json!({"to": "a", "body": "as b", "as": "b"})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden_identity");
+    let (status, _) = bridge.get("/v1/recv?as=b");
+    assert_eq!(status, 403);
+    let (status, _) = bridge.request(
+        "POST",
+        "/v1/op",
+        Some(&token),
+        Some(&json!({"op": "recv", "as": "b"})),
+    );
+    assert_eq!(status, 403);
+    // Naming its own identity is fine.
+    let (status, body) = bridge.request(
+        "POST",
+        "/v1/send",
+        Some(&token),
+        Some(&json!({"to": "b", "body": "as a", "as": "a"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Too large: a size error, never "daemon unreachable".
+    for size in [200 * 1024, 1536 * 1024, 3 * 1024 * 1024] {
+        let (status, body) = bridge.request(
+            "POST",
+            "/v1/send",
+            Some(&token),
+            Some(&json!({"to": "b", "body": "x".repeat(size)})),
+        );
+        assert!(status == 400 || status == 413, "{size}: {status} {body}");
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            code == "body_too_large" || code == "invalid_request",
+            "{size}: {body}"
+        );
+    }
+    let (status, _) = bridge.get("/v1/contacts");
+    assert_eq!(status, 200, "the bridge still serves");
+}
+
+/// Finding: `--listen 0.0.0.0` over plain HTTP started without a word, and a
+/// weak or world-readable `bridge.token` was used as it was.
+#[test]
+fn a_bridge_refuses_a_weak_or_readable_token_and_plain_http_off_loopback() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = siblings();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--as", "a", "bridge", "--listen"];
+        args.extend_from_slice(extra);
+        home.run(&args)
+    };
+    let refused = start(&["0.0.0.0:0"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("plain HTTP"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--allow-remote"),
+        "{}",
+        refused.stderr
+    );
+    let token = home.path().join("bridge.token");
+    std::fs::write(&token, "short").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let weak = start(&["127.0.0.1:0"]);
+    assert_eq!(weak.code, 3, "{weak:?}");
+    assert!(weak.stderr.contains("weak token"), "{}", weak.stderr);
+    std::fs::write(&token, "a".repeat(64)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let readable = start(&["127.0.0.1:0"]);
+    assert_eq!(readable.code, 3, "{readable:?}");
+    assert!(readable.stderr.contains("chmod 600"), "{}", readable.stderr);
+    // Deleted, it is made again, strong and private.
+    std::fs::remove_file(&token).unwrap();
+    let bridge = BridgeProcess::start(&home, "a");
+    let made = std::fs::read_to_string(&token).unwrap();
+    assert!(made.len() >= 32);
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0);
+    assert_eq!(bridge.get("/v1/contacts").0, 200);
 }
