@@ -403,3 +403,83 @@ fn messages_held_by_a_reader_pass_other_readers_by_until_it_confirms() {
     let rest = home.api(json!({"op": "recv", "as": "b", "max": 10}));
     assert_eq!(bodies(&rest), ["m1"]);
 }
+
+/// Finding: acks counted against the per-key rate, and a client that acked
+/// each delivery exceeded it while draining a backlog: the relay dropped
+/// those acks, the delivery window stalled for 30 s, and the client was
+/// closed after 64 violations (3,000 envelopes took 160 s). The daemon acks
+/// each burst with one frame, so a backlog drains without a single
+/// rate-limit refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_backlog_never_runs_into_the_ack_rate_limit() {
+    use std::sync::Arc;
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::spawn(
+        &relay_dir.path().join("home"),
+        "127.0.0.1:0",
+        &["--key-rate", "20", "--ip-rate", "1000000"],
+    );
+    let home = TestHome::new();
+    let url = relay.url.clone();
+    let (home, bob) = tokio::task::spawn_blocking(move || {
+        home.run(&["init", "--name", "bob", "--relay", &url]).ok();
+        let bob = home.run(&["--json", "whoami"]).ok().json();
+        home.run(&["daemon", "stop"]).ok();
+        (home, bob)
+    })
+    .await
+    .unwrap();
+    let bob = agentwire_wire::PublicKey::from_hex(bob["address"].as_str().unwrap()).unwrap();
+    // 2,000 envelopes queued while bob is offline, from 100 senders (each
+    // within its own rate).
+    let mut senders = Vec::new();
+    for _ in 0..100 {
+        let config = relay.client_config();
+        senders.push(tokio::spawn(async move {
+            let (client, _events) =
+                agentwire_client::RelayClient::connect(config, Arc::new(new_key()))
+                    .await
+                    .unwrap();
+            for _ in 0..20 {
+                client.send(bob, new_id(), vec![7; 64]).await.unwrap();
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let queued = |body: &str| -> u64 {
+        let health: serde_json::Value = serde_json::from_str(body).unwrap();
+        health["queued_envelopes"].as_u64().unwrap()
+    };
+    assert_eq!(queued(&http_get(relay.addr, "/health").await.1), 2000);
+    // Bob comes online: at 20 frames a second, one ack per envelope would
+    // take 100 s and be refused long before.
+    let home = tokio::task::spawn_blocking(move || {
+        home.run(&["daemon", "start"]).ok();
+        home
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while queued(&http_get(relay.addr, "/health").await.1) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog never drained"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http_get(relay.addr, "/metrics").await;
+    assert!(
+        !metrics.contains("reason=\"key_rate_limited\""),
+        "acks ran into the rate limit:\n{metrics}"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = home.run(&["--json", "daemon", "status"]).ok().json();
+        drop(home);
+        status
+    })
+    .await
+    .unwrap();
+    assert_eq!(status["dropped_non_contact"], 2000, "{status}");
+}
