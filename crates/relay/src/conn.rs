@@ -93,6 +93,9 @@ enum Inbound {
     /// answered).
     Nothing,
     Closed,
+    /// The connection keeps ignoring the rate limits: it is to be closed,
+    /// once the requests it has in progress are answered.
+    Abusive,
 }
 
 struct Conn {
@@ -429,8 +432,7 @@ impl Conn {
             // that client addresses stay out of info-level logs.
             tracing::info!("closing a connection that ignores rate limits");
             tracing::debug!(peer = %self.peer, "that connection's address");
-            self.close(CLOSE_POLICY, "rate_limit_abuse").await;
-            return Ok(Inbound::Closed);
+            return Ok(Inbound::Abusive);
         }
         Ok(Inbound::Nothing)
     }
@@ -480,6 +482,10 @@ impl Conn {
                 Inbound::Frame(frame) => frame,
                 Inbound::Nothing => continue,
                 Inbound::Closed => return Err(Closed),
+                Inbound::Abusive => {
+                    self.close(CLOSE_POLICY, "rate_limit_abuse").await;
+                    return Err(Closed);
+                }
             };
             let request_id = frame.request_id;
             let (hello_nonce, key, signature, token) = match frame.body {
@@ -571,6 +577,7 @@ impl Conn {
         let shutdown = self.shared.shutdown.clone();
         let mut ping = tokio::time::interval(self.shared.limits.ping_interval);
         ping.tick().await;
+        let mut abusive = false;
         let outcome = loop {
             let step = tokio::select! {
                 biased;
@@ -588,6 +595,10 @@ impl Conn {
                         Ok(Inbound::Frame(frame)) => self.handle(frame, session).await,
                         Ok(Inbound::Nothing) => Ok(()),
                         Ok(Inbound::Closed) | Err(Closed) => Err(Closed),
+                        Ok(Inbound::Abusive) => {
+                            abusive = true;
+                            Err(Closed)
+                        }
                     }
                 }
             };
@@ -602,6 +613,10 @@ impl Conn {
             let _ = self.complete(done, session).await;
         }
         let _ = self.flush().await;
+        if abusive {
+            // Closed only now: the answers above reached the client first.
+            self.close(CLOSE_POLICY, "rate_limit_abuse").await;
+        }
         if outcome.is_ok() {
             let _ = self
                 .refuse(

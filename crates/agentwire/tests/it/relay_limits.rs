@@ -349,3 +349,57 @@ async fn sockets_that_never_finish_their_http_request_count_and_are_closed() {
     let mut raw = RawWs::connect_from(&relay, attacker).await;
     assert!(matches!(raw.expect().await.body, Body::Challenge { .. }));
 }
+
+/// Finding: when the relay closed a connection for ignoring the rate
+/// limits, the answers to requests already in progress were lost (29
+/// envelopes stored, 0 `accepted` answers): a client could not tell what was
+/// kept. They are answered first.
+#[tokio::test]
+async fn a_connection_closed_for_abuse_is_first_told_what_was_accepted() {
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = limits_relay(|l| {
+        l.key_rate = RateLimit {
+            per_sec: 1,
+            burst: 20,
+        }
+    })
+    .await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    let recipient = public(&new_key());
+    // Twenty sends within the burst (large, so that they are still being
+    // stored), then frames over the limit until the relay gives up, all
+    // written at once.
+    let mut frames = Vec::new();
+    for n in 0..20 {
+        let send = Body::Send {
+            to: recipient,
+            id: new_id(),
+            payload: vec![0x5a; 64 * 1024],
+        };
+        frames.push(Frame::new(n, send));
+    }
+    for n in 20..120 {
+        frames.push(Frame::new(n, Body::Ack { id: new_id() }));
+    }
+    for frame in frames {
+        if raw
+            .ws
+            .feed(Message::Binary(frame.encode().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = raw.ws.flush().await;
+    let mut accepted = 0;
+    while let Some(frame) = raw.recv().await {
+        if matches!(frame.body, Body::Accepted { .. }) {
+            accepted += 1;
+        }
+    }
+    let stored = relay.health().await["queued_envelopes"].as_u64().unwrap();
+    assert_eq!(accepted, stored, "stored {stored}, told of {accepted}");
+    assert_eq!(stored, 20);
+}
