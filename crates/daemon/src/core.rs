@@ -200,6 +200,9 @@ pub struct Daemon {
     /// Woken when a task (either side) arrives or changes state.
     pub(crate) task_changes: Notify,
     pub(crate) counters: Counters,
+    /// Which refusals of redemptions of spent or expired invites may still
+    /// be sent.
+    pub(crate) refusals_allowed: StdMutex<crate::redeem::RefusalLimiter>,
     /// Per identity: unread messages a reader holds until it confirms which
     /// it took (`recv` with `confirm`); other readers pass them by.
     claims: StdMutex<HashMap<Name, std::collections::HashSet<MessageId>>>,
@@ -300,6 +303,7 @@ impl Daemon {
             task_changes: Notify::new(),
             refusals: Table::new(),
             counters: Counters::default(),
+            refusals_allowed: StdMutex::new(crate::redeem::RefusalLimiter::default()),
             published: Followers::default(),
             claims: StdMutex::new(HashMap::new()),
             last_request_ms: AtomicU64::new(now_ms()),

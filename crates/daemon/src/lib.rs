@@ -103,6 +103,12 @@ impl DaemonHandle {
             })?;
         let bound = socket_identity(&socket);
         tracing::info!(home = %home.root().display(), "daemon started");
+        // Invites long expired are forgotten (they are also pruned whenever
+        // one is made): a redemption of one is then a stranger's message.
+        let now = core::now_ms();
+        if let Err(error) = daemon.db.run(move |tx| tx.prune_invites(now)).await {
+            tracing::warn!(%error, "cannot prune expired invites");
+        }
         daemon.start_links().await;
         daemon.tasks.spawn(server::serve(listener, daemon.clone()));
         Ok(DaemonHandle {

@@ -4,6 +4,7 @@
 //! account or the contacts, so they run one at a time under the daemon's
 //! account lock.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex};
 
@@ -16,6 +17,47 @@ use crate::core::{Daemon, Published, now_ms, petname_hint};
 use crate::pairing::{self, Answer};
 use crate::receive::insert_notice;
 use crate::store::{Contact, StoreError};
+
+/// How long after its expiry an invite is still answered `expired` (and
+/// kept): after that a redemption of it is dropped like any stranger's.
+pub(crate) const INVITE_KEPT_AFTER_EXPIRY_MS: u64 = 24 * 3600 * 1000;
+
+/// Refusals of redemptions (of spent or expired invites) per identity and
+/// minute, at most.
+const REFUSALS_PER_MINUTE: u32 = 20;
+
+/// Which refusals of redemptions may still be sent: one per identity,
+/// invite and sender, and [`REFUSALS_PER_MINUTE`] per identity.
+#[derive(Default)]
+pub(crate) struct RefusalLimiter {
+    sent: std::collections::HashSet<(Name, [u8; 32], PublicKey)>,
+    minute: HashMap<Name, (std::time::Instant, u32)>,
+}
+
+impl RefusalLimiter {
+    /// Most (identity, invite, sender) triples remembered; forgotten all at
+    /// once beyond (a sender then gets at most one more refusal).
+    const REMEMBERED: usize = 4096;
+
+    pub(crate) fn allow(&mut self, name: &Name, invite: &[u8; 32], from: &PublicKey) -> bool {
+        let now = std::time::Instant::now();
+        let (started, count) = self.minute.entry(name.clone()).or_insert((now, 0));
+        if now.duration_since(*started) >= std::time::Duration::from_secs(60) {
+            (*started, *count) = (now, 0);
+        }
+        if *count >= REFUSALS_PER_MINUTE {
+            return false;
+        }
+        if self.sent.len() >= Self::REMEMBERED {
+            self.sent.clear();
+        }
+        if !self.sent.insert((name.clone(), *invite, *from)) {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+}
 
 impl Daemon {
     /// A first message from a non-contact. Returns whether to acknowledge it.
@@ -61,6 +103,25 @@ impl Daemon {
             None
         };
         if let Some(answer) = refusal {
+            // Anyone who ever saw the link can send redemptions of a spent or
+            // expired invite: each is dropped and counted, and only a few
+            // get a refusal (one per sender and invite, a bounded number a
+            // minute), so they cannot make this daemon write without end.
+            self.counters.non_contact.fetch_add(1, Ordering::Relaxed);
+            let long_expired = now_ms()
+                >= record
+                    .expires_at_ms
+                    .saturating_add(INVITE_KEPT_AFTER_EXPIRY_MS);
+            if long_expired
+                || !self
+                    .refusals_allowed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allow(name, &one_time_key, &from)
+            {
+                tracing::debug!(identity = %name, from = %from.short_id(), ?answer, "dropped a redemption without a refusal");
+                return true;
+            }
             let notice = {
                 let guard = identity.lock().unwrap_or_else(|e| e.into_inner());
                 pairing::notice(&guard, &one_time_key, &from, answer)

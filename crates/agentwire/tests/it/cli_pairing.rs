@@ -604,3 +604,68 @@ fn a_body_given_as_an_argument_is_noted() {
         .json()["unread"]
         == 3));
 }
+
+/// Finding: anyone who ever saw an invite link, spent or expired, could make
+/// the inviter write a row and send a signed refusal for every envelope
+/// naming that invite's one-time key (1,000 envelopes: 1,000 rows and 1,000
+/// notices), and these were not counted as dropped.
+#[test]
+fn replaying_a_spent_invite_cannot_make_the_inviter_write_without_end() {
+    use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority, SignedInvite};
+    let homes = two_homes();
+    let token = invite(&homes.alice, &[]);
+    homes.bob.run(&["accept", &token]).ok();
+    let invite = SignedInvite::parse(&token).unwrap().invite;
+    // 200 first messages naming the spent invite's one-time key, each from
+    // a key of its own on the relay.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut sent = Vec::new();
+        for _ in 0..200 {
+            let config = homes.relay.client_config();
+            let invite = invite.clone();
+            sent.push(tokio::spawn(async move {
+                let mallory = Identity::generate(Name::new("mallory").unwrap());
+                let mut session = mallory
+                    .open_session(invite.inviter_curve25519, invite.one_time_key)
+                    .unwrap();
+                let payload = session
+                    .seal(&Plaintext {
+                        id: MessageId::new_v7(),
+                        kind: Kind::Chat,
+                        priority: Priority::Normal,
+                        sent_at_ms: 0,
+                        reply_to: None,
+                        thread: None,
+                        chain: None,
+                        body: b"let me in again".to_vec(),
+                    })
+                    .unwrap();
+                let (client, _events) =
+                    agentwire_client::RelayClient::connect(config, std::sync::Arc::new(new_key()))
+                        .await
+                        .unwrap();
+                client
+                    .send(invite.inviter, new_id(), payload)
+                    .await
+                    .unwrap();
+            }));
+        }
+        for one in sent {
+            one.await.unwrap();
+        }
+    });
+    // Every one is dropped and counted; only a few get a refusal (they wait
+    // at the relay for their offline senders).
+    assert!(eventually(|| {
+        homes.alice.run(&["--json", "daemon", "status"]).json()["dropped_non_contact"] == 200
+    }));
+    let queued = runtime.block_on(async {
+        let (_, body) = http_get(homes.relay.addr, "/health").await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["queued_envelopes"]
+            .as_u64()
+            .unwrap()
+    });
+    assert!(queued <= 20, "{queued} refusals for 200 replays");
+    assert!(queued >= 1, "a replay is refused at least once");
+}

@@ -379,11 +379,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Forgets invites that expired more than a day ago.
+    /// Forgets invites that expired more than a day ago
+    /// ([`crate::redeem::INVITE_KEPT_AFTER_EXPIRY_MS`]).
     pub fn prune_invites(&self, now_ms: u64) -> Result<usize> {
         self.exec(
             "DELETE FROM invites WHERE expires_at < ?1",
-            params![ms(now_ms.saturating_sub(24 * 3600 * 1000))],
+            params![ms(
+                now_ms.saturating_sub(crate::redeem::INVITE_KEPT_AFTER_EXPIRY_MS)
+            )],
         )
     }
 
