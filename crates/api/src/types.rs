@@ -76,7 +76,10 @@ named_enum! {
     /// Where a sent message is. A message moves forward only:
     /// `queued` → `relayed` → `delivered` → `read`. `expired` (the relay gave
     /// up on it) and `failed` (the relay refused it for good) can replace only
-    /// `queued` or `relayed`. `read`, `expired` and `failed` are final.
+    /// `queued` or `relayed`. `read` is final; `expired` and `failed` are the
+    /// relay's word, which an end-to-end receipt from the recipient
+    /// (`delivered`, `read`) still replaces: a relay cannot make a message
+    /// that arrived look lost.
     ///
     /// The order (`Ord`) is this one: progress first, then the two failures.
     /// [`DeliveryState::may_become`] and [`DeliveryState::has_reached`] are the
@@ -103,20 +106,22 @@ impl DeliveryState {
         matches!(self, DeliveryState::Expired | DeliveryState::Failed)
     }
 
-    /// Whether nothing replaces it any more.
+    /// Whether nothing replaces it any more (`read`).
     pub fn is_final(self) -> bool {
-        self.is_failure() || self == DeliveryState::Read
+        self == DeliveryState::Read
     }
 
     /// Whether a message in this state may move to `next`.
     pub fn may_become(self, next: DeliveryState) -> bool {
-        if self.is_final() {
-            return false;
+        use DeliveryState::{Delivered, Read};
+        match (self, next) {
+            (from, _) if from.is_final() => false,
+            // The recipient's receipt beats the relay's word.
+            (from, Delivered | Read) if from.is_failure() => true,
+            (from, _) if from.is_failure() => false,
+            (from, to) if to.is_failure() => from < Delivered,
+            (from, to) => to > from,
         }
-        if next.is_failure() {
-            return self < DeliveryState::Delivered;
-        }
-        next > self
     }
 
     /// Whether it is `wanted` or further along (a failure reaches nothing).
@@ -260,8 +265,10 @@ mod tests {
         };
         for &to in DeliveryState::ALL {
             check(Read, to, false);
-            check(Expired, to, false);
-            check(Failed, to, false);
+            // The relay's failures give way to the recipient's receipts only.
+            let receipt = matches!(to, Delivered | Read);
+            check(Expired, to, receipt);
+            check(Failed, to, receipt);
         }
         check(Queued, Relayed, true);
         check(Queued, Read, true);

@@ -152,3 +152,73 @@ fn mcp_tool_call(home: &TestHome, tool: &str) -> String {
     let _ = child.wait();
     answer
 }
+
+/// Finding: a relay could forge an `expired` notice for a message that was
+/// delivered and read: the sender saw `expired` for good, `send --wait`
+/// exited 19, and a resend ran the task twice. The recipient's receipt now
+/// wins over the relay's word.
+#[test]
+fn a_forged_expired_notice_gives_way_to_the_recipients_receipt() {
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay_home = relay_dir.path().join("home");
+    let relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    alice
+        .run(&["init", "--name", "alice", "--relay", &relay.url])
+        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
+        .ok();
+    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
+    bob.run(&["accept", &token]).ok();
+    assert!(eventually(
+        || alice.run(&["--json", "contacts"]).json()["contacts"][0]["state"] == "active"
+    ));
+    let address = |home: &TestHome| {
+        let who = home.run(&["--json", "whoami"]).ok().json();
+        agentwire_wire::PublicKey::from_hex(who["address"].as_str().unwrap()).unwrap()
+    };
+    let (from, to) = (address(&alice), address(&bob));
+    // Bob is away; alice's message waits at the relay.
+    bob.run(&["daemon", "stop"]).ok();
+    let sent = alice
+        .run(&[
+            "--json",
+            "send",
+            "bob",
+            "run the migration once",
+            "--wait",
+            "relayed",
+        ])
+        .ok()
+        .json();
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // The relay lies: it tells alice the message expired, and keeps it.
+    let message_id = uuid_bytes(&id);
+    let db = rusqlite::Connection::open(relay_home.join("relay.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO expired (sender, recipient, id, expired_at, forget_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![from.as_bytes(), to.as_bytes(), message_id, 1i64, i64::MAX],
+    )
+    .unwrap();
+    drop(db);
+    alice.run(&["daemon", "stop"]).ok();
+    let state = || alice.run(&["--json", "status", &id]).ok().json()["state"].clone();
+    assert!(eventually(|| state() == "expired"), "{}", state());
+    // Bob comes back and reads it: his receipts prove the relay wrong.
+    assert!(eventually(
+        || bob.run(&["--json", "inbox"]).json()["unread"] == 1
+    ));
+    let got = bob.run(&["--json", "recv"]).ok().json();
+    assert_eq!(got["messages"][0]["body"], "run the migration once");
+    assert!(eventually(|| state() == "read"), "{}", state());
+}
+
+/// A message id's 16 bytes from its text form.
+fn uuid_bytes(text: &str) -> Vec<u8> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}

@@ -581,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn outgoing_states_only_move_forward_and_expired_is_final() {
+    fn outgoing_states_only_move_forward_and_a_receipt_beats_the_relays_expired() {
         let (_dir, store) = store();
         let tx = store.read();
         let me = Name::new("me").unwrap();
@@ -613,9 +613,13 @@ mod tests {
         tx.insert_message(&me, &message(b), Some(b"sealed"))
             .unwrap();
         tx.advance(&me, &b, None, Expired, 2).unwrap();
-        tx.advance(&me, &b, Some(&peer), Delivered, 3).unwrap();
-        tx.advance(&me, &b, None, Failed, 4).unwrap();
         check(&b, Expired);
+        // The relay said expired; the recipient's receipt says otherwise.
+        tx.advance(&me, &b, Some(&peer), Delivered, 3).unwrap();
+        check(&b, Delivered);
+        tx.advance(&me, &b, None, Failed, 4).unwrap();
+        tx.advance(&me, &b, None, Expired, 5).unwrap();
+        check(&b, Delivered);
 
         // A receipt from someone else changes nothing.
         let c = MessageId::new_v7();
