@@ -3,23 +3,11 @@
 //! it must not be able to close the frame it is shown in, drive a terminal,
 //! or hide characters from the reader.
 
-/// Characters that act on a terminal or hide from a reader instead of
-/// showing: controls (C0 but tab and newline, DEL, C1), and format
-/// characters: the soft hyphen, bidirectional marks, overrides and isolates,
-/// zero-width characters, the byte-order mark, interlinear annotation marks
-/// and Unicode tag characters.
+/// Characters that act on a terminal or hide from a reader
+/// ([`agentwire_wire::is_hidden_char`]), but for tab and newline, which
+/// multi-line text keeps.
 pub(crate) fn is_hidden(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c,
-            '\u{00AD}'
-            | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{E0000}'..='\u{E007F}')
+    c != '\n' && c != '\t' && agentwire_wire::is_hidden_char(c)
 }
 
 /// Characters a model may read as `<` or `>`.

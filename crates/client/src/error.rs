@@ -69,30 +69,13 @@ pub fn untrusted_text(text: &str) -> String {
             safe.push('…');
             break;
         }
-        if is_hidden(c) {
+        if agentwire_wire::is_hidden_char(c) {
             safe.push_str(&c.escape_unicode().to_string());
         } else {
             safe.push(c);
         }
     }
     safe
-}
-
-/// Characters that act on a terminal or hide from a reader instead of
-/// showing: controls, and format characters (bidirectional overrides and
-/// isolates, zero-width characters, the byte-order mark, tags).
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{00AD}'
-            | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{E0000}'..='\u{E007F}')
 }
 
 fn limit_suffix(limit: u64) -> String {

@@ -355,15 +355,7 @@ pub fn create_private_new(path: &Path) -> std::io::Result<fs::File> {
 /// emptying it), without following a link; one that exists must be the
 /// current user's.
 pub fn open_private_truncate(path: &Path) -> std::io::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(not_a_link)?;
-    let meta = file.metadata()?;
-    owned_by_us(path, &meta).map_err(std::io::Error::other)?;
+    let file = open_private(path, fs::OpenOptions::new().write(true))?;
     file.set_len(0)?;
     Ok(file)
 }
@@ -371,9 +363,14 @@ pub fn open_private_truncate(path: &Path) -> std::io::Result<fs::File> {
 /// Opens a file in the home for appending (creating it 0600), without
 /// following a link; one that exists must be the current user's.
 pub fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
-    let file = fs::OpenOptions::new()
+    open_private(path, fs::OpenOptions::new().append(true))
+}
+
+/// `options`, creating the file 0600, never through a link, and refusing a
+/// file another user owns.
+fn open_private(path: &Path, options: &mut fs::OpenOptions) -> std::io::Result<fs::File> {
+    let file = options
         .create(true)
-        .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)

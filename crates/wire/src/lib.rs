@@ -41,6 +41,26 @@ pub use error_code::ErrorCode;
 pub use frame::{Body, Frame, FrameType, MAX_ACK_BATCH};
 pub use types::{EnvelopeId, Nonce, PublicKey, RelayId, RequestId, Signature};
 
+/// Whether `c` acts on a terminal or hides from a reader instead of showing:
+/// a control character (C0, DEL, C1), or a format character (the soft hyphen,
+/// bidirectional marks, overrides and isolates, zero-width characters, the
+/// byte-order mark, interlinear annotation marks, Unicode tag characters).
+/// Text that someone else chose (a relay's error message, a contact's body)
+/// escapes these before it is shown.
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}')
+}
+
 /// The protocol version this crate speaks; carried in the first byte of every frame.
 pub const PROTOCOL_VERSION: u8 = 1;
 

@@ -611,7 +611,7 @@ fn a_body_given_as_an_argument_is_noted() {
 /// notices), and these were not counted as dropped.
 #[test]
 fn replaying_a_spent_invite_cannot_make_the_inviter_write_without_end() {
-    use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority, SignedInvite};
+    use agentwire_session::SignedInvite;
     let homes = two_homes();
     let token = invite(&homes.alice, &[]);
     homes.bob.run(&["accept", &token]).ok();
@@ -625,22 +625,11 @@ fn replaying_a_spent_invite_cannot_make_the_inviter_write_without_end() {
             let config = homes.relay.client_config();
             let invite = invite.clone();
             sent.push(tokio::spawn(async move {
-                let mallory = Identity::generate(Name::new("mallory").unwrap());
-                let mut session = mallory
-                    .open_session(invite.inviter_curve25519, invite.one_time_key)
-                    .unwrap();
-                let payload = session
-                    .seal(&Plaintext {
-                        id: MessageId::new_v7(),
-                        kind: Kind::Chat,
-                        priority: Priority::Normal,
-                        sent_at_ms: 0,
-                        reply_to: None,
-                        thread: None,
-                        chain: None,
-                        body: b"let me in again".to_vec(),
-                    })
-                    .unwrap();
+                let (_, payload) = first_message(
+                    invite.inviter_curve25519,
+                    invite.one_time_key,
+                    "let me in again",
+                );
                 let (client, _events) =
                     agentwire_client::RelayClient::connect(config, std::sync::Arc::new(new_key()))
                         .await

@@ -159,17 +159,8 @@ fn mcp_tool_call(home: &TestHome, tool: &str) -> String {
 /// wins over the relay's word.
 #[test]
 fn a_forged_expired_notice_gives_way_to_the_recipients_receipt() {
-    let relay_dir = tempfile::tempdir().unwrap();
-    let relay_home = relay_dir.path().join("home");
-    let relay = RelayProcess::spawn(&relay_home, "127.0.0.1:0", &[]);
-    let (alice, bob) = (TestHome::new(), TestHome::new());
-    alice
-        .run(&["init", "--name", "alice", "--relay", &relay.url])
-        .ok();
-    bob.run(&["init", "--name", "bob", "--relay", &relay.url])
-        .ok();
-    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
-    bob.run(&["accept", &token]).ok();
+    let paired = Paired::start(&[]);
+    let (alice, bob, relay_home) = (&paired.alice, &paired.bob, &paired.relay_home);
     assert!(eventually(
         || alice.run(&["--json", "contacts"]).json()["contacts"][0]["state"] == "active"
     ));
@@ -177,7 +168,7 @@ fn a_forged_expired_notice_gives_way_to_the_recipients_receipt() {
         let who = home.run(&["--json", "whoami"]).ok().json();
         agentwire_wire::PublicKey::from_hex(who["address"].as_str().unwrap()).unwrap()
     };
-    let (from, to) = (address(&alice), address(&bob));
+    let (from, to) = (address(alice), address(bob));
     // Bob is away; alice's message waits at the relay.
     bob.run(&["daemon", "stop"]).ok();
     let sent = alice

@@ -85,17 +85,16 @@ async fn sigterm_closes_connections_and_exits_cleanly() {
     assert!(started.elapsed() < agentwire_relay::SHUTDOWN_GRACE * 2);
 }
 
-#[tokio::test]
-async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+/// A `wss://` relay process with a fresh self-signed certificate for
+/// `localhost` (in `dir`), and that certificate (DER).
+fn tls_relay(dir: &std::path::Path) -> (RelayProcess, Vec<u8>) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-
     let relay = RelayProcess::spawn(
-        &dir.path().join("home"),
+        &dir.join("home"),
         "127.0.0.1:0",
         &[
             "--tls-cert",
@@ -104,6 +103,13 @@ async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
             key_path.to_str().unwrap(),
         ],
     );
+    (relay, cert.cert.der().to_vec())
+}
+
+#[tokio::test]
+async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, cert) = tls_relay(dir.path());
     assert!(relay.url.starts_with("wss://"), "{}", relay.url);
     let url = format!("wss://localhost:{}/v1/ws", relay.addr.port());
 
@@ -112,7 +118,7 @@ async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
     assert!(untrusted.is_err());
 
     let mut config = ClientConfig::new(url);
-    config.extra_roots.push(cert.cert.der().to_vec());
+    config.extra_roots.push(cert);
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = RelayClient::connect(config.clone(), Arc::new(a))
         .await
@@ -136,21 +142,7 @@ async fn tls_relay_serves_wss_to_a_client_that_trusts_its_certificate() {
 async fn silent_sockets_from_one_address_do_not_lock_tls_clients_out() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let relay = RelayProcess::spawn(
-        &dir.path().join("home"),
-        "127.0.0.1:0",
-        &[
-            "--tls-cert",
-            cert_path.to_str().unwrap(),
-            "--tls-key",
-            key_path.to_str().unwrap(),
-        ],
-    );
+    let (relay, cert) = tls_relay(dir.path());
     // 300 silent sockets from one address: a few wait for their client
     // hello, the rest are closed at once.
     let mut silent = Vec::new();
@@ -173,7 +165,7 @@ async fn silent_sockets_from_one_address_do_not_lock_tls_clients_out() {
     assert!(closed_at_once >= 280, "only {closed_at_once} of 300 closed");
     // A wss:// client from elsewhere gets in at once.
     let mut config = ClientConfig::new(format!("wss://localhost:{}/v1/ws", relay.addr.port()));
-    config.extra_roots.push(cert.cert.der().to_vec());
+    config.extra_roots.push(cert);
     let started = std::time::Instant::now();
     let connected = RelayClient::connect(config, Arc::new(new_key())).await;
     assert!(connected.is_ok(), "{:?}", connected.err());

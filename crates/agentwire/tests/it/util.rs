@@ -483,7 +483,15 @@ impl TestHome {
             .spawn()
             .unwrap();
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input).unwrap();
+            // A command may stop reading early (a body over the limit):
+            // then the rest cannot be written, which is not the test's
+            // concern.
+            match child.stdin.take().unwrap().write_all(input) {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    panic!("cannot write the command's stdin: {error}")
+                }
+                _ => {}
+            }
         }
         Run::from(child.wait_with_output().unwrap())
     }
@@ -637,13 +645,22 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
 /// A real Olm first message from a fresh identity that nobody invited: what a
 /// stranger (or a hostile relay) can produce. Returns its id and payload.
 pub fn stranger_message(body: &str) -> (agentwire_session::MessageId, Vec<u8>) {
-    use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority};
+    use agentwire_session::{Identity, Name};
     let mut target = Identity::generate(Name::new("target").unwrap());
     let one_time_key = target.new_one_time_key().unwrap();
+    first_message(target.curve25519(), one_time_key, body)
+}
+
+/// A first Olm message (a pre-key message) from a fresh identity to the
+/// holder of `curve25519` and its `one_time_key`, with a chat `body`.
+pub fn first_message(
+    curve25519: [u8; 32],
+    one_time_key: [u8; 32],
+    body: &str,
+) -> (agentwire_session::MessageId, Vec<u8>) {
+    use agentwire_session::{Identity, Kind, MessageId, Name, Plaintext, Priority};
     let stranger = Identity::generate(Name::new("stranger").unwrap());
-    let mut session = stranger
-        .open_session(target.curve25519(), one_time_key)
-        .unwrap();
+    let mut session = stranger.open_session(curve25519, one_time_key).unwrap();
     let id = MessageId::new_v7();
     let payload = session
         .seal(&Plaintext {

@@ -1,0 +1,6 @@
+//! cargo-fuzz entry for `agentwire_fuzz_targets::decode_inner` (see that function).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| agentwire_fuzz_targets::decode_inner(data));
