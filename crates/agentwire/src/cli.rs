@@ -1024,6 +1024,10 @@ pub(crate) struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_MAX_QUEUE_PER_RECIPIENT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_queue: u32,
+    /// Largest number of envelopes one sender may have queued for one
+    /// recipient, its share of that queue [default: a quarter of --max-queue]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_queue_per_sender: Option<u32>,
     /// How long an undelivered envelope is kept (e.g. 7d, 12h, 90s)
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub(crate) envelope_ttl: Duration,

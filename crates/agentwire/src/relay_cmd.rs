@@ -60,6 +60,10 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
             key_rate: RateLimit::per_second(l.key_rate),
             ip_rate: RateLimit::per_second(l.ip_rate),
             max_queue_per_recipient: l.max_queue,
+            max_queue_per_sender: l
+                .max_queue_per_sender
+                .unwrap_or((l.max_queue / 4).max(1))
+                .min(l.max_queue),
             envelope_ttl: l.envelope_ttl,
             max_directory_entries: l.max_directory_entries,
             auth_timeout: l.auth_timeout,

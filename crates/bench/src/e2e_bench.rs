@@ -157,7 +157,12 @@ impl Setup {
             .arg("--db")
             .arg(dir.path().join("relay.db"))
             .args(["--key-rate", "1000000", "--ip-rate", "1000000"])
-            .args(["--max-queue", "1000000"])
+            .args([
+                "--max-queue",
+                "1000000",
+                "--max-queue-per-sender",
+                "1000000",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

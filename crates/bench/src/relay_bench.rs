@@ -88,6 +88,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         key_rate: RateLimit::per_second(1_000_000),
         ip_rate: RateLimit::per_second(1_000_000),
         max_queue_per_recipient: u32::try_from(args.messages)?.max(1),
+        max_queue_per_sender: u32::try_from(args.messages)?.max(1),
         ..Limits::default()
     };
     let relay = match &args.relay_url {

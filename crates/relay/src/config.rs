@@ -21,6 +21,9 @@ pub const DEFAULT_KEY_FRAMES_PER_SEC: u32 = 500;
 pub const DEFAULT_IP_FRAMES_PER_SEC: u32 = 2000;
 /// Default largest number of envelopes queued for one recipient.
 pub const DEFAULT_MAX_QUEUE_PER_RECIPIENT: u32 = 10_000;
+/// Default largest number of envelopes one sender may have queued for one
+/// recipient (a quarter of the recipient's queue).
+pub const DEFAULT_MAX_QUEUE_PER_SENDER: u32 = DEFAULT_MAX_QUEUE_PER_RECIPIENT / 4;
 /// Default largest number of keys the directory lists (0 turns it off).
 pub const DEFAULT_MAX_DIRECTORY_ENTRIES: u32 = 10_000;
 /// Default time an undelivered envelope is kept (7 days).
@@ -162,6 +165,10 @@ pub struct Limits {
     pub ip_rate: RateLimit,
     /// Largest number of envelopes queued for one recipient.
     pub max_queue_per_recipient: u32,
+    /// Largest number of envelopes one sender may have queued for one
+    /// recipient: its share of that queue, so that no single sender can
+    /// fill it and room stays for the others.
+    pub max_queue_per_sender: u32,
     /// How long an undelivered envelope is kept.
     pub envelope_ttl: Duration,
     /// Largest number of keys in the opt-in directory; 0 keeps no directory.
@@ -181,6 +188,7 @@ impl Default for Limits {
             key_rate: RateLimit::per_second(DEFAULT_KEY_FRAMES_PER_SEC),
             ip_rate: RateLimit::per_second(DEFAULT_IP_FRAMES_PER_SEC),
             max_queue_per_recipient: DEFAULT_MAX_QUEUE_PER_RECIPIENT,
+            max_queue_per_sender: DEFAULT_MAX_QUEUE_PER_SENDER,
             envelope_ttl: DEFAULT_ENVELOPE_TTL,
             max_directory_entries: DEFAULT_MAX_DIRECTORY_ENTRIES,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,

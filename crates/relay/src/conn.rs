@@ -689,13 +689,15 @@ impl Conn {
                     received_at_ms,
                     expires_at_ms: received_at_ms.saturating_add(ttl_ms),
                 };
-                let max_queue = self.shared.limits.max_queue_per_recipient;
+                let limits = &self.shared.limits;
+                let (max_queue, max_per_sender) =
+                    (limits.max_queue_per_recipient, limits.max_queue_per_sender);
                 session.pending.push(Box::pin(async move {
                     Done::Put {
                         request_id,
                         id,
                         to,
-                        result: store.put(envelope, max_queue).await,
+                        result: store.put(envelope, max_queue, max_per_sender).await,
                     }
                 }));
                 Ok(())
@@ -855,6 +857,16 @@ impl Conn {
                         ErrorCode::QueueFull,
                         u64::from(limit),
                         format!("the recipient already has {limit} envelopes queued; retry later"),
+                    )
+                    .await
+                }
+                Ok(PutOutcome::SenderShareFull) => {
+                    let limit = self.shared.limits.max_queue_per_sender;
+                    self.refuse(
+                        request_id,
+                        ErrorCode::QueueFull,
+                        u64::from(limit),
+                        format!("the recipient already has {limit} envelopes queued from this sender, its share of the queue; retry later"),
                     )
                     .await
                 }

@@ -65,6 +65,8 @@ pub(crate) enum PutOutcome {
     IdConflict,
     /// The recipient's queue is full.
     QueueFull,
+    /// This sender already holds its whole share of the recipient's queue.
+    SenderShareFull,
 }
 
 /// The result of offering a directory entry to the store.
@@ -260,6 +262,7 @@ impl Store {
         &self,
         envelope: NewEnvelope,
         max_queue: u32,
+        max_per_sender: u32,
     ) -> Result<PutOutcome, StoreError> {
         self.call(move |conn| {
             let e = &envelope;
@@ -280,8 +283,24 @@ impl Store {
                 };
                 return Ok((outcome, 0));
             }
-            if queue_depth(conn, &e.recipient)? >= i64::from(max_queue) {
+            let depth = queue_depth(conn, &e.recipient)?;
+            if depth >= i64::from(max_queue) {
                 return Ok((PutOutcome::QueueFull, 0));
+            }
+            // One sender's share of the queue, counted only once the whole
+            // queue is that long (until then no sender can be over it).
+            if depth >= i64::from(max_per_sender) {
+                let from_sender: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM envelopes WHERE recipient = ?1 AND sender = ?2",
+                    )?
+                    .query_row(
+                        params![e.recipient.as_bytes(), e.sender.as_bytes()],
+                        |row| row.get(0),
+                    )?;
+                if from_sender >= i64::from(max_per_sender) {
+                    return Ok((PutOutcome::SenderShareFull, 0));
+                }
             }
             adjust_depth(conn, e.recipient.as_bytes(), 1)?;
             conn.prepare_cached(
@@ -814,6 +833,16 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS directory_tags_by_key ON directory_tags (key);
              PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    if version < 3 {
+        // Each sender's share of a recipient's queue is counted from this
+        // index (only once the queue is long enough to matter).
+        conn.execute_batch(
+            "BEGIN;
+             CREATE INDEX IF NOT EXISTS envelopes_by_sender ON envelopes (recipient, sender);
+             PRAGMA user_version = 3;
              COMMIT;",
         )?;
     }

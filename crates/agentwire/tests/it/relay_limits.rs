@@ -403,3 +403,43 @@ async fn a_connection_closed_for_abuse_is_first_told_what_was_accepted() {
     assert_eq!(accepted, stored, "stored {stored}, told of {accepted}");
     assert_eq!(stored, 20);
 }
+
+/// Finding: anyone who knows a recipient's key could fill its queue (10,000
+/// envelopes in about 6 s from four fresh keys, within every rate limit):
+/// the recipient's real contacts then got `queue_full`. One sender now gets
+/// a share of the queue, and room stays for the others.
+#[tokio::test]
+async fn one_sender_cannot_fill_a_recipients_queue() {
+    let relay = limits_relay(|l| {
+        l.max_queue_per_recipient = 8;
+        l.max_queue_per_sender = 2;
+    })
+    .await;
+    let (flooder, friend, recipient) = (new_key(), new_key(), new_key());
+    let (flood, _) = relay.client(&flooder).await;
+    for _ in 0..2 {
+        flood
+            .send(public(&recipient), new_id(), b"spam".to_vec())
+            .await
+            .unwrap();
+    }
+    let (code, limit) =
+        rejected_code(flood.send(public(&recipient), new_id(), b"spam".to_vec()).await);
+    assert_eq!((code, limit), (ErrorCode::QueueFull, 2));
+    // A real contact still gets through.
+    let (friend_client, _) = relay.client(&friend).await;
+    friend_client
+        .send(public(&recipient), new_id(), b"hello".to_vec())
+        .await
+        .unwrap();
+    // Once the recipient takes the flood, the flooder's share frees up.
+    let (client, mut events) = relay.client(&recipient).await;
+    for _ in 0..3 {
+        let envelope = next_envelope(&mut events).await;
+        client.ack(envelope.id).await.unwrap();
+    }
+    flood
+        .send(public(&recipient), new_id(), b"again".to_vec())
+        .await
+        .unwrap();
+}
