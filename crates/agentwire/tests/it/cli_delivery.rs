@@ -234,7 +234,7 @@ fn a_message_that_outlives_the_relay_ttl_becomes_expired_for_the_sender() {
 
 #[test]
 fn daemon_status_says_what_is_pending_and_why() {
-    let pair = Paired::start(&["--max-queue", "2"]);
+    let pair = Paired::start(&["--max-queue", "2", "--max-queue-per-sender", "2"]);
     let (alice, bob) = (&pair.alice, &pair.bob);
     bob.run(&["daemon", "stop"]).ok();
     for n in 0..3 {
@@ -267,7 +267,7 @@ fn daemon_status_says_what_is_pending_and_why() {
 
 #[test]
 fn a_recipient_the_relay_declines_does_not_hold_up_other_recipients() {
-    let pair = Paired::start(&["--max-queue", "2"]);
+    let pair = Paired::start(&["--max-queue", "2", "--max-queue-per-sender", "2"]);
     let (alice, bob) = (&pair.alice, &pair.bob);
     let carol = TestHome::new();
     carol

@@ -649,6 +649,10 @@ fn replaying_a_spent_invite_cannot_make_the_inviter_write_without_end() {
     assert!(eventually(|| {
         homes.alice.run(&["--json", "daemon", "status"]).json()["dropped_non_contact"] == 200
     }));
+    // Once alice's outbox is empty, every refusal she sent is at the relay.
+    assert!(eventually(|| {
+        homes.alice.run(&["--json", "daemon", "status"]).json()["queued"] == 0
+    }));
     let queued = runtime.block_on(async {
         let (_, body) = http_get(homes.relay.addr, "/health").await;
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["queued_envelopes"]
