@@ -614,6 +614,12 @@ fn sent_line(message: &api::SentView) -> String {
     if let Some(reason) = &message.reason {
         line.push_str(&format!(" · refused: {}", reason.escape_debug()));
     }
+    if message.overdue {
+        line.push_str(
+            " · overdue: the relay has held it longer than it keeps messages, without a word; \
+             it may have lost it (ask the recipient, or send it again)",
+        );
+    }
     line
 }
 

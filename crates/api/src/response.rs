@@ -238,6 +238,12 @@ pub struct SentView {
     /// contact: untrusted text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Still `relayed` half as long again as the relay keeps an undelivered
+    /// envelope: by then the recipient should have taken it, or the relay
+    /// should have said it expired. A relay that dropped it without a word
+    /// looks like this. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
 }
 
 /// A task, from either side (`tasks`, `task`, `update_task`, `cancel`, task

@@ -207,6 +207,8 @@ pub enum Event {
         queued: u32,
         /// The relay's stable id.
         relay_id: agentwire_wire::RelayId,
+        /// How long the relay keeps an undelivered envelope.
+        envelope_ttl: Duration,
     },
     /// An envelope for this key.
     Envelope(Envelope),
@@ -474,6 +476,7 @@ impl Actor {
                 .emit(Event::Connected {
                     queued: welcome.queued,
                     relay_id: welcome.relay_id,
+                    envelope_ttl: Duration::from_secs(welcome.envelope_ttl_secs),
                 })
                 .await
             {

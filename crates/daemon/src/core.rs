@@ -189,6 +189,9 @@ pub struct Daemon {
     relay: Mutex<Option<LocalRelay>>,
     /// The id of the relay each identity is connected to, once connected.
     pub(crate) relay_ids: Table<Name, RelayId>,
+    /// How long each identity's relay keeps an undelivered envelope, once
+    /// connected.
+    pub(crate) relay_ttls: Table<Name, Duration>,
     /// Each identity's relay connection while its link serves one, for
     /// requests other than sending (the directory). The link takes it back
     /// when the connection ends, so that no handle keeps it open.
@@ -295,6 +298,7 @@ impl Daemon {
             queued: StdMutex::new(HashMap::new()),
             relay: Mutex::new(None),
             relay_ids: Table::new(),
+            relay_ttls: Table::new(),
             links: Table::new(),
             seen: Table::new(),
             pinged: Table::new(),
@@ -538,7 +542,7 @@ impl Daemon {
             }
         }
         for message in changed {
-            match crate::views::sent_view(message, &contacts) {
+            match crate::views::sent_view(message, &contacts, self.relay_ttls.get(name)) {
                 Ok(view) => items.push(Published::State(view)),
                 Err(error) => tracing::error!(%error, "cannot show a state change"),
             }

@@ -240,8 +240,13 @@ impl Daemon {
     async fn on_event(&self, name: &Name, client: &RelayClient, event: Event) -> bool {
         match event {
             Event::Envelope(_) => true,
-            Event::Connected { relay_id, .. } => {
+            Event::Connected {
+                relay_id,
+                envelope_ttl,
+                ..
+            } => {
                 self.relay_ids.set(name.clone(), relay_id);
+                self.relay_ttls.set(name.clone(), envelope_ttl);
                 self.links.set(name.clone(), client.clone());
                 self.link_errors.take(name);
                 self.pairing.notify_waiters();

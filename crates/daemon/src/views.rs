@@ -75,7 +75,20 @@ fn petname_of(contacts: &[Contact], peer: &agentwire_wire::PublicKey) -> Option<
 }
 
 /// A sent message and its delivery state.
-pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<SentView, ApiError> {
+/// `relay_ttl`: how long the identity's relay keeps an undelivered envelope,
+/// once known.
+pub(crate) fn sent_view(
+    message: &SentMessage,
+    contacts: &[Contact],
+    relay_ttl: Option<std::time::Duration>,
+) -> Result<SentView, ApiError> {
+    let overdue = match (message.state, message.reached_at_ms.relayed, relay_ttl) {
+        (crate::api::DeliveryState::Relayed, Some(relayed_at), Some(ttl)) => {
+            let allowed = u64::try_from(ttl.as_millis().saturating_mul(3) / 2).unwrap_or(u64::MAX);
+            crate::core::now_ms() > relayed_at.saturating_add(allowed)
+        }
+        _ => false,
+    };
     Ok(SentView {
         id: message.id.to_string(),
         to: Recipient {
@@ -90,6 +103,7 @@ pub(crate) fn sent_view(message: &SentMessage, contacts: &[Contact]) -> Result<S
         delivered_at_ms: message.reached_at_ms.delivered,
         read_at_ms: message.reached_at_ms.read,
         reason: message.reason.clone(),
+        overdue,
     })
 }
 

@@ -213,3 +213,32 @@ fn uuid_bytes(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Finding (in part): a message a relay dropped stayed `relayed` forever at
+/// its sender. Once it has been `relayed` half as long again as the relay
+/// keeps messages, with no word of expiry, it is flagged `overdue`.
+#[test]
+fn a_message_the_relay_drops_without_a_word_is_flagged_overdue() {
+    let paired = Paired::start(&["--envelope-ttl", "2s"]);
+    let (alice, bob) = (&paired.alice, &paired.bob);
+    bob.run(&["daemon", "stop"]).ok();
+    let sent = alice
+        .run_with_stdin(
+            &["--json", "send", "bob", "-", "--wait", "relayed"],
+            Some(b"lost in transit"),
+        )
+        .ok()
+        .json();
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // The relay drops it silently: no envelope, so no expiry notice either.
+    let db = rusqlite::Connection::open(paired.relay_home.join("relay.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute("DELETE FROM envelopes", []).unwrap();
+    db.execute("UPDATE depth SET queued = 0", []).unwrap();
+    drop(db);
+    let status = || alice.run(&["--json", "status", &id]).ok().json();
+    assert_eq!(status()["state"], "relayed");
+    assert!(eventually(|| status()["overdue"] == true), "{}", status());
+    let text = alice.run(&["status", &id]).ok().stdout;
+    assert!(text.contains("overdue"), "{text}");
+}

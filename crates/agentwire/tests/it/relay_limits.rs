@@ -423,8 +423,11 @@ async fn one_sender_cannot_fill_a_recipients_queue() {
             .await
             .unwrap();
     }
-    let (code, limit) =
-        rejected_code(flood.send(public(&recipient), new_id(), b"spam".to_vec()).await);
+    let (code, limit) = rejected_code(
+        flood
+            .send(public(&recipient), new_id(), b"spam".to_vec())
+            .await,
+    );
     assert_eq!((code, limit), (ErrorCode::QueueFull, 2));
     // A real contact still gets through.
     let (friend_client, _) = relay.client(&friend).await;

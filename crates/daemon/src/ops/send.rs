@@ -232,7 +232,7 @@ impl Run for State {
                     })
                     .await?;
                 match message {
-                    Some(message) => sent_view(&message, &contacts),
+                    Some(message) => sent_view(&message, &contacts, daemon.relay_ttls.get(&name)),
                     None => Err(ApiError::new(
                         ErrorCode::UnknownMessage,
                         format!(
@@ -259,6 +259,7 @@ async fn wait_for_state(
     loop {
         let timed_out = wait.arm();
         let (name, _) = daemon.pick(identity)?;
+        let relay_ttl = daemon.relay_ttls.get(&name);
         let id = *id;
         let (message, contacts) = daemon
             .db
@@ -272,7 +273,7 @@ async fn wait_for_state(
         };
         let reached = message.state.has_reached(wanted);
         if reached || message.state.is_failure() || timed_out {
-            return Ok((sent_view(&message, &contacts)?, reached));
+            return Ok((sent_view(&message, &contacts, relay_ttl)?, reached));
         }
         if !wait.sleep().await {
             return Err(stopping());
@@ -283,6 +284,7 @@ async fn wait_for_state(
 impl Run for Sent {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<SentList, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
+        let relay_ttl = daemon.relay_ttls.get(&name);
         let max = bounded_max(self.max, MAX_SENT_PER_REQUEST)?;
         let (contacts, sent) = daemon
             .db
@@ -293,7 +295,7 @@ impl Run for Sent {
         Ok(SentList {
             messages: sent
                 .iter()
-                .map(|m| sent_view(m, &contacts))
+                .map(|m| sent_view(m, &contacts, relay_ttl))
                 .collect::<Result<_, _>>()?,
         })
     }
