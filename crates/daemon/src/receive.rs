@@ -93,6 +93,12 @@ fn needed_permission(kind: Kind) -> Option<Permissions> {
     }
 }
 
+/// Unread messages one contact may have waiting, at most: beyond, what it
+/// sends is refused (it learns why) until the agent reads some.
+pub(crate) const MAX_UNREAD_PER_CONTACT: u64 = 10_000;
+/// Bytes of unread message bodies one contact may have waiting, at most.
+pub(crate) const MAX_UNREAD_BYTES_PER_CONTACT: u64 = 16 * 1024 * 1024;
+
 /// What the sender of a refused message is told.
 fn refusal(name: &Name, kind: Kind) -> agentwire_session::TaskStatus {
     let permission = needed_permission(kind)
@@ -108,6 +114,56 @@ fn refusal(name: &Name, kind: Kind) -> agentwire_session::TaskStatus {
 }
 
 impl Daemon {
+    /// Refuses, instead of storing, the messages of a burst that would take
+    /// a contact over its share of the inbox ([`MAX_UNREAD_PER_CONTACT`],
+    /// [`MAX_UNREAD_BYTES_PER_CONTACT`]): one contact cannot fill the home.
+    async fn keep_to_quotas(&self, name: &Name, burst: &mut Burst) -> Result<(), ApiError> {
+        let senders: Vec<PublicKey> = burst
+            .effects
+            .iter()
+            .filter(|(_, effect)| matches!(effect, Effect::Store(_)))
+            .map(|(from, _)| *from)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if senders.is_empty() {
+            return Ok(());
+        }
+        let owner = name.clone();
+        let mut waiting: HashMap<PublicKey, (u64, u64)> = self
+            .db
+            .run(move |tx| {
+                senders
+                    .iter()
+                    .map(|from| Ok((*from, tx.unread_from(&owner, from)?)))
+                    .collect::<Result<_, crate::store::StoreError>>()
+            })
+            .await?;
+        for (from, effect) in &mut burst.effects {
+            let Effect::Store(message) = effect else {
+                continue;
+            };
+            let (count, bytes) = waiting.entry(*from).or_default();
+            let size = message.body.len() as u64;
+            if *count < MAX_UNREAD_PER_CONTACT && *bytes + size <= MAX_UNREAD_BYTES_PER_CONTACT {
+                (*count, *bytes) = (*count + 1, *bytes + size);
+                continue;
+            }
+            tracing::info!(identity = %name, from = %from.short_id(), "refused a message over the contact's share of the inbox");
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            *effect = Effect::Refused {
+                id: message.id,
+                kind: message.kind,
+                why: Some(format!(
+                    "{name} has {count} unread messages ({bytes} bytes) from you, its limit \
+                     ({MAX_UNREAD_PER_CONTACT} messages, {MAX_UNREAD_BYTES_PER_CONTACT} bytes); \
+                     send again once it has read some"
+                )),
+            };
+        }
+        Ok(())
+    }
+
     /// Handles a burst of envelopes for `name`; returns the ids to
     /// acknowledge (stored, duplicates, or dropped for good). An envelope
     /// whose handling failed is not acknowledged: the relay delivers it again.
@@ -438,6 +494,7 @@ impl Daemon {
         // them), and their sessions end with this job.
         let mut unpaired = HashSet::new();
         self.settle_files(name, &mut burst).await?;
+        self.keep_to_quotas(name, &mut burst).await?;
         let mut refused: BTreeMap<PublicKey, Vec<(MessageId, Kind, Option<String>)>> =
             BTreeMap::new();
         let mut card_wanted = HashSet::new();

@@ -344,7 +344,16 @@ impl Conn {
         };
         self.last_seen = Instant::now();
         self.shared.metrics.bytes_in.inc_by(bytes.len() as u64);
-        let request_id = Frame::peek_header(&bytes).map_or(0, |(_, _, id)| id);
+        let header = Frame::peek_header(&bytes);
+        let request_id = header.map_or(0, |(_, _, id)| id);
+        // Acks only ever follow the relay's own deliveries (which are
+        // bounded by the delivery window): a key's rate must never throttle
+        // them below the rate the relay delivers at, or draining a backlog
+        // would stall. They still count toward the address's rate.
+        let is_ack = header.is_some_and(|(_, tag, _)| {
+            tag == agentwire_wire::FrameType::Ack as u8
+                || tag == agentwire_wire::FrameType::AckBatch as u8
+        });
 
         let now = Instant::now();
         if !self.shared.ip_rate.allow(self.peer.ip(), now) {
@@ -359,6 +368,7 @@ impl Conn {
                 .await;
         }
         if let Some(key) = key
+            && !is_ack
             && !self.shared.key_rate.allow(key, now)
         {
             let limit = self.shared.key_rate.limit().per_sec;

@@ -483,3 +483,47 @@ async fn draining_a_backlog_never_runs_into_the_ack_rate_limit() {
     .unwrap();
     assert_eq!(status["dropped_non_contact"], 2000, "{status}");
 }
+
+/// Finding: no per-contact quota: a contact sent 300 bodies of 128 KiB in
+/// 9 s (38 MB in the victim's home). One contact's unread messages are now
+/// bounded (10,000 messages, 16 MiB); beyond, what it sends is refused, and
+/// it is told why, until the agent reads some.
+#[test]
+fn one_contact_cannot_fill_the_inbox() {
+    let home = siblings();
+    let body = vec![b'x'; 130_000];
+    let mut ids = Vec::new();
+    for _ in 0..131 {
+        let sent = home
+            .run_with_stdin(&["--json", "send", "b", "-"], Some(&body))
+            .ok()
+            .json();
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+    }
+    // 129 fit in 16 MiB; the last two are refused, with the reason.
+    let state = |id: &str| home.run(&["--json", "status", id]).ok().json();
+    for id in &ids[129..] {
+        assert!(
+            eventually(|| state(id)["state"] == "failed"),
+            "{}",
+            state(id)
+        );
+        let reason = state(id)["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains("limit"), "{reason}");
+    }
+    assert!(eventually(|| state(&ids[128])["state"] == "delivered"));
+    let inbox = home.run(&["--json", "--as", "b", "inbox"]).ok().json();
+    assert_eq!(inbox["unread"], 129, "{inbox}");
+    // Once b reads, a may send again.
+    home.run(&["--as", "b", "recv", "--max", "10"]).ok();
+    let again = home
+        .run_with_stdin(&["--json", "send", "b", "-"], Some(&body))
+        .ok()
+        .json();
+    let id = again["id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(|| state(&id)["state"] == "delivered"),
+        "{}",
+        state(&id)
+    );
+}

@@ -331,6 +331,24 @@ impl Tx<'_> {
         )
     }
 
+    /// Unread incoming messages from `peer`: how many, and their bodies'
+    /// bytes.
+    pub fn unread_from(&self, identity: &Name, peer: &PublicKey) -> Result<(u64, u64)> {
+        Ok(self
+            .row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM messages
+                 WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL AND peer = ?2",
+                params![identity.as_str(), peer.as_bytes()],
+                |row| {
+                    Ok((
+                        u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                    ))
+                },
+            )?
+            .unwrap_or((0, 0)))
+    }
+
     /// Counts unread incoming messages.
     pub fn unread_count(&self, identity: &Name) -> Result<u64> {
         self.count(UNREAD_COUNT, params![identity.as_str()])
