@@ -313,3 +313,43 @@ async fn an_empty_or_oversized_ack_batch_is_malformed() {
     }
     relay.assert_serving().await;
 }
+
+/// A bug class of the tools agentwire replaces: two requests with the same
+/// request id hung a stream. Each is answered (the answers carry that id),
+/// and the connection goes on.
+#[tokio::test]
+async fn requests_that_share_a_request_id_are_each_answered() {
+    let relay = TestRelay::start().await;
+    let mut raw = RawWs::connect(&relay).await;
+    raw.authenticate(&new_key()).await;
+    let to = public(&new_key());
+    let (first, second) = (new_id(), new_id());
+    for id in [first, second] {
+        raw.send(Frame::new(
+            7,
+            Body::Send {
+                to,
+                id,
+                payload: b"same request id".to_vec(),
+            },
+        ))
+        .await;
+    }
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let frame = raw.expect().await;
+        assert_eq!(frame.request_id, 7);
+        match frame.body {
+            Body::Accepted { id } => accepted.push(id),
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+    accepted.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(accepted, expected);
+    // And the connection still serves.
+    raw.send(Frame::new(8, Body::Ack { id: new_id() })).await;
+    assert!(matches!(raw.expect().await.body, Body::Acked { .. }));
+    assert_eq!(relay.health().await["queued_envelopes"], 2);
+}
