@@ -117,8 +117,14 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
             relay_ca,
             no_relay_ca,
             no_check,
+            retention,
         } => {
             let (relay_token, relay_ca) = read_relay_files(relay_token_file, relay_ca)?;
+            let relay_changes = relay.is_some()
+                || relay_token.is_some()
+                || no_relay_token
+                || relay_ca.is_some()
+                || no_relay_ca;
             let request = api::Configure {
                 relay,
                 relay_token,
@@ -126,6 +132,7 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                 relay_ca,
                 clear_relay_ca: no_relay_ca,
                 no_check,
+                retention,
             };
             let settings = call(&home, request, Duration::ZERO)?;
             out.print(&settings, |s| {
@@ -134,12 +141,15 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     .clone()
                     .unwrap_or_else(|| "the daemon's own, on loopback".into());
                 let token = if s.relay_token { "set" } else { "none" };
-                let changed = if s.changed {
+                let changed = if s.changed && relay_changes {
                     "; identities reconnect to it"
                 } else {
                     ""
                 };
-                format!("relay {relay} (access token: {token}){changed}")
+                format!(
+                    "relay {relay} (access token: {token}){changed}; read messages kept {}",
+                    s.retention
+                )
             })
         }
         Command::Whoami => {

@@ -160,9 +160,12 @@ pub(crate) enum Command {
         #[arg(long, requires = "relay")]
         no_check: bool,
     },
-    /// Show or change the home's relay settings
+    /// Show or change the home's relay settings, and how long messages are kept
     ///
-    /// Without flags, shows the relay URL and whether an access token is set.
+    /// Without flags, shows the relay URL, whether an access token is set,
+    /// and the retention: a message is deleted that long after it was read
+    /// (a sent one after it ended: read, expired or failed), with the tasks
+    /// that ended by then (default 30d; `forever` keeps everything).
     /// A new relay (or token) is checked first: it must answer at the URL,
     /// with TLS for wss:// and without for ws://, and take the token; then
     /// every identity reconnects to it. Contacts made through the old relay
@@ -173,6 +176,7 @@ pub(crate) enum Command {
     ///   agentwire config --relay ws://relay.example:7878    # was wss:// by mistake
     ///   agentwire config --relay-token-file token            # the relay's new token
     ///   agentwire config --relay-ca relay-cert.pem           # a self-signed relay
+    ///   agentwire config --retention 7d                       # keep read messages a week
     #[command(verbatim_doc_comment)]
     Config {
         /// The relay to use, e.g. wss://relay.example:7878
@@ -194,6 +198,10 @@ pub(crate) enum Command {
         /// Keep the new settings without checking the relay first
         #[arg(long)]
         no_check: bool,
+        /// How long a message is kept once read (a sent one once it ended):
+        /// 30d (the default), 12h, ... or forever
+        #[arg(long, value_name = "DURATION")]
+        retention: Option<String>,
     },
     /// Show this identity's name and address
     ///

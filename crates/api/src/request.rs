@@ -218,6 +218,10 @@ pub struct Configure {
     /// Keep the new settings without checking the relay first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_check: bool,
+    /// How long a message is kept once it was read (and a sent one once it
+    /// ended): a duration (`30d`, `12h`, at least `1s`) or `forever`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 impl std::fmt::Debug for Configure {
@@ -232,6 +236,7 @@ impl std::fmt::Debug for Configure {
             .field("relay_ca", &self.relay_ca.is_some())
             .field("clear_relay_ca", &self.clear_relay_ca)
             .field("no_check", &self.no_check)
+            .field("retention", &self.retention)
             .finish()
     }
 }

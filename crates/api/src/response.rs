@@ -61,6 +61,9 @@ pub struct Settings {
     pub relay_token: bool,
     /// Whether certificates besides the public roots are trusted for it.
     pub relay_ca: bool,
+    /// How long read messages (and ended sent ones) are kept: a duration
+    /// such as `30days`, or `forever`.
+    pub retention: String,
     /// Whether this call changed anything.
     pub changed: bool,
 }

@@ -192,6 +192,8 @@ pub struct Daemon {
     /// How long each identity's relay keeps an undelivered envelope, once
     /// connected.
     pub(crate) relay_ttls: Table<Name, Duration>,
+    /// Woken when the retention changes, so the sweep follows it at once.
+    pub(crate) retention_changed: Notify,
     /// Each identity's relay connection while its link serves one, for
     /// requests other than sending (the directory). The link takes it back
     /// when the connection ends, so that no handle keeps it open.
@@ -299,6 +301,7 @@ impl Daemon {
             relay: Mutex::new(None),
             relay_ids: Table::new(),
             relay_ttls: Table::new(),
+            retention_changed: Notify::new(),
             links: Table::new(),
             seen: Table::new(),
             pinged: Table::new(),

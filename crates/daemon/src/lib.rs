@@ -20,6 +20,7 @@ mod pairing;
 mod receive;
 mod recent;
 mod redeem;
+mod retention;
 mod server;
 pub mod store;
 mod views;
@@ -110,6 +111,7 @@ impl DaemonHandle {
             tracing::warn!(%error, "cannot prune expired invites");
         }
         daemon.start_links().await;
+        daemon.tasks.spawn(retention::sweep(daemon.clone()));
         daemon.tasks.spawn(server::serve(listener, daemon.clone()));
         Ok(DaemonHandle {
             daemon,

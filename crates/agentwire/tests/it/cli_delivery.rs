@@ -527,3 +527,51 @@ fn one_contact_cannot_fill_the_inbox() {
         state(&id)
     );
 }
+
+/// Finding: read messages were never deleted. A message is now forgotten
+/// once its retention has passed after it was read (a sent one after it
+/// ended), default 30 days, set with `config --retention`.
+#[test]
+fn read_messages_are_forgotten_after_the_retention() {
+    let home = siblings();
+    let shown = home.run(&["--json", "config"]).ok().json();
+    assert_eq!(shown["retention"], "30days", "{shown}");
+    let refused = home.run(&["config", "--retention", "soon"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    let set = home
+        .run(&["--json", "config", "--retention", "2s"])
+        .ok()
+        .json();
+    assert_eq!(
+        (set["retention"].as_str(), set["changed"].as_bool()),
+        (Some("2s"), Some(true))
+    );
+    let sent = home
+        .run_with_stdin(
+            &["--json", "send", "b", "-", "--wait", "delivered"],
+            Some(b"old news"),
+        )
+        .ok()
+        .json();
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // Unread, it is kept however old; read, it goes after the retention.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        home.run(&["--json", "--as", "b", "inbox"]).json()["unread"],
+        1
+    );
+    home.run(&["--as", "b", "recv"]).ok();
+    let state = || home.run(&["--json", "status", &id]);
+    assert!(eventually(|| state().json()["state"] == "read"));
+    assert!(
+        eventually(|| state().code == 12),
+        "still known: {:?}",
+        state()
+    );
+    // Forever keeps everything.
+    let forever = home
+        .run(&["--json", "config", "--retention", "forever"])
+        .ok()
+        .json();
+    assert_eq!(forever["retention"], "forever");
+}

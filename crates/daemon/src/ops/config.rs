@@ -17,7 +17,17 @@ impl Run for Configure {
             relay_ca,
             clear_relay_ca,
             no_check,
+            retention,
         } = self;
+        let retention_changed = match retention {
+            Some(text) => {
+                let kept = crate::retention::parse(&text)?;
+                crate::retention::save(daemon, kept).await?;
+                true
+            }
+            None => false,
+        };
+        let retention = crate::retention::shown(crate::retention::current(daemon).await?);
         if relay_token.is_some() && clear_relay_token || relay_ca.is_some() && clear_relay_ca {
             return Err(ApiError::invalid("give a new value or clear it, not both"));
         }
@@ -41,7 +51,8 @@ impl Run for Configure {
                 relay: current_url,
                 relay_token: current_token.is_some(),
                 relay_ca: current_ca.is_some(),
-                changed: false,
+                retention,
+                changed: retention_changed,
             });
         }
         let Some(url) = relay.or(current_url) else {
@@ -97,6 +108,7 @@ impl Run for Configure {
             relay: Some(url),
             relay_token: token.is_some(),
             relay_ca: ca.is_some(),
+            retention,
             changed: true,
         })
     }

@@ -349,6 +349,38 @@ impl Tx<'_> {
             .unwrap_or((0, 0)))
     }
 
+    /// Forgets what is past its retention (every identity): tasks that
+    /// ended before `cutoff_ms` and their streamed output, then messages
+    /// read before it, and sent ones that ended (read, expired, failed)
+    /// before it, unless a task still names them. How many messages went.
+    pub fn forget_before(&self, cutoff_ms: u64) -> Result<usize> {
+        let cutoff = ms(cutoff_ms);
+        self.exec(
+            "DELETE FROM task_chunks WHERE EXISTS (
+                 SELECT 1 FROM tasks t
+                 WHERE t.identity = task_chunks.identity AND t.id = task_chunks.task
+                   AND t.state IN ('completed', 'failed', 'canceled', 'rejected')
+                   AND t.updated_at < ?1)",
+            params![cutoff],
+        )?;
+        self.exec(
+            "DELETE FROM tasks WHERE state IN ('completed', 'failed', 'canceled', 'rejected')
+               AND updated_at < ?1",
+            params![cutoff],
+        )?;
+        self.exec(
+            "DELETE FROM messages
+             WHERE ((direction = 'in' AND consumed_at IS NOT NULL AND consumed_at < ?1)
+                 OR (direction = 'out' AND state IN ('read', 'expired', 'failed')
+                     AND updated_at < ?1))
+               AND NOT EXISTS (
+                 SELECT 1 FROM tasks t
+                 WHERE t.identity = messages.identity
+                   AND (t.id = messages.id OR t.result = messages.id))",
+            params![cutoff],
+        )
+    }
+
     /// Counts unread incoming messages.
     pub fn unread_count(&self, identity: &Name) -> Result<u64> {
         self.count(UNREAD_COUNT, params![identity.as_str()])
