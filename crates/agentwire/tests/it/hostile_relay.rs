@@ -184,12 +184,18 @@ fn a_forged_expired_notice_gives_way_to_the_recipients_receipt() {
         .json();
     let id = sent["id"].as_str().unwrap().to_owned();
     // The relay lies: it tells alice the message expired, and keeps it.
-    let message_id = uuid_bytes(&id);
+    let message_id = agentwire_session::MessageId::parse(&id).unwrap();
     let db = rusqlite::Connection::open(relay_home.join("relay.db")).unwrap();
     db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     db.execute(
         "INSERT INTO expired (sender, recipient, id, expired_at, forget_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![from.as_bytes(), to.as_bytes(), message_id, 1i64, i64::MAX],
+        rusqlite::params![
+            from.as_bytes(),
+            to.as_bytes(),
+            message_id.as_bytes(),
+            1i64,
+            i64::MAX
+        ],
     )
     .unwrap();
     drop(db);
@@ -203,15 +209,6 @@ fn a_forged_expired_notice_gives_way_to_the_recipients_receipt() {
     let got = bob.run(&["--json", "recv"]).ok().json();
     assert_eq!(got["messages"][0]["body"], "run the migration once");
     assert!(eventually(|| state() == "read"), "{}", state());
-}
-
-/// A message id's 16 bytes from its text form.
-fn uuid_bytes(text: &str) -> Vec<u8> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// Finding (in part): a message a relay dropped stayed `relayed` forever at

@@ -9,7 +9,7 @@ use crate::util::*;
 
 /// Whether this runs as root (which can give files to another user).
 fn root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    agentwire_daemon::home::current_uid() == 0
 }
 
 /// Finding: another local user who made the home first (private to them,
