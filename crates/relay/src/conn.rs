@@ -981,7 +981,7 @@ impl Conn {
     }
 
     async fn internal(&mut self, request_id: RequestId, error: StoreError) -> Step {
-        tracing::error!(%error, "store request failed");
+        self.shared.log_store_failure(&error);
         self.refuse(
             request_id,
             ErrorCode::Internal,

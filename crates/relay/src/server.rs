@@ -86,11 +86,33 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     started: Instant,
     next_conn_id: AtomicU64,
+    /// When a store failure was last logged, and how many were not since.
+    store_failures: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 impl Shared {
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Logs a failed store request, at most once a second with the count of
+    /// those left out: a full disk fails every request, and the log must not
+    /// fill what is left of it.
+    pub(crate) fn log_store_failure(&self, error: &crate::store::StoreError) {
+        let mut last = self
+            .store_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last
+            .0
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            last.1 += 1;
+            return;
+        }
+        tracing::error!(%error, not_logged_since = last.1, "store request failed");
+        *last = (Some(now), 0);
     }
 
     fn open_connections(&self) -> usize {
@@ -159,6 +181,7 @@ impl Relay {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             started: Instant::now(),
+            store_failures: std::sync::Mutex::new((None, 0)),
             next_conn_id: AtomicU64::new(1),
         });
 

@@ -51,6 +51,9 @@ pub enum StoreError {
     /// The transaction could not be committed.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The store could not be opened or started.
+    #[error("{0}")]
+    Open(String),
 }
 
 /// The result of offering an envelope to the store.
@@ -177,8 +180,17 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<(Store, StoreThread, RelayId), StoreError> {
         create_private(path)
-            .map_err(|e| StoreError::Commit(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", path.display())))?;
         let conn = connection(path)?;
+        // SQLite opens a file it may not write read-only without a word;
+        // a relay that cannot store what it accepts must not start.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(StoreError::Open(
+                "it is read-only (the file or its filesystem), and a relay that cannot store \
+                 what it accepts does not start"
+                    .into(),
+            ));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -195,11 +207,11 @@ impl Store {
         let writer = thread::Builder::new()
             .name("relay-store".into())
             .spawn(move || run(conn, rx, thread_queued, metrics))
-            .map_err(|e| StoreError::Commit(format!("cannot start the store thread: {e}")))?;
+            .map_err(|e| StoreError::Open(format!("cannot start the store thread: {e}")))?;
         let reader = thread::Builder::new()
             .name("relay-reader".into())
             .spawn(move || read_loop(&reader_conn, read_rx))
-            .map_err(|e| StoreError::Commit(format!("cannot start the reader thread: {e}")))?;
+            .map_err(|e| StoreError::Open(format!("cannot start the reader thread: {e}")))?;
         Ok((
             Store {
                 jobs,
@@ -646,7 +658,10 @@ fn adjust_depth(conn: &Connection, recipient: &[u8], delta: i64) -> rusqlite::Re
 }
 
 fn unwrap_shared(error: Arc<StoreError>) -> StoreError {
-    Arc::try_unwrap(error).unwrap_or_else(|shared| StoreError::Commit(shared.to_string()))
+    Arc::try_unwrap(error).unwrap_or_else(|shared| match &*shared {
+        StoreError::Commit(why) => StoreError::Commit(why.clone()),
+        other => StoreError::Commit(other.to_string()),
+    })
 }
 
 /// The reader's connection: the same database, read only.
@@ -862,7 +877,7 @@ fn relay_id(conn: &Connection) -> Result<RelayId, StoreError> {
     }
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
-        .map_err(|e| StoreError::Commit(format!("no randomness for the relay id: {e}")))?;
+        .map_err(|e| StoreError::Open(format!("no randomness for the relay id: {e}")))?;
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('relay_id', ?1)",
         params![bytes.as_slice()],

@@ -23,6 +23,7 @@ mod cli_mcp;
 mod cli_pairing;
 mod cli_serve;
 mod cli_tasks;
+mod faults;
 mod hostile_relay;
 mod library;
 mod local_user;

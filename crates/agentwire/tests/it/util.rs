@@ -343,7 +343,13 @@ impl RelayProcess {
     /// Starts `agentwire --home HOME relay --listen LISTEN --json EXTRA..` and
     /// waits for its startup line.
     pub fn spawn(home: &Path, listen: &str, extra: &[&str]) -> RelayProcess {
-        let mut child = Command::new(agentwire_bin())
+        RelayProcess::spawn_via(&[], home, listen, extra)
+    }
+
+    /// As [`RelayProcess::spawn`], run through `prefix` (a command such as
+    /// `nsenter ... --` that execs the rest).
+    pub fn spawn_via(prefix: &[String], home: &Path, listen: &str, extra: &[&str]) -> RelayProcess {
+        let mut child = RelayProcess::command(prefix)
             .arg("--home")
             .arg(home)
             .args(["relay", "--listen", listen, "--json"])
@@ -357,6 +363,18 @@ impl RelayProcess {
             child,
             url: startup["url"].as_str().unwrap().to_owned(),
             addr: startup["addr"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+
+    /// `agentwire`, or `prefix` followed by `agentwire`.
+    pub fn command(prefix: &[String]) -> Command {
+        match prefix.split_first() {
+            None => Command::new(agentwire_bin()),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(agentwire_bin());
+                command
+            }
         }
     }
 
@@ -799,4 +817,61 @@ pub fn check_schema(schema: &str, valid: &[serde_json::Value], invalid: &[serde_
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A small deterministic generator (xorshift), seeded from the clock; the seed
+/// is printed so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock (never zero).
+    pub fn from_clock() -> Rng {
+        Rng(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One request to a home's daemon; `None` if the daemon is down or the
+/// request failed (the caller decides whether to retry).
+pub fn try_api(home: &TestHome, request: &serde_json::Value) -> Option<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(home.path().join("daemon.sock")).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let mut line = serde_json::to_vec(request).ok()?;
+    line.push(b'\n');
+    (&stream).write_all(&line).ok()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut answer)
+        .ok()?;
+    let response: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    (response["ok"] == true).then(|| response["result"].clone())
+}
+
+pub fn daemon_pid(home: &TestHome) -> Option<u32> {
+    try_api(home, &serde_json::json!({"op": "status"}))?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+pub fn kill_9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
