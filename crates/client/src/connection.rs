@@ -74,17 +74,33 @@ impl Connection {
         } else {
             None
         };
-        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
-            &url,
-            Some(ws_config),
-            true,
-            connector,
-        )
-        .await
-        .map_err(|error| ClientError::Unreachable {
+        let unreachable = |error: &dyn std::fmt::Display| ClientError::Unreachable {
             url: url.clone(),
             reason: explain(&url, &error.to_string()),
-        })?;
+        };
+        let (ws, _response) = match config.local_address {
+            None => tokio_tungstenite::connect_async_tls_with_config(
+                &url,
+                Some(ws_config),
+                true,
+                connector,
+            )
+            .await
+            .map_err(|error| unreachable(&error))?,
+            Some(local) => {
+                let stream = connect_from(local, &url)
+                    .await
+                    .map_err(|error| unreachable(&error))?;
+                tokio_tungstenite::client_async_tls_with_config(
+                    &url,
+                    stream,
+                    Some(ws_config),
+                    connector,
+                )
+                .await
+                .map_err(|error| unreachable(&error))?
+            }
+        };
         let mut connection = Connection {
             ws,
             public_key: signer.public_key(),
@@ -305,6 +321,41 @@ mod tests {
 
 /// A connection failure in words that say what to change; the library's own
 /// text stays in parentheses.
+/// A TCP connection to the host and port of `url`, from `local`.
+async fn connect_from(local: std::net::IpAddr, url: &str) -> std::io::Result<TcpStream> {
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned());
+    let rest = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| invalid("no scheme"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else if url.starts_with("wss://") {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    };
+    let mut last = invalid("the host name does not resolve");
+    for remote in tokio::net::lookup_host(authority.as_str()).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        socket.set_nodelay(true)?;
+        match socket.connect(remote).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
 fn explain(url: &str, reason: &str) -> String {
     let tls = url.starts_with("wss://");
     if tls && (reason.contains("InvalidContentType") || reason.contains("corrupt message")) {

@@ -133,6 +133,9 @@ pub struct ClientConfig {
     /// Extra trusted root certificates (DER) for `wss://`, e.g. a relay's
     /// self-signed certificate. The Web PKI roots are always trusted.
     pub extra_roots: Vec<Vec<u8>>,
+    /// The local address to connect from (on a host with several); `None`
+    /// lets the system choose.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -145,6 +148,7 @@ impl ClientConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             backoff: Backoff::default(),
             extra_roots: Vec::new(),
+            local_address: None,
         }
     }
 
@@ -167,6 +171,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("backoff", &self.backoff)
             .field("extra_roots", &self.extra_roots.len())
+            .field("local_address", &self.local_address)
             .finish()
     }
 }

@@ -108,6 +108,8 @@ mod tests {
 pub(crate) struct IpConnections {
     limit: usize,
     counts: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Told whenever a slot is released, for [`IpConnections::acquire`].
+    released: tokio::sync::Notify,
 }
 
 /// One connection's claim on its IP address's share; released on drop.
@@ -121,6 +123,7 @@ impl IpConnections {
         Self {
             limit,
             counts: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -141,6 +144,23 @@ impl IpConnections {
             ip,
         })
     }
+
+    /// A slot for `ip`, waiting for one to be released until `deadline`.
+    pub(crate) async fn acquire(
+        self: &std::sync::Arc<Self>,
+        ip: std::net::IpAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<IpSlot> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(slot) = self.try_acquire(ip) {
+                return Some(slot);
+            }
+            tokio::time::timeout_at(deadline, released).await.ok()?;
+        }
+    }
 }
 
 impl Drop for IpSlot {
@@ -152,6 +172,8 @@ impl Drop for IpSlot {
                 counts.remove(&self.ip);
             }
         }
+        drop(counts);
+        self.owner.released.notify_waiters();
     }
 }
 
@@ -171,5 +193,26 @@ mod ip_tests {
         assert!(ips.try_acquire(b).is_some());
         drop(first);
         assert!(ips.try_acquire(a).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_socket_gets_the_next_released_slot_or_gives_up_at_its_deadline() {
+        let ips = Arc::new(IpConnections::new(1));
+        let a: std::net::IpAddr = [127, 0, 0, 1].into();
+        let held = ips.try_acquire(a).unwrap();
+        let later = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+        // Nobody releases: it gives up at the deadline.
+        assert!(ips.acquire(a, later).await.is_none());
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waiting = tokio::spawn({
+            let ips = ips.clone();
+            async move { ips.acquire(a, later).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(
+            waiting.await.unwrap(),
+            "the released slot went to the waiter"
+        );
     }
 }

@@ -534,8 +534,9 @@ impl Listener for PlainListener {
 /// in their own tracked tasks so a slow client cannot hold up others. Each
 /// socket counts against the connection limits from accept (as a plain one
 /// does); at most [`MAX_PENDING_HANDSHAKES`] handshakes are in progress, at
-/// most [`MAX_HANDSHAKES_PER_IP`] of them from one address, and a client
-/// must send its first bytes within [`FIRST_BYTE_TIMEOUT`].
+/// most [`MAX_HANDSHAKES_PER_IP`] of them from one address (the others wait
+/// their turn), and a client must get its turn and send its first bytes
+/// within [`FIRST_BYTE_TIMEOUT`] of the accept.
 pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(
         Admitted<tokio_rustls::server::TlsStream<TcpStream>>,
@@ -562,9 +563,6 @@ impl TlsListener {
         let shutdown = shared.shutdown.clone();
         tasks.spawn(async move {
             loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
                 let accepted = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
@@ -578,21 +576,33 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let Some(handshaking) = per_ip.try_acquire(peer.ip()) else {
-                    shared.metrics.reject("too_many_handshakes_per_ip");
-                    continue; // closed at once
-                };
                 let Some(slot) = socket::admit(&shared, &overflow, peer.ip()) else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let ready_tx = ready_tx.clone();
+                let (acceptor, ready_tx) = (acceptor.clone(), ready_tx.clone());
+                let (handshakes, per_ip, shared) =
+                    (handshakes.clone(), per_ip.clone(), shared.clone());
                 let http_phase = shared.limits.auth_timeout;
                 inner_tasks.spawn(async move {
+                    // The socket waits for its address's turn and then for
+                    // its first byte, both within FIRST_BYTE_TIMEOUT of the
+                    // accept: a silent socket is held (counted against its
+                    // address) until then, rather than closed at once and
+                    // reopened in a tight loop.
+                    let deadline = tokio::time::Instant::now() + FIRST_BYTE_TIMEOUT;
+                    let Some(handshaking) = per_ip.acquire(peer.ip(), deadline).await else {
+                        shared.metrics.reject("too_many_handshakes_per_ip");
+                        return;
+                    };
+                    let Ok(Ok(permit)) =
+                        tokio::time::timeout_at(deadline, handshakes.acquire_owned()).await
+                    else {
+                        return;
+                    };
                     let _held = (permit, handshaking);
                     let mut first = [0u8; 1];
-                    if tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+                    if tokio::time::timeout_at(deadline, stream.peek(&mut first))
                         .await
                         .is_err()
                     {

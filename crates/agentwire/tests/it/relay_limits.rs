@@ -1,6 +1,9 @@
 //! Every limit is hit and answered with an error frame that names it and its
 //! value, tied to the request; other clients are unaffected.
 
+use std::sync::Arc;
+
+use agentwire_client::RelayClient;
 use agentwire_relay::RateLimit;
 use agentwire_wire::{Body, ErrorCode, Frame};
 use futures_util::SinkExt;
@@ -231,6 +234,28 @@ async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_are_u
     third.expect_closed().await;
     assert!(matches!(first.expect().await.body, Body::Challenge { .. }));
     relay.assert_serving().await;
+}
+
+/// `ClientConfig::local_address` picks the address a client connects from,
+/// and the relay counts it against that address.
+#[tokio::test]
+async fn a_client_connecting_from_another_local_address_has_that_addresss_limit() {
+    let relay = limits_relay(|l| l.max_connections_per_ip = 1).await;
+    let _held = RawWs::connect_from(&relay, [127, 0, 0, 5]).await;
+    let mut config = relay.client_config();
+    config.backoff.max = std::time::Duration::from_millis(100);
+    config.connect_timeout = std::time::Duration::from_secs(2);
+    config.local_address = Some([127, 0, 0, 5].into());
+    let refused = RelayClient::connect(config.clone(), Arc::new(new_key())).await;
+    assert!(refused.is_err(), "the address's one slot is taken");
+    config.local_address = Some([127, 0, 0, 6].into());
+    let (client, _events) = RelayClient::connect(config, Arc::new(new_key()))
+        .await
+        .unwrap();
+    client
+        .send(public(&new_key()), new_id(), b"from 127.0.0.6".to_vec())
+        .await
+        .unwrap();
 }
 
 /// A relay process at its default log level closes a connection that

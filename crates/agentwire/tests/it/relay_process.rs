@@ -143,8 +143,10 @@ async fn silent_sockets_from_one_address_do_not_lock_tls_clients_out() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
     let (relay, cert) = tls_relay(dir.path());
-    // 300 silent sockets from one address: a few wait for their client
-    // hello, the rest are closed at once.
+    // 300 silent sockets from one address: 8 at a time may wait for their
+    // client hello; the others wait for their turn. Those over the address's
+    // connection limit are closed at once, the rest once their first byte is
+    // late.
     let mut silent = Vec::new();
     for _ in 0..300 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -153,16 +155,6 @@ async fn silent_sockets_from_one_address_do_not_lock_tls_clients_out() {
             .unwrap();
         silent.push(socket.connect(relay.addr).await.unwrap());
     }
-    let mut closed_at_once = 0;
-    for socket in &mut silent {
-        let mut byte = [0u8; 1];
-        let read =
-            tokio::time::timeout(std::time::Duration::from_millis(20), socket.read(&mut byte));
-        if matches!(read.await, Ok(Ok(0) | Err(_))) {
-            closed_at_once += 1;
-        }
-    }
-    assert!(closed_at_once >= 280, "only {closed_at_once} of 300 closed");
     // A wss:// client from elsewhere gets in at once.
     let mut config = ClientConfig::new(format!("wss://localhost:{}/v1/ws", relay.addr.port()));
     config.extra_roots.push(cert);
