@@ -495,7 +495,8 @@ impl std::fmt::Debug for InviteView {
 /// `recv` and `inbox`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Messages {
-    /// Urgent first, then oldest first.
+    /// Urgent first, then normal, then low, the senders taking turns within
+    /// each.
     pub messages: Vec<MessageView>,
     /// `inbox` only: how many are unread in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]

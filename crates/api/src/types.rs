@@ -236,7 +236,9 @@ impl Default for Kind {
 
 named_enum! {
     /// How soon the recipient's agent should see a message: `recv` and `inbox`
-    /// give urgent first, then normal, then low, each oldest first.
+    /// give urgent first, then normal, then low, the senders taking turns
+    /// within each (a contact's urgent ones beyond its first 10 waiting
+    /// wait with the normal ones).
     pub enum Priority {
         /// Before everything else.
         Urgent = "urgent",

@@ -202,7 +202,8 @@ impl Chain {
 }
 
 /// How soon the recipient's agent should see a message: `recv` and `inbox`
-/// surface urgent first, then normal, then low, each oldest first.
+/// surface urgent first, then normal, then low, the senders taking turns
+/// within each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// Before everything else.

@@ -125,6 +125,56 @@ fn urgent_comes_first_then_normal_then_low_including_the_lowest_level() {
     assert_eq!(bodies(&taken), expected);
 }
 
+/// Finding: `--priority urgent` let one contact jump everyone else's
+/// messages, and one contact's flood kept everyone else's waiting. Within a
+/// priority, each sender's first waiting message comes before anyone's
+/// second; a contact's urgent messages beyond its first 10 waiting ones
+/// queue as normal (still marked urgent).
+#[test]
+fn one_contacts_flood_of_urgent_messages_cannot_keep_the_others_waiting() {
+    let home = siblings();
+    home.run(&["init", "--name", "c"]).ok();
+    let send = |from: &str, body: String, priority: &str| {
+        home.api(json!({"op": "send", "as": from, "to": "c", "body": body, "priority": priority}));
+    };
+    for n in 0..30 {
+        send("a", format!("a-urgent-{n}"), "urgent");
+    }
+    for n in 0..30 {
+        send("a", format!("a-normal-{n}"), "normal");
+    }
+    send("b", "b-urgent".into(), "urgent");
+    send("b", "b-normal-0".into(), "normal");
+    send("b", "b-normal-1".into(), "normal");
+    let mut unread = 0;
+    eventually(|| {
+        unread = home.api(json!({"op": "inbox", "as": "c", "max": 1}))["unread"]
+            .as_u64()
+            .unwrap();
+        unread == 63
+    });
+    assert_eq!(unread, 63);
+    let taken = home.api(json!({"op": "recv", "as": "c", "max": 100}));
+    let order = bodies(&taken);
+    // The urgent lane: a's first ten urgent messages, b's one at its turn.
+    assert_eq!(order[..3], ["a-urgent-0", "b-urgent", "a-urgent-1"]);
+    assert_eq!(order[10], "a-urgent-9");
+    // The normal lane: a's other urgent messages, then its normal ones; b's
+    // two at their turns beside a's first two.
+    assert_eq!(
+        order[11..15],
+        ["a-urgent-10", "b-normal-0", "a-urgent-11", "b-normal-1"]
+    );
+    assert_eq!(taken["messages"][11]["priority"], "urgent");
+    // One sender's messages keep their order.
+    let from_a: Vec<&String> = order.iter().filter(|b| b.starts_with("a-")).collect();
+    let sent_by_a: Vec<String> = (0..30)
+        .map(|n| format!("a-urgent-{n}"))
+        .chain((0..30).map(|n| format!("a-normal-{n}")))
+        .collect();
+    assert_eq!(from_a, sent_by_a.iter().collect::<Vec<_>>());
+}
+
 #[test]
 fn two_concurrent_readers_split_500_messages_without_overlap() {
     let home = siblings();

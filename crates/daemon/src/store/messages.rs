@@ -33,14 +33,23 @@ pub(super) const OUTBOX: &str =
 pub(super) const OUTBOX_COUNT: &str = "SELECT COUNT(*) FROM messages INDEXED BY messages_queued
      WHERE identity = ?1 AND state = 'queued' AND direction = 'out'
        AND kind NOT IN ('receipt', 'redeem')";
-/// Unread messages from current contacts, urgent first, then oldest first.
+/// Unread messages from current contacts: by lane (urgent first), then by
+/// turn (each sender's first waiting message before anyone's second), then
+/// oldest first.
 pub(super) const UNREAD: &str =
     "SELECT id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, state, priority, chain, hops
      FROM messages
      WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
        AND (?2 IS NULL OR peer = ?2)
        AND peer IN (SELECT address FROM contacts WHERE identity = ?1)
-     ORDER BY priority, id LIMIT ?3";
+     ORDER BY lane, turn, id LIMIT ?3";
+/// How many urgent messages a contact may have waiting in the urgent lane;
+/// its further urgent messages wait in the normal lane (still marked urgent).
+pub(super) const URGENT_SHARE: u64 = 10;
+/// The next turn in a sender's lane: one after its last waiting message.
+pub(super) const NEXT_TURN: &str =
+    "SELECT COALESCE(MAX(turn) + 1, 0), COUNT(*) FROM messages INDEXED BY messages_waiting
+     WHERE identity = ?1 AND peer = ?2 AND lane = ?3 AND direction = 'in' AND consumed_at IS NULL";
 /// How many unread messages from current contacts.
 pub(super) const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM messages
      WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
@@ -55,10 +64,14 @@ impl Tx<'_> {
         message: &StoredMessage,
         payload: Option<&[u8]>,
     ) -> Result<bool> {
+        let (lane, turn) = match message.direction {
+            Direction::In => self.place(identity, &message.peer, message.priority)?,
+            Direction::Out => (message.priority.to_u8(), 0),
+        };
         Ok(self.exec(
             "INSERT OR IGNORE INTO messages
-                 (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state, priority, updated_at, chain, hops)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?9, ?14, ?15)",
+                 (identity, id, direction, peer, kind, reply_to, thread, sent_at, stored_at, body, payload, state, priority, updated_at, chain, hops, lane, turn)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?9, ?14, ?15, ?16, ?17)",
             params![
                 identity.as_str(),
                 message.id.as_bytes(),
@@ -75,8 +88,33 @@ impl Tx<'_> {
                 message.priority.to_u8(),
                 message.chain.map(|c| *c.id.as_bytes()),
                 message.chain.map(|c| c.hops),
+                lane,
+                turn,
             ],
         )? > 0)
+    }
+
+    /// Where an incoming message from `peer` waits: its lane (its priority,
+    /// but normal for an urgent one beyond the contact's [`URGENT_SHARE`])
+    /// and its turn in that lane.
+    fn place(&self, identity: &Name, peer: &PublicKey, priority: Priority) -> Result<(u8, i64)> {
+        let next = |lane: u8| -> Result<(i64, u64)> {
+            Ok(self
+                .row(
+                    NEXT_TURN,
+                    params![identity.as_str(), peer.as_bytes(), lane],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )?
+                .map(|(turn, count)| (turn, u64::try_from(count).unwrap_or(0)))
+                .unwrap_or((0, 0)))
+        };
+        let lane = priority.to_u8();
+        let (turn, waiting) = next(lane)?;
+        if priority == Priority::Urgent && waiting >= URGENT_SHARE {
+            let normal = Priority::Normal.to_u8();
+            return Ok((normal, next(normal)?.0));
+        }
+        Ok((lane, turn))
     }
 
     /// The chain a reply to `id` (a message we received) belongs to: its

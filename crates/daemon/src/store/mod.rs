@@ -322,7 +322,7 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The store's schema version once migrated.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -506,6 +506,26 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              CREATE INDEX IF NOT EXISTS messages_queued ON messages (identity)
                  WHERE state = 'queued' AND direction = 'out';
              PRAGMA user_version = 7;
+             COMMIT;",
+        )?;
+    }
+    if version < 8 {
+        // Fair reading: an unread message's lane (its priority, except a
+        // contact's urgent messages beyond its share, which queue as
+        // normal) and its turn among its sender's unread messages in that
+        // lane; unread messages are handed out by lane, then turn, so that
+        // one contact's flood cannot keep everyone else's waiting.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE messages ADD COLUMN lane INTEGER NOT NULL DEFAULT 1;
+             ALTER TABLE messages ADD COLUMN turn INTEGER NOT NULL DEFAULT 0;
+             UPDATE messages SET lane = priority;
+             DROP INDEX IF EXISTS messages_unread;
+             CREATE INDEX IF NOT EXISTS messages_unread
+                 ON messages (identity, direction, consumed_at, lane, turn, id);
+             CREATE INDEX IF NOT EXISTS messages_waiting ON messages (identity, peer, lane, turn)
+                 WHERE direction = 'in' AND consumed_at IS NULL;
+             PRAGMA user_version = 8;
              COMMIT;",
         )?;
     }
@@ -701,6 +721,11 @@ mod tests {
              DROP TABLE file_parts;
              DROP TABLE outgoing_files;
              ALTER TABLE contacts DROP COLUMN card;
+             DROP INDEX messages_waiting;
+             DROP INDEX messages_unread;
+             ALTER TABLE messages DROP COLUMN lane;
+             ALTER TABLE messages DROP COLUMN turn;
+             CREATE INDEX messages_unread ON messages (identity, direction, consumed_at, priority, id);
              INSERT INTO contacts (identity, address, curve25519, petname, via, state, created_at)
                  VALUES ('me', x'0707070707070707070707070707070707070707070707070707070707070707',
                          zeroblob(32), 'old', 'invited', 'active', 1);
@@ -759,7 +784,8 @@ mod tests {
         check(messages::OUTBOX, "messages_queued");
         check(messages::OUTBOX_COUNT, "messages_queued");
         check(messages::UNREAD, "messages_unread");
-        check(messages::UNREAD_COUNT, "messages_unread");
+        check(messages::UNREAD_COUNT, "messages_waiting");
+        check(messages::NEXT_TURN, "messages_waiting");
     }
 
     #[test]
