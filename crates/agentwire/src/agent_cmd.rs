@@ -167,8 +167,13 @@ pub(crate) fn run(global: &GlobalArgs, command: Command) -> Result<(), Failure> 
                     } else {
                         c.permissions.join(",")
                     };
+                    let missing = if c.missing > 0 {
+                        format!(" missing:{}", c.missing)
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{} {} {} {} may-send:{permissions}",
+                        "{} {} {} {} may-send:{permissions}{missing}",
                         c.name, c.short_id, c.via, c.state
                     )
                 })?;

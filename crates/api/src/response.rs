@@ -124,6 +124,12 @@ pub struct ContactView {
     pub permissions: Vec<String>,
     /// When, Unix ms.
     pub created_at_ms: u64,
+    /// Messages the contact sealed that have not arrived although a later one
+    /// has (each message is numbered inside the encryption): lost on the way
+    /// (a relay that dropped them), or still coming. Only `contacts` fills it
+    /// in; elsewhere it is 0.
+    #[serde(default)]
+    pub missing: u64,
 }
 
 /// `contacts rename`.

@@ -605,6 +605,7 @@ fn costs(args: &Args) -> Result<serde_json::Value, Error> {
         reply_to: None,
         thread: None,
         chain: None,
+        seq: None,
         body: body(args.payload, 0).into_bytes(),
     };
     let alice = Identity::generate(Name::new("alice")?);

@@ -311,12 +311,24 @@ impl Daemon {
         // the session set up with this contact is tried. A contact never
         // starts a second session by itself.
         let opened = match self.load_session(slot, name, &from).await? {
-            Some(session) => session
-                .open(&envelope.payload)
-                .inspect_err(|error| {
-                    tracing::debug!(identity = %name, from = %from.short_id(), %error, "a payload does not open")
-                })
-                .ok(),
+            Some(session) => {
+                let missing = session.missing();
+                let opened = session
+                    .open(&envelope.payload)
+                    .inspect_err(|error| {
+                        tracing::debug!(identity = %name, from = %from.short_id(), %error, "a payload does not open")
+                    })
+                    .ok();
+                if session.missing() > missing {
+                    tracing::warn!(
+                        identity = %name,
+                        from = %from.short_id(),
+                        missing = session.missing(),
+                        "messages from a contact have not arrived though a later one has (dropped on the way, or still coming)"
+                    );
+                }
+                opened
+            }
             None => None,
         };
         let Some(plaintext) = opened else {
@@ -989,6 +1001,7 @@ pub(crate) fn control_with(id: MessageId, kind: Kind, body: Vec<u8>, now: u64) -
         reply_to: None,
         thread: None,
         chain: None,
+        seq: None,
         body,
     }
 }

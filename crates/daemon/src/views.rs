@@ -140,6 +140,7 @@ pub(crate) fn contact_view(contact: &Contact) -> ContactView {
             .map(str::to_owned)
             .collect(),
         created_at_ms: contact.created_at_ms,
+        missing: 0,
     }
 }
 

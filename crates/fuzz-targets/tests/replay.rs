@@ -92,6 +92,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         reply_to: Some(MessageId::new_v7()),
         thread: None,
         chain: None,
+        seq: Some(3),
         body: "run the tests ✓".as_bytes().to_vec(),
     };
     seeds.push(("decode_plaintext", "task", message.encode().unwrap()));

@@ -4,8 +4,9 @@
 //!
 //! Layout (PROTOCOL.md, "Messages inside the encryption"): `version:u8
 //! kind:u8 flags:u8 priority:u8 id:[16] sent_at_ms:u64be [reply_to:[16]]
-//! [thread:[16]] [chain:[16] hops:u8] body_len:u32be body` followed by zero bytes up to the next size bucket, so
-//! that the ciphertext's length says little about the body's.
+//! [thread:[16]] [chain:[16] hops:u8] [seq:u64be] body_len:u32be body`
+//! followed by zero bytes up to the next size bucket, so that the
+//! ciphertext's length says little about the body's.
 
 use std::fmt;
 
@@ -21,6 +22,7 @@ pub const PADDING_BUCKETS: [usize; 6] = [256, 1024, 4096, 16 * 1024, 64 * 1024, 
 const FLAG_REPLY_TO: u8 = 0b001;
 const FLAG_THREAD: u8 = 0b010;
 const FLAG_CHAIN: u8 = 0b100;
+const FLAG_SEQ: u8 = 0b1000;
 const FIXED_LEN: usize = 1 + 1 + 1 + 1 + 16 + 8 + 4;
 
 /// A message id: a UUIDv7, so ids sort by creation time. Also the relay
@@ -266,6 +268,11 @@ pub struct Plaintext {
     pub thread: Option<MessageId>,
     /// The chain of replies this one belongs to, if it is a reply.
     pub chain: Option<Chain>,
+    /// Its number in the sender's session, 1 for the first message sealed in
+    /// it: a gap tells the recipient that a message never arrived. Set by
+    /// [`crate::PeerSession::seal`] (whatever the caller put here), and
+    /// `None` only from a sender that does not number its messages.
+    pub seq: Option<u64>,
     /// The content.
     pub body: Vec<u8>,
 }
@@ -280,6 +287,7 @@ impl fmt::Debug for Plaintext {
             .field("reply_to", &self.reply_to)
             .field("thread", &self.thread)
             .field("chain", &self.chain)
+            .field("seq", &self.seq)
             .field("body", &format_args!("<{} bytes>", self.body.len()))
             .finish()
     }
@@ -305,6 +313,11 @@ pub enum MessageError {
 impl Plaintext {
     /// The padded bytes to encrypt.
     pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        self.encode_numbered(self.seq)
+    }
+
+    /// The padded bytes to encrypt, numbered `seq` in place of `self.seq`.
+    pub(crate) fn encode_numbered(&self, seq: Option<u64>) -> Result<Vec<u8>, MessageError> {
         if self.body.len() > MAX_BODY_BYTES {
             return Err(MessageError::BodyTooLarge {
                 len: self.body.len(),
@@ -320,6 +333,9 @@ impl Plaintext {
         if self.chain.is_some() {
             flags |= FLAG_CHAIN;
         }
+        if seq.is_some() {
+            flags |= FLAG_SEQ;
+        }
         let mut out = Vec::with_capacity(FIXED_LEN + 32 + self.body.len());
         out.push(MESSAGE_VERSION);
         out.push(self.kind.to_u8());
@@ -333,6 +349,9 @@ impl Plaintext {
         if let Some(chain) = self.chain {
             out.extend_from_slice(chain.id.as_bytes());
             out.push(chain.hops);
+        }
+        if let Some(seq) = seq {
+            out.extend_from_slice(&seq.to_be_bytes());
         }
         out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.body);
@@ -355,7 +374,7 @@ impl Plaintext {
         let kind = Kind::from_u8(r.u8().ok_or(short.clone())?)
             .ok_or(MessageError::Malformed("unknown kind"))?;
         let flags = r.u8().ok_or(short.clone())?;
-        if flags & !(FLAG_REPLY_TO | FLAG_THREAD | FLAG_CHAIN) != 0 {
+        if flags & !(FLAG_REPLY_TO | FLAG_THREAD | FLAG_CHAIN | FLAG_SEQ) != 0 {
             return Err(MessageError::Malformed("unknown flags"));
         }
         let priority = Priority::from_u8(r.u8().ok_or(short.clone())?)
@@ -377,6 +396,11 @@ impl Plaintext {
             }),
             None => None,
         };
+        let seq = if flags & FLAG_SEQ == 0 {
+            None
+        } else {
+            Some(u64::from_be_bytes(r.array().ok_or(short.clone())?))
+        };
         let body_len = u32::from_be_bytes(r.array().ok_or(short.clone())?) as usize;
         if body_len > MAX_BODY_BYTES {
             return Err(MessageError::BodyTooLarge { len: body_len });
@@ -393,6 +417,7 @@ impl Plaintext {
             reply_to,
             thread,
             chain,
+            seq,
             body,
         })
     }
@@ -452,10 +477,11 @@ mod tests {
             proptest::option::of(arb_id()),
             proptest::option::of(arb_id()),
             proptest::option::of((arb_id(), any::<u8>())),
+            proptest::option::of(any::<u64>()),
             proptest::collection::vec(any::<u8>(), 0..3000),
         )
             .prop_map(
-                |(id, kind, priority, sent_at_ms, reply_to, thread, chain, body)| Plaintext {
+                |(id, kind, priority, sent_at_ms, reply_to, thread, chain, seq, body)| Plaintext {
                     id,
                     kind,
                     priority,
@@ -463,6 +489,7 @@ mod tests {
                     reply_to,
                     thread,
                     chain: chain.map(|(id, hops)| Chain { id, hops }),
+                    seq,
                     body,
                 },
             )
@@ -492,6 +519,7 @@ mod tests {
             reply_to: None,
             thread: None,
             chain: None,
+            seq: None,
             body: vec![b'x'; MAX_BODY_BYTES + 1],
         };
         let error = message.encode().unwrap_err();
@@ -530,6 +558,7 @@ mod tests {
             reply_to: Some(first),
             thread: None,
             chain: Some(two),
+            seq: None,
             body: b"hi".to_vec(),
         };
         let bytes = message.encode().unwrap();

@@ -148,6 +148,7 @@ mod tests {
                 reply_to: None,
                 thread: None,
                 chain: None,
+                seq: None,
                 body: redeem.encode(),
             })
             .unwrap();

@@ -47,22 +47,133 @@ pub enum SessionError {
     /// The account made no one-time key.
     #[error("the account made no one-time key")]
     NoOneTimeKey,
+    /// A stored session's message numbers are damaged.
+    #[error("cannot restore a session: its message numbers are damaged")]
+    Numbers,
 }
 
-/// One side of an Olm session with one contact.
-pub struct PeerSession(Session);
+/// One side of an Olm session with one contact, with the numbering of the
+/// messages sealed and opened in it.
+pub struct PeerSession {
+    session: Session,
+    numbers: Numbers,
+}
+
+/// Gaps this side keeps track of, at most: a peer that skips more (a
+/// corrupt or hostile one) has the rest counted, not listed.
+const MAX_TRACKED_GAPS: usize = 256;
+
+/// The sequence numbers of a session: the last one sealed here, and which of
+/// the peer's have not arrived.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Numbers {
+    /// The number of the last message sealed in this session.
+    sealed: u64,
+    /// The number expected next from the peer; 0 when unknown (a session
+    /// stored before messages were numbered), so that the first numbered
+    /// message sets it without reporting a gap.
+    next: u64,
+    /// Numbers below `next` that have not arrived (yet).
+    missing: std::collections::BTreeSet<u64>,
+    /// Gaps beyond [`MAX_TRACKED_GAPS`], counted only.
+    uncounted: u64,
+}
+
+impl Numbers {
+    /// A new session's: the peer's first message is number 1.
+    fn fresh() -> Numbers {
+        Numbers {
+            next: 1,
+            ..Numbers::default()
+        }
+    }
+
+    /// Notes that the peer's message `seq` arrived.
+    fn arrived(&mut self, seq: u64) {
+        if self.next == 0 {
+            self.next = seq.saturating_add(1);
+        } else if seq >= self.next {
+            let skipped = seq - self.next;
+            let tracked = skipped.min(MAX_TRACKED_GAPS as u64);
+            self.missing.extend(seq - tracked..seq);
+            self.uncounted = self.uncounted.saturating_add(skipped - tracked);
+            while self.missing.len() > MAX_TRACKED_GAPS {
+                self.missing.pop_first();
+                self.uncounted = self.uncounted.saturating_add(1);
+            }
+            self.next = seq.saturating_add(1);
+        } else {
+            self.missing.remove(&seq);
+        }
+    }
+
+    /// `s1:SEALED:NEXT:UNCOUNTED:MISSING,...:` in front of a pickle.
+    fn prefix(&self) -> String {
+        let missing: Vec<String> = self.missing.iter().map(u64::to_string).collect();
+        format!(
+            "{PICKLE_PREFIX}{}:{}:{}:{}:",
+            self.sealed,
+            self.next,
+            self.uncounted,
+            missing.join(",")
+        )
+    }
+
+    /// Splits a stored session into its numbers and its pickle; a pickle
+    /// stored without numbers has unknown ones.
+    fn split(stored: &str) -> Option<(Numbers, &str)> {
+        let Some(rest) = stored.strip_prefix(PICKLE_PREFIX) else {
+            return Some((Numbers::default(), stored));
+        };
+        let mut fields = rest.splitn(5, ':');
+        let mut number = || fields.next()?.parse::<u64>().ok();
+        let (sealed, next, uncounted) = (number()?, number()?, number()?);
+        let missing_field = fields.next()?;
+        let pickle = fields.next()?;
+        let missing = if missing_field.is_empty() {
+            std::collections::BTreeSet::new()
+        } else {
+            missing_field
+                .split(',')
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?
+        };
+        Some((
+            Numbers {
+                sealed,
+                next,
+                missing,
+                uncounted,
+            },
+            pickle,
+        ))
+    }
+}
+
+/// Marks a stored session that carries its numbers.
+const PICKLE_PREFIX: &str = "s1:";
 
 impl fmt::Debug for PeerSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerSession({})", self.0.session_id())
+        write!(f, "PeerSession({})", self.session.session_id())
     }
 }
 
 impl PeerSession {
-    /// Encrypts a message into an envelope payload.
+    fn new(session: Session) -> PeerSession {
+        PeerSession {
+            session,
+            numbers: Numbers::fresh(),
+        }
+    }
+
+    /// Encrypts a message into an envelope payload, numbered next in this
+    /// session.
     pub fn seal(&mut self, message: &Plaintext) -> Result<Vec<u8>, SessionError> {
-        let bytes = message.encode()?;
-        let sealed = self.0.encrypt(bytes).map_err(SessionError::Encrypt)?;
+        let seq = self.numbers.sealed.saturating_add(1);
+        let bytes = message.encode_numbered(Some(seq))?;
+        let sealed = self.session.encrypt(bytes).map_err(SessionError::Encrypt)?;
+        self.numbers.sealed = seq;
         let (olm_type, ciphertext) = sealed.to_parts();
         let mut payload = Vec::with_capacity(1 + ciphertext.len());
         payload.push(olm_type as u8);
@@ -70,22 +181,46 @@ impl PeerSession {
         Ok(payload)
     }
 
-    /// Decrypts an envelope payload sent in this session.
+    /// Decrypts an envelope payload sent in this session, and notes its
+    /// number.
     pub fn open(&mut self, payload: &[u8]) -> Result<Plaintext, SessionError> {
         let message = parse_payload(payload)?;
-        let bytes = self.0.decrypt(&message).map_err(SessionError::Decrypt)?;
-        Ok(Plaintext::decode(&bytes)?)
+        let bytes = self
+            .session
+            .decrypt(&message)
+            .map_err(SessionError::Decrypt)?;
+        let plaintext = Plaintext::decode(&bytes)?;
+        if let Some(seq) = plaintext.seq {
+            self.numbers.arrived(seq);
+        }
+        Ok(plaintext)
+    }
+
+    /// How many of the peer's messages in this session have not arrived,
+    /// though a later one has: dropped on the way, or still coming.
+    pub fn missing(&self) -> u64 {
+        (self.numbers.missing.len() as u64).saturating_add(self.numbers.uncounted)
+    }
+
+    /// [`PeerSession::missing`] of a stored session, read without the key.
+    pub fn missing_in_pickle(stored: &str) -> u64 {
+        Numbers::split(stored).map_or(0, |(numbers, _)| {
+            (numbers.missing.len() as u64).saturating_add(numbers.uncounted)
+        })
     }
 
     /// Whether `payload` is a pre-key message that starts this very session
     /// (so a redelivered first message can be recognised).
     pub fn started_by(&self, payload: &[u8]) -> bool {
-        matches!(parse_payload(payload), Ok(OlmMessage::PreKey(m)) if m.session_id() == self.0.session_id())
+        matches!(parse_payload(payload), Ok(OlmMessage::PreKey(m)) if m.session_id() == self.session.session_id())
     }
 
-    /// The session's state, encrypted with `key`, for storage.
+    /// The session's state, encrypted with `key`, for storage, behind its
+    /// numbers (which are not secret).
     pub fn to_encrypted_pickle(&self, key: &PickleKey) -> String {
-        self.0.pickle().encrypt(key.as_bytes())
+        let mut stored = self.numbers.prefix();
+        stored.push_str(&self.session.pickle().encrypt(key.as_bytes()));
+        stored
     }
 
     /// Restores a session from [`PeerSession::to_encrypted_pickle`]'s output.
@@ -93,8 +228,12 @@ impl PeerSession {
         pickle: &str,
         key: &PickleKey,
     ) -> Result<PeerSession, SessionError> {
+        let (numbers, pickle) = Numbers::split(pickle).ok_or(SessionError::Numbers)?;
         SessionPickle::from_encrypted(pickle, key.as_bytes())
-            .map(|p| PeerSession(Session::from_pickle(p)))
+            .map(|p| PeerSession {
+                session: Session::from_pickle(p),
+                numbers,
+            })
             .map_err(SessionError::Unpickle)
     }
 }
@@ -148,7 +287,7 @@ impl Identity {
                 Curve25519PublicKey::from_bytes(their_curve25519),
                 Curve25519PublicKey::from_bytes(their_one_time_key),
             )
-            .map(PeerSession)
+            .map(PeerSession::new)
             .map_err(SessionError::Setup)
     }
 
@@ -173,7 +312,11 @@ impl Identity {
             )
             .map_err(SessionError::Setup)?;
         let plaintext = Plaintext::decode(&created.plaintext)?;
-        Ok((PeerSession(created.session), plaintext))
+        let mut session = PeerSession::new(created.session);
+        if let Some(seq) = plaintext.seq {
+            session.numbers.arrived(seq);
+        }
+        Ok((session, plaintext))
     }
 }
 
@@ -196,6 +339,7 @@ mod tests {
             reply_to: None,
             thread: None,
             chain: None,
+            seq: None,
             body: body.as_bytes().to_vec(),
         }
     }
@@ -211,8 +355,75 @@ mod tests {
         assert_eq!(prekey_one_time_key(&payload), Some(otk));
         assert_eq!(prekey_identity_key(&payload), Some(alice.curve25519()));
         let (to_alice, opened) = bob.accept_session(alice.curve25519(), &payload).unwrap();
-        assert_eq!(opened, first);
+        assert_eq!(opened, numbered(first, 1));
         (alice, to_bob, bob, to_alice)
+    }
+
+    /// `message` as it opens: numbered `seq` by the session that sealed it.
+    fn numbered(message: Plaintext, seq: u64) -> Plaintext {
+        Plaintext {
+            seq: Some(seq),
+            ..message
+        }
+    }
+
+    #[test]
+    fn a_message_that_never_arrives_is_missing_until_it_does() {
+        let (_alice, mut to_bob, _bob, mut to_alice) = pair();
+        let sealed: Vec<Vec<u8>> = (2..=5)
+            .map(|n| to_bob.seal(&chat(&format!("m{n}"))).unwrap())
+            .collect();
+        assert_eq!(to_alice.open(&sealed[0]).unwrap().seq, Some(2));
+        assert_eq!(to_alice.missing(), 0);
+        // 3 and 4 are held back: 5 shows them missing.
+        assert_eq!(to_alice.open(&sealed[3]).unwrap().seq, Some(5));
+        assert_eq!(to_alice.missing(), 2);
+        // Stored and restored, the numbers stay.
+        let key = PickleKey::generate().unwrap();
+        let stored = to_alice.to_encrypted_pickle(&key);
+        assert_eq!(PeerSession::missing_in_pickle(&stored), 2);
+        let mut to_alice = PeerSession::from_encrypted_pickle(&stored, &key).unwrap();
+        assert_eq!(to_alice.missing(), 2);
+        to_alice.open(&sealed[1]).unwrap();
+        assert_eq!(to_alice.missing(), 1);
+        to_alice.open(&sealed[2]).unwrap();
+        assert_eq!(to_alice.missing(), 0);
+        // The other way, numbering starts at 1 on its own.
+        assert_eq!(
+            to_bob
+                .open(&to_alice.seal(&chat("hi")).unwrap())
+                .unwrap()
+                .seq,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn numbers_are_bounded_against_a_peer_that_skips_billions() {
+        let mut numbers = Numbers::fresh();
+        numbers.arrived(u64::MAX);
+        assert_eq!(numbers.missing.len(), MAX_TRACKED_GAPS);
+        assert_eq!(numbers.uncounted, u64::MAX - 1 - MAX_TRACKED_GAPS as u64);
+        numbers.arrived(u64::MAX);
+        numbers.arrived(3);
+        assert_eq!(numbers.missing.len(), MAX_TRACKED_GAPS);
+        // A session stored before numbering learns where it stands from the
+        // first numbered message, without a gap.
+        let mut legacy = Numbers::default();
+        legacy.arrived(41);
+        legacy.arrived(42);
+        assert_eq!((legacy.missing.len(), legacy.uncounted), (0, 0));
+        // Stored numbers round-trip; damaged ones are refused.
+        let mut stored = numbers.prefix();
+        stored.push_str("PICKLE");
+        assert_eq!(Numbers::split(&stored), Some((numbers, "PICKLE")));
+        assert_eq!(
+            Numbers::split("no prefix"),
+            Some((Numbers::default(), "no prefix"))
+        );
+        for damaged in ["s1:1:2:3", "s1:x:2:3::P", "s1:1:2:3:4,y:P"] {
+            assert_eq!(Numbers::split(damaged), None, "{damaged}");
+        }
     }
 
     #[test]
@@ -221,9 +432,12 @@ mod tests {
         let reply = chat("hello alice, SECRET-MARKER");
         let payload = to_alice.seal(&reply).unwrap();
         assert!(!payload.windows(13).any(|w| w == b"SECRET-MARKER"));
-        assert_eq!(to_bob.open(&payload).unwrap(), reply);
+        assert_eq!(to_bob.open(&payload).unwrap(), numbered(reply, 1));
         let next = chat("again");
-        assert_eq!(to_alice.open(&to_bob.seal(&next).unwrap()).unwrap(), next);
+        assert_eq!(
+            to_alice.open(&to_bob.seal(&next).unwrap()).unwrap(),
+            numbered(next, 2)
+        );
     }
 
     #[test]
@@ -263,7 +477,7 @@ mod tests {
         let message = chat("after restore");
         assert_eq!(
             to_alice.open(&restored.seal(&message).unwrap()).unwrap(),
-            message
+            numbered(message, 2)
         );
         assert!(
             PeerSession::from_encrypted_pickle(&pickle, &PickleKey::generate().unwrap()).is_err()

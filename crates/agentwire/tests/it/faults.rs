@@ -467,6 +467,19 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The recipients' view: no contact's numbering shows a gap.
+    let missing: u64 = homes
+        .iter()
+        .map(|home| {
+            home.api(json!({"op": "contacts"}))["contacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["missing"].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+
     // The time to recover: from the end of each fault to the next message
     // handed to any recipient.
     let mut arrivals: Vec<Instant> = received.iter().map(|(_, _, at)| *at).collect();
@@ -488,7 +501,8 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
 
     println!(
         "faults: {} agents; sent {} (in {} attempts), received {} unique ({} from unconfirmed sends), \
-         lost {}, duplicated {duplicated}, misdelivered {misdelivered}, not delivered per sender {not_delivered}; \
+         lost {}, duplicated {duplicated}, misdelivered {misdelivered}, not delivered per sender {not_delivered}, \
+         missing per recipient {missing}; \
          relay kills {}, daemon kills {}, cuts {} ({} connections), disk full {}, read-only restarts {}; \
          recovery after a fault median {} ms, max {} ms; all arrived {:.1} s after the last fault; {:.1} s in all",
         AGENTS.len(),
@@ -526,6 +540,7 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
         not_delivered, 0,
         "the senders do not see every message delivered"
     );
+    assert_eq!(missing, 0, "a recipient's numbering shows a gap");
     for (kind, count) in [
         ("relay kills", &faults.relay_kills),
         ("daemon kills", &faults.daemon_kills),

@@ -239,3 +239,50 @@ fn a_message_the_relay_drops_without_a_word_is_flagged_overdue() {
     let text = alice.run(&["status", &id]).ok().stdout;
     assert!(text.contains("overdue"), "{text}");
 }
+
+/// Finding: a message a relay dropped was invisible to its recipient. Each
+/// message is numbered in its session, inside the encryption: once a later
+/// one arrives, the recipient's `contacts` shows the one that did not.
+#[test]
+fn a_message_the_relay_drops_is_missing_at_the_recipient() {
+    let paired = Paired::start(&[]);
+    let (alice, bob) = (&paired.alice, &paired.bob);
+    let missing = || bob.run(&["--json", "contacts"]).ok().json()["contacts"][0]["missing"].clone();
+    assert_eq!(missing(), 0);
+    bob.run(&["daemon", "stop"]).ok();
+    for body in [&b"first"[..], b"dropped", b"third"] {
+        alice
+            .run_with_stdin(&["send", "bob", "-", "--wait", "relayed"], Some(body))
+            .ok();
+        if body == b"dropped" {
+            // The relay drops it silently.
+            let db = rusqlite::Connection::open(paired.relay_home.join("relay.db")).unwrap();
+            db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            let dropped = db
+                .execute(
+                    "DELETE FROM envelopes WHERE rowid = (SELECT MAX(rowid) FROM envelopes)",
+                    [],
+                )
+                .unwrap();
+            assert_eq!(dropped, 1);
+            db.execute("UPDATE depth SET queued = queued - 1", [])
+                .unwrap();
+        }
+    }
+    bob.run(&["daemon", "start"]).ok();
+    let got = bob
+        .run(&["--json", "recv", "--wait", "10s", "--max", "10"])
+        .ok()
+        .json();
+    let bodies: Vec<&str> = got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert!(bodies.contains(&"third"), "{got}");
+    assert!(!bodies.contains(&"dropped"), "{got}");
+    assert!(eventually(|| missing() == 1), "{}", missing());
+    let text = bob.run(&["contacts"]).ok().stdout;
+    assert!(text.contains("missing:1"), "{text}");
+}

@@ -689,6 +689,7 @@ pub fn first_message(
             reply_to: None,
             thread: None,
             chain: None,
+            seq: None,
             body: body.as_bytes().to_vec(),
         })
         .unwrap();

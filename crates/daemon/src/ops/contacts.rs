@@ -30,9 +30,20 @@ impl Run for Whoami {
 impl Run for Contacts {
     async fn run(self, daemon: &Arc<Daemon>) -> Result<ContactList, ApiError> {
         let (name, _) = daemon.pick(self.identity.as_deref())?;
-        let contacts = daemon.db.run(move |tx| tx.contacts(&name)).await?;
+        let (contacts, missing) = daemon
+            .db
+            .run(move |tx| {
+                Ok::<_, crate::store::StoreError>((tx.contacts(&name)?, tx.missing(&name)?))
+            })
+            .await?;
         Ok(ContactList {
-            contacts: contacts.iter().map(contact_view).collect(),
+            contacts: contacts
+                .iter()
+                .map(|contact| ContactView {
+                    missing: missing.get(&contact.address).copied().unwrap_or(0),
+                    ..contact_view(contact)
+                })
+                .collect(),
         })
     }
 }

@@ -77,6 +77,7 @@ async fn queue(daemon: &Arc<Daemon>, request: SendMessage) -> Result<Queued, Api
             reply_to,
             thread,
             chain,
+            seq: None,
             body,
         })
         .await?;

@@ -290,6 +290,7 @@ async fn report(
             reply_to: Some(task_id),
             thread: None,
             chain,
+            seq: None,
             body,
         })
         .await?;

@@ -471,6 +471,26 @@ impl Tx<'_> {
         )
     }
 
+    /// Per contact with a session, how many of its messages have not arrived
+    /// though a later one has (read from the stored sessions' numbers).
+    pub fn missing(&self, identity: &Name) -> Result<std::collections::HashMap<PublicKey, u64>> {
+        let rows: Vec<(Vec<u8>, String)> = self.rows(
+            "SELECT address, pickle FROM sessions WHERE identity = ?1",
+            params![identity.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(address, pickle)| {
+                let address = PublicKey::from_bytes(address.try_into().ok()?);
+                Some((
+                    address,
+                    agentwire_session::PeerSession::missing_in_pickle(&pickle),
+                ))
+            })
+            .collect())
+    }
+
     /// Stores a session's pickle.
     pub fn save_session(&self, identity: &Name, address: &PublicKey, pickle: &str) -> Result<()> {
         self.exec(
