@@ -459,6 +459,59 @@ mod tests {
         assert!(bob.accept_session(alice_curve, &forged).is_err());
     }
 
+    /// The replaced tools' bug class "a signature that does not cover the
+    /// ciphertext": a flipped bit anywhere in a sealed message never opens as
+    /// anything but what was sealed. In a normal message every byte is
+    /// authenticated; a first (pre-key) message also carries the keys that
+    /// set a session up, which an established session does not use (a
+    /// wrong one there sets up no session at all), so its content is still
+    /// exactly what was sealed.
+    #[test]
+    fn a_flipped_bit_anywhere_in_a_sealed_message_never_opens_as_something_else() {
+        let key = PickleKey::generate().unwrap();
+        let (_alice, mut to_bob, _bob, mut to_alice) = pair();
+        // Still a pre-key message: Bob has not answered yet.
+        let first = chat("transfer 10 to carol");
+        let payload = to_bob.seal(&first).unwrap();
+        assert_eq!(payload[0], 0, "a pre-key message");
+        let saved = to_alice.to_encrypted_pickle(&key);
+        let mut refused = 0;
+        for at in 0..payload.len() {
+            for bit in [0x01, 0x80] {
+                let mut damaged = payload.clone();
+                damaged[at] ^= bit;
+                let mut receiver = PeerSession::from_encrypted_pickle(&saved, &key).unwrap();
+                match receiver.open(&damaged) {
+                    Err(_) => refused += 1,
+                    Ok(opened) => assert_eq!(opened, numbered(first.clone(), 2), "byte {at}"),
+                }
+            }
+        }
+        assert!(
+            refused > payload.len(),
+            "{refused} of {} refused",
+            2 * payload.len()
+        );
+        assert_eq!(to_alice.open(&payload).unwrap(), numbered(first, 2));
+        // Once Bob answers, Alice's messages are normal ones: every bit counts.
+        let _ = to_bob.open(&to_alice.seal(&chat("ok")).unwrap()).unwrap();
+        let second = chat("transfer 20 to carol");
+        let payload = to_bob.seal(&second).unwrap();
+        assert_eq!(payload[0], 1, "a normal message");
+        for at in 0..payload.len() {
+            for bit in [0x01, 0x80] {
+                let mut damaged = payload.clone();
+                damaged[at] ^= bit;
+                assert!(
+                    to_alice.open(&damaged).is_err(),
+                    "byte {at} of {} flipped ({bit:#x}) still opened",
+                    payload.len()
+                );
+            }
+        }
+        assert_eq!(to_alice.open(&payload).unwrap(), numbered(second, 3));
+    }
+
     #[test]
     fn a_replayed_payload_does_not_decrypt_twice() {
         let (_alice, mut to_bob, _bob, mut to_alice) = pair();

@@ -175,6 +175,34 @@ fn one_contacts_flood_of_urgent_messages_cannot_keep_the_others_waiting() {
     assert_eq!(from_a, sent_by_a.iter().collect::<Vec<_>>());
 }
 
+/// The replaced tools' bug class "sent before validated": a send refused for
+/// an unknown peer or an oversized body leaves nothing behind, nothing
+/// queued and nothing sent.
+#[test]
+fn a_refused_send_queues_nothing() {
+    let home = siblings();
+    let run = home.run_with_stdin(&["send", "nobody", "-"], Some(b"hi"));
+    assert_eq!(run.code, 12, "{run:?}");
+    let oversized = vec![b'x'; 128 * 1024 + 1];
+    let run = home.run_with_stdin(&["send", "b", "-"], Some(&oversized));
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("128 KiB"), "{}", run.stderr);
+    let run = home.run_with_stdin(&["send", "b", "-", "--kind", "task"], Some(&oversized));
+    assert_eq!(run.code, 2, "{run:?}");
+    let sent = home.run(&["--json", "--as", "a", "sent"]).ok().json();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 0, "{sent}");
+    // The daemon has nothing waiting to go out, and the peer gets nothing.
+    let status = home.api(json!({"op": "status"}));
+    assert_eq!(status["queued"], 0, "{status}");
+    home.run_with_stdin(&["send", "b", "-"], Some(b"after"))
+        .ok();
+    let got = home
+        .run(&["--json", "--as", "b", "recv", "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(bodies(&got), ["after"]);
+}
+
 #[test]
 fn two_concurrent_readers_split_500_messages_without_overlap() {
     let home = siblings();

@@ -178,6 +178,80 @@ fn an_expired_invite_is_refused() {
     assert!(!run.stderr.contains("ms since"), "{}", run.stderr);
 }
 
+/// The replaced tools' bug class "invite expiry in the wrong unit", the other
+/// way round from `an_expired_invite_is_refused`: a lifetime taken 1,000
+/// times too short (milliseconds for seconds) would expire this invite long
+/// before it is used.
+#[test]
+fn an_invite_is_good_for_its_whole_lifetime_not_a_thousandth_of_it() {
+    let homes = two_homes();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let made = homes
+        .alice
+        .run(&["--json", "invite", "--ttl", "30s"])
+        .ok()
+        .json();
+    let expires = made["expires_at_ms"].as_u64().unwrap();
+    assert!(
+        (before + 29_000..=before + 60_000).contains(&expires),
+        "30 s from {before} is not {expires}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let token = made["invite"].as_str().unwrap();
+    homes
+        .bob
+        .run_with_stdin(&["accept", "-"], Some(token.as_bytes()))
+        .ok();
+}
+
+/// The replaced tools' bug class "a name slot taken over": a second
+/// redeemer suggesting a name a contact already has gets a name of its own,
+/// and the first contact's name keeps pointing at the first contact.
+#[test]
+fn a_second_redeemer_with_the_same_name_takes_nothing_from_the_first() {
+    let homes = two_homes();
+    let impostor = TestHome::new();
+    impostor
+        .run(&["init", "--name", "bob", "--relay", &homes.relay.url])
+        .ok();
+    for home in [&homes.bob, &impostor] {
+        let token = invite(&homes.alice, &[]);
+        home.run_with_stdin(&["accept", "-"], Some(token.as_bytes()))
+            .ok();
+    }
+    let key_of = |home: &TestHome| home.run(&["--json", "whoami"]).ok().json()["address"].clone();
+    let contacts = homes.alice.run(&["--json", "contacts"]).ok().json();
+    let by_name = |name: &str| {
+        contacts["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["address"].clone())
+    };
+    assert_eq!(by_name("bob"), Some(key_of(&homes.bob)), "{contacts}");
+    assert_eq!(by_name("bob-2"), Some(key_of(&impostor)), "{contacts}");
+    // What alice sends to "bob" reaches the first bob only.
+    homes
+        .alice
+        .run_with_stdin(&["send", "bob", "-"], Some(b"for the first bob"))
+        .ok();
+    let got = homes
+        .bob
+        .run(&["--json", "recv", "--wait", "10s"])
+        .ok()
+        .json();
+    assert_eq!(got["messages"][0]["body"], "for the first bob");
+    assert_eq!(
+        impostor.run(&["recv"]).code,
+        1,
+        "the second bob got nothing"
+    );
+}
+
 #[test]
 fn an_invite_with_a_flipped_bit_is_refused() {
     let homes = two_homes();

@@ -600,6 +600,74 @@ mod tests {
         assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), [late, early]);
     }
 
+    /// The replaced tools' bug class "acting on someone else's task by its
+    /// id": a status or cancel naming a task moves it only when it comes
+    /// from the task's other side, in its role.
+    #[test]
+    fn a_third_contact_cannot_move_a_task_it_is_not_part_of() {
+        use agentwire_api::{TaskRole, TaskState};
+        let (_dir, store) = store();
+        let tx = store.read();
+        let me = Name::new("me").unwrap();
+        let (worker, stranger) = (
+            PublicKey::from_bytes([7; 32]),
+            PublicKey::from_bytes([8; 32]),
+        );
+        let id = MessageId::new_v7();
+        tx.insert_task(&me, &id, TaskRole::Asked, &worker, 1)
+            .unwrap();
+        let state = || tx.task(&me, &id).unwrap().unwrap().state;
+        // Another contact reports on it, or cancels it: nothing moves.
+        for next in [
+            TaskState::Working,
+            TaskState::Completed,
+            TaskState::Canceled,
+        ] {
+            let moved = tx
+                .move_task(
+                    &me,
+                    &id,
+                    TaskRole::Asked,
+                    &stranger,
+                    next,
+                    Some("forged"),
+                    None,
+                    2,
+                )
+                .unwrap();
+            assert!(moved.is_none(), "{next:?} from a stranger moved the task");
+            assert_eq!(state(), TaskState::Submitted);
+        }
+        // Nor does the worker acting as if it were the requester.
+        let moved = tx
+            .move_task(
+                &me,
+                &id,
+                TaskRole::Given,
+                &worker,
+                TaskState::Canceled,
+                None,
+                None,
+                2,
+            )
+            .unwrap();
+        assert!(moved.is_none());
+        // The worker, in its role, does.
+        let moved = tx
+            .move_task(
+                &me,
+                &id,
+                TaskRole::Asked,
+                &worker,
+                TaskState::Working,
+                None,
+                None,
+                3,
+            )
+            .unwrap();
+        assert_eq!(moved.map(|t| t.state), Some(TaskState::Working));
+    }
+
     #[test]
     fn outgoing_states_only_move_forward_and_a_receipt_beats_the_relays_expired() {
         let (_dir, store) = store();
