@@ -348,3 +348,52 @@ async fn metrics_and_health_counts_need_the_metrics_token() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["queued_envelopes"], 0, "{health}");
 }
+
+/// Finding 8: about 128 KB per idle authenticated connection (the WebSocket
+/// library's default read buffer). 500 idle connections to a relay process
+/// must cost well under a quarter of that each (about 7 KB is measured, see
+/// BENCHMARKS.md; the bound leaves room for the allocator's noise).
+#[tokio::test]
+async fn idle_connections_cost_a_few_kilobytes_each_not_a_read_buffer() {
+    const CONNECTIONS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::spawn(
+        &dir.path().join("home"),
+        "127.0.0.1:0",
+        &[
+            "--max-connections-per-ip",
+            "1000",
+            "--max-connections",
+            "1000",
+        ],
+    );
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", relay.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let config = relay.client_config();
+    // One connection first, so that what all share is counted before.
+    let _first = agentwire_client::Connection::open(&config, &new_key())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = rss();
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        held.push(
+            agentwire_client::Connection::open(&config, &new_key())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let per = rss().saturating_sub(before) / CONNECTIONS as u64;
+    println!("{CONNECTIONS} idle connections: {per} bytes each");
+    assert!(per < 32 * 1024, "{per} bytes per idle connection");
+}

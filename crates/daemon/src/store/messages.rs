@@ -46,10 +46,15 @@ pub(super) const UNREAD: &str =
 /// How many urgent messages a contact may have waiting in the urgent lane;
 /// its further urgent messages wait in the normal lane (still marked urgent).
 pub(super) const URGENT_SHARE: u64 = 10;
-/// The next turn in a sender's lane: one after its last waiting message.
-pub(super) const NEXT_TURN: &str =
-    "SELECT COALESCE(MAX(turn) + 1, 0), COUNT(*) FROM messages INDEXED BY messages_waiting
+/// The last turn taken in a sender's lane by a waiting message: one look at
+/// the end of the index, however many wait.
+pub(super) const LAST_TURN: &str = "SELECT MAX(turn) FROM messages INDEXED BY messages_waiting
      WHERE identity = ?1 AND peer = ?2 AND lane = ?3 AND direction = 'in' AND consumed_at IS NULL";
+/// How many of a sender's messages wait in a lane, counted up to ?4 only.
+pub(super) const WAITING_UP_TO: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM messages INDEXED BY messages_waiting
+     WHERE identity = ?1 AND peer = ?2 AND lane = ?3 AND direction = 'in' AND consumed_at IS NULL
+     LIMIT ?4)";
 /// How many unread messages from current contacts.
 pub(super) const UNREAD_COUNT: &str = "SELECT COUNT(*) FROM messages
      WHERE identity = ?1 AND direction = 'in' AND consumed_at IS NULL
@@ -98,23 +103,30 @@ impl Tx<'_> {
     /// but normal for an urgent one beyond the contact's [`URGENT_SHARE`])
     /// and its turn in that lane.
     fn place(&self, identity: &Name, peer: &PublicKey, priority: Priority) -> Result<(u8, i64)> {
-        let next = |lane: u8| -> Result<(i64, u64)> {
-            Ok(self
+        let mut lane = priority.to_u8();
+        if priority == Priority::Urgent {
+            let waiting: i64 = self
                 .row(
-                    NEXT_TURN,
-                    params![identity.as_str(), peer.as_bytes(), lane],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                    WAITING_UP_TO,
+                    params![
+                        identity.as_str(),
+                        peer.as_bytes(),
+                        lane,
+                        URGENT_SHARE as i64
+                    ],
+                    |row| row.get(0),
                 )?
-                .map(|(turn, count)| (turn, u64::try_from(count).unwrap_or(0)))
-                .unwrap_or((0, 0)))
-        };
-        let lane = priority.to_u8();
-        let (turn, waiting) = next(lane)?;
-        if priority == Priority::Urgent && waiting >= URGENT_SHARE {
-            let normal = Priority::Normal.to_u8();
-            return Ok((normal, next(normal)?.0));
+                .unwrap_or(0);
+            if u64::try_from(waiting).unwrap_or(0) >= URGENT_SHARE {
+                lane = Priority::Normal.to_u8();
+            }
         }
-        Ok((lane, turn))
+        let last = self.row(
+            LAST_TURN,
+            params![identity.as_str(), peer.as_bytes(), lane],
+            |row| row.get::<_, Option<i64>>(0),
+        )?;
+        Ok((lane, last.flatten().map_or(0, |turn| turn + 1)))
     }
 
     /// The chain a reply to `id` (a message we received) belongs to: its

@@ -322,7 +322,7 @@ fn connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// The store's schema version once migrated.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -526,6 +526,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              CREATE INDEX IF NOT EXISTS messages_waiting ON messages (identity, peer, lane, turn)
                  WHERE direction = 'in' AND consumed_at IS NULL;
              PRAGMA user_version = 8;
+             COMMIT;",
+        )?;
+    }
+    if version < 9 {
+        // The unread index holds only what is unread: outgoing messages
+        // never enter it, and a message leaves it when it is taken.
+        conn.execute_batch(
+            "BEGIN;
+             DROP INDEX IF EXISTS messages_unread;
+             CREATE INDEX IF NOT EXISTS messages_unread ON messages (identity, lane, turn, id)
+                 WHERE direction = 'in' AND consumed_at IS NULL;
+             PRAGMA user_version = 9;
              COMMIT;",
         )?;
     }
@@ -853,7 +865,8 @@ mod tests {
         check(messages::OUTBOX_COUNT, "messages_queued");
         check(messages::UNREAD, "messages_unread");
         check(messages::UNREAD_COUNT, "messages_waiting");
-        check(messages::NEXT_TURN, "messages_waiting");
+        check(messages::LAST_TURN, "messages_waiting");
+        check(messages::WAITING_UP_TO, "messages_waiting");
     }
 
     #[test]
