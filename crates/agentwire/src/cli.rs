@@ -1047,6 +1047,21 @@ pub(crate) struct LimitArgs {
     /// How long a client has to answer the challenge
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) auth_timeout: Duration,
+    /// How often idle connections are pinged (1s to 10m); a connection
+    /// silent for three intervals is closed
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_ping_interval)]
+    pub(crate) ping_interval: Duration,
+}
+
+/// A ping interval: 1 s to 10 min.
+fn parse_ping_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&interval) {
+        return Err(format!(
+            "{text} is out of range: the ping interval is 1s to 10m"
+        ));
+    }
+    Ok(interval)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -67,7 +67,7 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
             envelope_ttl: l.envelope_ttl,
             max_directory_entries: l.max_directory_entries,
             auth_timeout: l.auth_timeout,
-            ping_interval: agentwire_relay::DEFAULT_PING_INTERVAL,
+            ping_interval: l.ping_interval,
         },
     })
 }

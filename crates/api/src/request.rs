@@ -687,7 +687,12 @@ pub struct Recv {
     /// Hold the messages for this connection instead of taking them: the
     /// client then sends `{"op":"ack","ids":[…]}` on the same connection
     /// with the ids it really took (e.g. wrote out), and gets `acked`; the
-    /// rest stay unread, as do all of them if it hangs up first.
+    /// rest stay unread, as do all of them if it hangs up first. Without
+    /// it, the messages are marked read before the answer is written: a
+    /// reader that must not lose one (a daemon stopped in between) asks
+    /// with `confirm`. With it, a message may come twice (the daemon
+    /// stopped before the ack was recorded): the reader keeps what it took
+    /// by id.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
     /// Only these messages (ids), those still unread and not held by

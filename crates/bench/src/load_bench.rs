@@ -110,6 +110,16 @@ fn main() -> Result<(), Error> {
     runtime.block_on(run(args, exe))
 }
 
+/// The relay process, killed when the benchmark ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What happened in one phase, for the legitimate clients.
 #[derive(Default)]
 struct Phase {
@@ -180,17 +190,19 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem())?;
     std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
-    let mut relay = Command::new(&exe)
-        .arg("--home")
-        .arg(dir.path().join("relay"))
-        .args(["relay", "--listen", "127.0.0.1:0", "--json", "--tls-cert"])
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = relay.stdout.take().ok_or("no relay stdout")?;
+    let mut relay = KillOnDrop(
+        Command::new(&exe)
+            .arg("--home")
+            .arg(dir.path().join("relay"))
+            .args(["relay", "--listen", "127.0.0.1:0", "--json", "--tls-cert"])
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = relay.0.stdout.take().ok_or("no relay stdout")?;
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut line = String::new();
@@ -256,13 +268,13 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
             shared.clone(),
         )));
     }
-    let rss_before = rss_kb(relay.id());
+    let rss_before = rss_kb(relay.0.id());
     tasks.push(tokio::spawn(probe_health(
         addr,
         tls.clone(),
         shared.clone(),
     )));
-    tasks.push(tokio::spawn(sample_memory(relay.id(), shared.clone())));
+    tasks.push(tokio::spawn(sample_memory(relay.0.id(), shared.clone())));
 
     let phase = Duration::from_secs(args.seconds);
     shared.phase.store(ALONE, Ordering::Relaxed);
@@ -314,9 +326,8 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
     for task in attackers.into_iter().chain(tasks) {
         task.abort();
     }
-    let rss_after = rss_kb(relay.id());
-    let _ = relay.kill();
-    let _ = relay.wait();
+    let rss_after = rss_kb(relay.0.id());
+    drop(relay);
 
     report(&args, &shared, connect_time, rss_before, rss_after);
     Ok(())

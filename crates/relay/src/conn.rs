@@ -892,7 +892,15 @@ impl Conn {
                     self.feed(Frame::new(request_id, Body::Acked { id })).await?;
                     self.refill(session).await
                 }
-                Err(error) => self.internal(request_id, error).await,
+                Err(error) => {
+                    // Still queued: it comes again on the next connection.
+                    // It no longer holds a place in this one's window, or a
+                    // few refused acks (a full disk) would stall deliveries
+                    // until the next keepalive.
+                    session.in_flight.remove(&id);
+                    self.internal(request_id, error).await?;
+                    self.refill(session).await
+                }
             },
             Done::AckBatch {
                 request_id,
@@ -908,7 +916,14 @@ impl Conn {
                         .await?;
                     self.refill(session).await
                 }
-                Err(error) => self.internal(request_id, error).await,
+                Err(error) => {
+                    // As for a single ack: still queued, out of the window.
+                    for id in &ids {
+                        session.in_flight.remove(id);
+                    }
+                    self.internal(request_id, error).await?;
+                    self.refill(session).await
+                }
             },
             Done::Dismiss {
                 request_id,

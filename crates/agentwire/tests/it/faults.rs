@@ -27,7 +27,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -307,14 +307,17 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
     }
 
     let sending = AtomicUsize::new(AGENTS.len());
+    // When each agent's daemon last answered, ms from the start.
+    let answered: [AtomicU64; 4] = Default::default();
     let faulting = AtomicBool::new(true);
     let receiving = AtomicBool::new(true);
     let faults = Faults::default();
     let attempts = AtomicUsize::new(0);
     // Per sender: (recipient, id) of each message whose send returned.
     let sent: Mutex<Vec<(usize, String)>> = Mutex::default();
-    // Per recipient: (id, when) of each message handed out, in order.
-    let received: Mutex<Vec<(usize, String, Instant)>> = Mutex::default();
+    // Per recipient: each message handed out (id, when, whether its ack was
+    // confirmed), in order.
+    let received: Mutex<Vec<(usize, String, Instant, bool)>> = Mutex::default();
 
     std::thread::scope(|scope| {
         // The faults: rounds of every kind in a random order, one every
@@ -342,21 +345,45 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
             faulting.store(false, Ordering::Relaxed);
         });
 
+        // A watchdog: says which daemons have not answered for a while (a
+        // run that stalls says where).
+        scope.spawn(|| {
+            while receiving.load(Ordering::Relaxed) && started.elapsed() < BUDGET {
+                std::thread::sleep(Duration::from_secs(5));
+                let now = started.elapsed().as_millis() as u64;
+                for (who, home) in homes.iter().enumerate() {
+                    let silent = now.saturating_sub(answered[who].load(Ordering::Relaxed));
+                    if silent > 5_000 {
+                        println!(
+                            "faults: {} has not answered for {:.1} s (home {}), {} sent in all, {} received",
+                            AGENTS[who],
+                            silent as f64 / 1000.0,
+                            home.path().display(),
+                            sent.lock().unwrap().len(),
+                            received.lock().unwrap().len()
+                        );
+                    }
+                }
+            }
+        });
+
         // The receivers: each agent takes what arrives.
         for (who, home) in homes.iter().enumerate() {
-            let (receiving, received) = (&receiving, &received);
+            let (receiving, received, answered) = (&receiving, &received, &answered);
             scope.spawn(move || {
                 while receiving.load(Ordering::Relaxed) && started.elapsed() < BUDGET {
-                    let request = json!({"op": "recv", "max": 1000, "wait_ms": 300});
-                    let Some(got) = try_api(home, &request) else {
+                    // Taken with confirm: a message counts once its recv
+                    // answered, and a second copy after a confirmed ack is
+                    // a duplicate.
+                    let Some((messages, confirmed)) = try_recv_confirmed(home, 300) else {
                         home.run(&["daemon", "start"]);
                         continue;
                     };
+                    answered[who].store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                     let now = Instant::now();
                     let mut received = received.lock().unwrap();
-                    for message in got["messages"].as_array().unwrap() {
-                        let id = message["id"].as_str().unwrap().to_owned();
-                        received.push((who, id, now));
+                    for (id, _) in messages {
+                        received.push((who, id, now, confirmed));
                     }
                 }
             });
@@ -365,6 +392,7 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
         // The senders: a message counts as sent once `send` returned its id.
         for (who, home) in homes.iter().enumerate() {
             let (sending, faulting, sent, attempts) = (&sending, &faulting, &sent, &attempts);
+            let answered = &answered;
             scope.spawn(move || {
                 let mut rng = Rng(seed.rotate_left(who as u32 * 8) | 1);
                 // At least `per_agent` messages, and on until the faults end.
@@ -378,6 +406,8 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
                         attempts.fetch_add(1, Ordering::Relaxed);
                         let request = json!({"op": "send", "to": AGENTS[to], "body": body});
                         if let Some(result) = try_api(home, &request) {
+                            answered[who]
+                                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                             let id = result["id"].as_str().unwrap().to_owned();
                             sent.lock().unwrap().push((to, id));
                             break;
@@ -408,7 +438,7 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(_, id, _)| id.clone())
+                .map(|(_, id, _, _)| id.clone())
                 .collect();
             if sent_ids.is_subset(&have) {
                 break;
@@ -422,16 +452,27 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
 
     let sent = sent.into_inner().unwrap();
     let received = received.into_inner().unwrap();
-    let mut copies: HashMap<&str, usize> = HashMap::new();
+    // Per id: how many times it was handed out, and how many of those the
+    // daemon confirmed as taken.
+    let mut copies: HashMap<&str, (usize, usize)> = HashMap::new();
     let mut misdelivered = 0;
     let sent_to: HashMap<&str, usize> = sent.iter().map(|(to, id)| (id.as_str(), *to)).collect();
-    for (who, id, _) in &received {
-        *copies.entry(id.as_str()).or_default() += 1;
+    for (who, id, _, confirmed) in &received {
+        let entry = copies.entry(id.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(*confirmed);
         if sent_to.get(id.as_str()).is_some_and(|to| to != who) {
             misdelivered += 1;
         }
     }
-    let duplicated: usize = copies.values().map(|n| n - 1).sum();
+    let duplicated: usize = copies
+        .values()
+        .map(|(_, confirmed)| confirmed.saturating_sub(1))
+        .sum();
+    let again_after_unconfirmed: usize = copies
+        .values()
+        .map(|(handed, confirmed)| handed.saturating_sub(*confirmed.max(&1)))
+        .sum();
     let lost: Vec<&str> = sent
         .iter()
         .map(|(_, id)| id.as_str())
@@ -482,7 +523,7 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
 
     // The time to recover: from the end of each fault to the next message
     // handed to any recipient.
-    let mut arrivals: Vec<Instant> = received.iter().map(|(_, _, at)| *at).collect();
+    let mut arrivals: Vec<Instant> = received.iter().map(|(_, _, at, _)| *at).collect();
     arrivals.sort();
     let ended = faults.ended.lock().unwrap().clone();
     let mut recovery: Vec<Duration> = ended
@@ -501,7 +542,7 @@ fn the_fault_harness_loses_and_duplicates_nothing() {
 
     println!(
         "faults: {} agents; sent {} (in {} attempts), received {} unique ({} from unconfirmed sends), \
-         lost {}, duplicated {duplicated}, misdelivered {misdelivered}, not delivered per sender {not_delivered}, \
+         lost {}, duplicated {duplicated} (handed out again after an unconfirmed take {again_after_unconfirmed}), misdelivered {misdelivered}, not delivered per sender {not_delivered}, \
          missing per recipient {missing}; \
          relay kills {}, daemon kills {}, cuts {} ({} connections), disk full {}, read-only restarts {}; \
          recovery after a fault median {} ms, max {} ms; all arrived {:.1} s after the last fault; {:.1} s in all",
@@ -625,6 +666,64 @@ fn inject(
             disk.remount("rw");
             *relay = RelayProcess::spawn_via(&disk.enter(), &disk.dir, relay_addr, &[]);
             faults.read_only.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Found by this harness: an ack the relay could not carry out (its disk
+/// full) kept its delivery's place in the connection's window, and once the
+/// window was full, deliveries stalled until the next keepalive (a ping
+/// interval, here set to 10 minutes). Now such deliveries leave the window at
+/// once (and come again on the next connection).
+#[tokio::test]
+async fn acks_refused_on_a_full_disk_do_not_stall_deliveries() {
+    use agentwire_client::{Event, RelayClient};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = RelayDisk::mount(&dir.path().join("relay"), "16m");
+    let relay = RelayProcess::spawn_via(
+        &disk.enter(),
+        &disk.dir,
+        "127.0.0.1:0",
+        &["--ping-interval", "10m"],
+    );
+    let (sender_key, recipient_key) = (new_key(), new_key());
+    let to = public(&recipient_key);
+    let (sender, _sender_events) =
+        RelayClient::connect(relay.client_config(), Arc::new(sender_key))
+            .await
+            .unwrap();
+    // More than a window's worth (256) waits.
+    for _ in 0..300 {
+        sender.send(to, new_id(), vec![7; 100]).await.unwrap();
+    }
+    let (recipient, mut events) =
+        RelayClient::connect(relay.client_config(), Arc::new(recipient_key))
+            .await
+            .unwrap();
+    let mut window = Vec::new();
+    while window.len() < 256 {
+        if let Event::Envelope(envelope) = next_event(&mut events).await {
+            window.push(envelope.id);
+        }
+    }
+    // Empty the write-ahead log first (Python's sqlite3 inside the disk's
+    // namespace), so that the acks' deletions need new space.
+    assert!(disk.sh(
+        r#"python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("PRAGMA busy_timeout = 5000"); r = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone(); sys.exit(r[0] != 0 or r[1] != 0)' "$1/relay.db""#
+    ));
+    disk.fill();
+    let refused = recipient.ack_batch(&window).await;
+    disk.free();
+    assert!(
+        refused.is_err(),
+        "the relay could not have deleted them on a full disk"
+    );
+    // The other 44 come on this connection, without waiting for a keepalive.
+    let mut rest = 0;
+    while rest < 44 {
+        if let Event::Envelope(envelope) = next_event(&mut events).await {
+            assert!(!window.contains(&envelope.id), "not on this connection");
+            rest += 1;
         }
     }
 }

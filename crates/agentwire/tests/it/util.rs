@@ -869,6 +869,46 @@ pub fn try_api(home: &TestHome, request: &serde_json::Value) -> Option<serde_jso
     (response["ok"] == true).then(|| response["result"].clone())
 }
 
+/// Takes unread messages the way a reader that must not lose any does:
+/// `recv` with `confirm`, then `ack` with every id it got. Returns the
+/// messages (id and body) and whether the daemon confirmed the ack; `None`
+/// if the daemon is down or refused. A message whose ack was not confirmed
+/// may come again (the daemon may have died before marking it read); one
+/// that comes again after a confirmed ack is a duplicate.
+pub fn try_recv_confirmed(home: &TestHome, wait_ms: u64) -> Option<(Vec<(String, String)>, bool)> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(home.path().join("daemon.sock")).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut exchange = |request: serde_json::Value| -> Option<serde_json::Value> {
+        let mut line = serde_json::to_vec(&request).ok()?;
+        line.push(b'\n');
+        (&stream).write_all(&line).ok()?;
+        let mut answer = String::new();
+        reader.read_line(&mut answer).ok()?;
+        let response: serde_json::Value = serde_json::from_str(&answer).ok()?;
+        (response["ok"] == true).then(|| response["result"].clone())
+    };
+    let got = exchange(serde_json::json!({
+        "op": "recv", "max": 1000, "wait_ms": wait_ms, "confirm": true
+    }))?;
+    let messages: Vec<(String, String)> = got["messages"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap_or_default().to_owned(),
+                m["body"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let ids: Vec<&String> = messages.iter().map(|(id, _)| id).collect();
+    let confirmed = exchange(serde_json::json!({"op": "ack", "ids": ids})).is_some();
+    Some((messages, confirmed))
+}
+
 pub fn daemon_pid(home: &TestHome) -> Option<u32> {
     try_api(home, &serde_json::json!({"op": "status"}))?["pid"]
         .as_u64()
