@@ -41,6 +41,9 @@
 //!   process (1 000, 5 000 and 10 000 unless told): the relay's resident
 //!   memory per connection.
 
+#[path = "exe.rs"]
+mod exe;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -112,20 +115,7 @@ fn main() -> Result<(), Error> {
         args.samples = 20;
         args.connections = vec![50];
     }
-    let exe = match &args.exe {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or("no directory for this program")?
-            .join("agentwire"),
-    };
-    if !exe.exists() {
-        return Err(format!(
-            "{} not found: build it (cargo build --release -p agentwire) or pass --exe",
-            exe.display()
-        )
-        .into());
-    }
+    let exe = exe::agentwire_exe(args.exe.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -20,6 +20,9 @@
 //! attackers from addresses of their own in 127.0.2-5.x: loopback stands in
 //! for the many hosts of real clients.
 
+#[path = "exe.rs"]
+mod exe;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -90,20 +93,7 @@ fn main() -> Result<(), Error> {
         args.queue_fillers = 2;
         args.flooders = 2;
     }
-    let exe = match &args.exe {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or("no directory")?
-            .join("agentwire"),
-    };
-    if !exe.exists() {
-        return Err(format!(
-            "{} not found: build it (cargo build --release -p agentwire) or pass --exe",
-            exe.display()
-        )
-        .into());
-    }
+    let exe = exe::agentwire_exe(args.exe.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -300,22 +290,27 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
             stop.clone(),
         )));
     }
-    for n in 0..args.queue_fillers {
+    // A client of the relay connecting from 127.0.THIRD.x.
+    let client_from = |third: u8, n: usize| {
         let mut config = ClientConfig::new(url.clone());
         config.extra_roots = vec![der.clone()];
-        config.local_address = Some(loopback(4, n));
+        config.local_address = Some(loopback(third, n));
+        config
+    };
+    for n in 0..args.queue_fillers {
         attackers.push(tokio::spawn(fill_queues(
-            config,
+            client_from(4, n),
             addresses.clone(),
             shared.clone(),
             stop.clone(),
         )));
     }
     for n in 0..args.flooders {
-        let mut config = ClientConfig::new(url.clone());
-        config.extra_roots = vec![der.clone()];
-        config.local_address = Some(loopback(5, n));
-        attackers.push(tokio::spawn(flood(config, shared.clone(), stop.clone())));
+        attackers.push(tokio::spawn(flood(
+            client_from(5, n),
+            shared.clone(),
+            stop.clone(),
+        )));
     }
     shared.phase.store(ATTACKED, Ordering::Relaxed);
     tokio::time::sleep(phase).await;
