@@ -157,16 +157,7 @@ impl Setup {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let stdout = relay.stdout.take().ok_or("no relay stdout")?;
-        let line = tokio::task::spawn_blocking(move || {
-            use std::io::BufRead;
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .map(|_| line)
-        })
-        .await??;
-        let listening: serde_json::Value = serde_json::from_str(&line)?;
+        let listening = exe::startup_line(&mut relay).await?;
         let url = listening
             .get("url")
             .and_then(serde_json::Value::as_str)

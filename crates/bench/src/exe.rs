@@ -1,4 +1,5 @@
-//! Finding the `agentwire` binary the benchmarks drive.
+//! Finding the `agentwire` binary the benchmarks drive, and reading what a
+//! relay process it started says first.
 
 use std::path::PathBuf;
 
@@ -22,4 +23,20 @@ pub(crate) fn agentwire_exe(
         .into());
     }
     Ok(exe)
+}
+
+/// The JSON line a `relay --json` child prints once it listens.
+pub(crate) async fn startup_line(
+    child: &mut std::process::Child,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+    let stdout = child.stdout.take().ok_or("no relay stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await??;
+    Ok(serde_json::from_str(&line)?)
 }

@@ -192,16 +192,7 @@ async fn run(args: Args, exe: PathBuf) -> Result<(), Error> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let stdout = relay.0.stdout.take().ok_or("no relay stdout")?;
-    let line = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    })
-    .await??;
-    let listening: serde_json::Value = serde_json::from_str(&line)?;
+    let listening = exe::startup_line(&mut relay.0).await?;
     let addr: SocketAddr = listening["addr"]
         .as_str()
         .ok_or("the relay did not print its address")?
