@@ -412,9 +412,7 @@ async fn probe_health(addr: SocketAddr, tls: tokio_rustls::TlsConnector, shared:
 }
 
 async fn health(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> Result<bool, Error> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let mut stream = tls.connect(name, tcp).await?;
+    let mut stream = tls_from(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), tls).await?;
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await?;
@@ -453,6 +451,40 @@ async fn tcp_from(addr: SocketAddr, local: IpAddr) -> std::io::Result<tokio::net
     socket.connect(addr).await
 }
 
+/// A TLS connection to the relay (as `localhost`) from `local`.
+async fn tls_from(
+    addr: SocketAddr,
+    local: IpAddr,
+    tls: &tokio_rustls::TlsConnector,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Error> {
+    let tcp = tcp_from(addr, local).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    Ok(tls.connect(name, tcp).await?)
+}
+
+/// Opens a socket with `open`, holds it until the relay closes it, then
+/// opens another, until `stop`; counts both.
+async fn hold_open<S, Fut>(
+    mut open: impl FnMut() -> Fut,
+    opened: &AtomicU64,
+    closed: &AtomicU64,
+    stop: &AtomicBool,
+) where
+    S: tokio::io::AsyncRead + Unpin,
+    Fut: std::future::Future<Output = Result<S, Error>>,
+{
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = open().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        opened.fetch_add(1, Ordering::Relaxed);
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte).await;
+        closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Class 1: finish TLS, start an HTTP request, never finish it; when the
 /// relay closes the socket, open another.
 async fn slow_http(
@@ -462,43 +494,28 @@ async fn slow_http(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) {
+    let open = || async {
+        let mut stream = tls_from(addr, local, &tls).await?;
+        stream
+            .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            .await?;
+        Ok(stream)
+    };
     let attack = &shared.attack;
-    while !stop.load(Ordering::Relaxed) {
-        let opened = async {
-            let tcp = tcp_from(addr, local).await?;
-            let name = rustls::pki_types::ServerName::try_from("localhost")?;
-            let mut stream = tls.connect(name, tcp).await?;
-            stream
-                .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
-                .await?;
-            Ok::<_, Error>(stream)
-        }
-        .await;
-        let Ok(mut stream) = opened else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        attack.slow_http_opened.fetch_add(1, Ordering::Relaxed);
-        let mut byte = [0u8; 1];
-        // Held until the relay closes it (or the attack ends).
-        let _ = stream.read(&mut byte).await;
-        attack.slow_http_closed.fetch_add(1, Ordering::Relaxed);
-    }
+    hold_open(
+        open,
+        &attack.slow_http_opened,
+        &attack.slow_http_closed,
+        &stop,
+    )
+    .await;
 }
 
 /// Class 2: open TCP, never start TLS; when closed, open another.
 async fn silent_tls(addr: SocketAddr, local: IpAddr, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let open = || async { Ok(tcp_from(addr, local).await?) };
     let attack = &shared.attack;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(mut stream) = tcp_from(addr, local).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        attack.silent_opened.fetch_add(1, Ordering::Relaxed);
-        let mut byte = [0u8; 1];
-        let _ = stream.read(&mut byte).await;
-        attack.silent_closed.fetch_add(1, Ordering::Relaxed);
-    }
+    hold_open(open, &attack.silent_opened, &attack.silent_closed, &stop).await;
 }
 
 /// Class 3: a fresh key sending junk to the legitimate clients as fast as
