@@ -980,9 +980,18 @@ pub(crate) struct RelayArgs {
     /// Address to listen on; use 0.0.0.0:7878 on a public host, port 0 for any free port
     #[arg(long, env = "AGENTWIRE_RELAY_LISTEN", default_value = agentwire_relay::DEFAULT_LISTEN)]
     pub(crate) listen: SocketAddr,
-    /// SQLite database file [default: relay.db in the home]
-    #[arg(long, value_name = "PATH")]
-    pub(crate) db: Option<PathBuf>,
+    /// Where to store queues: a SQLite file [default: relay.db in the
+    /// home], or `postgres://USER@HOST:PORT/DATABASE` for a PostgreSQL
+    /// database that several relay nodes share (a cluster). Parts the URL
+    /// leaves out come from PGHOST, PGPORT, PGUSER, PGPASSWORD and
+    /// PGDATABASE; keep the password there, not on the command line
+    #[arg(long, env = "AGENTWIRE_RELAY_DB", value_name = "PATH|URL")]
+    pub(crate) db: Option<String>,
+    /// PostgreSQL only: connections this node keeps open to the database,
+    /// at most (plus one that listens for other nodes' notifications)
+    #[arg(long, value_name = "N", default_value_t = agentwire_relay::DEFAULT_POSTGRES_POOL_SIZE as u16,
+          value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub(crate) db_pool_size: u16,
     /// Require clients to present the token in this file (first line, 1-512 bytes)
     #[arg(long, value_name = "FILE")]
     pub(crate) access_token_file: Option<PathBuf>,

@@ -5,7 +5,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use agentwire_relay::{AccessToken, Limits, RateLimit, Relay, RelayConfig, RelayError, TlsFiles};
+use agentwire_relay::{
+    AccessToken, Database, Limits, RateLimit, Relay, RelayConfig, RelayError, TlsFiles,
+};
 use anyhow::{Context, anyhow};
 
 use crate::cli::{GlobalArgs, RelayArgs};
@@ -19,12 +21,24 @@ pub(crate) fn run(global: &GlobalArgs, args: RelayArgs) -> Result<(), Failure> {
 }
 
 fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure> {
-    let db_path = match &args.db {
-        Some(path) => path.clone(),
+    let database = match args.db.as_deref() {
+        Some("") => {
+            return Err(Failure::new(
+                CONFIG,
+                anyhow!("--db is empty; give a SQLite file or a postgres:// URL"),
+            ));
+        }
+        Some(arg) => match Database::from_arg(arg) {
+            Database::Postgres(mut postgres) => {
+                postgres.pool_size = usize::from(args.db_pool_size);
+                Database::Postgres(postgres)
+            }
+            sqlite => sqlite,
+        },
         None => {
             let home = Home::resolve(global.home.as_deref()).code(CONFIG)?;
             home.ensure().code(CONFIG)?;
-            home.relay_db()
+            Database::Sqlite(home.relay_db())
         }
     };
     let access_token = args
@@ -49,7 +63,7 @@ fn resolve(global: &GlobalArgs, args: &RelayArgs) -> Result<RelayConfig, Failure
     let l = &args.limits;
     Ok(RelayConfig {
         listen: args.listen,
-        db_path,
+        database,
         access_token,
         tls,
         metrics_token,
@@ -97,7 +111,8 @@ fn read_token(path: &Path, what: &str) -> anyhow::Result<AccessToken> {
 }
 
 async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
-    let db = config.db_path.display().to_string();
+    let db = config.database.to_string();
+    let backend = config.database.backend();
     let (before, after) = agentwire_relay::raise_open_files_limit();
     let show = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
     if before != after {
@@ -133,6 +148,7 @@ async fn serve(config: RelayConfig, json: bool) -> Result<(), Failure> {
                 "addr": relay.local_addr().to_string(),
                 "relay_id": relay.relay_id().to_hex(),
                 "db": db,
+                "backend": backend,
             })
         );
     } else {

@@ -67,8 +67,9 @@ pub(crate) const WS_READ_BUFFER: usize = 2 * 1024;
 pub struct RelayConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Path of the SQLite database (created if missing).
-    pub db_path: PathBuf,
+    /// Where envelopes are stored: a SQLite file, or a PostgreSQL database
+    /// shared by the nodes of a relay cluster.
+    pub database: Database,
     /// When set, clients must present this token in their hello.
     pub access_token: Option<AccessToken>,
     /// When set, serve `wss://` with this certificate and key.
@@ -83,15 +84,163 @@ pub struct RelayConfig {
 
 impl RelayConfig {
     /// A configuration with default limits, no token and no TLS.
-    pub fn new(listen: SocketAddr, db_path: impl Into<PathBuf>) -> Self {
+    pub fn new(listen: SocketAddr, database: impl Into<Database>) -> Self {
         Self {
             listen,
-            db_path: db_path.into(),
+            database: database.into(),
             access_token: None,
             tls: None,
             metrics_token: None,
             limits: Limits::default(),
         }
+    }
+}
+
+/// Default largest number of PostgreSQL connections one relay node keeps
+/// (besides the one that listens for notifications).
+pub const DEFAULT_POSTGRES_POOL_SIZE: usize = 16;
+/// Default interval of a node's check for envelopes stored by other nodes
+/// whose notification it missed.
+pub const DEFAULT_POSTGRES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where a relay stores its queues.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// A SQLite file (created if missing), owned by this relay process alone.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, which several relay nodes may share.
+    Postgres(PostgresConfig),
+}
+
+impl Database {
+    /// Reads the `--db` argument: a `postgres://` or `postgresql://` URL
+    /// names a PostgreSQL database, anything else a SQLite file.
+    pub fn from_arg(arg: &str) -> Database {
+        if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            Database::Postgres(PostgresConfig::new(arg))
+        } else {
+            Database::Sqlite(PathBuf::from(arg))
+        }
+    }
+
+    /// The backend's name, as `/health` reports it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    /// The SQLite path, or the PostgreSQL URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(config) => write!(f, "{}", config.redacted_url()),
+        }
+    }
+}
+
+impl From<PathBuf> for Database {
+    fn from(path: PathBuf) -> Self {
+        Database::Sqlite(path)
+    }
+}
+
+impl From<&std::path::Path> for Database {
+    fn from(path: &std::path::Path) -> Self {
+        Database::Sqlite(path.to_path_buf())
+    }
+}
+
+impl From<&str> for Database {
+    /// A path to a SQLite file (use [`Database::from_arg`] to accept URLs).
+    fn from(path: &str) -> Self {
+        Database::Sqlite(PathBuf::from(path))
+    }
+}
+
+/// How to reach a PostgreSQL database. `Debug` and `Display` never print the
+/// password.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The connection URL; parts it leaves out come from libpq's environment
+    /// variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
+    url: String,
+    /// Connections this node keeps open, at most (besides its listener).
+    pub pool_size: usize,
+    /// How often this node checks for envelopes whose notification it
+    /// missed.
+    pub check_interval: Duration,
+}
+
+impl PostgresConfig {
+    /// A configuration for `url` with the default pool size and check
+    /// interval.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: DEFAULT_POSTGRES_POOL_SIZE,
+            check_interval: DEFAULT_POSTGRES_CHECK_INTERVAL,
+        }
+    }
+
+    /// The URL as given, password included: for connecting only.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.redacted_url())
+            .field("pool_size", &self.pool_size)
+            .field("check_interval", &self.check_interval)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user-info part, and any `password=`
+/// query parameter, replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
     }
 }
 
@@ -235,5 +384,33 @@ mod tests {
         assert!(!token.matches(b"abd"));
         assert!(!token.matches(b"abcd"));
         assert!(!token.matches(b""));
+    }
+
+    #[test]
+    fn a_postgres_password_never_shows() {
+        let url =
+            "postgres://relay:s3cret@db.example:5432/agentwire?password=s3cret&sslmode=disable";
+        let database = Database::from_arg(url);
+        assert_eq!(
+            database.to_string(),
+            "postgres://relay:***@db.example:5432/agentwire?password=***&sslmode=disable"
+        );
+        let config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), database);
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert_eq!(
+            redact_url("postgresql://a:b:c@h/d"),
+            "postgresql://a:***@h/d",
+            "a colon in the password"
+        );
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("postgres://"), "postgres://");
+        assert!(matches!(
+            Database::from_arg("relay.db"),
+            Database::Sqlite(_)
+        ));
+        assert!(matches!(
+            Database::from_arg("postgresql://h/d"),
+            Database::Postgres(_)
+        ));
     }
 }

@@ -997,13 +997,13 @@ impl Conn {
 
     async fn internal(&mut self, request_id: RequestId, error: StoreError) -> Step {
         self.shared.log_store_failure(&error);
-        self.refuse(
-            request_id,
-            ErrorCode::Internal,
-            0,
-            "the relay could not complete the request; retry later".into(),
-        )
-        .await
+        let message = if matches!(error, StoreError::Unavailable(_)) {
+            "the relay's database does not answer, so nothing was stored or changed; retry later"
+        } else {
+            "the relay could not complete the request; retry later"
+        };
+        self.refuse(request_id, ErrorCode::Internal, 0, message.into())
+            .await
     }
 
     /// Pushes queued envelopes past the cursor, up to the delivery window.

@@ -30,10 +30,25 @@ pub(crate) struct Metrics {
     pub(crate) queued: Gauge,
     pub(crate) rejections: Family<ReasonLabel, Counter>,
     pub(crate) store_commit_seconds: Histogram,
+    /// PostgreSQL only: connections in this node's pool, open and idle.
+    pub(crate) pool_connections: Gauge,
+    /// PostgreSQL only: connections in the pool not in use.
+    pub(crate) pool_idle: Gauge,
+    /// PostgreSQL only: requests waiting for a connection.
+    pub(crate) pool_waiting: Gauge,
+    /// PostgreSQL only: notifications from other nodes received.
+    pub(crate) notifications: Counter,
+    /// PostgreSQL only: times the notification listener (re)connected.
+    pub(crate) listener_connects: Counter,
+    /// PostgreSQL only: recipients woken by the periodic check rather than a
+    /// notification.
+    pub(crate) check_wakeups: Counter,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The relay's metrics; those of the PostgreSQL store only when
+    /// `postgres`.
+    pub(crate) fn new(postgres: bool) -> Self {
         let mut registry = Registry::with_prefix("agentwire_relay");
         let metrics = Self {
             connections: Gauge::default(),
@@ -45,6 +60,12 @@ impl Metrics {
             rejections: Family::default(),
             // 50 µs .. ~3 s
             store_commit_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+            pool_connections: Gauge::default(),
+            pool_idle: Gauge::default(),
+            pool_waiting: Gauge::default(),
+            notifications: Counter::default(),
+            listener_connects: Counter::default(),
+            check_wakeups: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +108,39 @@ impl Metrics {
             "Time to run and commit one store transaction",
             metrics.store_commit_seconds.clone(),
         );
+        if postgres {
+            let pg = registry.sub_registry_with_prefix("postgres");
+            pg.register(
+                "pool_connections",
+                "Connections open in this node's pool",
+                metrics.pool_connections.clone(),
+            );
+            pg.register(
+                "pool_idle",
+                "Connections in this node's pool not in use",
+                metrics.pool_idle.clone(),
+            );
+            pg.register(
+                "pool_waiting",
+                "Store requests waiting for a connection",
+                metrics.pool_waiting.clone(),
+            );
+            pg.register(
+                "notifications",
+                "Notifications of new envelopes or expiry notices received",
+                metrics.notifications.clone(),
+            );
+            pg.register(
+                "listener_connects",
+                "Times the notification listener connected (more than one means it reconnected)",
+                metrics.listener_connects.clone(),
+            );
+            pg.register(
+                "check_wakeups",
+                "Recipients woken by the periodic check instead of a notification",
+                metrics.check_wakeups.clone(),
+            );
+        }
         Self {
             registry,
             ..metrics

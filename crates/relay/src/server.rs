@@ -32,7 +32,7 @@ use crate::config::{
 use crate::metrics::Metrics;
 use crate::rate::{IpConnections, RateLimiter};
 use crate::socket::{self, Admitted, SocketSlot};
-use crate::store::{Store, StoreError, StoreThread};
+use crate::store::{Store, StoreError, StoreWorkers};
 use crate::wakers::Wakers;
 
 /// TLS handshakes in progress at once, at most.
@@ -51,7 +51,7 @@ pub enum RelayError {
     /// The database could not be opened.
     #[error("cannot open the relay database {path}: {source}")]
     Store {
-        /// The database path.
+        /// The database (a path, or a URL without its password).
         path: String,
         /// What failed.
         source: StoreError,
@@ -76,7 +76,7 @@ pub(crate) struct Shared {
     metrics_token: Option<AccessToken>,
     pub(crate) relay_id: RelayId,
     pub(crate) store: Store,
-    pub(crate) wakers: Wakers,
+    pub(crate) wakers: Arc<Wakers>,
     pub(crate) ip_rate: RateLimiter<IpAddr>,
     pub(crate) key_rate: RateLimiter<PublicKey>,
     pub(crate) metrics: Arc<Metrics>,
@@ -139,18 +139,24 @@ pub struct Relay {
     shared: Option<Arc<Shared>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    store_thread: Option<StoreThread>,
+    store_workers: Option<StoreWorkers>,
 }
 
 impl Relay {
     /// Opens the store, binds the listener and starts serving.
     pub async fn spawn(config: RelayConfig) -> Result<Relay, RelayError> {
-        let metrics = Arc::new(Metrics::new());
-        let (store, store_thread, relay_id) = Store::open(&config.db_path, metrics.clone())
-            .map_err(|source| RelayError::Store {
-                path: config.db_path.display().to_string(),
-                source,
-            })?;
+        let metrics = Arc::new(Metrics::new(matches!(
+            config.database,
+            crate::config::Database::Postgres(_)
+        )));
+        let wakers = Arc::new(Wakers::default());
+        let (store, store_workers, relay_id) =
+            Store::open(&config.database, metrics.clone(), wakers.clone())
+                .await
+                .map_err(|source| RelayError::Store {
+                    path: config.database.to_string(),
+                    source,
+                })?;
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let tcp = TcpListener::bind(config.listen)
             .await
@@ -176,7 +182,7 @@ impl Relay {
             metrics_token: config.metrics_token,
             relay_id,
             store,
-            wakers: Wakers::default(),
+            wakers,
             metrics,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
@@ -235,7 +241,7 @@ impl Relay {
             shared: Some(shared),
             shutdown,
             tasks,
-            store_thread: Some(store_thread),
+            store_workers: Some(store_workers),
         })
     }
 
@@ -276,13 +282,14 @@ impl Relay {
                 "connections did not finish within the shutdown grace period"
             );
         }
-        // The store thread ends once every handle is gone.
+        // The store's workers end once every handle is gone.
         drop(self.shared.take());
-        if let Some(thread) = self.store_thread.take() {
-            let joined = tokio::task::spawn_blocking(move || thread.join());
-            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-                tracing::warn!("the store did not finish within the shutdown grace period");
-            }
+        if let Some(workers) = self.store_workers.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, workers.finish())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the store did not finish within the shutdown grace period");
         }
         tracing::info!("relay stopped");
     }
@@ -412,17 +419,35 @@ async fn health(
     ConnectInfo(PeerAddr(peer, _)): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
 ) -> Response {
+    let database = shared.store.check().await;
+    let status = if shared.shutdown.is_cancelled() {
+        "stopping"
+    } else if database.is_err() {
+        "unhealthy"
+    } else {
+        "ok"
+    };
     let mut body = serde_json::json!({
-        "status": if shared.shutdown.is_cancelled() { "stopping" } else { "ok" },
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "relay_id": shared.relay_id.to_hex(),
+        "backend": shared.store.backend(),
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
     });
     if may_read_counts(shared.metrics_token.as_ref(), peer, &headers) {
         body["uptime_secs"] = shared.started.elapsed().as_secs().into();
         body["connections"] = shared.open_connections().into();
         body["queued_envelopes"] = shared.store.queued().into();
+        if let Err(error) = &database {
+            body["database_error"] = error.to_string().into();
+        }
     }
-    axum::Json(body).into_response()
+    let code = if database.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics_handler(

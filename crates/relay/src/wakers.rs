@@ -61,6 +61,22 @@ impl Wakers {
         }
     }
 
+    /// Wakes every connection for both kinds of news (after notifications
+    /// may have been missed).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn wake_all(&self) {
+        for (_, wakers) in self.lock().values().flatten() {
+            wakers.deliveries.notify_one();
+            wakers.notices.notify_one();
+        }
+    }
+
+    /// Whether `key` has a connection here.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_connected(&self, key: &PublicKey) -> bool {
+        self.lock().contains_key(key)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ByKey> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -27,6 +27,9 @@ mod faults;
 mod hostile_relay;
 mod library;
 mod local_user;
+#[path = "../../../bench/src/pg.rs"]
+#[allow(dead_code)]
+mod pg_server;
 mod readme;
 mod relay_auth;
 mod relay_client;

@@ -7,9 +7,8 @@ use agentwire_wire::{Body, ErrorCode, Frame};
 
 use crate::util::*;
 
-#[tokio::test]
-async fn envelope_to_a_connected_recipient_is_pushed_and_removed_by_ack() {
-    let relay = TestRelay::start().await;
+async fn envelope_to_a_connected_recipient_is_pushed_and_removed_by_ack(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let (client_b, mut events_b) = relay.client(&b).await;
@@ -29,9 +28,8 @@ async fn envelope_to_a_connected_recipient_is_pushed_and_removed_by_ack() {
     assert_eq!(relay.health().await["queued_envelopes"], 0);
 }
 
-#[tokio::test]
-async fn queued_envelopes_arrive_oldest_first_on_connect() {
-    let relay = TestRelay::start().await;
+async fn queued_envelopes_arrive_oldest_first_on_connect(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let ids: Vec<_> = (0..300).map(|_| new_id()).collect();
@@ -51,9 +49,8 @@ async fn queued_envelopes_arrive_oldest_first_on_connect() {
     assert_eq!(relay.health().await["queued_envelopes"], 0);
 }
 
-#[tokio::test]
-async fn unacknowledged_envelopes_are_delivered_again_on_reconnect() {
-    let relay = TestRelay::start().await;
+async fn unacknowledged_envelopes_are_delivered_again_on_reconnect(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let id = new_id();
@@ -68,9 +65,8 @@ async fn unacknowledged_envelopes_are_delivered_again_on_reconnect() {
     client_b.ack(id).await.unwrap();
 }
 
-#[tokio::test]
-async fn duplicate_envelope_id_is_stored_once() {
-    let relay = TestRelay::start().await;
+async fn duplicate_envelope_id_is_stored_once(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let id = new_id();
@@ -97,9 +93,8 @@ async fn duplicate_envelope_id_is_stored_once() {
     assert_eq!(relay.health().await["queued_envelopes"], 0);
 }
 
-#[tokio::test]
-async fn envelope_id_of_another_sender_is_a_conflict_not_a_silent_drop() {
-    let relay = TestRelay::start().await;
+async fn envelope_id_of_another_sender_is_a_conflict_not_a_silent_drop(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b, c) = (new_key(), new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let (client_c, _) = relay.client(&c).await;
@@ -109,9 +104,8 @@ async fn envelope_id_of_another_sender_is_a_conflict_not_a_silent_drop() {
     assert_eq!(code, ErrorCode::IdConflict);
 }
 
-#[tokio::test]
-async fn ack_by_someone_other_than_the_recipient_has_no_effect() {
-    let relay = TestRelay::start().await;
+async fn ack_by_someone_other_than_the_recipient_has_no_effect(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b, mallory) = (new_key(), new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let (client_m, _) = relay.client(&mallory).await;
@@ -128,9 +122,8 @@ async fn ack_by_someone_other_than_the_recipient_has_no_effect() {
     assert_eq!(next_envelope(&mut events_b).await.id, id);
 }
 
-#[tokio::test]
-async fn expiry_is_reported_to_a_connected_sender_and_again_until_dismissed() {
-    let relay = limits_relay(|l| l.envelope_ttl = Duration::from_millis(400)).await;
+async fn expiry_is_reported_to_a_connected_sender_and_again_until_dismissed(store: Store) {
+    let relay = limits_relay_on(store, |l| l.envelope_ttl = Duration::from_millis(400)).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, mut events_a) = relay.client(&a).await;
     let id = new_id();
@@ -170,9 +163,8 @@ async fn expiry_is_reported_to_a_connected_sender_and_again_until_dismissed() {
     assert_no_envelope(&mut events_b, Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
-async fn every_request_answer_echoes_its_request_id() {
-    let relay = TestRelay::start().await;
+async fn every_request_answer_echoes_its_request_id(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b) = (new_key(), new_key());
     let mut raw = RawWs::connect(&relay).await;
     let welcome = raw.authenticate(&a).await;
@@ -193,9 +185,8 @@ async fn every_request_answer_echoes_its_request_id() {
     assert_eq!(raw.expect().await, Frame::new(77, Body::Acked { id }));
 }
 
-#[tokio::test]
-async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key() {
-    let relay = limits_relay(|l| l.ping_interval = Duration::from_millis(300)).await;
+async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(store: Store) {
+    let relay = limits_relay_on(store, |l| l.ping_interval = Duration::from_millis(300)).await;
     let (a, b) = (new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let window = agentwire_relay::DELIVERY_WINDOW;
@@ -255,9 +246,8 @@ async fn acks_on_one_connection_do_not_stall_another_connection_of_the_same_key(
     reader.abort();
 }
 
-#[tokio::test]
-async fn shutdown_tells_connected_clients_before_closing() {
-    let mut relay = TestRelay::start().await;
+async fn shutdown_tells_connected_clients_before_closing(store: Store) {
+    let mut relay = TestRelay::on(store, |_| {}).await;
     let mut raw = RawWs::connect(&relay).await;
     raw.authenticate(&new_key()).await;
     relay.stop().await;
@@ -265,9 +255,8 @@ async fn shutdown_tells_connected_clients_before_closing() {
     raw.expect_closed().await;
 }
 
-#[tokio::test]
-async fn ack_batches_remove_only_the_recipients_own_envelopes_and_refill_the_window() {
-    let relay = TestRelay::start().await;
+async fn ack_batches_remove_only_the_recipients_own_envelopes_and_refill_the_window(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (a, b, c) = (new_key(), new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let ids: Vec<_> = (0..600).map(|_| new_id()).collect();
@@ -298,9 +287,8 @@ async fn ack_batches_remove_only_the_recipients_own_envelopes_and_refill_the_win
     assert_eq!(next_envelope(&mut events_c).await.id, for_c);
 }
 
-#[tokio::test]
-async fn an_empty_or_oversized_ack_batch_is_malformed() {
-    let relay = TestRelay::start().await;
+async fn an_empty_or_oversized_ack_batch_is_malformed(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     for count in [0usize, agentwire_wire::MAX_ACK_BATCH + 1] {
         let mut raw = RawWs::connect(&relay).await;
         raw.authenticate(&new_key()).await;
@@ -317,9 +305,8 @@ async fn an_empty_or_oversized_ack_batch_is_malformed() {
 /// A bug class of the tools agentwire replaces: two requests with the same
 /// request id hung a stream. Each is answered (the answers carry that id),
 /// and the connection goes on.
-#[tokio::test]
-async fn requests_that_share_a_request_id_are_each_answered() {
-    let relay = TestRelay::start().await;
+async fn requests_that_share_a_request_id_are_each_answered(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let mut raw = RawWs::connect(&relay).await;
     raw.authenticate(&new_key()).await;
     let to = public(&new_key());
@@ -353,3 +340,19 @@ async fn requests_that_share_a_request_id_are_each_answered() {
     assert!(matches!(raw.expect().await.body, Body::Acked { .. }));
     assert_eq!(relay.health().await["queued_envelopes"], 2);
 }
+
+on_both_stores!(
+    envelope_to_a_connected_recipient_is_pushed_and_removed_by_ack,
+    queued_envelopes_arrive_oldest_first_on_connect,
+    unacknowledged_envelopes_are_delivered_again_on_reconnect,
+    duplicate_envelope_id_is_stored_once,
+    envelope_id_of_another_sender_is_a_conflict_not_a_silent_drop,
+    ack_by_someone_other_than_the_recipient_has_no_effect,
+    expiry_is_reported_to_a_connected_sender_and_again_until_dismissed,
+    every_request_answer_echoes_its_request_id,
+    acks_on_one_connection_do_not_stall_another_connection_of_the_same_key,
+    shutdown_tells_connected_clients_before_closing,
+    ack_batches_remove_only_the_recipients_own_envelopes_and_refill_the_window,
+    an_empty_or_oversized_ack_batch_is_malformed,
+    requests_that_share_a_request_id_are_each_answered,
+);

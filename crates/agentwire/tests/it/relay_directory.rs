@@ -61,9 +61,8 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, agentwire_client::ClientError>)
     }
 }
 
-#[tokio::test]
-async fn only_published_entries_are_listed_and_each_verifies() {
-    let relay = TestRelay::start().await;
+async fn only_published_entries_are_listed_and_each_verifies(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (alice, bob, carol) = (new_key(), new_key(), new_key());
     let (client_a, _ea, relay_id) = connect(&relay, &alice).await;
     let (client_b, _eb, _) = connect(&relay, &bob).await;
@@ -101,9 +100,8 @@ async fn only_published_entries_are_listed_and_each_verifies() {
     assert!(verify_entry(&found[0], &RelayId::from_bytes([9; 16])).is_err());
 }
 
-#[tokio::test]
-async fn forged_stale_and_foreign_entries_are_refused() {
-    let relay = TestRelay::start().await;
+async fn forged_stale_and_foreign_entries_are_refused(store: Store) {
+    let relay = TestRelay::on(store, |_| {}).await;
     let (alice, mallory) = (new_key(), new_key());
     let (client_a, _ea, relay_id) = connect(&relay, &alice).await;
     let (client_m, _em, _) = connect(&relay, &mallory).await;
@@ -185,9 +183,8 @@ async fn forged_stale_and_foreign_entries_are_refused() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn the_directory_is_bounded_and_can_be_turned_off() {
-    let relay = limits_relay(|l| l.max_directory_entries = 1).await;
+async fn the_directory_is_bounded_and_can_be_turned_off(store: Store) {
+    let relay = limits_relay_on(store, |l| l.max_directory_entries = 1).await;
     let (alice, bob) = (new_key(), new_key());
     let (client_a, _ea, relay_id) = connect(&relay, &alice).await;
     let (client_b, _eb, _) = connect(&relay, &bob).await;
@@ -210,7 +207,7 @@ async fn the_directory_is_bounded_and_can_be_turned_off() {
         .await
         .unwrap();
 
-    let off = limits_relay(|l| l.max_directory_entries = 0).await;
+    let off = limits_relay_on(store, |l| l.max_directory_entries = 0).await;
     let (client, _e, relay_id) = connect(&off, &alice).await;
     assert_eq!(
         refusal(
@@ -225,3 +222,9 @@ async fn the_directory_is_bounded_and_can_be_turned_off() {
         ErrorCode::DirectoryDisabled
     );
 }
+
+on_both_stores!(
+    only_published_entries_are_listed_and_each_verifies,
+    forged_stale_and_foreign_entries_are_refused,
+    the_directory_is_bounded_and_can_be_turned_off,
+);

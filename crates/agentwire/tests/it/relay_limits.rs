@@ -55,9 +55,8 @@ async fn frame_far_over_the_limit_closes_the_connection_alone() {
     relay.assert_serving().await;
 }
 
-#[tokio::test]
-async fn payload_that_could_not_be_delivered_is_refused() {
-    let relay = limits_relay(|l| l.max_frame_bytes = 4096).await;
+async fn payload_that_could_not_be_delivered_is_refused(store: Store) {
+    let relay = limits_relay_on(store, |l| l.max_frame_bytes = 4096).await;
     let max_payload = 4096 - agentwire_wire::DELIVER_OVERHEAD;
     let mut raw = RawWs::connect(&relay).await;
     raw.authenticate(&new_key()).await;
@@ -195,9 +194,8 @@ async fn a_connection_that_ignores_rate_limits_is_closed_alone() {
     relay.assert_serving().await;
 }
 
-#[tokio::test]
-async fn full_recipient_queue_refuses_more_until_acked() {
-    let relay = limits_relay(|l| l.max_queue_per_recipient = 3).await;
+async fn full_recipient_queue_refuses_more_until_acked(store: Store) {
+    let relay = limits_relay_on(store, |l| l.max_queue_per_recipient = 3).await;
     let (a, b, c) = (new_key(), new_key(), new_key());
     let (client_a, _) = relay.client(&a).await;
     let mut ids = Vec::new();
@@ -441,9 +439,8 @@ async fn a_connection_closed_for_abuse_is_first_told_what_was_accepted() {
 /// envelopes in about 6 s from four fresh keys, within every rate limit):
 /// the recipient's real contacts then got `queue_full`. One sender now gets
 /// a share of the queue, and room stays for the others.
-#[tokio::test]
-async fn one_sender_cannot_fill_a_recipients_queue() {
-    let relay = limits_relay(|l| {
+async fn one_sender_cannot_fill_a_recipients_queue(store: Store) {
+    let relay = limits_relay_on(store, |l| {
         l.max_queue_per_recipient = 8;
         l.max_queue_per_sender = 2;
     })
@@ -479,3 +476,9 @@ async fn one_sender_cannot_fill_a_recipients_queue() {
         .await
         .unwrap();
 }
+
+on_both_stores!(
+    payload_that_could_not_be_delivered_is_refused,
+    full_recipient_queue_refuses_more_until_acked,
+    one_sender_cannot_fill_a_recipients_queue,
+);

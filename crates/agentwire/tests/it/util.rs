@@ -39,6 +39,53 @@ pub fn new_id() -> EnvelopeId {
     EnvelopeId::from_bytes(id)
 }
 
+/// Which storage engine a test's relay uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server of this test process, started on first use (each
+/// test that uses it gets a database of its own).
+pub fn postgres() -> &'static crate::pg_server::PgServer {
+    static SERVER: std::sync::OnceLock<crate::pg_server::PgServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        crate::pg_server::PgServer::start(false)
+            .unwrap_or_else(|error| panic!("cannot start PostgreSQL for the tests: {error}"))
+    })
+}
+
+/// A fresh, empty PostgreSQL database on the test server.
+pub fn postgres_database() -> agentwire_relay::Database {
+    let url = postgres().create_database().unwrap();
+    agentwire_relay::Database::Postgres(agentwire_relay::PostgresConfig::new(url))
+}
+
+/// Declares, for each named `async fn NAME(store: Store)`, one test per
+/// storage engine: `sqlite::NAME` and `postgres::NAME`, with the same body.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::util::Store::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::util::Store::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_stores;
+
 /// An in-process relay with its own temporary database.
 pub struct TestRelay {
     pub relay: Option<Relay>,
@@ -53,18 +100,37 @@ impl TestRelay {
 
     /// Starts a relay whose configuration `adjust` may change first.
     pub async fn with(adjust: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        Self::on(Store::Sqlite, adjust).await
+    }
+
+    /// Starts a relay on `store` (a fresh database) whose configuration
+    /// `adjust` may change first.
+    pub async fn on(store: Store, adjust: impl FnOnce(&mut RelayConfig)) -> TestRelay {
         let dir = tempfile::tempdir().unwrap();
-        let mut config =
-            RelayConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("relay.db"));
+        let database = match store {
+            Store::Sqlite => agentwire_relay::Database::Sqlite(dir.path().join("relay.db")),
+            Store::Postgres => tokio::task::spawn_blocking(postgres_database)
+                .await
+                .unwrap(),
+        };
+        let mut config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), database);
         adjust(&mut config);
         let relay = Relay::spawn(config.clone()).await.unwrap();
         // Restarts reuse the port the first start got.
         config.listen = relay.local_addr();
-        TestRelay {
+        let relay = TestRelay {
             relay: Some(relay),
             dir,
             config,
-        }
+        };
+        let backend = match store {
+            Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
+        };
+        let health = relay.health().await;
+        assert_eq!(health["backend"], backend, "{health}");
+        assert_eq!(health["database"], "ok", "{health}");
+        relay
     }
 
     pub fn url(&self) -> String {
@@ -138,6 +204,11 @@ impl TestRelay {
 
 pub async fn limits_relay(adjust: impl FnOnce(&mut Limits)) -> TestRelay {
     TestRelay::with(|config| adjust(&mut config.limits)).await
+}
+
+/// [`limits_relay`] on `store`.
+pub async fn limits_relay_on(store: Store, adjust: impl FnOnce(&mut Limits)) -> TestRelay {
+    TestRelay::on(store, |config| adjust(&mut config.limits)).await
 }
 
 /// The next event, failing the test after [`WAIT`].

@@ -1,10 +1,4 @@
-//! The relay's storage boundary: queued envelopes, delivery tombstones and
-//! expiry notices in SQLite.
-//!
-//! This module is the only place that knows SQL. The rest of the relay sees
-//! [`Store`], a cheap cloneable handle whose async methods each answer only
-//! once their effect is committed to disk. A second storage engine (for a relay
-//! cluster) would implement the same methods.
+//! The SQLite store: the relay's queues in one file, owned by one process.
 //!
 //! One dedicated thread owns the connection. It takes requests from a bounded
 //! channel, runs every request that is waiting in one transaction (each in its
@@ -30,100 +24,15 @@ use agentwire_wire::{EnvelopeId, PublicKey, RelayId};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::{
+    ExpiryNotice, ListOutcome, NewEnvelope, NewListing, PutOutcome, Queued, SWEEP_BATCH, StoreError,
+};
 use crate::metrics::Metrics;
 
 /// Requests waiting for the store thread, at most; senders wait beyond this.
 const STORE_QUEUE: usize = 4096;
 /// Requests run in one transaction, at most.
 const MAX_BATCH: usize = 512;
-/// Expired envelopes moved to notices per sweep transaction, at most.
-pub(crate) const SWEEP_BATCH: usize = 1000;
-
-/// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The store thread has stopped.
-    #[error("the store is closed")]
-    Closed,
-    /// The transaction could not be committed.
-    #[error("commit failed: {0}")]
-    Commit(String),
-    /// The store could not be opened or started.
-    #[error("{0}")]
-    Open(String),
-}
-
-/// The result of offering an envelope to the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PutOutcome {
-    /// Stored now.
-    Stored,
-    /// The same sender already sent this id to this recipient (queued or
-    /// delivered); nothing changed.
-    Duplicate,
-    /// Another sender already used this id for this recipient.
-    IdConflict,
-    /// The recipient's queue is full.
-    QueueFull,
-    /// This sender already holds its whole share of the recipient's queue.
-    SenderShareFull,
-}
-
-/// The result of offering a directory entry to the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ListOutcome {
-    /// Stored now, replacing the key's older entry if any.
-    Stored,
-    /// The key already has an entry as new or newer; nothing changed.
-    Stale,
-    /// The directory holds its limit of keys and this one is not among them.
-    Full,
-}
-
-/// A directory entry for [`Store::list`], already checked by the caller.
-pub(crate) struct NewListing {
-    pub(crate) key: PublicKey,
-    pub(crate) published_at_ms: u64,
-    /// When lookups stop returning it (its publish time for a withdrawal).
-    pub(crate) listed_until_ms: u64,
-    /// When the store forgets it.
-    pub(crate) forget_at_ms: u64,
-    pub(crate) capabilities: Vec<String>,
-    /// The entry's bytes, returned by lookups as they are.
-    pub(crate) entry: Vec<u8>,
-}
-
-/// An envelope as it sits in a recipient's queue.
-#[derive(Clone, Debug)]
-pub(crate) struct Queued {
-    pub(crate) seq: i64,
-    pub(crate) id: EnvelopeId,
-    pub(crate) sender: PublicKey,
-    pub(crate) received_at_ms: u64,
-    pub(crate) payload: Vec<u8>,
-}
-
-/// A notice for a sender that one of its envelopes expired undelivered.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ExpiryNotice {
-    pub(crate) sender: PublicKey,
-    pub(crate) recipient: PublicKey,
-    pub(crate) id: EnvelopeId,
-    pub(crate) expired_at_ms: u64,
-}
-
-/// A new envelope for [`Store::put`].
-pub(crate) struct NewEnvelope {
-    pub(crate) sender: PublicKey,
-    pub(crate) recipient: PublicKey,
-    pub(crate) id: EnvelopeId,
-    pub(crate) payload: Vec<u8>,
-    pub(crate) received_at_ms: u64,
-    pub(crate) expires_at_ms: u64,
-}
 
 /// `(seq, sender, recipient, id)` of an envelope whose time is up.
 type ExpiredRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
