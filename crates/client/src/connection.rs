@@ -40,23 +40,68 @@ pub struct Connection {
 
 impl Connection {
     /// Connects, answers the relay's challenge, and waits for its welcome.
+    /// When the configuration names several URLs (the nodes of one relay
+    /// cluster), tries them in order until one welcomes this client.
     pub async fn open(
         config: &ClientConfig,
         signer: &dyn Signer,
     ) -> Result<(Connection, Welcome), ClientError> {
-        tokio::time::timeout(config.connect_timeout, Self::open_inner(config, signer))
+        Self::open_from(config, signer, 0)
             .await
-            .map_err(|_| ClientError::Unreachable {
-                url: config.url.clone(),
-                reason: format!("no welcome within {:?}", config.connect_timeout),
-            })?
+            .map(|(connection, welcome, _)| (connection, welcome))
+    }
+
+    /// [`Connection::open`], trying the URLs in order from the one at
+    /// `start` (the one that worked last) and round to the others; also
+    /// returns the index of the URL that answered.
+    pub(crate) async fn open_from(
+        config: &ClientConfig,
+        signer: &dyn Signer,
+        start: usize,
+    ) -> Result<(Connection, Welcome, usize), ClientError> {
+        let urls = relay_urls(&config.url)?;
+        let mut failures = Vec::new();
+        for step in 0..urls.len() {
+            let index = (start + step) % urls.len();
+            let url = &urls[index];
+            let opened = tokio::time::timeout(
+                config.connect_timeout,
+                Self::open_inner(config, url, signer),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Unreachable {
+                    url: url.clone(),
+                    reason: format!("no welcome within {:?}", config.connect_timeout),
+                })
+            });
+            match opened {
+                Ok((connection, welcome)) => return Ok((connection, welcome, index)),
+                // A refusal every node of a relay would repeat (a wrong
+                // token, a revoked key) ends the attempt.
+                Err(error) if error.is_permanent() || urls.len() == 1 => return Err(error),
+                Err(error) => failures.push(error),
+            }
+        }
+        Err(ClientError::Unreachable {
+            url: config.url.clone(),
+            reason: failures
+                .iter()
+                .map(|failure| match failure {
+                    ClientError::Unreachable { url, reason } => format!("{url}: {reason}"),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
     }
 
     async fn open_inner(
         config: &ClientConfig,
+        url: &str,
         signer: &dyn Signer,
     ) -> Result<(Connection, Welcome), ClientError> {
-        let url = normalize_url(&config.url)?;
+        let url = normalize_url(url)?;
         if let Some(token) = &config.access_token
             && (token.is_empty() || token.len() > agentwire_wire::MAX_ACCESS_TOKEN_LEN)
         {
@@ -244,6 +289,29 @@ where
     }
 }
 
+/// Most URLs one relay may be given by.
+pub const MAX_RELAY_URLS: usize = 8;
+
+/// The URLs of a relay: one `ws://` or `wss://` URL, or several separated by
+/// commas (the nodes of one relay cluster, tried in order). Each is checked;
+/// spaces around them are ignored.
+pub fn relay_urls(list: &str) -> Result<Vec<String>, ClientError> {
+    let urls: Vec<String> = list.split(',').map(|url| url.trim().to_owned()).collect();
+    if urls.len() > MAX_RELAY_URLS {
+        return Err(ClientError::InvalidUrl {
+            url: list.to_owned(),
+            reason: format!(
+                "it names {} URLs; a relay has at most {MAX_RELAY_URLS}",
+                urls.len()
+            ),
+        });
+    }
+    for url in &urls {
+        normalize_url(url)?;
+    }
+    Ok(urls)
+}
+
 /// Accepts `ws://host:port` and appends the endpoint path when none is given.
 fn normalize_url(url: &str) -> Result<String, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidUrl {
@@ -316,6 +384,20 @@ mod tests {
         );
         check("http://relay.example", None);
         check("ws://", None);
+    }
+
+    #[test]
+    fn a_relay_may_be_a_list_of_nodes() {
+        assert_eq!(
+            relay_urls("ws://a:1, wss://b:2/").unwrap(),
+            ["ws://a:1", "wss://b:2/"]
+        );
+        assert_eq!(relay_urls("ws://a").unwrap(), ["ws://a"]);
+        for bad in ["", "ws://a,", "ws://a,,ws://b", "ws://a,http://b", ","] {
+            assert!(relay_urls(bad).is_err(), "{bad:?}");
+        }
+        let nine = ["ws://a"; MAX_RELAY_URLS + 1].join(",");
+        assert!(relay_urls(&nine).is_err());
     }
 }
 

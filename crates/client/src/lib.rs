@@ -36,7 +36,7 @@
 mod connection;
 mod error;
 
-pub use connection::{Connection, FrameSink, FrameStream, Welcome};
+pub use connection::{Connection, FrameSink, FrameStream, MAX_RELAY_URLS, Welcome, relay_urls};
 pub use error::{ClientError, untrusted_text};
 
 use std::collections::HashMap;
@@ -121,6 +121,11 @@ impl Backoff {
 #[derive(Clone)]
 pub struct ClientConfig {
     /// `ws://` or `wss://` URL; `/v1/ws` is appended when the URL has no path.
+    /// Several URLs separated by commas name the nodes of one relay cluster:
+    /// the client connects to the first that answers, and after a lost
+    /// connection tries the node it was on first, then the others in order
+    /// (see [`relay_urls`]). A host name that resolves to several addresses
+    /// is tried address by address as well.
     pub url: String,
     /// The relay's access token, when it requires one.
     pub access_token: Option<Vec<u8>>,
@@ -289,7 +294,8 @@ impl RelayClient {
         config: ClientConfig,
         signer: Arc<dyn Signer>,
     ) -> Result<(RelayClient, Events), ClientError> {
-        let (connection, welcome) = Connection::open(&config, signer.as_ref()).await?;
+        let (connection, welcome, node) =
+            Connection::open_from(&config, signer.as_ref(), 0).await?;
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
         let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
         let stop = CancellationToken::new();
@@ -308,6 +314,7 @@ impl RelayClient {
             next_request_id: 1,
             max_payload: 0,
             failures: 0,
+            node,
             waiting: HashMap::new(),
         };
         tokio::spawn(actor.run(connection, welcome));
@@ -455,6 +462,9 @@ struct Actor {
     /// Connections in a row that failed or did not last
     /// [`STABLE_CONNECTION`]; drives the backoff.
     failures: u32,
+    /// Which of the relay's URLs the connection is to (0 for a relay with
+    /// one URL); reconnecting tries it first, then the others in order.
+    node: usize,
     waiting: HashMap<RequestId, oneshot::Sender<Result<Body, ClientError>>>,
 }
 
@@ -705,8 +715,18 @@ impl Actor {
                     },
                 }
             }
-            match Connection::open(&self.config, self.signer.as_ref()).await {
-                Ok(opened) => return Ok(opened),
+            match Connection::open_from(&self.config, self.signer.as_ref(), self.node).await {
+                Ok((connection, welcome, node)) => {
+                    if node != self.node {
+                        tracing::info!(
+                            from = self.node,
+                            to = node,
+                            "the relay node did not answer; connected to another of its URLs"
+                        );
+                        self.node = node;
+                    }
+                    return Ok((connection, welcome));
+                }
                 Err(error) if error.is_permanent() => return Err(error),
                 Err(error) => {
                     self.failures = self.failures.saturating_add(1);

@@ -59,13 +59,51 @@ pub(crate) fn extra_roots(ca: Option<&str>) -> Result<Vec<Vec<u8>>, ApiError> {
     }
 }
 
+/// Checks a relay URL as a user gave it (one URL, or the comma-separated
+/// URLs of a relay cluster's nodes) and returns it in its stored form.
+pub(crate) fn relay_url_setting(url: &str) -> Result<String, ApiError> {
+    let joined = agentwire_client::relay_urls(url)
+        .map(|urls| urls.join(","))
+        .map_err(|error| ApiError::invalid(error.to_string()))?;
+    // Invites carry it whole.
+    let limit = agentwire_session::invite::MAX_RELAY_URL_LEN;
+    if joined.len() > limit {
+        return Err(ApiError::invalid(format!(
+            "the relay URLs are {} bytes together; the limit is {limit}",
+            joined.len()
+        )));
+    }
+    Ok(joined)
+}
+
+/// Whether two relay settings name a common node (the relay ids, checked
+/// after connecting, say whether they are the same relay).
+pub(crate) fn share_a_node(a: &str, b: &str) -> bool {
+    let nodes = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|url| url.trim().trim_end_matches('/').to_owned())
+            .collect()
+    };
+    let b = nodes(b);
+    nodes(a).iter().any(|url| b.contains(url))
+}
+
 /// Checks that a relay answers at `url` and takes `token`: connects with a
-/// throwaway key, waits for the relay's welcome, and hangs up.
+/// throwaway key, waits for the relay's welcome, and hangs up. A relay
+/// with several URLs (a cluster) must answer at each.
 pub(crate) async fn probe_relay(
     url: &str,
     token: Option<&str>,
     ca: Option<&str>,
 ) -> Result<(), ApiError> {
+    let urls = agentwire_client::relay_urls(url).map_err(|e| ApiError::invalid(e.to_string()))?;
+    for url in &urls {
+        probe_one(url, token, ca).await?;
+    }
+    Ok(())
+}
+
+async fn probe_one(url: &str, token: Option<&str>, ca: Option<&str>) -> Result<(), ApiError> {
     let name = Name::new("probe").map_err(|e| crate::api::internal("a probe name", e))?;
     let identity = Identity::generate(name);
     let address = identity.address();

@@ -23,6 +23,7 @@ mod cli_mcp;
 mod cli_pairing;
 mod cli_serve;
 mod cli_tasks;
+mod cluster;
 mod faults;
 mod hostile_relay;
 mod library;

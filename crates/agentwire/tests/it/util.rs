@@ -991,3 +991,141 @@ pub fn kill_9(pid: u32) {
         .args(["-KILL", &pid.to_string()])
         .status();
 }
+
+/// After a run that sent messages from `alice` to `bob` through faults:
+/// waits (within `budget` of `started`) until every message whose send
+/// returned (`sent`: body to id) is in `bob`'s store, then checks that each
+/// is there exactly once and that `alice` sees each delivered. Prints one
+/// counts line starting with `label`.
+#[allow(clippy::too_many_arguments)]
+pub fn check_every_sent_message_arrives_once(
+    label: &str,
+    alice: &TestHome,
+    bob: &TestHome,
+    sent: &std::collections::HashMap<String, String>,
+    attempts: usize,
+    kills: usize,
+    started: std::time::Instant,
+    budget: Duration,
+) {
+    use serde_json::json;
+    use std::collections::{HashMap, HashSet};
+    // Message ids as the receiver's store hands them out: a second copy of a
+    // message would show up as its id twice.
+    let mut received: Vec<String> = Vec::new();
+    // Ids handed out in a take whose ack was not confirmed: they may come
+    // again without being duplicates.
+    let mut unconfirmed_takes: HashSet<String> = HashSet::new();
+    let expected: HashSet<&String> = sent.values().collect();
+    while started.elapsed() < budget {
+        // Taken with confirm (a daemon killed between marking messages read
+        // and answering would otherwise lose them to this reader); a copy
+        // handed out again after an unconfirmed take is not a duplicate.
+        if let Some((messages, confirmed)) = try_recv_confirmed(bob, 1000) {
+            for (id, _) in messages {
+                if confirmed {
+                    received.push(id);
+                } else {
+                    unconfirmed_takes.insert(id);
+                }
+            }
+        } else {
+            bob.run(&["daemon", "start"]);
+        }
+        let have: HashSet<&String> = received.iter().chain(&unconfirmed_takes).collect();
+        if expected.iter().all(|id| have.contains(*id)) {
+            break;
+        }
+    }
+    // Let any stragglers (duplicates, if there were any) arrive too.
+    std::thread::sleep(Duration::from_secs(1));
+    if let Some((messages, _)) = try_recv_confirmed(bob, 0) {
+        received.extend(messages.into_iter().map(|(id, _)| id));
+    }
+
+    let duplicates = received.len() - received.iter().collect::<HashSet<_>>().len();
+    let unique: HashSet<&String> = received.iter().chain(&unconfirmed_takes).collect();
+    let lost: Vec<&&String> = expected
+        .iter()
+        .filter(|id| !unique.contains(**id))
+        .collect();
+    // Sends that did not return (the daemon died mid-request) may or may not
+    // arrive; they are counted apart.
+    let unconfirmed = unique.iter().filter(|id| !expected.contains(**id)).count();
+
+    // The sender's view: every confirmed message ends delivered (or read).
+    let mut not_delivered = sent.len();
+    while started.elapsed() < budget {
+        if let Some(list) = try_api(alice, &json!({"op": "sent", "max": 100000})) {
+            let states: HashMap<String, String> = list["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().unwrap().to_owned(),
+                        m["state"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            not_delivered = sent
+                .values()
+                .filter(|id| {
+                    !matches!(
+                        states.get(*id).map(String::as_str),
+                        Some("delivered" | "read")
+                    )
+                })
+                .count();
+            if not_delivered == 0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    println!(
+        "{label}: sent {} (in {attempts} attempts), received {} unique ({} from unconfirmed sends), duplicates {duplicates}, lost {}, not delivered per sender {not_delivered}, kills {kills}, {:.1} s",
+        sent.len(),
+        unique.len(),
+        unconfirmed,
+        lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} messages, e.g. {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(duplicates, 0, "duplicates in the receiver's store");
+    assert_eq!(
+        not_delivered, 0,
+        "the sender does not see every message delivered"
+    );
+}
+
+/// Sends `body` from `home` to `to` until a `send` returns, restarting the
+/// daemon when it is down or dies mid-request (the message of a send that
+/// did not return may or may not be stored, and is not counted). Returns
+/// the id; counts every try in `attempts`.
+pub fn send_counted(
+    home: &TestHome,
+    to: &str,
+    body: &str,
+    attempts: &std::sync::atomic::AtomicUsize,
+    started: std::time::Instant,
+    budget: Duration,
+) -> String {
+    loop {
+        assert!(started.elapsed() < budget, "sending did not finish in time");
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = serde_json::json!({"op": "send", "to": to, "body": body});
+        match try_api(home, &request) {
+            Some(result) => return result["id"].as_str().unwrap().to_owned(),
+            None => {
+                home.run(&["daemon", "start"]);
+            }
+        }
+    }
+}

@@ -31,13 +31,10 @@ impl Run for Configure {
         if relay_token.is_some() && clear_relay_token || relay_ca.is_some() && clear_relay_ca {
             return Err(ApiError::invalid("give a new value or clear it, not both"));
         }
-        if let Some(url) = &relay
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            return Err(ApiError::invalid(format!(
-                "relay URL {url:?} must start with ws:// or wss://"
-            )));
-        }
+        let relay = relay
+            .as_deref()
+            .map(crate::link::relay_url_setting)
+            .transpose()?;
         let current_url = daemon.setting("relay_url").await?;
         let current_token = daemon.setting("relay_token").await?;
         let current_ca = daemon.setting("relay_ca").await?;

@@ -22,13 +22,10 @@ impl Run for Init {
             relay_ca,
             no_check,
         } = self;
-        if let Some(url) = &relay
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            return Err(ApiError::invalid(format!(
-                "relay URL {url:?} must start with ws:// or wss://"
-            )));
-        }
+        let relay = relay
+            .as_deref()
+            .map(crate::link::relay_url_setting)
+            .transpose()?;
         let _accounts = daemon.accounts.lock().await;
         let existing: Vec<(Name, Arc<StdMutex<Identity>>)> = daemon.identities().0.clone();
         if let Some(url) = &relay

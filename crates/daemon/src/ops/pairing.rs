@@ -191,7 +191,7 @@ impl Run for Accept {
         let petname = petname.map(|p| parse_petname(&p)).transpose()?;
         let name = daemon.pick(identity.as_deref())?.0;
         let relay_url = daemon.relay_url().await?;
-        if invite.relay_url != relay_url {
+        if !crate::link::share_a_node(&invite.relay_url, &relay_url) {
             return Err(ApiError::new(
                 ErrorCode::InviteWrongRelay,
                 format!(

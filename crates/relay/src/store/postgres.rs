@@ -1049,7 +1049,8 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), StoreErro
     .await
     .map_err(pg_error)?;
     tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS agentwire;
+        "SET LOCAL client_min_messages = warning;
+         CREATE SCHEMA IF NOT EXISTS agentwire;
          CREATE TABLE IF NOT EXISTS agentwire.schema_migrations (
              version integer PRIMARY KEY,
              applied_at timestamptz NOT NULL DEFAULT now()

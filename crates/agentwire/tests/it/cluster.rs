@@ -1,0 +1,303 @@
+//! Relay clusters: several relay nodes sharing one PostgreSQL database (a
+//! real server the tests start themselves), clients that fail over between
+//! them, and a database that goes away for a while.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agentwire_client::{ClientError, Event};
+use agentwire_relay::{Database, PostgresConfig, Relay, RelayConfig};
+use agentwire_wire::ErrorCode;
+
+use crate::util::*;
+
+/// A relay node on `database`, on a free loopback port, checking for missed
+/// notifications every `check`.
+async fn node(database: &Database) -> Relay {
+    let config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), database.clone());
+    Relay::spawn(config).await.unwrap()
+}
+
+fn client_config(urls: &str) -> agentwire_client::ClientConfig {
+    let mut config = agentwire_client::ClientConfig::new(urls);
+    config.backoff.initial = Duration::from_millis(50);
+    config.backoff.max = Duration::from_millis(500);
+    config
+}
+
+async fn connect(
+    urls: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> (agentwire_client::RelayClient, agentwire_client::Events) {
+    let (client, mut events) = agentwire_client::RelayClient::connect(
+        client_config(urls),
+        std::sync::Arc::new(key.clone()),
+    )
+    .await
+    .unwrap();
+    match next_event(&mut events).await {
+        Event::Connected { .. } => {}
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    (client, events)
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_database_serve_one_set_of_agents() {
+    let database = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let (a, b) = (node(&database).await, node(&database).await);
+    assert_eq!(
+        a.relay_id(),
+        b.relay_id(),
+        "the nodes of a cluster share one relay id"
+    );
+
+    // An agent on node A and one on node B, both ways.
+    let (alice, bob) = (new_key(), new_key());
+    let (to_a, mut at_a) = connect(&a.url(), &alice).await;
+    let (to_b, mut at_b) = connect(&b.url(), &bob).await;
+    for round in 0..20 {
+        let id = new_id();
+        to_a.send(public(&bob), id, format!("a->b {round}").into_bytes())
+            .await
+            .unwrap();
+        let envelope = next_envelope(&mut at_b).await;
+        assert_eq!((envelope.id, envelope.from), (id, public(&alice)));
+        to_b.ack(id).await.unwrap();
+
+        let id = new_id();
+        to_b.send(public(&alice), id, format!("b->a {round}").into_bytes())
+            .await
+            .unwrap();
+        let envelope = next_envelope(&mut at_a).await;
+        assert_eq!((envelope.id, envelope.from), (id, public(&bob)));
+        to_a.ack(id).await.unwrap();
+    }
+
+    // An offline recipient's queue, filled through A, drains through B in
+    // order; a resend of a delivered id through B is still a duplicate.
+    let carol = new_key();
+    let ids: Vec<_> = (0..600).map(|_| new_id()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        to_a.send(public(&carol), *id, format!("#{n}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let (to_carol, mut at_carol) = connect(&b.url(), &carol).await;
+    for (n, id) in ids.iter().enumerate() {
+        let envelope = next_envelope(&mut at_carol).await;
+        assert_eq!(envelope.id, *id, "envelope #{n} out of order");
+        assert_eq!(envelope.payload, format!("#{n}").into_bytes());
+        to_carol.ack(envelope.id).await.unwrap();
+    }
+    assert_no_envelope(&mut at_carol, Duration::from_millis(300)).await;
+    to_b.send(public(&carol), ids[0], b"#0".to_vec())
+        .await
+        .expect_err("a resend of a delivered id from another sender is a conflict");
+    to_a.send(public(&carol), ids[0], b"#0".to_vec())
+        .await
+        .unwrap();
+    assert_no_envelope(&mut at_carol, Duration::from_millis(300)).await;
+
+    // Concurrent senders on both nodes to one recipient: every envelope
+    // arrives once, and each sender's arrive in the order sent.
+    let dave = new_key();
+    let (to_dave, mut at_dave) = connect(&format!("{},{}", a.url(), b.url()), &dave).await;
+    let send_many = |client: agentwire_client::RelayClient, tag: &'static str| {
+        let dave = public(&dave);
+        tokio::spawn(async move {
+            for n in 0..300 {
+                client
+                    .send(dave, new_id(), format!("{tag}{n:04}").into_bytes())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (ta, tb) = (send_many(to_a.clone(), "a"), send_many(to_b.clone(), "b"));
+    let mut last: HashMap<u8, String> = HashMap::new();
+    for _ in 0..600 {
+        let envelope = next_envelope(&mut at_dave).await;
+        let body = String::from_utf8(envelope.payload).unwrap();
+        let previous = last.insert(body.as_bytes()[0], body.clone());
+        assert!(
+            previous.as_ref().is_none_or(|p| *p < body),
+            "{previous:?} then {body}"
+        );
+        to_dave.ack(envelope.id).await.unwrap();
+    }
+    ta.await.unwrap();
+    tb.await.unwrap();
+    assert_no_envelope(&mut at_dave, Duration::from_millis(300)).await;
+
+    for (name, relay) in [("A", &a), ("B", &b)] {
+        let (status, body) = http_get(relay.local_addr(), "/health").await;
+        assert_eq!(status, 200, "node {name}: {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["backend"], "postgres");
+        assert_eq!(health["database"], "ok");
+    }
+    let (_, metrics) = http_get(a.local_addr(), "/metrics").await;
+    for metric in [
+        "agentwire_relay_postgres_pool_connections",
+        "agentwire_relay_postgres_notifications_total",
+        "agentwire_relay_postgres_listener_connects_total",
+    ] {
+        assert!(metrics.contains(metric), "{metric} missing from /metrics");
+    }
+    drop((to_a, to_b, to_carol, to_dave));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn killing_a_node_costs_its_clients_one_reconnect_and_no_message() {
+    const MESSAGES: usize = 2000;
+    const BUDGET: Duration = Duration::from_secs(240);
+    let started = Instant::now();
+    let database = match postgres_database() {
+        Database::Postgres(config) => config.url().to_owned(),
+        Database::Sqlite(_) => unreachable!(),
+    };
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut node_a = RelayProcess::spawn(home_a.path(), "127.0.0.1:0", &["--db", &database]);
+    let node_b = RelayProcess::spawn(home_b.path(), "127.0.0.1:0", &["--db", &database]);
+    // Both agents are on node A (first in their list) when it dies.
+    let urls = format!("{},{}", node_a.url, node_b.url);
+    let (alice, bob) = (TestHome::new(), TestHome::new());
+    alice
+        .run(&["init", "--name", "alice", "--relay", &urls])
+        .ok();
+    bob.run(&["init", "--name", "bob", "--relay", &urls]).ok();
+    let token = alice.run(&["invite"]).ok().stdout.trim().to_owned();
+    bob.run(&["accept", &token]).ok();
+
+    let attempts = AtomicUsize::new(0);
+    let mut sent: HashMap<String, String> = HashMap::new();
+    for n in 0..MESSAGES {
+        if n == MESSAGES / 4 {
+            node_a.signal("-KILL");
+            node_a.wait();
+        }
+        let body = format!("msg-{n:05}");
+        let id = send_counted(&alice, "bob", &body, &attempts, started, BUDGET);
+        sent.insert(body, id);
+    }
+    check_every_sent_message_arrives_once(
+        "cluster failover",
+        &alice,
+        &bob,
+        &sent,
+        attempts.load(Ordering::Relaxed),
+        1,
+        started,
+        BUDGET,
+    );
+    assert_eq!(sent.len(), MESSAGES);
+    // Both are on node B now, with nothing waiting and no error.
+    for home in [&alice, &bob] {
+        let status = home.api(serde_json::json!({"op": "status"}));
+        let identity = &status["identities"][0];
+        assert!(identity["relay_error"].is_null(), "{status}");
+        assert_eq!(identity["queued"], 0, "{status}");
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_, health) = runtime.block_on(http_get(node_b.addr, "/health"));
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert!(
+        health["connections"].as_u64().unwrap() >= 2,
+        "both daemons should be on node B: {health}"
+    );
+    drop(node_b);
+}
+
+#[tokio::test]
+async fn a_node_whose_database_is_gone_says_so_refuses_sends_and_resumes_when_it_returns() {
+    // A server of its own: this test stops it.
+    let mut server =
+        tokio::task::spawn_blocking(|| crate::pg_server::PgServer::start(false).unwrap())
+            .await
+            .unwrap();
+    let url = server.create_database().unwrap();
+    let mut postgres = PostgresConfig::new(url);
+    postgres.check_interval = Duration::from_millis(200);
+    let database = Database::Postgres(postgres);
+    let relay = node(&database).await;
+    let addr = relay.local_addr();
+    let (alice, bob) = (new_key(), new_key());
+    let (to_bob, _events) = connect(&relay.url(), &alice).await;
+    let before: Vec<_> = (0..5).map(|_| new_id()).collect();
+    for id in &before {
+        to_bob
+            .send(public(&bob), *id, b"before".to_vec())
+            .await
+            .unwrap();
+    }
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.pause();
+        server
+    })
+    .await
+    .unwrap();
+    let health = eventually_health(addr, 503).await;
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    assert_eq!(health["database"], "unreachable", "{health}");
+    assert_eq!(health["backend"], "postgres", "{health}");
+    let refused = to_bob
+        .send(public(&bob), new_id(), b"during".to_vec())
+        .await;
+    match refused {
+        Err(ClientError::Rejected { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("database does not answer"), "{message}");
+        }
+        other => panic!("a send with the database gone must be refused, got {other:?}"),
+    }
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.resume().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    eventually_health(addr, 200).await;
+    // The client may have been cut off while the database was gone; a
+    // fresh send works either way.
+    let after = new_id();
+    let (to_bob, _events) = connect(&relay.url(), &alice).await;
+    to_bob
+        .send(public(&bob), after, b"after".to_vec())
+        .await
+        .unwrap();
+    let (bob_client, mut at_bob) = connect(&relay.url(), &bob).await;
+    for id in before.iter().chain([&after]) {
+        let envelope = next_envelope(&mut at_bob).await;
+        assert_eq!(envelope.id, *id);
+        bob_client.ack(envelope.id).await.unwrap();
+    }
+    assert_no_envelope(&mut at_bob, Duration::from_millis(300)).await;
+    drop((to_bob, bob_client));
+    relay.shutdown().await;
+    drop(server);
+}
+
+/// `/health` once it answers with HTTP `status` (within [`WAIT`] plus the
+/// store's timeouts).
+async fn eventually_health(addr: std::net::SocketAddr, status: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, body) = http_get(addr, "/health").await;
+        if got == status {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed {got} ({body}), expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
