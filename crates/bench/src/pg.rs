@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const NOBODY: u32 = 65534;
 
 /// A running PostgreSQL server. Dropping it stops it and deletes its data.
-pub struct PgServer {
+pub(crate) struct PgServer {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
@@ -30,7 +30,7 @@ impl PgServer {
     /// Makes a new cluster and starts it. `durable` keeps PostgreSQL's
     /// `fsync` (for benchmarks); without it, commits skip the disk (for
     /// tests, where a power cut is not the question).
-    pub fn start(durable: bool) -> Result<PgServer, String> {
+    pub(crate) fn start(durable: bool) -> Result<PgServer, String> {
         let bin = bin_dir()?;
         remove_stale_dirs();
         static STARTED: AtomicU32 = AtomicU32::new(0);
@@ -82,24 +82,24 @@ impl PgServer {
     }
 
     /// The port it listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The URL of database `name` as the superuser.
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Creates a new, empty database and returns its URL.
-    pub fn create_database(&self) -> Result<String, String> {
+    pub(crate) fn create_database(&self) -> Result<String, String> {
         let name = format!("relay_{}", self.databases.fetch_add(1, Ordering::Relaxed));
         self.psql("postgres", &format!("CREATE DATABASE {name}"))?;
         Ok(self.url(&name))
     }
 
     /// Runs `sql` in database `db` with `psql`; returns its output.
-    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-A", "-t"])
             .arg("-p")
@@ -123,7 +123,7 @@ impl PgServer {
 
     /// Stops the server (a fast shutdown: open connections are cut), keeping
     /// its data for [`PgServer::resume`].
-    pub fn pause(&mut self) {
+    pub(crate) fn pause(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "INT");
             let _ = child.wait();
@@ -132,7 +132,7 @@ impl PgServer {
 
     /// Starts the server (again) on its port and data, and waits until it
     /// answers.
-    pub fn resume(&mut self) -> Result<(), String> {
+    pub(crate) fn resume(&mut self) -> Result<(), String> {
         if self.child.is_some() {
             return Ok(());
         }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use agentwire_client::{ClientConfig, Event, RelayClient, Signer};
 use agentwire_relay::{Limits, RateLimit, Relay, RelayConfig};
+
+mod exe;
+#[allow(dead_code)]
+mod pg;
 use agentwire_wire::{EnvelopeId, PublicKey};
 use clap::Parser;
 use ed25519_dalek::SigningKey;
@@ -44,6 +48,21 @@ struct Args {
     /// rate and queue limits raised) instead of one in this process
     #[arg(long, value_name = "URL")]
     relay_url: Option<String>,
+    /// Run the relay as this many `agentwire relay` processes (nodes of one
+    /// cluster when more than one; needs --postgres). Senders connect to
+    /// node i mod N and recipients to node (i+1) mod N, so with two nodes
+    /// every message crosses from one node to the other
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: Option<u16>,
+    /// Store in a PostgreSQL server this program starts (durable: fsync on,
+    /// as SQLite's synchronous=FULL) instead of SQLite; relay processes are
+    /// started (one, unless --nodes says more)
+    #[arg(long)]
+    postgres: bool,
+    /// The agentwire binary for relay processes [default: the one next to
+    /// this program]
+    #[arg(long, value_name = "PATH")]
+    exe: Option<std::path::PathBuf>,
     /// A tiny run that only checks the benchmark works (used by CI)
     #[arg(long)]
     smoke: bool,
@@ -91,16 +110,47 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_queue_per_sender: u32::try_from(args.messages)?.max(1),
         ..Limits::default()
     };
+    let nodes = usize::from(args.nodes.unwrap_or(1));
+    if nodes > 1 && !args.postgres {
+        return Err(
+            "--nodes above 1 needs --postgres: the nodes of a cluster share PostgreSQL".into(),
+        );
+    }
+    let processes = args.nodes.is_some() || args.postgres;
+    // Dropped last: the relay processes stop before their database.
+    let postgres = if args.postgres {
+        Some(tokio::task::spawn_blocking(|| pg::PgServer::start(true)).await??)
+    } else {
+        None
+    };
+    let mut children = Vec::new();
     let relay = match &args.relay_url {
         Some(_) => None,
+        None if processes => None,
         None => Some(Relay::spawn(config).await?),
     };
-    let url = match (&args.relay_url, &relay) {
-        (Some(url), _) => url.clone(),
-        (None, Some(relay)) => relay.url(),
-        (None, None) => return Err("no relay".into()),
+    let urls: Vec<String> = match (&args.relay_url, &relay) {
+        (Some(url), _) => url.split(',').map(str::to_owned).collect(),
+        (None, Some(relay)) => vec![relay.url()],
+        (None, None) => {
+            // A fresh database; creating it blocks for a moment, before
+            // anything is measured.
+            let db = postgres
+                .as_ref()
+                .map(pg::PgServer::create_database)
+                .transpose()?;
+            let exe = exe::agentwire_exe(args.exe.as_ref()).map_err(|e| e.to_string())?;
+            let mut urls = Vec::new();
+            for _ in 0..nodes {
+                let (child, url) =
+                    spawn_node(&exe, dir.path(), db.as_deref(), args.messages).await?;
+                children.push(child);
+                urls.push(url);
+            }
+            urls
+        }
     };
-    let client_config = ClientConfig::new(url);
+    let node_url = |i: usize| urls[i % urls.len()].clone();
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::with_capacity(args.messages)));
     let start = Instant::now();
@@ -108,14 +158,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let recipient_keys: Vec<SigningKey> = (0..args.recipients.max(1)).map(|_| key()).collect();
     let recipient_addrs: Vec<PublicKey> = recipient_keys.iter().map(Signer::public_key).collect();
     let per_recipient = split(args.messages, args.senders, args.recipients);
+    let client_config = |i: usize| ClientConfig::new(node_url(i));
     let connect_recipients = |keys: Vec<SigningKey>| {
-        let client_config = client_config.clone();
         let per_recipient = per_recipient.clone();
         async move {
             let mut receivers = Vec::new();
-            for (signing, expected) in keys.into_iter().zip(per_recipient) {
+            for (i, (signing, expected)) in keys.into_iter().zip(per_recipient).enumerate() {
                 let (client, events) =
-                    RelayClient::connect(client_config.clone(), Arc::new(signing)).await?;
+                    RelayClient::connect(client_config(i + 1), Arc::new(signing)).await?;
                 receivers.push(tokio::spawn(receive(client, events, expected)));
             }
             Ok::<_, agentwire_client::ClientError>(receivers)
@@ -131,7 +181,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let per_sender = args.messages / args.senders.max(1);
     for sender in 0..args.senders {
         let (client, _events) =
-            RelayClient::connect(client_config.clone(), Arc::new(key())).await?;
+            RelayClient::connect(client_config(sender), Arc::new(key())).await?;
         let keys = recipient_addrs.clone();
         let sent = sent.clone();
         let (payload, window) = (args.payload, args.window);
@@ -210,6 +260,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(relay) = relay {
         relay.shutdown().await;
     }
+    for mut child in children {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+    drop(postgres);
+    let store = match (args.postgres, processes) {
+        (true, _) => format!(
+            "postgres, {nodes} node{}",
+            if nodes == 1 { "" } else { "s" }
+        ),
+        (false, true) => "sqlite, relay process".to_owned(),
+        (false, false) => "sqlite, in process".to_owned(),
+    };
 
     if args.json {
         println!(
@@ -220,6 +285,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "seconds": elapsed.as_secs_f64(), "send_seconds": send_done.as_secs_f64(),
                 "msgs_per_sec": rate,
                 "offline": args.offline,
+                "store": store,
                 "accept_msgs_per_sec": total as f64 / send_done.as_secs_f64(),
                 "drain_msgs_per_sec": total as f64 / drain.as_secs_f64(),
                 "send_to_accepted_ms": {"p50": a50, "p99": a99, "max": amax},
@@ -229,7 +295,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     } else {
         println!(
-            "relay-bench: {} senders -> {} recipients, {} messages of {} bytes, window {}",
+            "relay-bench: {} senders -> {} recipients, {} messages of {} bytes, window {} ({store})",
             args.senders, args.recipients, total, args.payload, args.window
         );
         println!(
@@ -257,6 +323,41 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Starts one `agentwire relay` process (on `db`, a PostgreSQL URL, or a
+/// SQLite file in `dir`) with limits that do not throttle the benchmark;
+/// returns it and its URL.
+async fn spawn_node(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    db: Option<&str>,
+    messages: usize,
+) -> Result<(std::process::Child, String), Box<dyn std::error::Error>> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = dir.join(format!("node-{n}"));
+    let queue = messages.max(1).to_string();
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--home")
+        .arg(&home)
+        .args(["relay", "--listen", "127.0.0.1:0", "--json"])
+        .args(["--key-rate", "1000000", "--ip-rate", "1000000"])
+        .args(["--max-queue", &queue, "--max-queue-per-sender", &queue])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    if let Some(db) = db {
+        command.args(["--db", db]);
+    }
+    let mut child = command.spawn()?;
+    let listening = exe::startup_line(&mut child)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = listening["url"]
+        .as_str()
+        .ok_or("no url in the relay's startup line")?;
+    Ok((child, url.to_owned()))
 }
 
 /// How many messages each recipient gets when every sender sends

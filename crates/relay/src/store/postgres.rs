@@ -4,10 +4,10 @@
 //! answered only after its commit, ids are idempotent, an ack deletes and
 //! leaves a tombstone, and expiry turns envelopes into notices.
 //!
-//! - **Group commit.** Writes wait in a bounded channel; each of a few writer
-//!   tasks takes all that are waiting, sorts them by recipient, and runs
-//!   them in one transaction, pipelined on one connection: one round trip
-//!   and one commit for the lot. Each write is one call of a PL/pgSQL
+//! - **Group commit.** Writes wait in a bounded channel; the writer task
+//!   takes all that are waiting, sorts them by recipient, and runs them in
+//!   one transaction, pipelined on one connection: one round trip and one
+//!   commit for the lot (and while it commits, the next batch gathers). Each write is one call of a PL/pgSQL
 //!   function that answers with an outcome rather than an error, so one
 //!   refused write cannot undo another; if the transaction fails anyway (a
 //!   deadlock, a damaged row), each write runs again on its own.
@@ -55,7 +55,7 @@ const STORE_QUEUE: usize = 4096;
 /// Writes run in one transaction, at most.
 const MAX_BATCH: usize = 512;
 /// Transactions one node runs at once.
-const WRITERS: usize = 4;
+const WRITERS: usize = 1;
 /// How long a request waits for a pooled connection, or for a new one to
 /// open, before it is refused as unavailable.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,6 +145,26 @@ enum Write {
     },
 }
 
+/// The writes' statements, prepared on one connection.
+struct Statements {
+    put: tokio_postgres::Statement,
+    ack: tokio_postgres::Statement,
+    dismiss: tokio_postgres::Statement,
+    list: tokio_postgres::Statement,
+}
+
+impl Statements {
+    /// Prepares them on `client`'s connection (once; then from its cache).
+    async fn prepare(client: &impl GenericClient) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            put: client.prepare_cached(PUT_SQL).await?,
+            ack: client.prepare_cached(ACK_SQL).await?,
+            dismiss: client.prepare_cached(DISMISS_SQL).await?,
+            list: client.prepare_cached(LIST_SQL).await?,
+        })
+    }
+}
+
 /// What a write did.
 enum Done {
     Put(PutOutcome),
@@ -167,9 +187,11 @@ impl Write {
         }
     }
 
+    /// Runs the write with `statements` (prepared on `client`'s connection).
     async fn run(
         &self,
         client: &impl GenericClient,
+        statements: &Statements,
         node: &str,
     ) -> Result<Done, tokio_postgres::Error> {
         match self {
@@ -179,10 +201,10 @@ impl Write {
                 max_per_sender,
                 ..
             } => {
-                let statement = client.prepare_cached(PUT_SQL).await?;
+                let statement = &statements.put;
                 let row = client
                     .query_one(
-                        &statement,
+                        statement,
                         &[
                             &e.recipient.as_bytes().as_slice(),
                             &e.id.as_bytes().as_slice(),
@@ -200,10 +222,10 @@ impl Write {
                 Ok(outcome(&PUT_OUTCOMES, code).map_or(Done::Unknown(code), Done::Put))
             }
             Write::Ack { recipient, ids, .. } => {
-                let statement = client.prepare_cached(ACK_SQL).await?;
+                let statement = &statements.ack;
                 let ids: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
                 let row = client
-                    .query_one(&statement, &[&recipient.as_bytes().as_slice(), &ids])
+                    .query_one(statement, &[&recipient.as_bytes().as_slice(), &ids])
                     .await?;
                 let removed: i32 = row.get(0);
                 Ok(Done::Acked(usize::try_from(removed).unwrap_or(0)))
@@ -214,10 +236,10 @@ impl Write {
                 id,
                 ..
             } => {
-                let statement = client.prepare_cached(DISMISS_SQL).await?;
+                let statement = &statements.dismiss;
                 let removed = client
                     .execute(
-                        &statement,
+                        statement,
                         &[
                             &sender.as_bytes().as_slice(),
                             &recipient.as_bytes().as_slice(),
@@ -232,10 +254,10 @@ impl Write {
                 max_entries,
                 ..
             } => {
-                let statement = client.prepare_cached(LIST_SQL).await?;
+                let statement = &statements.list;
                 let row = client
                     .query_one(
-                        &statement,
+                        statement,
                         &[
                             &l.key.as_bytes().as_slice(),
                             &to_sql_time(l.published_at_ms),
@@ -760,8 +782,21 @@ async fn run_batch(pool: &Pool, batch: &mut Vec<Write>, shared: &Shared) {
     // One write's failure (or a deadlock) undid them all: run each on its
     // own, so that only a failing write fails.
     tracing::debug!(%error, writes = batch.len(), "a batch failed; running its writes one by one");
+    let statements = match Statements::prepare(&client).await {
+        Ok(statements) => statements,
+        Err(error) => {
+            let error = pg_error(error).to_string();
+            for write in batch.drain(..) {
+                write.answer(Err(StoreError::Postgres(error.clone())));
+            }
+            return;
+        }
+    };
     for write in batch.drain(..) {
-        let result = write.run(&client, &shared.node).await.map_err(pg_error);
+        let result = write
+            .run(&client, &statements, &shared.node)
+            .await
+            .map_err(pg_error);
         if let Ok(done) = &result {
             shared.add_queued(Write::queued_delta(done));
         }
@@ -776,8 +811,12 @@ async fn in_one_transaction(
     node: &str,
 ) -> Result<Vec<Done>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // Prepared first, so that each write sends its query when first polled:
+    // the queries go out, and take their locks, in the batch's order.
+    let statements = Statements::prepare(&tx).await?;
     let results =
-        futures_util::future::join_all(batch.iter().map(|write| write.run(&tx, node))).await;
+        futures_util::future::join_all(batch.iter().map(|write| write.run(&tx, &statements, node)))
+            .await;
     let results = results.into_iter().collect::<Result<Vec<_>, _>>();
     match results {
         Ok(results) => {

@@ -82,39 +82,38 @@ CREATE FUNCTION agentwire.put(
 DECLARE
     v_depth bigint;
     v_existing bytea;
-    v_from_sender bigint;
+    v_from_sender bigint := 0;
 BEGIN
-    -- Lock the queue (creating its row if needed).
-    INSERT INTO agentwire.depth AS d (recipient, queued) VALUES (p_recipient, 0)
-        ON CONFLICT (recipient) DO UPDATE SET queued = d.queued
-        RETURNING d.queued INTO v_depth;
+    -- Lock the queue and count this envelope in, in one step (the common
+    -- case); the refusals below take it out again.
+    INSERT INTO agentwire.depth AS d (recipient, queued) VALUES (p_recipient, 1)
+        ON CONFLICT (recipient) DO UPDATE SET queued = d.queued + 1
+        RETURNING d.queued - 1 INTO v_depth;
     SELECT e.sender INTO v_existing FROM agentwire.envelopes e
         WHERE e.recipient = p_recipient AND e.id = p_id;
     IF NOT FOUND THEN
         SELECT t.sender INTO v_existing FROM agentwire.delivered t
             WHERE t.recipient = p_recipient AND t.id = p_id;
     END IF;
-    IF v_existing IS NOT NULL OR v_depth >= p_max_queue THEN
-        IF v_depth = 0 THEN
-            DELETE FROM agentwire.depth WHERE recipient = p_recipient AND queued = 0;
-        END IF;
-        IF v_existing IS NULL THEN
-            RETURN 3;
-        ELSIF v_existing = p_sender THEN
-            RETURN 1;
-        ELSE
-            RETURN 2;
-        END IF;
-    END IF;
-    -- One sender's share, counted only once the whole queue is that long.
-    IF v_depth >= p_max_per_sender THEN
+    IF v_existing IS NULL AND v_depth < p_max_queue AND v_depth >= p_max_per_sender THEN
+        -- One sender's share, counted only once the whole queue is that long.
         SELECT count(*) INTO v_from_sender FROM agentwire.envelopes e
             WHERE e.recipient = p_recipient AND e.sender = p_sender;
-        IF v_from_sender >= p_max_per_sender THEN
+    END IF;
+    IF v_existing IS NOT NULL OR v_depth >= p_max_queue OR v_from_sender >= p_max_per_sender THEN
+        IF v_depth = 0 THEN
+            DELETE FROM agentwire.depth WHERE recipient = p_recipient;
+        ELSE
+            UPDATE agentwire.depth SET queued = queued - 1 WHERE recipient = p_recipient;
+        END IF;
+        IF v_existing IS NOT NULL THEN
+            RETURN CASE WHEN v_existing = p_sender THEN 1 ELSE 2 END;
+        ELSIF v_depth >= p_max_queue THEN
+            RETURN 3;
+        ELSE
             RETURN 4;
         END IF;
     END IF;
-    UPDATE agentwire.depth SET queued = queued + 1 WHERE recipient = p_recipient;
     INSERT INTO agentwire.envelopes (recipient, id, sender, payload, received_at, expires_at)
         VALUES (p_recipient, p_id, p_sender, p_payload, p_received_at, p_expires_at);
     PERFORM pg_notify('agentwire_deliver', p_node || ':' || encode(p_recipient, 'hex'));
