@@ -127,6 +127,8 @@ pub(crate) enum Command {
     ///   agentwire relay --listen 0.0.0.0:7878 \
     ///       --access-token-file /etc/agentwire/token \
     ///       --tls-cert cert.pem --tls-key key.pem # public host
+    ///   PGPASSWORD=… agentwire relay --listen 0.0.0.0:7878 \
+    ///       --db postgres://agentwire@db.internal/agentwire  # one node of a cluster
     #[command(verbatim_doc_comment)]
     Relay(RelayArgs),
     /// Create an identity in this home (starting the daemon if needed)
@@ -145,8 +147,10 @@ pub(crate) enum Command {
         /// Name of the identity [default: agent, agent-2, ...]
         #[arg(long)]
         name: Option<String>,
-        /// Relay to use, e.g. wss://relay.example:7878 (set once, for the home)
-        #[arg(long, value_name = "URL")]
+        /// Relay to use, e.g. wss://relay.example:7878 (set once, for the
+        /// home); the nodes of a relay cluster as URLs separated by commas,
+        /// tried in order
+        #[arg(long, value_name = "URL[,URL..]")]
         relay: Option<String>,
         /// The relay's access token, read from the first line of this file
         #[arg(long, value_name = "FILE", requires = "relay")]
@@ -179,8 +183,9 @@ pub(crate) enum Command {
     ///   agentwire config --retention 7d                       # keep read messages a week
     #[command(verbatim_doc_comment)]
     Config {
-        /// The relay to use, e.g. wss://relay.example:7878
-        #[arg(long, value_name = "URL")]
+        /// The relay to use, e.g. wss://relay.example:7878, or a relay
+        /// cluster's nodes separated by commas
+        #[arg(long, value_name = "URL[,URL..]")]
         relay: Option<String>,
         /// The relay's access token, read from the first line of this file
         #[arg(long, value_name = "FILE", conflicts_with = "no_relay_token")]

@@ -1034,6 +1034,14 @@ fn connect_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, Sto
             config.redacted_url()
         ))
     })?;
+    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Open(
+            "sslmode=require: this relay does not speak TLS to PostgreSQL yet; keep the \
+             database on a private network or the relay's host, or tunnel to it, and drop \
+             sslmode from the URL"
+                .into(),
+        ));
+    }
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if pg.get_hosts().is_empty() {
         pg.host(env("PGHOST").as_deref().unwrap_or("localhost"));
@@ -1226,4 +1234,30 @@ fn from_sql_time(value: i64) -> u64 {
 /// somehow holds another length reads as zeros.
 fn to_array<const N: usize>(bytes: Vec<u8>) -> [u8; N] {
     <[u8; N]>::try_from(bytes.as_slice()).unwrap_or([0; N])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_asking_for_tls_is_refused_and_errors_never_show_the_password() {
+        for url in [
+            "postgres://relay:s3cret@db.example/agentwire?sslmode=require",
+            "postgres://relay:s3cret@db.example:notaport/agentwire",
+        ] {
+            let error = connect_config(&PostgresConfig::new(url)).unwrap_err();
+            let text = error.to_string();
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(matches!(error, StoreError::Open(_)), "{text}");
+        }
+        let pg = connect_config(&PostgresConfig::new(
+            "postgres://relay:s3cret@db.example:5433/agentwire",
+        ))
+        .unwrap();
+        assert_eq!(pg.get_ports(), [5433]);
+        assert_eq!(pg.get_user(), Some("relay"));
+        assert_eq!(pg.get_dbname(), Some("agentwire"));
+        assert_eq!(pg.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+    }
 }
