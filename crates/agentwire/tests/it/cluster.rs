@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentwire_client::{ClientError, Event};
+use agentwire_client::ClientError;
 use agentwire_relay::{Database, PostgresConfig, Relay, RelayConfig};
 use agentwire_wire::ErrorCode;
 
@@ -17,30 +17,6 @@ use crate::util::*;
 async fn node(database: &Database) -> Relay {
     let config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), database.clone());
     Relay::spawn(config).await.unwrap()
-}
-
-fn client_config(urls: &str) -> agentwire_client::ClientConfig {
-    let mut config = agentwire_client::ClientConfig::new(urls);
-    config.backoff.initial = Duration::from_millis(50);
-    config.backoff.max = Duration::from_millis(500);
-    config
-}
-
-async fn connect(
-    urls: &str,
-    key: &ed25519_dalek::SigningKey,
-) -> (agentwire_client::RelayClient, agentwire_client::Events) {
-    let (client, mut events) = agentwire_client::RelayClient::connect(
-        client_config(urls),
-        std::sync::Arc::new(key.clone()),
-    )
-    .await
-    .unwrap();
-    match next_event(&mut events).await {
-        Event::Connected { .. } => {}
-        other => panic!("expected Connected, got {other:?}"),
-    }
-    (client, events)
 }
 
 #[tokio::test]
@@ -57,8 +33,8 @@ async fn two_nodes_on_one_database_serve_one_set_of_agents() {
 
     // An agent on node A and one on node B, both ways.
     let (alice, bob) = (new_key(), new_key());
-    let (to_a, mut at_a) = connect(&a.url(), &alice).await;
-    let (to_b, mut at_b) = connect(&b.url(), &bob).await;
+    let (to_a, mut at_a) = connected_client(&a.url(), &alice).await;
+    let (to_b, mut at_b) = connected_client(&b.url(), &bob).await;
     for round in 0..20 {
         let id = new_id();
         to_a.send(public(&bob), id, format!("a->b {round}").into_bytes())
@@ -86,7 +62,7 @@ async fn two_nodes_on_one_database_serve_one_set_of_agents() {
             .await
             .unwrap();
     }
-    let (to_carol, mut at_carol) = connect(&b.url(), &carol).await;
+    let (to_carol, mut at_carol) = connected_client(&b.url(), &carol).await;
     for (n, id) in ids.iter().enumerate() {
         let envelope = next_envelope(&mut at_carol).await;
         assert_eq!(envelope.id, *id, "envelope #{n} out of order");
@@ -105,7 +81,7 @@ async fn two_nodes_on_one_database_serve_one_set_of_agents() {
     // Concurrent senders on both nodes to one recipient: every envelope
     // arrives once, and each sender's arrive in the order sent.
     let dave = new_key();
-    let (to_dave, mut at_dave) = connect(&format!("{},{}", a.url(), b.url()), &dave).await;
+    let (to_dave, mut at_dave) = connected_client(&format!("{},{}", a.url(), b.url()), &dave).await;
     let send_many = |client: agentwire_client::RelayClient, tag: &'static str| {
         let dave = public(&dave);
         tokio::spawn(async move {
@@ -228,7 +204,7 @@ async fn a_node_whose_database_is_gone_says_so_refuses_sends_and_resumes_when_it
     let relay = node(&database).await;
     let addr = relay.local_addr();
     let (alice, bob) = (new_key(), new_key());
-    let (to_bob, _events) = connect(&relay.url(), &alice).await;
+    let (to_bob, _events) = connected_client(&relay.url(), &alice).await;
     let before: Vec<_> = (0..5).map(|_| new_id()).collect();
     for id in &before {
         to_bob
@@ -268,12 +244,12 @@ async fn a_node_whose_database_is_gone_says_so_refuses_sends_and_resumes_when_it
     // The client may have been cut off while the database was gone; a
     // fresh send works either way.
     let after = new_id();
-    let (to_bob, _events) = connect(&relay.url(), &alice).await;
+    let (to_bob, _events) = connected_client(&relay.url(), &alice).await;
     to_bob
         .send(public(&bob), after, b"after".to_vec())
         .await
         .unwrap();
-    let (bob_client, mut at_bob) = connect(&relay.url(), &bob).await;
+    let (bob_client, mut at_bob) = connected_client(&relay.url(), &bob).await;
     for id in before.iter().chain([&after]) {
         let envelope = next_envelope(&mut at_bob).await;
         assert_eq!(envelope.id, *id);

@@ -154,23 +154,12 @@ impl TestRelay {
     }
 
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new(self.url());
-        config.backoff.initial = Duration::from_millis(50);
-        config.backoff.max = Duration::from_millis(500);
-        config
+        quick_client_config(&self.url())
     }
 
     /// A connected client for `key`.
     pub async fn client(&self, key: &SigningKey) -> (RelayClient, Events) {
-        let (client, mut events) =
-            RelayClient::connect(self.client_config(), Arc::new(key.clone()))
-                .await
-                .unwrap();
-        match next_event(&mut events).await {
-            Event::Connected { .. } => {}
-            other => panic!("expected Connected, got {other:?}"),
-        }
-        (client, events)
+        connected_client(&self.url(), key).await
     }
 
     pub async fn health(&self) -> serde_json::Value {
@@ -200,6 +189,29 @@ impl TestRelay {
         assert_eq!(envelope.id, id);
         client_b.ack(id).await.unwrap();
     }
+}
+
+/// A client configuration for `urls` (one relay URL, or a cluster's
+/// comma-separated) that reconnects quickly.
+pub fn quick_client_config(urls: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(urls);
+    config.backoff.initial = Duration::from_millis(50);
+    config.backoff.max = Duration::from_millis(500);
+    config
+}
+
+/// A client for `key` connected to the relay at `urls`, past its
+/// `Connected` event.
+pub async fn connected_client(urls: &str, key: &SigningKey) -> (RelayClient, Events) {
+    let (client, mut events) =
+        RelayClient::connect(quick_client_config(urls), Arc::new(key.clone()))
+            .await
+            .unwrap();
+    match next_event(&mut events).await {
+        Event::Connected { .. } => {}
+        other => panic!("expected Connected, got {other:?}"),
+    }
+    (client, events)
 }
 
 pub async fn limits_relay(adjust: impl FnOnce(&mut Limits)) -> TestRelay {

@@ -333,3 +333,18 @@ impl Store {
         dispatch!(self, s => s.dismiss(sender, recipient, id).await)
     }
 }
+
+/// Milliseconds as the stores keep them (SQL integers are signed).
+fn to_sql_time(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn from_sql_time(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Key and id columns are always written from fixed-size arrays; a row that
+/// somehow holds another length reads as zeros.
+fn to_array<const N: usize>(bytes: Vec<u8>) -> [u8; N] {
+    <[u8; N]>::try_from(bytes.as_slice()).unwrap_or([0; N])
+}

@@ -44,10 +44,12 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ExpiryNotice, ListOutcome, NewEnvelope, NewListing, PutOutcome, Queued, SWEEP_BATCH, StoreError,
+    ExpiryNotice, ListOutcome, NewEnvelope, NewListing, PutOutcome, Queued, SWEEP_BATCH,
+    StoreError, from_sql_time, to_array, to_sql_time,
 };
 use crate::config::PostgresConfig;
 use crate::metrics::Metrics;
+use crate::server::now_ms;
 use crate::wakers::Wakers;
 
 /// Writes waiting for a writer, at most; senders wait beyond this.
@@ -1214,26 +1216,6 @@ fn pool_error(error: PoolError) -> StoreError {
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn to_sql_time(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-fn from_sql_time(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// Key and id columns are always written from fixed-size arrays; a row that
-/// somehow holds another length reads as zeros.
-fn to_array<const N: usize>(bytes: Vec<u8>) -> [u8; N] {
-    <[u8; N]>::try_from(bytes.as_slice()).unwrap_or([0; N])
 }
 
 #[cfg(test)]

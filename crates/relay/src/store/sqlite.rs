@@ -25,7 +25,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ExpiryNotice, ListOutcome, NewEnvelope, NewListing, PutOutcome, Queued, SWEEP_BATCH, StoreError,
+    ExpiryNotice, ListOutcome, NewEnvelope, NewListing, PutOutcome, Queued, SWEEP_BATCH,
+    StoreError, from_sql_time, to_array, to_sql_time,
 };
 use crate::metrics::Metrics;
 
@@ -792,18 +793,4 @@ fn relay_id(conn: &Connection) -> Result<RelayId, StoreError> {
         params![bytes.as_slice()],
     )?;
     Ok(RelayId::from_bytes(bytes))
-}
-
-fn to_sql_time(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-fn from_sql_time(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// Column values of key and id columns are always written from fixed-size
-/// arrays; a row that somehow holds another length reads as zeros.
-fn to_array<const N: usize>(bytes: Vec<u8>) -> [u8; N] {
-    <[u8; N]>::try_from(bytes.as_slice()).unwrap_or([0; N])
 }
