@@ -43,6 +43,11 @@
 
 #[path = "exe.rs"]
 mod exe;
+#[allow(dead_code)]
+mod pg;
+
+/// The PostgreSQL server of `--postgres`, started once, stopped at the end.
+static POSTGRES: std::sync::Mutex<Option<pg::PgServer>> = std::sync::Mutex::new(None);
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +82,11 @@ struct Args {
     /// Body bytes per message
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// Store the relay's queues in a PostgreSQL server this program starts
+    /// (durable: fsync on), a fresh database for each scenario, instead of
+    /// SQLite
+    #[arg(long)]
+    postgres: bool,
     /// A tiny run that only checks the benchmark works (used by CI)
     #[arg(long)]
     smoke: bool,
@@ -116,10 +126,20 @@ fn main() -> Result<(), Error> {
         args.connections = vec![50];
     }
     let exe = exe::agentwire_exe(args.exe.as_ref())?;
+    if args.postgres {
+        let server = pg::PgServer::start(true)?;
+        *POSTGRES.lock().map_err(|_| "poisoned")? = Some(server);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args, exe))
+    let result = runtime.block_on(run(args, exe));
+    // Every relay is gone by now; the database server goes last.
+    drop(runtime);
+    if let Ok(mut server) = POSTGRES.lock() {
+        drop(server.take());
+    }
+    result
 }
 
 /// The relay and the two homes, as processes; stopped when dropped.
@@ -138,6 +158,14 @@ impl Setup {
     /// Starts the relay with `extra` flags.
     async fn start_with(exe: &Path, extra: &[&str]) -> Result<Setup, Error> {
         let dir = tempfile::tempdir()?;
+        let url = match POSTGRES.lock().map_err(|_| "poisoned")?.as_ref() {
+            Some(server) => Some(server.create_database()?),
+            None => None,
+        };
+        let db = match url {
+            Some(url) => std::ffi::OsString::from(url),
+            None => dir.path().join("relay.db").into_os_string(),
+        };
         // Generous limits: the benchmark measures the message path, not the
         // relay's abuse limits (which all loopback clients share, one IP).
         let mut relay = Command::new(exe)
@@ -145,7 +173,7 @@ impl Setup {
             .arg(dir.path().join("relay-home"))
             .args(["relay", "--listen", "127.0.0.1:0", "--json"])
             .arg("--db")
-            .arg(dir.path().join("relay.db"))
+            .arg(db)
             .args(["--key-rate", "1000000", "--ip-rate", "1000000"])
             .args([
                 "--max-queue",

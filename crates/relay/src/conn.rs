@@ -1025,7 +1025,7 @@ impl Conn {
                 Err(error) => {
                     // Without a way to read the queue this connection cannot
                     // make progress; the client reconnects and resumes.
-                    tracing::error!(%error, "cannot read the queue");
+                    self.shared.log_store_failure(&error);
                     self.close(1011, "internal").await;
                     return Err(Closed);
                 }

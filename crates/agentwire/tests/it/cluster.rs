@@ -277,3 +277,85 @@ async fn eventually_health(addr: std::net::SocketAddr, status: u16) -> serde_jso
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The database name of a PostgreSQL `database`'s URL.
+fn database_name(database: &Database) -> String {
+    match database {
+        Database::Postgres(config) => config.url().rsplit('/').next().unwrap().to_owned(),
+        Database::Sqlite(_) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_notification_or_listener_delays_a_delivery_by_one_check_not_forever() {
+    let database = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let name = database_name(&database);
+    let Database::Postgres(mut config) = database else {
+        unreachable!()
+    };
+    config.check_interval = Duration::from_millis(200);
+    let relay = node(&Database::Postgres(config)).await;
+    let (alice, bob) = (new_key(), new_key());
+    let (to_bob, _events) = connected_client(&relay.url(), &alice).await;
+    let (bob_client, mut at_bob) = connected_client(&relay.url(), &bob).await;
+
+    // An envelope another node stored, whose notification never came: only
+    // the periodic check can find it.
+    let id = new_id();
+    let sql = format!(
+        "INSERT INTO agentwire.depth (recipient, queued) VALUES ('\\x{bob}', 1);
+         INSERT INTO agentwire.envelopes (recipient, id, sender, payload, received_at, expires_at)
+         VALUES ('\\x{bob}', '\\x{id}', '\\x{alice}', 'unannounced', 1, 9223372036854775807)",
+        bob = public(&bob).to_hex(),
+        id = id.to_hex(),
+        alice = public(&alice).to_hex(),
+    );
+    let server = postgres();
+    server.psql(&name, &sql).unwrap();
+    let envelope = next_envelope(&mut at_bob).await;
+    assert_eq!(
+        (envelope.id, envelope.payload),
+        (id, b"unannounced".to_vec())
+    );
+    bob_client.ack(id).await.unwrap();
+    let (_, metrics) = http_get(relay.local_addr(), "/metrics").await;
+    let woken: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("agentwire_relay_postgres_check_wakeups_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(woken >= 1, "{metrics}");
+
+    // The listener's connection is cut: the node reconnects it, and
+    // deliveries go on.
+    let cut = server
+        .psql(
+            &name,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND datname = current_database()",
+        )
+        .unwrap();
+    assert_eq!(cut, "1", "one listener per node");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = http_get(relay.local_addr(), "/metrics").await;
+        if metrics.contains("agentwire_relay_postgres_listener_connects_total 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener did not reconnect: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = new_id();
+    to_bob
+        .send(public(&bob), id, b"after".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(next_envelope(&mut at_bob).await.id, id);
+    drop((to_bob, bob_client));
+    relay.shutdown().await;
+}

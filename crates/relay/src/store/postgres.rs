@@ -65,6 +65,8 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/health` trusts its last look at the database.
 const HEALTH_CACHE: Duration = Duration::from_secs(1);
+/// How long `/health` waits for the database before calling it unreachable.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The listener's wait before reconnecting, doubled up to the maximum.
 const LISTEN_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Recipients one periodic check wakes, at most; beyond that it wakes all.
@@ -490,7 +492,7 @@ impl Store {
         {
             return result.clone().map_err(StoreError::Unavailable);
         }
-        let result = match tokio::time::timeout(POOL_TIMEOUT, async {
+        let result = match tokio::time::timeout(HEALTH_TIMEOUT, async {
             let client = self.pool.get().await.map_err(pool_error)?;
             client.simple_query("SELECT 1").await.map_err(pg_error)?;
             Ok::<(), StoreError>(())
@@ -499,7 +501,7 @@ impl Store {
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("no answer within 5 s".to_string()),
+            Err(_) => Err(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs())),
         };
         *lock(&self.shared.health) = Some((Instant::now(), result.clone()));
         result.map_err(StoreError::Unavailable)
