@@ -359,3 +359,73 @@ async fn a_lost_notification_or_listener_delays_a_delivery_by_one_check_not_fore
     drop((to_bob, bob_client));
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn nodes_starting_together_agree_and_a_newer_schema_is_refused() {
+    let database = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    // Two nodes on a fresh database at once: one applies the migrations,
+    // both come up with one relay id.
+    let (a, b) = tokio::join!(node(&database), node(&database));
+    assert_eq!(a.relay_id(), b.relay_id());
+    a.shutdown().await;
+    b.shutdown().await;
+
+    // A database a newer relay has migrated is not touched.
+    let name = database_name(&database);
+    tokio::task::spawn_blocking(move || {
+        postgres()
+            .psql(
+                &name,
+                "INSERT INTO agentwire.schema_migrations (version) VALUES (99)",
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let config = RelayConfig::new("127.0.0.1:0".parse().unwrap(), database.clone());
+    let error = Relay::spawn(config)
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("version 99") && text.contains("newer"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_skips_a_dead_node_and_init_names_it() {
+    let database = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let live = node(&database).await;
+    // Nothing listens on port 1 of loopback.
+    let dead = "ws://127.0.0.1:1";
+    let key = new_key();
+    let (client, _events) = connected_client(&format!("{dead},{}", live.url()), &key).await;
+    client
+        .send(
+            public(&new_key()),
+            new_id(),
+            b"through the live node".to_vec(),
+        )
+        .await
+        .unwrap();
+
+    let urls = format!("{},{dead}", live.url());
+    let home = TestHome::new();
+    let run =
+        tokio::task::spawn_blocking(move || home.run(&["init", "--name", "bot", "--relay", &urls]))
+            .await
+            .unwrap();
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("127.0.0.1:1"),
+        "the dead node is named: {run:?}"
+    );
+    drop(client);
+    live.shutdown().await;
+}
