@@ -429,3 +429,40 @@ async fn a_client_skips_a_dead_node_and_init_names_it() {
     drop(client);
     live.shutdown().await;
 }
+
+#[test]
+fn a_node_takes_what_its_url_leaves_out_from_libpq_variables() {
+    let database = postgres_database();
+    let name = database_name(&database);
+    let home = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(agentwire_bin())
+        .arg("--home")
+        .arg(home.path())
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--db",
+            "postgres://",
+        ])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", postgres().port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", &name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let startup = startup_line(&mut child);
+    assert_eq!(startup["backend"], "postgres", "{startup}");
+    assert_eq!(startup["db"], "postgres://", "{startup}");
+    let tables = postgres()
+        .psql(&name, "SELECT count(*) FROM agentwire.schema_migrations")
+        .unwrap();
+    assert_eq!(
+        tables, "1",
+        "the node set up the database the variables name"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
