@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentwire_client::ClientError;
+use agentwire_client::{ClientError, Event};
 use agentwire_relay::{Database, PostgresConfig, Relay, RelayConfig};
 use agentwire_wire::ErrorCode;
 
@@ -465,4 +465,50 @@ fn a_node_takes_what_its_url_leaves_out_from_libpq_variables() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn expiry_swept_by_either_node_reaches_senders_on_both() {
+    let database = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let Database::Postgres(mut config) = database else {
+        unreachable!()
+    };
+    // No periodic check to fall back on: the notices must come by NOTIFY.
+    config.check_interval = Duration::from_secs(600);
+    let start = || {
+        let mut relay = RelayConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            Database::Postgres(config.clone()),
+        );
+        relay.limits.envelope_ttl = Duration::from_millis(400);
+        Relay::spawn(relay)
+    };
+    let (a, b) = (start().await.unwrap(), start().await.unwrap());
+    let (alice, bob, carol) = (new_key(), new_key(), new_key());
+    let (from_alice, mut at_alice) = connected_client(&a.url(), &alice).await;
+    let (from_bob, mut at_bob) = connected_client(&b.url(), &bob).await;
+    let (id_a, id_b) = (new_id(), new_id());
+    from_alice
+        .send(public(&carol), id_a, b"too late".to_vec())
+        .await
+        .unwrap();
+    from_bob
+        .send(public(&carol), id_b, b"too late".to_vec())
+        .await
+        .unwrap();
+    // One of the nodes swept both; the other heard of it.
+    for (events, id) in [(&mut at_alice, id_a), (&mut at_bob, id_b)] {
+        let expired = loop {
+            match next_event(events).await {
+                Event::Expired { id, to, .. } => break (id, to),
+                _ => continue,
+            }
+        };
+        assert_eq!(expired, (id, public(&carol)));
+    }
+    drop((from_alice, from_bob));
+    a.shutdown().await;
+    b.shutdown().await;
 }
