@@ -156,6 +156,10 @@ impl<K: std::hash::Hash + Eq, V: Clone> Table<K, V> {
         self.lock().insert(key, value);
     }
 
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     pub(crate) fn take(&self, key: &K) -> Option<V> {
         self.lock().remove(key)
     }
@@ -189,6 +193,9 @@ pub struct Daemon {
     relay: Mutex<Option<LocalRelay>>,
     /// The id of the relay each identity is connected to, once connected.
     pub(crate) relay_ids: Table<Name, RelayId>,
+    /// The relay id each identity's link last connected to, kept across
+    /// reconnects: a relay whose URLs lead to different relays is noticed.
+    pub(crate) last_relay_ids: Table<Name, RelayId>,
     /// How long each identity's relay keeps an undelivered envelope, once
     /// connected.
     pub(crate) relay_ttls: Table<Name, Duration>,
@@ -300,6 +307,7 @@ impl Daemon {
             queued: StdMutex::new(HashMap::new()),
             relay: Mutex::new(None),
             relay_ids: Table::new(),
+            last_relay_ids: Table::new(),
             relay_ttls: Table::new(),
             retention_changed: Notify::new(),
             links: Table::new(),

@@ -287,6 +287,21 @@ impl Daemon {
                 self.relay_ttls.set(name.clone(), envelope_ttl);
                 self.links.set(name.clone(), client.clone());
                 self.link_errors.take(name);
+                if let Some(before) = self.last_relay_ids.get(name)
+                    && before != relay_id
+                {
+                    // The home's relay URLs are meant to be nodes of one
+                    // relay; this one is another relay, whose users this
+                    // identity's contacts may not be on.
+                    let problem = format!(
+                        "the relay answered with relay id {relay_id}, not {before} as before: \
+                         the home's relay URLs lead to different relays; list only the nodes \
+                         of one relay cluster (agentwire config --relay)"
+                    );
+                    tracing::error!(identity = %name, "{problem}");
+                    self.link_errors.set(name.clone(), problem);
+                }
+                self.last_relay_ids.set(name.clone(), relay_id);
                 self.pairing.notify_waiters();
                 self.outbox_waker(name).notify_one();
                 true

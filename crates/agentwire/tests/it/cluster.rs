@@ -512,3 +512,42 @@ async fn expiry_swept_by_either_node_reaches_senders_on_both() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[test]
+fn urls_that_lead_to_different_relays_are_reported_not_silently_split() {
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Two separate relays (each its own SQLite file), not one cluster.
+    let mut a = RelayProcess::spawn(&home_a.path().join("home"), "127.0.0.1:0", &[]);
+    let b = RelayProcess::spawn(&home_b.path().join("home"), "127.0.0.1:0", &[]);
+    let alice = TestHome::new();
+    alice
+        .run(&[
+            "init",
+            "--name",
+            "alice",
+            "--relay",
+            &format!("{},{}", a.url, b.url),
+        ])
+        .ok();
+    // Once the daemon is on the first relay, that relay dies.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let on_a = eventually(|| {
+        let (_, health) = runtime.block_on(http_get(a.addr, "/health"));
+        serde_json::from_str::<serde_json::Value>(&health).unwrap()["connections"] == 1
+    });
+    assert!(on_a, "the daemon never connected to the first relay");
+    a.signal("-KILL");
+    a.wait();
+    let reported = eventually(|| {
+        let status = alice.api(serde_json::json!({"op": "status"}));
+        status["identities"][0]["relay_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("lead to different relays"))
+    });
+    assert!(
+        reported,
+        "{}",
+        alice.api(serde_json::json!({"op": "status"}))
+    );
+    drop(b);
+}

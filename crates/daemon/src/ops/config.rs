@@ -98,6 +98,8 @@ impl Run for Configure {
                 }
             })
             .await?;
+        // Another relay now, on purpose: its id is no surprise.
+        daemon.last_relay_ids.clear();
         daemon
             .relay_changed
             .send_modify(|generation| *generation += 1);
