@@ -421,13 +421,10 @@ impl Store {
             .build()
             .map_err(|e| StoreError::Open(format!("cannot make the connection pool: {e}")))?;
 
-        let mut client = pool.get().await.map_err(|e| {
-            StoreError::Open(format!(
-                "cannot connect to {}: {}",
-                config.redacted_url(),
-                pool_error(e)
-            ))
-        })?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Open(format!("cannot connect: {}", pool_error(e))))?;
         migrate(&mut client).await?;
         let relay_id = relay_id(&client).await?;
         let queued: i64 = client
@@ -1196,7 +1193,12 @@ fn is_unavailable(error: &tokio_postgres::Error) -> bool {
 
 fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if is_unavailable(&error) {
-        StoreError::Unavailable(error.to_string())
+        // The driver's own text ("error connecting to server") leaves the
+        // cause (refused, timed out, no such host) to its source.
+        StoreError::Unavailable(match std::error::Error::source(&error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        })
     } else {
         StoreError::Postgres(match error.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
