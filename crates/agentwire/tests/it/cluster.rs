@@ -301,8 +301,23 @@ async fn a_lost_notification_or_listener_delays_a_delivery_by_one_check_not_fore
     let (to_bob, _events) = connected_client(&relay.url(), &alice).await;
     let (bob_client, mut at_bob) = connected_client(&relay.url(), &bob).await;
 
-    // An envelope another node stored, whose notification never came: only
-    // the periodic check can find it.
+    // Once bob's connection has read its queue (a first message through
+    // it proves that) and the listener is up (it wakes everyone when it
+    // connects)...
+    let first = new_id();
+    to_bob
+        .send(public(&bob), first, b"first".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(next_envelope(&mut at_bob).await.id, first);
+    bob_client.ack(first).await.unwrap();
+    wait_for_metric(
+        relay.local_addr(),
+        "agentwire_relay_postgres_listener_connects_total 1",
+    )
+    .await;
+    // ...an envelope another node stored, whose notification never came:
+    // only the periodic check can find it.
     let id = new_id();
     let sql = format!(
         "INSERT INTO agentwire.depth (recipient, queued) VALUES ('\\x{bob}', 1);
@@ -338,18 +353,11 @@ async fn a_lost_notification_or_listener_delays_a_delivery_by_one_check_not_fore
         )
         .unwrap();
     assert_eq!(cut, "1", "one listener per node");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, metrics) = http_get(relay.local_addr(), "/metrics").await;
-        if metrics.contains("agentwire_relay_postgres_listener_connects_total 2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the listener did not reconnect: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metric(
+        relay.local_addr(),
+        "agentwire_relay_postgres_listener_connects_total 2",
+    )
+    .await;
     let id = new_id();
     to_bob
         .send(public(&bob), id, b"after".to_vec())
@@ -532,8 +540,13 @@ fn urls_that_lead_to_different_relays_are_reported_not_silently_split() {
     // Once the daemon is on the first relay, that relay dies.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let on_a = eventually(|| {
-        let (_, health) = runtime.block_on(http_get(a.addr, "/health"));
-        serde_json::from_str::<serde_json::Value>(&health).unwrap()["connections"] == 1
+        // Two hellos: init's check of the relay, then the daemon's link.
+        let (_, metrics) = runtime.block_on(http_get(a.addr, "/metrics"));
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("agentwire_relay_frames_in_total{type=\"hello\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|hellos| hellos >= 2)
     });
     assert!(on_a, "the daemon never connected to the first relay");
     a.signal("-KILL");
@@ -550,4 +563,17 @@ fn urls_that_lead_to_different_relays_are_reported_not_silently_split() {
         alice.api(serde_json::json!({"op": "status"}))
     );
     drop(b);
+}
+
+/// Waits (at most [`WAIT`]) until the relay's `/metrics` has `line`.
+async fn wait_for_metric(addr: std::net::SocketAddr, line: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = http_get(addr, "/metrics").await;
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{line}` in {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
