@@ -989,7 +989,8 @@ pub(crate) struct RelayArgs {
     /// home], or `postgres://USER@HOST:PORT/DATABASE` for a PostgreSQL
     /// database that several relay nodes share (a cluster). Parts the URL
     /// leaves out come from PGHOST, PGPORT, PGUSER, PGPASSWORD and
-    /// PGDATABASE; keep the password there, not on the command line
+    /// PGDATABASE; keep the password there, not on the command line. Add
+    /// ?sslmode=verify-full (and &sslrootcert=FILE) for TLS to the database
     #[arg(long, env = "AGENTWIRE_RELAY_DB", value_name = "PATH|URL")]
     pub(crate) db: Option<String>,
     /// PostgreSQL only: connections this node keeps open to the database,

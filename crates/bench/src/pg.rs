@@ -22,6 +22,9 @@ pub(crate) struct PgServer {
     dir: PathBuf,
     port: u16,
     durable: bool,
+    /// Whether it serves TLS with `server.crt` and `server.key` in its data
+    /// directory.
+    tls: bool,
     child: Option<Child>,
     databases: AtomicU32,
 }
@@ -31,6 +34,12 @@ impl PgServer {
     /// `fsync` (for benchmarks); without it, commits skip the disk (for
     /// tests, where a power cut is not the question).
     pub(crate) fn start(durable: bool) -> Result<PgServer, String> {
+        Self::start_with(durable, None)
+    }
+
+    /// [`PgServer::start`], serving TLS (besides plain connections) with
+    /// this PEM certificate chain and key.
+    pub(crate) fn start_with(durable: bool, tls: Option<(&str, &str)>) -> Result<PgServer, String> {
         let bin = bin_dir()?;
         remove_stale_dirs();
         static STARTED: AtomicU32 = AtomicU32::new(0);
@@ -69,11 +78,25 @@ impl PgServer {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).map_err(|e| format!("cannot write {name}: {e}"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("cannot restrict {name}: {e}"))?;
+                if is_root() {
+                    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY))
+                        .map_err(|e| format!("cannot hand {name} to nobody: {e}"))?;
+                }
+            }
+        }
         let mut server = PgServer {
             bin,
             dir,
             port: free_port()?,
             durable,
+            tls: tls.is_some(),
             child: None,
             databases: AtomicU32::new(0),
         };
@@ -151,6 +174,9 @@ impl PgServer {
                 "max_connections=400",
             ])
             .args(["-c", "shared_buffers=128MB"]);
+        if self.tls {
+            command.args(["-c", "ssl=on"]);
+        }
         if !self.durable {
             command.args([
                 "-c",

@@ -577,3 +577,85 @@ async fn wait_for_metric(addr: std::net::SocketAddr, line: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_node_speaks_tls_to_its_database_and_verifies_it() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let server = {
+        let (cert_pem, key_pem) = (cert_pem.clone(), key_pem.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::pg_server::PgServer::start_with(false, Some((&cert_pem, &key_pem))).unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let name = server
+        .create_database()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert_pem).unwrap();
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/{name}?{query}",
+            server.port()
+        )
+    };
+    let start = |url: String| {
+        Relay::spawn(RelayConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            Database::Postgres(PostgresConfig::new(url)),
+        ))
+    };
+
+    // A certificate nobody vouches for is refused, not used.
+    let refused = start(url("sslmode=verify-full")).await.err();
+    assert!(refused.is_some(), "an unverified database was used");
+
+    // With its root given, every connection of the node is TLS.
+    let relay = start(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    )))
+    .await
+    .unwrap();
+    relay_still_serves(&relay).await;
+    let plain = tokio::task::spawn_blocking(move || {
+        server
+            .psql(
+                &name,
+                "SELECT count(*) FILTER (WHERE s.ssl) || ' ' || count(*) FILTER (WHERE NOT s.ssl) \
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.datname = current_database() AND a.application_name = 'agentwire-relay'",
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (tls, plain) = plain.split_once(' ').unwrap();
+    assert!(
+        tls.parse::<u32>().unwrap() >= 2,
+        "the pool and the listener: {tls}"
+    );
+    assert_eq!(plain, "0", "a connection of the node is in the clear");
+    relay.shutdown().await;
+}
+
+/// A fresh pair of clients exchanges an envelope through `relay`.
+async fn relay_still_serves(relay: &Relay) {
+    let (alice, bob) = (new_key(), new_key());
+    let (to_bob, _events) = connected_client(&relay.url(), &alice).await;
+    let (bob_client, mut at_bob) = connected_client(&relay.url(), &bob).await;
+    let id = new_id();
+    to_bob
+        .send(public(&bob), id, b"sealed".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(next_envelope(&mut at_bob).await.id, id);
+    bob_client.ack(id).await.unwrap();
+}

@@ -404,14 +404,14 @@ impl Store {
         metrics: Arc<Metrics>,
         wakers: Arc<Wakers>,
     ) -> Result<(Store, Workers, RelayId), StoreError> {
-        let pg = connect_config(config)?;
-        let manager = Manager::from_config(
-            pg.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let (pg, tls) = connect_config(config)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Tls::Plain => Manager::from_config(pg.clone(), NoTls, manager_config),
+            Tls::Rustls(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(2))
             .runtime(Runtime::Tokio1)
@@ -457,7 +457,13 @@ impl Store {
             .collect();
         let stop = CancellationToken::new();
         let background = vec![
-            tokio::spawn(listen(pg, shared.clone(), wakers.clone(), stop.clone())),
+            tokio::spawn(listen(
+                pg,
+                tls,
+                shared.clone(),
+                wakers.clone(),
+                stop.clone(),
+            )),
             tokio::spawn(check(
                 pool.clone(),
                 config.check_interval,
@@ -835,13 +841,14 @@ async fn in_one_transaction(
 /// everyone after (re)connecting, since notifications may have been missed.
 async fn listen(
     pg: tokio_postgres::Config,
+    tls: Tls,
     shared: Arc<Shared>,
     wakers: Arc<Wakers>,
     stop: CancellationToken,
 ) {
     let mut retry = LISTEN_RETRY.0;
     loop {
-        match listen_once(&pg, &shared, &wakers, &stop).await {
+        match listen_once(&pg, &tls, &shared, &wakers, &stop).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, "lost the notification listener; reconnecting");
@@ -858,27 +865,22 @@ async fn listen(
 /// Listens until `stop` (`Ok`) or until the connection fails.
 async fn listen_once(
     pg: &tokio_postgres::Config,
+    tls: &Tls,
     shared: &Shared,
     wakers: &Wakers,
     stop: &CancellationToken,
 ) -> Result<(), String> {
-    let (client, mut connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
     let (tx, mut notifications) = mpsc::channel(1024);
-    let drive = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(notification)) => {
-                    if tx.send(notification).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
+    let (client, drive) = match tls {
+        Tls::Plain => {
+            let (client, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+            (client, tokio::spawn(forward_notifications(connection, tx)))
         }
-        Ok(())
-    });
+        Tls::Rustls(tls) => {
+            let (client, connection) = pg.connect(tls.clone()).await.map_err(|e| e.to_string())?;
+            (client, tokio::spawn(forward_notifications(connection, tx)))
+        }
+    };
     client
         .batch_execute(&format!(
             "LISTEN {DELIVER_CHANNEL}; LISTEN {NOTICE_CHANNEL}"
@@ -906,6 +908,31 @@ async fn listen_once(
         Ok(Err(error)) => Err(error.to_string()),
         _ => Err("the connection ended".into()),
     }
+}
+
+/// Drives the listener's connection, handing its notifications over until
+/// it ends (`Ok`) or fails.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: mpsc::Sender<tokio_postgres::Notification>,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(AsyncMessage::Notification(notification)) => {
+                if tx.send(notification).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// A payload is this node's id, `:`, and a key in hex.
@@ -1026,24 +1053,48 @@ async fn check_once(
     Ok(newest)
 }
 
-/// The driver's configuration: the URL, with what it leaves out taken from
-/// libpq's environment variables.
-fn connect_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, StoreError> {
-    let mut pg: tokio_postgres::Config = config.url().parse().map_err(|e| {
+/// How a node's connections to the database are made.
+#[derive(Clone)]
+enum Tls {
+    /// In the clear (`sslmode` absent, `disable` or `prefer`).
+    Plain,
+    /// TLS, the server's certificate verified for the host name against the
+    /// Web PKI roots and any `sslrootcert` (`sslmode=require`,
+    /// `verify-ca` or `verify-full`).
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tls::Plain => "Plain",
+            Tls::Rustls(_) => "Rustls",
+        })
+    }
+}
+
+/// The driver's configuration and how to connect: the URL, with what it
+/// leaves out taken from libpq's environment variables.
+fn connect_config(config: &PostgresConfig) -> Result<(tokio_postgres::Config, Tls), StoreError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (url, root_file) = take_tls_options(config.url());
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
         StoreError::Open(format!(
             "{} is not a PostgreSQL URL the relay understands: {e}",
             config.redacted_url()
         ))
     })?;
-    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(StoreError::Open(
-            "sslmode=require: this relay does not speak TLS to PostgreSQL yet; keep the \
-             database on a private network or the relay's host, or tunnel to it, and drop \
-             sslmode from the URL"
-                .into(),
-        ));
-    }
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let root_file = root_file.or_else(|| env("PGSSLROOTCERT"));
+    let tls = if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        Tls::Rustls(rustls_connector(root_file.as_deref())?)
+    } else if let Some(file) = root_file {
+        return Err(StoreError::Open(format!(
+            "a root certificate is given ({file}) but the URL does not ask for TLS: \
+             add sslmode=verify-full"
+        )));
+    } else {
+        Tls::Plain
+    };
     if pg.get_hosts().is_empty() {
         pg.host(env("PGHOST").as_deref().unwrap_or("localhost"));
     }
@@ -1085,7 +1136,68 @@ fn connect_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, Sto
     // A dead database host is noticed within about half a minute, not the
     // system's default of two hours.
     pg.keepalives_idle(Duration::from_secs(10));
-    Ok(pg)
+    Ok((pg, tls))
+}
+
+/// `url` without the TLS options the driver does not parse, and the root
+/// certificate file they named: `sslrootcert=FILE` is taken out, and
+/// `sslmode=verify-ca` or `verify-full` become `require` (whose TLS here
+/// always verifies the certificate and the host name).
+fn take_tls_options(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert", file)) => root = Some(file.to_owned()),
+            Some(("sslmode", "verify-ca" | "verify-full")) => {
+                kept.push("sslmode=require".to_owned());
+            }
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, root)
+}
+
+/// A TLS connector that trusts the Web PKI and the certificates (PEM) in
+/// `root_file`.
+fn rustls_connector(
+    root_file: Option<&str>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(file) = root_file {
+        let pem = std::fs::read(file).map_err(|e| {
+            StoreError::Open(format!("cannot read the root certificate {file}: {e}"))
+        })?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Open(format!("{file} is not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(StoreError::Open(format!("{file} holds no certificate")));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                StoreError::Open(format!("a certificate in {file} is invalid: {e}"))
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Open(format!("no TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), StoreError> {
@@ -1227,9 +1339,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_url_asking_for_tls_is_refused_and_errors_never_show_the_password() {
+    fn bad_tls_options_are_refused_and_errors_never_show_the_password() {
         for url in [
-            "postgres://relay:s3cret@db.example/agentwire?sslmode=require",
+            "postgres://relay:s3cret@db.example/agentwire?sslrootcert=/nonexistent/ca.pem&sslmode=verify-full",
+            "postgres://relay:s3cret@db.example/agentwire?sslrootcert=/nonexistent/ca.pem",
             "postgres://relay:s3cret@db.example:notaport/agentwire",
         ] {
             let error = connect_config(&PostgresConfig::new(url)).unwrap_err();
@@ -1237,13 +1350,26 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(matches!(error, StoreError::Open(_)), "{text}");
         }
-        let pg = connect_config(&PostgresConfig::new(
+        let (pg, tls) = connect_config(&PostgresConfig::new(
             "postgres://relay:s3cret@db.example:5433/agentwire",
         ))
         .unwrap();
+        assert!(matches!(tls, Tls::Plain));
         assert_eq!(pg.get_ports(), [5433]);
         assert_eq!(pg.get_user(), Some("relay"));
         assert_eq!(pg.get_dbname(), Some("agentwire"));
         assert_eq!(pg.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        let (_, tls) = connect_config(&PostgresConfig::new(
+            "postgres://relay@db.example/agentwire?sslmode=verify-full&application_name=x",
+        ))
+        .unwrap();
+        assert!(matches!(tls, Tls::Rustls(_)));
+        assert_eq!(
+            take_tls_options("postgres://h/d?sslmode=verify-ca&sslrootcert=/ca.pem"),
+            (
+                "postgres://h/d?sslmode=require".to_owned(),
+                Some("/ca.pem".to_owned())
+            )
+        );
     }
 }
