@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 
 use agentwire_client::{ClientConfig, Event, RelayClient, Signer};
 use agentwire_relay::{Limits, RateLimit, Relay, RelayConfig};
-
-mod exe;
-#[allow(dead_code)]
-mod pg;
 use agentwire_wire::{EnvelopeId, PublicKey};
 use clap::Parser;
 use ed25519_dalek::SigningKey;
@@ -45,8 +41,9 @@ struct Args {
     #[arg(long)]
     offline: bool,
     /// Use the relay at this URL (e.g. an `agentwire relay` process, with its
-    /// rate and queue limits raised) instead of one in this process
-    #[arg(long, value_name = "URL")]
+    /// rate and queue limits raised) instead of one in this process; several
+    /// comma-separated URLs are a cluster's nodes, used as with --nodes
+    #[arg(long, value_name = "URL[,URL..]")]
     relay_url: Option<String>,
     /// Run the relay as this many `agentwire relay` processes (nodes of one
     /// cluster when more than one; needs --postgres). Senders connect to
@@ -70,6 +67,10 @@ struct Args {
     #[arg(long)]
     json: bool,
 }
+
+mod exe;
+#[allow(dead_code)]
+mod pg;
 
 /// When each message was sent and accepted, by id.
 type Sent = Arc<Mutex<HashMap<EnvelopeId, (Instant, Option<Instant>)>>>;
@@ -123,7 +124,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let mut children = Vec::new();
+    let mut children = Nodes(Vec::new());
     let relay = match &args.relay_url {
         Some(_) => None,
         None if processes => None,
@@ -144,7 +145,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..nodes {
                 let (child, url) =
                     spawn_node(&exe, dir.path(), db.as_deref(), args.messages).await?;
-                children.push(child);
+                children.0.push(child);
                 urls.push(url);
             }
             urls
@@ -260,12 +261,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(relay) = relay {
         relay.shutdown().await;
     }
-    for mut child in children {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-    }
+    drop(children);
     drop(postgres);
     let store = match (args.postgres, processes) {
         (true, _) => format!(
@@ -323,6 +319,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The relay processes of a run: stopped (SIGTERM, then waited for) when
+/// dropped, also when the run fails half-way.
+struct Nodes(Vec<std::process::Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Starts one `agentwire relay` process (on `db`, a PostgreSQL URL, or a

@@ -49,16 +49,24 @@ impl Wakers {
         }
     }
 
-    pub(crate) fn wake_deliveries(&self, key: &PublicKey) {
-        for (_, wakers) in self.lock().get(key).into_iter().flatten() {
+    /// Wakes `key`'s connections for new envelopes; whether it has any.
+    pub(crate) fn wake_deliveries(&self, key: &PublicKey) -> bool {
+        let by_key = self.lock();
+        let conns = by_key.get(key);
+        for (_, wakers) in conns.into_iter().flatten() {
             wakers.deliveries.notify_one();
         }
+        conns.is_some()
     }
 
-    pub(crate) fn wake_notices(&self, key: &PublicKey) {
-        for (_, wakers) in self.lock().get(key).into_iter().flatten() {
+    /// Wakes `key`'s connections for new expiry notices; whether it has any.
+    pub(crate) fn wake_notices(&self, key: &PublicKey) -> bool {
+        let by_key = self.lock();
+        let conns = by_key.get(key);
+        for (_, wakers) in conns.into_iter().flatten() {
             wakers.notices.notify_one();
         }
+        conns.is_some()
     }
 
     /// Wakes every connection for both kinds of news (after notifications
@@ -69,12 +77,6 @@ impl Wakers {
             wakers.deliveries.notify_one();
             wakers.notices.notify_one();
         }
-    }
-
-    /// Whether `key` has a connection here.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn is_connected(&self, key: &PublicKey) -> bool {
-        self.lock().contains_key(key)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ByKey> {
